@@ -1,0 +1,38 @@
+# Two commands set everything up on a fresh machine with Python 3.11+:
+#   make demo   install into .venv and run the main job on the embedded default
+#   make test   install into .venv and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-unit test-integration check clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nurture needs Python 3.11 or newer; set PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/nurture demo
+
+check: install
+	$(BIN)/nurture check
+
+# Unit and end-to-end tests need nothing but Python; integration tests use the real
+# Redis and PostgreSQL on 127.0.0.1 (skipped locally when missing, failures under CI=true).
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-unit: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/e2e
+
+test-integration: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,391 @@
+"""``config.toml`` validated into typed, frozen models.
+
+:func:`load_config` reports every problem at once, each with file, line and key path
+(:class:`~campaigns.errors.ConfigError`). Secrets never appear in the file: a channel
+names the environment variable that holds each one (``secret_env = "HOOK_SECRET"``).
+Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from campaigns.durations import parse_duration
+from campaigns.errors import ConfigError, ConfigIssue
+from campaigns.tomlpos import KeyLines
+
+#: Environment variables that override the file, for operators and tests.
+DATABASE_URL_ENV = "NURTURE_DATABASE_URL"
+BROKER_URL_ENV = "NURTURE_BROKER_URL"
+
+#: Customer fields a channel can address a message to.
+RecipientField = Literal["email", "phone", "wechat_openid", "external_id"]
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Model):
+    """Where the data lives: SQLite by default, PostgreSQL in production."""
+
+    url: str = "sqlite:///var/nurture.db"
+
+
+class BrokerConfig(_Model):
+    """The Dramatiq broker: ``stub://`` runs workers in-process, ``redis://`` distributes."""
+
+    url: str = "stub://"
+    #: Queue the delivery jobs go to.
+    queue: str = "nurture"
+    #: Deliveries carried by one job; retries re-enqueue only the failed ones.
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    #: Redis key namespace (lets several deployments or tests share one server).
+    namespace: str = "nurture"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not (value.startswith("stub://") or value.startswith(("redis://", "rediss://", "unix://"))):
+            raise ValueError("broker.url must start with stub://, redis:// or rediss://")
+        return value
+
+
+class WorkerConfig(_Model):
+    """How workers send: concurrency, leases and retry policy."""
+
+    processes: int = Field(default=1, ge=1, le=64)
+    threads: int = Field(default=8, ge=1, le=256)
+    #: How long a worker may hold a delivery in ``sending`` before it is taken back.
+    lease: Duration = timedelta(minutes=5)
+    #: Attempts per delivery before it is marked failed.
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    #: Full-jitter exponential backoff: random(0, min(cap, base * 2**attempt)).
+    backoff_base: Duration = timedelta(seconds=2)
+    backoff_cap: Duration = timedelta(minutes=10)
+
+
+class SchedulerConfig(_Model):
+    """The scheduler loop."""
+
+    interval: Duration = timedelta(seconds=30)
+    #: A cron slot missed by more than this (scheduler down) is skipped, not sent late.
+    max_lateness: Duration = timedelta(days=1)
+
+
+class TemplatesConfig(_Model):
+    """Where message templates live."""
+
+    dir: Path = Path("templates")
+
+
+class OutboxChannelConfig(_Model):
+    """Writes each rendered message to a file, like Django's file-based email backend."""
+
+    kind: Literal["outbox"]
+    dir: Path = Path("var/outbox")
+    recipient: RecipientField = "email"
+
+
+class WebhookChannelConfig(_Model):
+    """POSTs a JSON body rendered from the template to ``url``, signed with HMAC-SHA256."""
+
+    kind: Literal["webhook"]
+    url: str
+    #: Name of the environment variable that holds the signing secret.
+    secret_env: str | None = None
+    timeout: Duration = timedelta(seconds=10)
+    recipient: RecipientField = "external_id"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("webhook url must start with http:// or https://")
+        return value
+
+
+ChannelConfig = Annotated[OutboxChannelConfig | WebhookChannelConfig, Field(discriminator="kind")]
+
+
+class CronTrigger(_Model):
+    """Run on a cron schedule, evaluated in the campaign's time zone."""
+
+    cron: str
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression {value!r} (expected 5 fields, e.g. '0 10 * * *')")
+        return value
+
+
+class AudienceConfig(_Model):
+    """Who a campaign targets: filters combined with AND; an empty audience is everyone."""
+
+    acquisition_channel: list[str] | None = None
+    #: Customers with at least one order bought through one of these channels.
+    purchase_channel: list[str] | None = None
+    min_orders: int | None = Field(default=None, ge=0)
+    max_orders: int | None = Field(default=None, ge=0)
+    #: Last order more than N days ago (lapsing customers).
+    last_order_more_than_days: int | None = Field(default=None, ge=0)
+    #: Last order within the past N days.
+    last_order_within_days: int | None = Field(default=None, ge=0)
+    min_total_spent: float | None = Field(default=None, ge=0)
+    #: Customer signed up (created) within the past N days.
+    created_within_days: int | None = Field(default=None, ge=0)
+    #: Equality on free attributes, e.g. ``{ vip = true, city = "Shanghai" }``.
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class StepConfig(_Model):
+    """One message of a campaign's series."""
+
+    template: str
+    delay: Duration = timedelta(0)
+
+
+class CampaignConfig(_Model):
+    """A campaign: who (audience), when (trigger), what (steps) and how (channels)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    enabled: bool = True
+    purpose: Literal["marketing", "transactional"] = "marketing"
+    timezone: str = "UTC"
+    trigger: CronTrigger
+    audience: AudienceConfig = AudienceConfig()
+    #: Preference order: each customer gets the first channel they have an address for.
+    channels: list[str] = Field(min_length=1)
+    #: never: a customer gets this campaign once; every_run: once per cron run.
+    reentry: Literal["never", "every_run"] = "never"
+    steps: list[StepConfig] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Asia/Shanghai')") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The campaign's time zone."""
+        return ZoneInfo(self.timezone)
+
+
+class AppConfig(_Model):
+    """The whole of ``config.toml``."""
+
+    database: DatabaseConfig = DatabaseConfig()
+    broker: BrokerConfig = BrokerConfig()
+    worker: WorkerConfig = WorkerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    campaigns: list[CampaignConfig] = Field(default_factory=list)
+    #: The file this was loaded from (not a TOML key).
+    source: Path | None = Field(default=None, exclude=True)
+
+    def campaign(self, name: str) -> CampaignConfig:
+        """The campaign called ``name``; KeyError if there is none."""
+        for campaign in self.campaigns:
+            if campaign.name == name:
+                return campaign
+        raise KeyError(name)
+
+
+def _format_loc(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _clean_loc(raw: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Turn a pydantic error location into the key path as written in the file.
+
+    Pydantic adds entries that are not keys (the tag of a discriminated union, validator
+    names); they are dropped. A missing or unknown key ends the path: it is what to fix.
+    """
+    path: list[str | int] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, dict) and isinstance(part, str) and part != node.get("kind"):
+            path.append(part)
+            break
+    return tuple(path)
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    return message
+
+
+def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Cross-key checks that pydantic cannot express per field; run on the raw data so they
+    are reported even when other keys failed validation."""
+    channels = raw.get("channels") if isinstance(raw.get("channels"), dict) else {}
+    templates = raw.get("templates") if isinstance(raw.get("templates"), dict) else {}
+    template_dir = base / str(templates.get("dir", "templates"))
+    seen: dict[str, int] = {}
+    campaigns = raw.get("campaigns") if isinstance(raw.get("campaigns"), list) else []
+    for index, campaign in enumerate(campaigns):
+        if not isinstance(campaign, dict):
+            continue
+        name = campaign.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                yield ("campaigns", index, "name"), f"duplicate campaign name {name!r} (first defined as campaigns[{seen[name]}])"
+            else:
+                seen[name] = index
+        for position, channel in enumerate(campaign.get("channels") or []):
+            if isinstance(channel, str) and channel not in channels:
+                known = ", ".join(sorted(channels)) or "none defined"
+                yield ("campaigns", index, "channels", position), f"unknown channel {channel!r} (defined: {known})"
+        for step_index, step in enumerate(campaign.get("steps") or []):
+            if not isinstance(step, dict) or not isinstance(step.get("template"), str):
+                continue
+            from campaigns.rendering import template_parts
+
+            if not template_parts(template_dir, step["template"]):
+                yield (
+                    ("campaigns", index, "steps", step_index, "template"),
+                    f"template {step['template']!r} not found: expected files such as "
+                    f"{template_dir / step['template']}.txt.j2 or .json.j2",
+                )
+
+
+def _secret_warnings(config: AppConfig) -> list[str]:
+    warnings = []
+    for name, channel in config.channels.items():
+        env = getattr(channel, "secret_env", None)
+        if env and not os.environ.get(env):
+            warnings.append(f"channels.{name}.secret_env: environment variable {env} is not set")
+    return warnings
+
+
+def parse_config(text: str, *, file: str = "config.toml", base: Path | None = None) -> AppConfig:
+    """Validate TOML ``text``; raises :class:`ConfigError` listing every problem."""
+    base = base or Path(".")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        if line is None and " at line " in str(exc):
+            try:
+                line = int(str(exc).rsplit(" at line ", 1)[1].split(",")[0])
+            except ValueError:
+                line = None
+        raise ConfigError([ConfigIssue(file, line, "", f"TOML syntax error: {exc}")]) from None
+
+    lines = KeyLines(text)
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    config: AppConfig | None = None
+    try:
+        config = AppConfig.model_validate(raw)
+    except ValidationError as exc:
+        for error in exc.errors():
+            found.append((_clean_loc(raw, tuple(error["loc"])), _message(error)))
+    found.extend(_reference_issues(raw, base))
+    if found:
+        issues = sorted(
+            {ConfigIssue(file, lines.line_of(loc), _format_loc(loc), message) for loc, message in found},
+            key=lambda issue: (issue.line or 0, issue.key_path, issue.message),
+        )
+        raise ConfigError(issues)
+    assert config is not None
+    return _resolve_paths(config, base)
+
+
+def _resolve_paths(config: AppConfig, base: Path) -> AppConfig:
+    channels = {
+        name: channel.model_copy(update={"dir": base / channel.dir})
+        if isinstance(channel, OutboxChannelConfig) and not channel.dir.is_absolute()
+        else channel
+        for name, channel in config.channels.items()
+    }
+    templates = config.templates
+    if not templates.dir.is_absolute():
+        templates = templates.model_copy(update={"dir": base / templates.dir})
+    database = config.database
+    url = os.environ.get(DATABASE_URL_ENV) or database.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        url = "sqlite:///" + str(base / url[len("sqlite:///") :])
+    broker = config.broker
+    if os.environ.get(BROKER_URL_ENV):
+        broker = broker.model_copy(update={"url": os.environ[BROKER_URL_ENV]})
+    return config.model_copy(
+        update={
+            "channels": channels,
+            "templates": templates,
+            "database": database.model_copy(update={"url": url}),
+            "broker": broker,
+        }
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> AppConfig:
+    """Read and validate the config file at ``path``.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or invalid; every issue is listed.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(file), None, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(file), None, "", f"cannot read: {exc}")]) from None
+    config = parse_config(text, file=str(file), base=file.resolve().parent)
+    return config.model_copy(update={"source": file.resolve()})
+
+
+def secret_warnings(config: AppConfig) -> list[str]:
+    """Problems that do not stop loading but will stop a send (unset secret variables)."""
+    return _secret_warnings(config)
+
+
+def read_secret(env_name: str | None) -> str | None:
+    """The value of the environment variable ``env_name`` (None when unnamed or unset)."""
+    if not env_name:
+        return None
+    return os.environ.get(env_name) or None

@@ -1,0 +1,76 @@
+"""The errors nurture raises, as one small tree.
+
+::
+
+    NurtureError
+    ├── ConfigError            the configuration is invalid (carries every issue found)
+    ├── DataImportError        an import file cannot be read at all (bad rows are not errors)
+    ├── RenderError            a template failed to compile or render (permanent for a delivery)
+    └── DeliveryError          a channel could not deliver one message
+        ├── RetryableDeliveryError   try again later (network, timeout, 429, 5xx)
+        └── PermanentDeliveryError   never retry (bad address, rejected request)
+
+User mistakes are reported through these classes so the CLI can print them without a
+traceback; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class NurtureError(Exception):
+    """Root of every error nurture raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a configuration file, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    key_path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        key = f" {self.key_path}:" if self.key_path else ""
+        return f"{where}:{key} {self.message}"
+
+
+class ConfigError(NurtureError):
+    """The configuration is invalid; ``issues`` lists every problem found, not just the first."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class DataImportError(NurtureError):
+    """An import file cannot be processed at all (missing, unknown format, no header)."""
+
+
+class RenderError(NurtureError):
+    """A template failed to compile or render; retrying will not help."""
+
+    def __init__(self, template: str, message: str, *, lineno: int | None = None) -> None:
+        self.template = template
+        self.lineno = lineno
+        where = f"{template}:{lineno}" if lineno else template
+        super().__init__(f"{where}: {message}")
+
+
+class DeliveryError(NurtureError):
+    """A channel could not deliver one message."""
+
+
+class RetryableDeliveryError(DeliveryError):
+    """Delivery failed for a reason that may pass: try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Delivery failed for a reason that will not pass: never retry."""

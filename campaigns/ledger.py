@@ -1,0 +1,306 @@
+"""The delivery ledger's state changes, each one batched into a single transaction.
+
+::
+
+    queued --claim--> sending --ok--> sent
+                          |--retry/defer/halt--> queued (later due_at)
+                          |--permanent--> failed
+                          `--suppress--> suppressed (+ suppression row)
+
+A worker *claims* rows by stamping them with a fresh token in one UPDATE guarded by
+``status = 'queued'``: two jobs carrying the same ids (a duplicated or re-enqueued message)
+cannot both claim a row, so a row is sent at most once per claim. Results are written
+only where the token still matches.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from campaigns.audience import CHANNEL_FAMILY, order_facts
+from campaigns.config import AppConfig
+from campaigns.db import dialect_insert
+from campaigns.messages import Outcome, SendResult
+from campaigns.models import CampaignState, Customer, Delivery, DeliveryAttempt, Suppression, utcnow
+
+_CUSTOMER_FIELDS = (
+    "id", "external_id", "name", "email", "phone", "wechat_openid", "timezone", "locale",
+    "acquisition_channel", "created_at", "attributes",
+)
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A delivery this worker now holds, with what rendering and addressing need."""
+
+    id: int
+    send_key: str
+    campaign: str
+    step: int
+    channel: str
+    template: str
+    attempts: int
+    customer: dict[str, Any]
+    stats: dict[str, Any]
+
+
+@dataclass
+class Claim:
+    """The rows one job claimed under one token."""
+
+    token: str
+    deliveries: list[ClaimedDelivery] = field(default_factory=list)
+
+
+def paused_campaigns(engine: Engine) -> set[str]:
+    """Names of campaigns paused by a ``halt`` outcome."""
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(CampaignState.campaign).where(CampaignState.paused)).scalars())
+
+
+def requeue_expired_leases(engine: Engine, *, now: datetime) -> int:
+    """Put ``sending`` rows whose worker vanished (lease over) back in the queue."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.update(Delivery)
+            .where(Delivery.status == "sending", Delivery.lease_until < now)
+            .values(status="queued", claim_token=None, enqueued_at=None, updated_at=now,
+                    last_error="lease expired: worker stopped before recording an outcome")
+        )
+        return result.rowcount
+
+
+def dispatchable_batches(
+    engine: Engine, *, now: datetime, stale_after: timedelta, batch_size: int, page_size: int = 5000
+) -> Iterator[list[int]]:
+    """Yield id batches of queued, due deliveries not enqueued recently, marking them enqueued.
+
+    Streams with keyset pagination (``id > last``), so memory stays flat however large the
+    backlog. Rows of paused campaigns stay where they are.
+    """
+    paused = paused_campaigns(engine)
+    last_id = 0
+    while True:
+        with engine.begin() as conn:
+            query = (
+                sa.select(Delivery.id)
+                .where(
+                    Delivery.status == "queued",
+                    Delivery.due_at <= now,
+                    Delivery.id > last_id,
+                    sa.or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - stale_after),
+                )
+                .order_by(Delivery.id)
+                .limit(page_size)
+            )
+            if paused:
+                query = query.where(Delivery.campaign.not_in(paused))
+            ids = list(conn.execute(query).scalars())
+            if not ids:
+                return
+            conn.execute(
+                sa.update(Delivery).where(Delivery.id.in_(ids)).values(enqueued_at=now)
+            )
+        last_id = ids[-1]
+        for start in range(0, len(ids), batch_size):
+            yield ids[start : start + batch_size]
+
+
+def claim(engine: Engine, ids: Sequence[int], *, now: datetime, lease: timedelta) -> Claim:
+    """Claim the still-queued, due rows among ``ids`` and load their customers."""
+    token = str(uuid.uuid4())
+    result = Claim(token=token)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(Delivery)
+            .where(Delivery.id.in_(list(ids)), Delivery.status == "queued", Delivery.due_at <= now)
+            .values(
+                status="sending",
+                claim_token=token,
+                lease_until=now + lease,
+                attempts=Delivery.attempts + 1,
+                updated_at=now,
+            )
+        )
+        rows = conn.execute(
+            sa.select(Delivery, *[getattr(Customer, name).label(f"c_{name}") for name in _CUSTOMER_FIELDS])
+            .join(Customer, Customer.id == Delivery.customer_id)
+            .where(Delivery.claim_token == token)
+            .order_by(Delivery.id)
+        ).all()
+        if not rows:
+            return result
+        customer_ids = sorted({row.customer_id for row in rows})
+        facts = order_facts(customer_ids)
+        stats = {
+            row.customer_id: {
+                "orders_count": row.orders_count,
+                "total_spent": float(row.total_spent or 0),
+                "last_order_at": row.last_order_at,
+            }
+            for row in conn.execute(sa.select(facts))
+        }
+    for row in rows:
+        customer = {name: getattr(row, f"c_{name}") for name in _CUSTOMER_FIELDS}
+        result.deliveries.append(
+            ClaimedDelivery(
+                id=row.id,
+                send_key=row.send_key,
+                campaign=row.campaign,
+                step=row.step,
+                channel=row.channel,
+                template=row.template,
+                attempts=row.attempts,
+                customer=customer,
+                stats=stats.get(row.customer_id, {"orders_count": 0, "total_spent": 0.0, "last_order_at": None}),
+            )
+        )
+    return result
+
+
+def backoff(attempt: int, *, base: timedelta, cap: timedelta, retry_after_s: float | None = None) -> timedelta:
+    """Full-jitter exponential backoff; a provider's Retry-After wins when given."""
+    if retry_after_s is not None:
+        return timedelta(seconds=max(0.0, retry_after_s))
+    ceiling = min(cap.total_seconds(), base.total_seconds() * (2 ** max(0, attempt - 1)))
+    return timedelta(seconds=random.uniform(0, ceiling))
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording a batch decided: ids to retry (with their delay) and halted campaigns."""
+
+    retries: list[tuple[int, timedelta]]
+    halted: dict[str, str]
+    counts: dict[str, int]
+
+
+def record(
+    engine: Engine,
+    config: AppConfig,
+    claim_: Claim,
+    results: dict[int, tuple[SendResult, datetime, datetime]],
+    *,
+    now: datetime | None = None,
+) -> Recorded:
+    """Write every attempt and every status change of one claimed batch in one transaction.
+
+    ``results`` maps delivery id to (result, started_at, finished_at). Rows whose claim
+    was lost (lease expired and taken by another worker) are left alone.
+    """
+    now = now or utcnow()
+    by_id = {delivery.id: delivery for delivery in claim_.deliveries}
+    attempts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    suppressions: list[dict[str, Any]] = []
+    retries: list[tuple[int, timedelta]] = []
+    halted: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    worker = config.worker
+    for delivery_id, (result, started_at, finished_at) in results.items():
+        delivery = by_id[delivery_id]
+        counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
+        attempts.append(
+            {
+                "delivery_id": delivery_id,
+                "attempt": delivery.attempts,
+                "outcome": result.outcome.value,
+                "code": result.code,
+                "error": (result.error or None) and result.error[:1000],
+                "provider_message_id": result.provider_message_id,
+                "started_at": started_at,
+                "finished_at": finished_at,
+            }
+        )
+        change: dict[str, Any] = {"b_id": delivery_id, "claim_token": None, "lease_until": None, "updated_at": now}
+        if result.outcome is Outcome.OK:
+            change.update(status="sent", sent_at=finished_at, provider_message_id=result.provider_message_id,
+                          last_error=None)
+        elif result.outcome is Outcome.RETRY and delivery.attempts < worker.max_attempts:
+            delay = backoff(delivery.attempts, base=worker.backoff_base, cap=worker.backoff_cap,
+                            retry_after_s=result.retry_after_s)
+            change.update(status="queued", due_at=now + delay, enqueued_at=now, last_error=result.error)
+            retries.append((delivery_id, delay))
+        elif result.outcome is Outcome.RETRY:
+            change.update(status="failed", last_error=f"gave up after {delivery.attempts} attempts: {result.error}")
+        elif result.outcome is Outcome.DEFER:
+            change.update(status="queued", due_at=result.defer_until or now, enqueued_at=None, last_error=result.error)
+        elif result.outcome is Outcome.HALT:
+            # Not the message's fault: it waits, queued, until an operator resumes the campaign.
+            change.update(status="queued", enqueued_at=None, last_error=result.error)
+            halted[delivery.campaign] = result.error or "halted by provider answer"
+        elif result.outcome is Outcome.SUPPRESS:
+            change.update(status="suppressed", last_error=result.error)
+            suppression = _suppression_for(config, delivery, result)
+            if suppression:
+                suppressions.append(suppression)
+        else:
+            change.update(status="failed", last_error=result.error)
+        updates.append(change)
+
+    with engine.begin() as conn:
+        if attempts:
+            conn.execute(sa.insert(DeliveryAttempt.__table__), attempts)
+        for columns, group in _group_by_columns(updates).items():
+            statement = (
+                sa.update(Delivery.__table__)
+                .where(Delivery.__table__.c.id == sa.bindparam("b_id"),
+                       Delivery.__table__.c.claim_token == claim_.token)
+                .values({column: sa.bindparam(column) for column in columns})
+            )
+            conn.execute(statement, group)
+        if suppressions:
+            conn.execute(
+                dialect_insert(conn, Suppression.__table__)
+                .values(suppressions)
+                .on_conflict_do_nothing(index_elements=["channel", "address"])
+            )
+        for campaign, reason in halted.items():
+            conn.execute(
+                dialect_insert(conn, CampaignState.__table__)
+                .values(campaign=campaign, paused=True, paused_reason=reason, updated_at=now)
+                .on_conflict_do_update(
+                    index_elements=["campaign"],
+                    set_={"paused": True, "paused_reason": reason, "updated_at": now},
+                )
+            )
+    return Recorded(retries=retries, halted=halted, counts=counts)
+
+
+def _group_by_columns(updates: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    # executemany needs the same parameter names in every row; group rows by their shape.
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for update in updates:
+        columns = tuple(sorted(key for key in update if key != "b_id"))
+        groups.setdefault(columns, []).append(update)
+    return groups
+
+
+def _suppression_for(config: AppConfig, delivery: ClaimedDelivery, result: SendResult) -> dict[str, Any] | None:
+    channel = config.channels.get(delivery.channel)
+    if channel is None:
+        return None
+    family = CHANNEL_FAMILY.get(channel.recipient)
+    address = delivery.customer.get(channel.recipient)
+    if not family or not address:
+        return None
+    return {"channel": family, "address": address, "reason": (result.error or "suppressed")[:200], "created_at": utcnow()}
+
+
+def resume_campaign(engine: Engine, campaign: str) -> bool:
+    """Unpause a campaign halted by a provider answer; True if it was paused."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.update(CampaignState)
+            .where(CampaignState.campaign == campaign, CampaignState.paused)
+            .values(paused=False, paused_reason=None, updated_at=utcnow())
+        )
+        return result.rowcount > 0

@@ -1,0 +1,214 @@
+"""The data model: SQLModel tables for customers, their history and the delivery ledger.
+
+Timestamps are timezone-aware and stored in UTC (SQLModel's ``UTCDateTime``), so SQLite
+and PostgreSQL compare them the same way; :func:`utcnow` gives the current value. Customer
+time zones live on the customer and are applied when computing local times.
+
+The schema itself is owned by Alembic (``campaigns/migrations``); a test checks that the
+migrations and these models agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+#: Delivery statuses. ``queued`` rows wait for ``due_at``; ``sending`` rows are leased by a
+#: worker; the rest are final except ``deferred`` handling, which moves rows back to queued.
+DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "suppressed", "skipped")
+
+
+def utcnow() -> datetime:
+    """Current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def _json_column() -> Any:
+    return sa.Column(sa.JSON, nullable=False, default=dict)
+
+
+class Customer(SQLModel, table=True):
+    """A person the business may message, keyed by the business's own ``external_id``."""
+
+    __tablename__ = "customer"
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=32)
+    wechat_openid: str | None = Field(default=None, max_length=128)
+    timezone: str | None = Field(default=None, max_length=64)
+    locale: str | None = Field(default=None, max_length=16)
+    #: Where the customer came from: ecommerce, store, social, distributor, direct, ...
+    acquisition_channel: str | None = Field(default=None, max_length=32, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    #: Free attributes from imports (``vip``, ``city``, ``points_expire_on`` ...).
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+
+
+class Order(SQLModel, table=True):
+    """A purchase; ``channel`` is where it was bought (may differ from acquisition)."""
+
+    __tablename__ = "orders"
+    __table_args__ = (sa.Index("ix_orders_customer_ordered", "customer_id", "ordered_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    ordered_at: datetime
+    amount: float = Field(sa_column=sa.Column(sa.Numeric(14, 2, asdecimal=False), nullable=False))
+    channel: str | None = Field(default=None, max_length=32)
+
+
+class OrderItem(SQLModel, table=True):
+    """One line of an order."""
+
+    __tablename__ = "order_item"
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_pk: int = Field(foreign_key="orders.id", index=True, ondelete="CASCADE")
+    sku: str = Field(max_length=128)
+    category: str | None = Field(default=None, max_length=128)
+    quantity: int = 1
+    price: float = Field(sa_column=sa.Column(sa.Numeric(14, 2, asdecimal=False), nullable=False))
+
+
+class Event(SQLModel, table=True):
+    """Something a customer did (``signup``, ``review``, ``page_view`` ...)."""
+
+    __tablename__ = "event"
+    __table_args__ = (sa.Index("ix_event_customer_name_time", "customer_id", "name", "occurred_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    name: str = Field(max_length=64)
+    occurred_at: datetime
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+    #: The source's event id, or a hash of the event, so re-imports do not duplicate.
+    dedupe_key: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+
+
+class Consent(SQLModel, table=True):
+    """The current consent state of one customer on one channel family."""
+
+    __tablename__ = "consent"
+    __table_args__ = (sa.UniqueConstraint("customer_id", "channel", name="uq_consent_customer_channel"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    #: Channel family: email, sms or wechat.
+    channel: str = Field(max_length=16)
+    #: granted or withdrawn.
+    status: str = Field(max_length=16)
+    source: str | None = Field(default=None, max_length=64)
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+
+class CampaignRun(SQLModel, table=True):
+    """One occurrence of a campaign's trigger, claimed by exactly one scheduler."""
+
+    __tablename__ = "campaign_run"
+    __table_args__ = (sa.UniqueConstraint("campaign", "scheduled_at", name="uq_run_campaign_slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(max_length=128)
+    scheduled_at: datetime
+    #: planning -> planned. A run left in planning past its lease is taken over.
+    status: str = Field(default="planning", max_length=16)
+    claimed_at: datetime = Field(default_factory=utcnow)
+    planned_count: int = 0
+
+
+class CampaignState(SQLModel, table=True):
+    """Operator-visible state of a campaign: paused (and why) after a ``halt`` outcome."""
+
+    __tablename__ = "campaign_state"
+
+    campaign: str = Field(primary_key=True, max_length=128)
+    paused: bool = False
+    paused_reason: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per message, written before any provider is called.
+
+    ``send_key`` is deterministic (campaign, step, customer, channel, occurrence) and
+    UNIQUE, so planning twice, retrying a job or running two schedulers cannot create a
+    second send.
+    """
+
+    __tablename__ = "delivery"
+    __table_args__ = (sa.Index("ix_delivery_status_due", "status", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    send_key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    run_id: int | None = Field(default=None, foreign_key="campaign_run.id", index=True)
+    campaign: str = Field(max_length=128, index=True)
+    step: int = 0
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    channel: str = Field(max_length=64)
+    template: str = Field(max_length=256)
+    status: str = Field(default="queued", max_length=16)
+    attempts: int = 0
+    due_at: datetime
+    #: Last time the row was handed to the broker; the scheduler re-enqueues stale rows.
+    enqueued_at: datetime | None = None
+    #: While ``sending``: the worker's lease and claim token.
+    lease_until: datetime | None = None
+    claim_token: str | None = Field(default=None, max_length=36, index=True)
+    provider_message_id: str | None = Field(default=None, max_length=128)
+    last_error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """One call to a provider for one delivery, whatever its outcome."""
+
+    __tablename__ = "delivery_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(foreign_key="delivery.id", index=True, ondelete="CASCADE")
+    attempt: int
+    outcome: str = Field(max_length=16)
+    code: str | None = Field(default=None, max_length=64)
+    error: str | None = Field(default=None, max_length=1000)
+    provider_message_id: str | None = Field(default=None, max_length=128)
+    started_at: datetime
+    finished_at: datetime
+
+
+class Response(SQLModel, table=True):
+    """A customer's or provider's answer: receipt, click, reply, unsubscribe, purchase."""
+
+    __tablename__ = "response"
+    __table_args__ = (sa.UniqueConstraint("provider", "provider_ref", "kind", name="uq_response_ref"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    kind: str = Field(max_length=32)
+    provider: str = Field(max_length=64)
+    provider_ref: str = Field(max_length=256)
+    occurred_at: datetime
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must never be messaged again on a channel family."""
+
+    __tablename__ = "suppression"
+    __table_args__ = (sa.UniqueConstraint("channel", "address", name="uq_suppression_address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    address: str = Field(max_length=320)
+    reason: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)

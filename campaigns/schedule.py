@@ -1,0 +1,32 @@
+"""When cron-triggered campaigns are due: pure functions over croniter and zoneinfo."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from croniter import croniter
+
+from campaigns.config import CampaignConfig
+
+
+def latest_slot(campaign: CampaignConfig, now: datetime) -> datetime:
+    """The most recent cron slot at or before ``now``, evaluated in the campaign's time zone
+    (so ``0 10 * * *`` means 10:00 local, across DST changes), returned in UTC."""
+    local_now = now.astimezone(campaign.zone)
+    itr = croniter(campaign.trigger.cron, local_now + timedelta(microseconds=1))
+    previous = itr.get_prev(datetime)
+    return previous.astimezone(UTC)
+
+
+def due_slot(campaign: CampaignConfig, now: datetime, *, max_lateness: timedelta) -> datetime | None:
+    """The slot the scheduler should run now, or None when the latest one is too late.
+
+    Only the latest slot is considered: a scheduler that was down for a week sends one
+    run, not seven.
+    """
+    if not campaign.enabled:
+        return None
+    slot = latest_slot(campaign, now)
+    if now - slot > max_lateness:
+        return None
+    return slot

@@ -1,0 +1,277 @@
+"""Shared fixtures: real SQLite files, throwaway PostgreSQL databases, a Redis db of our
+own, and a loopback HTTP sink that records what channels send.
+
+Following Dramatiq's test suite: a missing server skips the test locally with a clear
+reason, and fails it when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from campaigns.db import make_engine, upgrade
+from campaigns.models import Customer, Order
+
+POSTGRES_ADMIN_URL = os.environ.get("NURTURE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("NURTURE_TEST_REDIS", "redis://127.0.0.1:6379/13")
+
+
+def missing_service(reason: str) -> None:
+    """Skip locally, fail under CI: a CI run must never silently skip integration tests."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a fresh SQLite file with the schema migrated."""
+    url = f"sqlite:///{tmp_path / 'nurture.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[sa.Engine]:
+    """An engine on a fresh, migrated SQLite file."""
+    engine = make_engine(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a throwaway PostgreSQL database (migrated), dropped afterwards."""
+    import psycopg
+
+    name = f"nurture_test_{secrets.token_hex(6)}"
+    admin_dsn = POSTGRES_ADMIN_URL
+    try:
+        admin = psycopg.connect(admin_dsn, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        missing_service(f"PostgreSQL is not reachable at {admin_dsn}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of our own (db 13 by default), flushed before and after."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        missing_service(f"Redis is not reachable at {REDIS_TEST_URL}: {exc}")
+    client.flushdb()
+    try:
+        yield REDIS_TEST_URL
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@dataclass
+class SinkRequest:
+    """One request the sink received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class HttpSink:
+    """A loopback HTTP server recording requests; ``responses`` scripts its answers.
+
+    Each entry of ``responses`` is (status, headers, body) and is used once, in order;
+    when empty the sink answers 200 with a JSON id.
+    """
+
+    url: str
+    requests: list[SinkRequest] = field(default_factory=list)
+    responses: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+    delay_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, status: int, body: bytes | str = b"", **headers: str) -> None:
+        """Queue one scripted answer."""
+        self.responses.append((status, headers, body.encode() if isinstance(body, str) else body))
+
+    def bodies(self) -> list[Any]:
+        with self.lock:
+            return [request.json() for request in self.requests]
+
+
+@pytest.fixture
+def http_sink() -> Iterator[HttpSink]:
+    """A loopback HTTP sink on an ephemeral port."""
+    sink: HttpSink
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            if sink.delay_s:
+                import time
+
+                time.sleep(sink.delay_s)
+            with sink.lock:
+                sink.requests.append(SinkRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                scripted = sink.responses.pop(0) if sink.responses else None
+            if scripted is None:
+                status, headers, payload = 200, {}, json.dumps({"id": f"sink-{len(sink.requests)}"}).encode()
+            else:
+                status, headers, payload = scripted
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key.replace("_", "-"), value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    sink = HttpSink(url=f"http://127.0.0.1:{server.server_address[1]}/hook")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield sink
+    server.shutdown()
+    server.server_close()
+
+
+def seed_customers(
+    engine: sa.Engine,
+    *,
+    count: int,
+    now: datetime,
+    lapsed_share: float = 0.5,
+    seed: int = 1,
+    channel: str = "ecommerce",
+    prefix: str = "C",
+) -> dict[str, list[str]]:
+    """Insert ``count`` customers with orders; returns external ids by ``lapsed`` / ``active``.
+
+    Lapsed customers' last order is 120-400 days before ``now``; active ones bought within
+    30 days. Ids are deterministic so tests can compute the expected audience by hand.
+    """
+    rng = random.Random(seed)
+    groups: dict[str, list[str]] = {"lapsed": [], "active": []}
+    with engine.begin() as conn:
+        customer_rows = []
+        for number in range(count):
+            lapsed = number < count * lapsed_share
+            external_id = f"{prefix}{number:05d}"
+            groups["lapsed" if lapsed else "active"].append(external_id)
+            customer_rows.append({
+                "external_id": external_id, "name": f"Test Person{number}",
+                "email": f"p{number}@example.com", "phone": f"+86138{number:08d}",
+                "acquisition_channel": channel, "created_at": now - timedelta(days=500),
+                "updated_at": now, "attributes": {"n": number},
+            })
+        conn.execute(sa.insert(Customer.__table__), customer_rows)
+        ids = dict(conn.execute(sa.select(Customer.external_id, Customer.id)).all())
+        order_rows = []
+        for external_id in groups["lapsed"] + groups["active"]:
+            lapsed = external_id in groups["lapsed"]
+            days_ago = rng.randint(120, 400) if lapsed else rng.randint(1, 30)
+            order_rows.append({
+                "order_id": f"O-{external_id}", "customer_id": ids[external_id],
+                "ordered_at": now - timedelta(days=days_ago), "amount": 100.0, "channel": channel,
+            })
+        conn.execute(sa.insert(Order.__table__), order_rows)
+    return groups
+
+
+WEBHOOK_TEMPLATE = '{"to": {{ customer.external_id|tojson }}, "orders": {{ stats.orders_count }}, "campaign": {{ campaign.name|tojson }}}'
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Callable[..., Path]:
+    """Write a config.toml (and a webhook template) into ``tmp_path``; returns its path."""
+
+    def write(*, database_url: str, broker_url: str = "stub://", sink_url: str = "http://127.0.0.1:9/none",
+              extra: str = "", audience: str = "min_orders = 1\nlast_order_more_than_days = 90",
+              max_attempts: int = 4, namespace: str = "nurture-test") -> Path:
+        templates = tmp_path / "templates" / "win_back"
+        templates.mkdir(parents=True, exist_ok=True)
+        (templates / "ping.json.j2").write_text(WEBHOOK_TEMPLATE)
+        config = tmp_path / "config.toml"
+        config.write_text(f"""
+[database]
+url = "{database_url}"
+
+[broker]
+url = "{broker_url}"
+batch_size = 7
+namespace = "{namespace}"
+
+[worker]
+threads = 4
+max_attempts = {max_attempts}
+backoff_base = "0s"
+backoff_cap = "0s"
+
+[templates]
+dir = "templates"
+
+[channels.hook]
+kind = "webhook"
+url = "{sink_url}"
+secret_env = "NURTURE_TEST_HOOK_SECRET"
+timeout = "5s"
+
+[[campaigns]]
+name = "win_back"
+timezone = "Asia/Shanghai"
+trigger = {{ cron = "0 10 * * *" }}
+channels = ["hook"]
+
+  [campaigns.audience]
+  {audience}
+
+  [[campaigns.steps]]
+  template = "win_back/ping"
+{extra}
+""")
+        return config
+
+    return write
+
+
+#: A moment just after the demo campaigns' daily 10:00 Asia/Shanghai slot.
+TICK_NOW = datetime(2026, 3, 2, 2, 5, tzinfo=UTC)

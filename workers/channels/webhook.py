@@ -1,0 +1,162 @@
+"""The generic ``webhook`` channel: POST a JSON body to an HTTP endpoint.
+
+The body is the template's ``json`` part (or, without one, a JSON object of the rendered
+parts). Each request carries:
+
+* ``Idempotency-Key: <send key>``, stable across retries, so the receiver can drop repeats;
+* Standard Webhooks headers ``webhook-id``, ``webhook-timestamp`` and
+  ``webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>``
+  when a secret is configured (a ``whsec_`` secret is base64-decoded first, as the spec says).
+
+Answers are classified: 2xx ok; 408/425/429/5xx and network errors retry (Retry-After
+honoured); 401/403 halt the campaign (our credentials are wrong); 410 suppresses; any other
+4xx is permanent. One keep-alive ``httpx.Client`` per worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from campaigns.config import WebhookChannelConfig, read_secret
+from campaigns.messages import OutboundMessage, Outcome, SendResult
+
+RETRY_STATUSES = frozenset({408, 425, 429})
+HALT_STATUSES = frozenset({401, 403})
+SUPPRESS_STATUSES = frozenset({410})
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key for ``secret`` (``whsec_<base64>`` per Standard Webhooks, else raw UTF-8)."""
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_") :])
+    return secret.encode("utf-8")
+
+
+def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value for one request."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class WebhookChannel:
+    """POSTs each message as JSON to one URL."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        options: WebhookChannelConfig,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.options = options
+        secret = read_secret(options.secret_env)
+        self._key = signing_key(secret) if secret else None
+        self._transport = transport
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    def _client(self) -> httpx.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(
+                timeout=self.options.timeout.total_seconds(),
+                transport=self._transport,
+                headers={"User-Agent": "nurture-webhook/1", **self.options.headers},
+            )
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def body(self, message: OutboundMessage) -> bytes:
+        """The request body for ``message``."""
+        if "json" in message.parts:
+            payload: Any = json.loads(message.parts["json"])
+        else:
+            payload = {
+                "recipient": message.recipient,
+                "customer_id": message.customer_external_id,
+                "campaign": message.campaign,
+                "step": message.step,
+                **{part: text for part, text in message.parts.items()},
+            }
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        """POST the message and classify the answer."""
+        body = self.body(message)
+        headers = {"Content-Type": "application/json", "Idempotency-Key": message.send_key}
+        if self._key is not None:
+            message_id = "msg_" + hashlib.sha256(message.send_key.encode()).hexdigest()[:32]
+            timestamp = int(time.time())
+            headers.update(
+                {
+                    "webhook-id": message_id,
+                    "webhook-timestamp": str(timestamp),
+                    "webhook-signature": sign(self._key, message_id, timestamp, body),
+                }
+            )
+        try:
+            response = self._client().post(self.options.url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            return SendResult(Outcome.RETRY, error=f"timeout: {type(exc).__name__}", code="timeout")
+        except httpx.TransportError as exc:
+            return SendResult(Outcome.RETRY, error=f"network error: {type(exc).__name__}", code="network")
+        return classify(response)
+
+    def close(self) -> None:
+        """Close every thread's client."""
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
+
+
+def classify(response: httpx.Response) -> SendResult:
+    """Map an HTTP answer to an outcome."""
+    status = response.status_code
+    code = str(status)
+    if 200 <= status < 300:
+        provider_id = None
+        try:
+            data = response.json()
+            if isinstance(data, dict) and data.get("id") is not None:
+                provider_id = str(data["id"])[:128]
+        except ValueError:
+            pass
+        return SendResult.ok(provider_id, code=code)
+    excerpt = response.text[:200].replace("\n", " ")
+    error = f"HTTP {status}: {excerpt}" if excerpt else f"HTTP {status}"
+    if status in RETRY_STATUSES or status >= 500:
+        return SendResult(Outcome.RETRY, error=error, code=code,
+                          retry_after_s=parse_retry_after(response.headers.get("Retry-After")))
+    if status in HALT_STATUSES:
+        return SendResult(Outcome.HALT, error=error, code=code)
+    if status in SUPPRESS_STATUSES:
+        return SendResult(Outcome.SUPPRESS, error=error, code=code)
+    return SendResult(Outcome.PERMANENT, error=error, code=code)

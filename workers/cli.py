@@ -1,0 +1,415 @@
+"""The ``nurture`` command line: the composition root that wires domain and runtime.
+
+Every user mistake (bad config, bad file, unreachable server) is printed as a clear
+message with exit code 1 or 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from campaigns.checks import check_config_file
+from campaigns.config import AppConfig, load_config
+from campaigns.db import current_revision, make_engine, upgrade
+from campaigns.errors import ConfigError, NurtureError
+from campaigns.models import CampaignState, Delivery, utcnow
+
+app = typer.Typer(
+    help="nurture: lifecycle marketing automation. Campaigns in config.toml, delivered by Dramatiq workers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+import_app = typer.Typer(help="Import customers, orders or events from CSV or JSONL.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", envvar="NURTURE_CONFIG", help="Path to config.toml.", show_default=True),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(func: F) -> F:
+    """Turn expected failures into one clear message and a non-zero exit, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            err_console.print(f"[bold red]Configuration has {len(exc.issues)} error(s):[/]")
+            for issue in exc.issues:
+                err_console.print(f"  {issue}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+        except NurtureError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        except sa.exc.OperationalError as exc:
+            err_console.print(f"[bold red]database error:[/] {str(exc.orig).strip() or exc}", highlight=False)
+            raise typer.Exit(2) from None
+        except _redis_errors() as exc:
+            err_console.print(f"[bold red]broker error:[/] cannot reach Redis: {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _load(config_path: Path) -> AppConfig:
+    return load_config(config_path)
+
+
+def _engine_for(config: AppConfig) -> sa.Engine:
+    engine = make_engine(config.database.url)
+    upgrade(engine)
+    return engine
+
+
+def _parse_now(value: str | None) -> datetime:
+    if not value:
+        return utcnow()
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2026-11-24T10:00:00+08:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+@friendly_errors
+def check(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
+    """Validate config.toml and render every template against a sample customer.
+
+    Reports every error at once with file, line and key path; exits 1 on any error.
+    """
+    result = check_config_file(config)
+    if as_json:
+        print(json.dumps({
+            "ok": result.ok,
+            "errors": [{"file": i.file, "line": i.line, "key": i.key_path, "message": i.message} for i in result.issues],
+            "warnings": result.warnings,
+            "templates_rendered": result.templates_rendered,
+        }, indent=2))
+    else:
+        for warning in result.warnings:
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        if result.ok:
+            assert result.config is not None
+            console.print(
+                f"[green]✓[/] {config}: {len(result.config.campaigns)} campaign(s), "
+                f"{len(result.config.channels)} channel(s), {result.templates_rendered} template(s) rendered"
+            )
+        else:
+            err_console.print(f"[bold red]{config}: {len(result.issues)} error(s)[/]")
+            for issue in result.issues:
+                err_console.print(f"  {issue}", markup=False, highlight=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+@friendly_errors
+def db_upgrade(config: ConfigOption = Path("config.toml")) -> None:
+    """Create or migrate the database schema to the latest version."""
+    cfg = _load(config)
+    engine = _engine_for(cfg)
+    console.print(f"database at revision {current_revision(engine)}")
+
+
+@db_app.command("current")
+@friendly_errors
+def db_current(config: ConfigOption = Path("config.toml")) -> None:
+    """Show the schema revision the database is at."""
+    cfg = _load(config)
+    console.print(current_revision(make_engine(cfg.database.url)) or "empty database (run: nurture db upgrade)")
+
+
+def _import(kind: str, file: Path, config: Path, file_format: str | None, as_json: bool) -> None:
+    from campaigns.importing import import_file
+
+    cfg = _load(config)
+    engine = _engine_for(cfg)
+    size = file.stat().st_size if file.exists() else 0
+    show_bar = not as_json and sys.stderr.isatty() and size > 0
+    with Progress(
+        TextColumn(f"importing {kind}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        console=err_console, disable=not show_bar, transient=True,
+    ) as progress:
+        task = progress.add_task(kind, total=size or None)
+        report = import_file(
+            engine, kind, file, file_format=file_format,  # type: ignore[arg-type]
+            progress=lambda done: progress.update(task, completed=done),
+        )
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        colour = "green" if not report.rejected else "yellow"
+        console.print(
+            f"[{colour}]{kind}: {report.imported} imported, {len(report.rejected)} rejected "
+            f"of {report.rows_read} rows[/] from {file}"
+        )
+        for error in report.rejected[:50]:
+            console.print(f"  {file}:{error.line}: {error.reason}", markup=False, highlight=False)
+        if len(report.rejected) > 50:
+            console.print(f"  ... and {len(report.rejected) - 50} more (use --json for all)")
+    if report.rejected:
+        raise typer.Exit(3)
+
+
+FileArg = Annotated[Path, typer.Argument(help="CSV (.csv) or JSON Lines (.jsonl) file.")]
+FormatOption = Annotated[str | None, typer.Option("--format", help="csv or jsonl (default: from the file extension).")]
+
+
+@import_app.command("customers")
+@friendly_errors
+def import_customers(file: FileArg, config: ConfigOption = Path("config.toml"),
+                     file_format: FormatOption = None, as_json: JsonOption = False) -> None:
+    """Import (upsert) customers keyed by customer_id. Bad rows are listed by line; exit 3 if any."""
+    _import("customers", file, config, file_format, as_json)
+
+
+@import_app.command("orders")
+@friendly_errors
+def import_orders(file: FileArg, config: ConfigOption = Path("config.toml"),
+                  file_format: FormatOption = None, as_json: JsonOption = False) -> None:
+    """Import (upsert) orders keyed by order_id, with optional items. Exit 3 if rows were rejected."""
+    _import("orders", file, config, file_format, as_json)
+
+
+@import_app.command("events")
+@friendly_errors
+def import_events(file: FileArg, config: ConfigOption = Path("config.toml"),
+                  file_format: FormatOption = None, as_json: JsonOption = False) -> None:
+    """Import events (deduplicated on event_id or content). Exit 3 if rows were rejected."""
+    _import("events", file, config, file_format, as_json)
+
+
+def _print_tick(report: Any, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({
+            "now": report.now.isoformat(),
+            "runs": [{"campaign": r.campaign, "scheduled_at": r.scheduled_at.isoformat(), "planned": r.planned}
+                     for r in report.runs],
+            "enqueued_jobs": report.enqueued_jobs,
+            "enqueued_deliveries": report.enqueued_deliveries,
+            "requeued_leases": report.requeued_leases,
+        }))
+        return
+    for run in report.runs:
+        console.print(f"run [bold]{run.campaign}[/] @ {run.scheduled_at:%Y-%m-%d %H:%M} UTC: {run.planned} new deliveries")
+    console.print(
+        f"tick {report.now:%Y-%m-%d %H:%M:%S} UTC: enqueued {report.enqueued_deliveries} deliveries "
+        f"in {report.enqueued_jobs} jobs"
+    )
+
+
+@app.command()
+@friendly_errors
+def scheduler(
+    config: ConfigOption = Path("config.toml"),
+    once: Annotated[bool, typer.Option("--once", help="Run one tick and exit.")] = False,
+    now: Annotated[str | None, typer.Option("--now", help="Pretend it is this time (ISO 8601); for back-fills and tests.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Claim due campaign runs, write their deliveries and enqueue jobs.
+
+    With broker.url = "stub://" the deliveries are also sent here, by in-process worker
+    threads; with Redis, start `nurture worker` separately.
+    """
+    from workers.broker import make_broker
+    from workers.inprocess import InProcessWorkers
+    from workers.runtime import Runtime
+    from workers.scheduler import run_forever, tick
+
+    cfg = _load(config)
+    engine = _engine_for(cfg)
+    clock = (lambda: _parse_now(now)) if now else utcnow
+    if cfg.broker.url.startswith("stub://"):
+        runtime = Runtime.from_config(cfg, engine=engine, clock=clock)
+        workers = InProcessWorkers(runtime=runtime)
+        with workers.running():
+            while True:
+                report = workers.tick(clock())
+                _print_tick(report, as_json=as_json)
+                if once:
+                    return
+                import time
+
+                time.sleep(cfg.scheduler.interval.total_seconds())
+    broker = make_broker(cfg.broker)
+    if once:
+        _print_tick(tick(config=cfg, engine=engine, broker=broker, now=clock()), as_json=as_json)
+        return
+    run_forever(config=cfg, engine=engine, broker=broker, clock=clock,
+                on_tick=lambda report: _print_tick(report, as_json=as_json))
+
+
+@app.command()
+@friendly_errors
+def worker(
+    config: ConfigOption = Path("config.toml"),
+    processes: Annotated[int | None, typer.Option(help="Worker processes (default: worker.processes).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads per process (default: worker.threads).")] = None,
+) -> None:
+    """Run Dramatiq worker processes that deliver queued messages (Redis broker).
+
+    Equivalent to: NURTURE_CONFIG=config.toml dramatiq workers.app --processes N --threads M
+    """
+    cfg = _load(config)
+    if cfg.broker.url.startswith("stub://"):
+        err_console.print(
+            "[bold red]error:[/] broker.url is stub:// (in-process): deliveries are sent by "
+            "`nurture scheduler` itself. Set broker.url = \"redis://...\" to run separate workers."
+        )
+        raise typer.Exit(1)
+    _engine_for(cfg)  # migrate once here rather than racing in every process
+    dramatiq_bin = shutil.which("dramatiq", path=str(Path(sys.executable).parent)) or "dramatiq"
+    command = [
+        dramatiq_bin, "workers.app",
+        "--processes", str(processes or cfg.worker.processes),
+        "--threads", str(threads or cfg.worker.threads),
+        "--queues", cfg.broker.queue,
+    ]
+    env = {**os.environ, "NURTURE_CONFIG": str(Path(config).resolve())}
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
+def delivery_summary(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Deliveries per campaign, channel and status."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(Delivery.campaign, Delivery.channel, Delivery.status, sa.func.count())
+            .group_by(Delivery.campaign, Delivery.channel, Delivery.status)
+            .order_by(Delivery.campaign, Delivery.channel, Delivery.status)
+        ).all()
+    return [{"campaign": r[0], "channel": r[1], "status": r[2], "count": r[3]} for r in rows]
+
+
+@app.command()
+@friendly_errors
+def status(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
+    """Deliveries per campaign, channel and status, and which campaigns are paused and why."""
+    cfg = _load(config)
+    engine = _engine_for(cfg)
+    summary = delivery_summary(engine)
+    with engine.connect() as conn:
+        paused = [{"campaign": r[0], "reason": r[1]} for r in conn.execute(
+            sa.select(CampaignState.campaign, CampaignState.paused_reason).where(CampaignState.paused))]
+    if as_json:
+        print(json.dumps({"deliveries": summary, "paused": paused}, indent=2))
+        return
+    table = Table(title="Deliveries")
+    for column in ("campaign", "channel", "status", "count"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for row in summary:
+        table.add_row(row["campaign"], row["channel"], row["status"], str(row["count"]))
+    console.print(table)
+    for item in paused:
+        console.print(f"[bold red]paused[/] {item['campaign']}: {item['reason']}  (resume: nurture resume {item['campaign']})")
+
+
+@app.command()
+@friendly_errors
+def resume(campaign: str, config: ConfigOption = Path("config.toml")) -> None:
+    """Resume a campaign paused by a provider's halt answer (after fixing the cause)."""
+    from campaigns.ledger import resume_campaign
+
+    cfg = _load(config)
+    if resume_campaign(_engine_for(cfg), campaign):
+        console.print(f"resumed {campaign}; its queued deliveries go out on the next scheduler tick")
+    else:
+        console.print(f"{campaign} was not paused")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    config: ConfigOption = Path("config.toml"),
+    customers: Annotated[int, typer.Option(help="How many demo customers to generate.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Random seed for the demo data.")] = 7,
+) -> None:
+    """Generate realistic demo data, import it, run one scheduler tick in-process, and
+    show what was sent and where the files are."""
+    from campaigns.demo_data import write_demo_files
+    from campaigns.importing import import_file
+    from workers.inprocess import InProcessWorkers
+    from workers.runtime import Runtime
+
+    result = check_config_file(config)
+    if not result.ok:
+        raise ConfigError(result.issues)
+    cfg = result.config
+    assert cfg is not None
+    if not cfg.broker.url.startswith("stub://") or not cfg.database.url.startswith("sqlite"):
+        err_console.print("[bold red]error:[/] the demo runs on the embedded default (sqlite + stub://); "
+                          "use `nurture scheduler` for other set-ups")
+        raise typer.Exit(1)
+    db_path = Path(cfg.database.url.split("///", 1)[1])
+    if db_path.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db_path) + suffix).unlink(missing_ok=True)
+    for channel in cfg.channels.values():
+        directory = getattr(channel, "dir", None)
+        if directory is not None and Path(directory).exists():
+            shutil.rmtree(directory)
+    data_dir = db_path.parent / "demo-data"
+    now = utcnow()
+    console.print(f"[bold]1.[/] generating {customers} customers with two years of orders → {data_dir}")
+    files = write_demo_files(data_dir, customers=customers, seed=seed, now=now)
+    engine = _engine_for(cfg)
+    console.print("[bold]2.[/] importing through `nurture import` code paths")
+    for kind, path in files.items():
+        report = import_file(engine, kind, path)  # type: ignore[arg-type]
+        console.print(f"   {kind:<9} {report.imported:>6} imported, {len(report.rejected)} rejected  ({path.name})")
+    console.print("[bold]3.[/] scheduler tick with in-process Dramatiq workers (stub broker)")
+    runtime = Runtime.from_config(cfg, engine=engine)
+    workers = InProcessWorkers(runtime=runtime)
+    with workers.running():
+        report = workers.tick(now)
+    _print_tick(report, as_json=False)
+    console.print("[bold]4.[/] results")
+    table = Table(title="What was sent")
+    for column in ("campaign", "channel", "status", "messages", "where"):
+        table.add_column(column, justify="right" if column == "messages" else "left")
+    for row in delivery_summary(engine):
+        options = cfg.channels.get(row["channel"])
+        where = str(Path(getattr(options, "dir", "")) / row["campaign"]) if getattr(options, "dir", None) else "-"
+        table.add_row(row["campaign"], row["channel"], row["status"], str(row["count"]), where)
+    console.print(table)
+    console.print(f"database: {db_path}   ·   run again: `make demo`   ·   inspect: `.venv/bin/nurture status`")
+
+
+def main() -> None:
+    """Console entry point."""
+    logging.basicConfig(level=os.environ.get("NURTURE_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()

@@ -1,0 +1,76 @@
+"""One job's work: claim a batch of ledger rows, render, send, record.
+
+The ledger row exists before this runs (the scheduler wrote it); the claim guarantees no
+other job sends the same row; the record step writes every attempt and status change
+of the batch in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from campaigns.errors import RenderError
+from campaigns.ledger import Recorded, claim, record
+from campaigns.messages import OutboundMessage, Outcome, SendResult
+from campaigns.models import utcnow
+from campaigns.rendering import build_context
+from workers.runtime import Runtime
+
+logger = logging.getLogger("nurture.delivery")
+
+
+def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
+    """Deliver the still-queued rows among ``delivery_ids``; returns what was recorded."""
+    config = runtime.config
+    now = runtime.clock()
+    claimed = claim(runtime.engine, delivery_ids, now=now, lease=config.worker.lease)
+    results: dict[int, tuple[SendResult, datetime, datetime]] = {}
+    for delivery in claimed.deliveries:
+        started = utcnow()
+        channel = runtime.channels.get(delivery.channel)
+        options = config.channels.get(delivery.channel)
+        if channel is None or options is None:
+            result = SendResult(Outcome.HALT, error=f"channel {delivery.channel!r} is not configured")
+        else:
+            recipient = delivery.customer.get(options.recipient)
+            if not recipient:
+                result = SendResult(Outcome.PERMANENT, error=f"customer has no {options.recipient}")
+            else:
+                result = _render_and_send(runtime, channel, delivery, str(recipient), now)
+        results[delivery.id] = (result, started, utcnow())
+    recorded = record(runtime.engine, config, claimed, results, now=now)
+    for campaign, reason in recorded.halted.items():
+        logger.error("campaign %s paused: %s", campaign, reason)
+    return recorded
+
+
+def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: datetime) -> SendResult:  # type: ignore[no-untyped-def]
+    try:
+        context = build_context(
+            customer=delivery.customer,
+            stats=delivery.stats,
+            campaign=delivery.campaign,
+            step=delivery.step,
+            send_key=delivery.send_key,
+            now=now,
+        )
+        parts = runtime.renderer.render(delivery.template, context)
+    except RenderError as exc:
+        return SendResult(Outcome.PERMANENT, error=f"render failed: {exc}", code="render")
+    message = OutboundMessage(
+        send_key=delivery.send_key,
+        delivery_id=delivery.id,
+        campaign=delivery.campaign,
+        step=delivery.step,
+        channel=delivery.channel,
+        recipient=recipient,
+        customer_external_id=delivery.customer["external_id"],
+        parts=parts,
+    )
+    try:
+        return channel.send(message)
+    except Exception as exc:  # a channel bug must not strand the rest of the batch
+        logger.exception("channel %s raised on delivery %s", delivery.channel, delivery.id)
+        return SendResult(Outcome.RETRY, error=f"internal error: {type(exc).__name__}: {exc}", code="internal")

@@ -1,0 +1,72 @@
+"""Everything a worker process needs to deliver, built once per process.
+
+A :class:`Runtime` is made from an :class:`~campaigns.config.AppConfig`: the engine, the
+compiled-template cache and the channels with their keep-alive connections. Actors get
+it through a provider function, so tests hand in their own and worker processes build
+theirs lazily after the fork (an engine must not cross a fork).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from campaigns.config import AppConfig, load_config
+from campaigns.db import make_engine
+from campaigns.models import utcnow
+from campaigns.rendering import TemplateRenderer
+from workers.channels import Channel, build_channels
+
+
+@dataclass
+class Runtime:
+    """The configured engine, renderer, channels and clock of one process."""
+
+    config: AppConfig
+    engine: Engine
+    renderer: TemplateRenderer
+    channels: dict[str, Channel]
+    #: Injectable so tests can move time (a 30-day series in milliseconds).
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    @classmethod
+    def from_config(cls, config: AppConfig, *, engine: Engine | None = None,
+                    clock: Callable[[], datetime] = utcnow) -> Runtime:
+        """Build a runtime; ``engine`` may be shared with the caller (in-process mode)."""
+        return cls(
+            config=config,
+            engine=engine or make_engine(config.database.url),
+            renderer=TemplateRenderer(directory=config.templates.dir),
+            channels=build_channels(config),
+            clock=clock,
+        )
+
+    def close(self) -> None:
+        """Close channel connections and the engine's pool."""
+        for channel in self.channels.values():
+            channel.close()
+        self.engine.dispose()
+
+
+class LazyRuntime:
+    """Builds the :class:`Runtime` on first use, once, from a config file path.
+
+    Used by worker processes started with Dramatiq's own CLI: the module is imported in
+    the parent, but connections must be opened in each child after the fork.
+    """
+
+    def __init__(self, *, config_path: str) -> None:
+        self.config_path = config_path
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Runtime:
+        if self._runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    self._runtime = Runtime.from_config(load_config(self.config_path))
+        return self._runtime

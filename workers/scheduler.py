@@ -1,0 +1,77 @@
+"""The scheduler: claim due campaign runs, plan their deliveries, enqueue what is due.
+
+A tick is idempotent: running it twice, or in two processes at once, creates no
+duplicate delivery (run claims and send keys are UNIQUE) and a delivery enqueued twice
+is still sent once (workers claim rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dramatiq.broker import Broker
+from sqlalchemy.engine import Engine
+
+from campaigns.config import AppConfig
+from campaigns.ledger import dispatchable_batches, requeue_expired_leases
+from campaigns.planning import PlannedRun, claim_run, plan_run
+from campaigns.schedule import due_slot
+from workers.broker import enqueue_many, send_message
+
+logger = logging.getLogger("nurture.scheduler")
+
+#: Messages per Redis pipeline round trip.
+PIPELINE_SIZE = 500
+
+
+@dataclass
+class TickReport:
+    """What one tick did."""
+
+    now: datetime
+    runs: list[PlannedRun] = field(default_factory=list)
+    enqueued_jobs: int = 0
+    enqueued_deliveries: int = 0
+    requeued_leases: int = 0
+
+
+def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) -> TickReport:
+    """Run one scheduler tick at ``now``."""
+    report = TickReport(now=now)
+    report.requeued_leases = requeue_expired_leases(engine, now=now)
+    for campaign in config.campaigns:
+        slot = due_slot(campaign, now, max_lateness=config.scheduler.max_lateness)
+        if slot is None:
+            continue
+        run_id = claim_run(engine, campaign.name, slot, lease=config.worker.lease)
+        if run_id is None:
+            continue
+        planned = plan_run(engine, config, campaign, run_id=run_id, scheduled_at=slot)
+        logger.info("campaign %s run %s planned %d deliveries", campaign.name, slot.isoformat(), planned.planned)
+        report.runs.append(planned)
+
+    pending = []
+    for batch in dispatchable_batches(
+        engine, now=now, stale_after=config.worker.lease, batch_size=config.broker.batch_size
+    ):
+        pending.append(send_message(config.broker.queue, batch))
+        report.enqueued_deliveries += len(batch)
+        if len(pending) >= PIPELINE_SIZE:
+            report.enqueued_jobs += enqueue_many(broker, pending)
+            pending = []
+    report.enqueued_jobs += enqueue_many(broker, pending)
+    return report
+
+
+def run_forever(*, config: AppConfig, engine: Engine, broker: Broker, clock, on_tick=None) -> None:  # type: ignore[no-untyped-def]
+    """Tick every ``scheduler.interval`` until interrupted."""
+    interval = config.scheduler.interval.total_seconds()
+    while True:
+        started = time.monotonic()
+        report = tick(config=config, engine=engine, broker=broker, now=clock())
+        if on_tick:
+            on_tick(report)
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
