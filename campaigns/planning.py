@@ -40,13 +40,12 @@ def claim_run(engine: Engine, campaign: str, scheduled_at: datetime, *, lease: t
             dialect_insert(conn, CampaignRun.__table__)
             .values(campaign=campaign, scheduled_at=scheduled_at, status="planning", claimed_at=now, planned_count=0)
             .on_conflict_do_nothing(index_elements=["campaign", "scheduled_at"])
+            .returning(CampaignRun.id)
         )
-        if conn.execute(insert).rowcount == 1:
-            return conn.execute(
-                sa.select(CampaignRun.id).where(
-                    CampaignRun.campaign == campaign, CampaignRun.scheduled_at == scheduled_at
-                )
-            ).scalar_one()
+        # RETURNING yields the id only when this insert won (rowcount is not reliable here).
+        claimed = conn.execute(insert).scalar_one_or_none()
+        if claimed is not None:
+            return claimed
         takeover = (
             sa.update(CampaignRun)
             .where(
@@ -71,14 +70,13 @@ def occurrence_key(campaign: CampaignConfig, scheduled_at: datetime) -> str:
 def plan_run(
     engine: Engine, config: AppConfig, campaign: CampaignConfig, *, run_id: int, scheduled_at: datetime
 ) -> PlannedRun:
-    """Write one queued delivery per targeted customer and step; returns how many were new.
+    """Write one queued delivery per targeted customer and step; returns the run's count.
 
     The send key is ``campaign:step:customer:occurrence``; the channel is not part of it,
     so a customer whose preferred channel changed between runs still gets one message.
     """
     occurrence = occurrence_key(campaign, scheduled_at)
     now = utcnow()
-    planned = 0
     with engine.begin() as conn:
         for step_index, step in enumerate(campaign.steps):
             audience = audience_select(config, campaign, now=scheduled_at).subquery("targets")
@@ -109,7 +107,11 @@ def plan_run(
                 )
                 .on_conflict_do_nothing(index_elements=["send_key"])
             )
-            planned += conn.execute(insert).rowcount
+            conn.execute(insert)
+        # rowcount of INSERT ... SELECT is not reported by every driver; count the run's rows.
+        planned = conn.execute(
+            sa.select(sa.func.count()).select_from(Delivery).where(Delivery.run_id == run_id)
+        ).scalar_one()
         conn.execute(
             sa.update(CampaignRun)
             .where(CampaignRun.id == run_id)
