@@ -1,0 +1,503 @@
+"""Tests for campaigns.importing on a real SQLite file database."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from campaigns.db import make_engine, upgrade
+from campaigns.errors import DataImportError
+from campaigns.importing import ImportReport, RowError, import_file
+from campaigns.models import Consent, Customer, Event, Order, OrderItem
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Any:
+    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_jsonl(tmp_path: Path, name: str, rows: list[Any]) -> Path:
+    return write(tmp_path, name, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def count(engine: Engine, model: Any) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(model.__table__)).scalar_one()
+
+
+def customer(engine: Engine, external_id: str) -> Customer:
+    with Session(engine) as session:
+        return session.exec(select(Customer).where(Customer.external_id == external_id)).one()
+
+
+def seed_customers(engine: Engine, tmp_path: Path, *ids: str) -> None:
+    path = write(tmp_path, "seed.csv", "customer_id\n" + "".join(f"{i}\n" for i in ids))
+    assert import_file(engine, "customers", path).imported == len(ids)
+
+
+CUSTOMERS_CSV = """\
+customer_id,name,email,timezone,acquisition_channel,created_at,vip,points,ratio,zip,city
+c1,Ann,ann@example.com,Asia/Shanghai,ecommerce,2024-01-02,true,120,1.5,007,Shanghai
+c2,Bob,not-an-email,,store,,false,3,,,
+c3,"Cai
+Li",cai@example.cn,Mars/Olympus,social,,,,,,
+c4,Dee,dee@example.com,,direct,yesterday,,,,,
+,Nobody,nobody@example.com,,,,,,,,
+c6,Eve,eve@example.com,Europe/Berlin,direct,2024-05-06T10:00:00+02:00,,,,,
+"""
+
+
+def test_csv_customers_good_and_bad_rows(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "customers.csv", CUSTOMERS_CSV)
+    report = import_file(engine, "customers", path)
+
+    assert report.rows_read == 6
+    assert report.imported == 2
+    # Lines are physical lines where the row starts; c3's quoted name spans lines 4-5,
+    # so every row after it is shifted by one.
+    assert [error.line for error in report.rejected] == [3, 4, 6, 7]
+    reasons = [error.reason for error in report.rejected]
+    assert reasons[0] == "email: 'not-an-email' is not a valid address"
+    assert "timezone: unknown time zone 'Mars/Olympus'" in reasons[1]
+    assert reasons[2] == (
+        "created_at: invalid date 'yesterday' "
+        "(use ISO 8601, e.g. 2025-03-01 or 2025-03-01T10:00:00+08:00)"
+    )
+    assert reasons[3] == "customer_id: required"
+
+    assert count(engine, Customer) == 2
+    ann = customer(engine, "c1")
+    assert ann.name == "Ann"
+    assert ann.timezone == "Asia/Shanghai"
+    assert ann.acquisition_channel == "ecommerce"
+    assert ann.created_at == datetime(2024, 1, 2, tzinfo=UTC)
+    # Attributes are typed: bools and plain numbers convert; "007" keeps its leading zero.
+    assert ann.attributes == {
+        "vip": True,
+        "points": 120,
+        "ratio": 1.5,
+        "zip": "007",
+        "city": "Shanghai",
+    }
+    eve = customer(engine, "c6")
+    assert eve.created_at == datetime(2024, 5, 6, 8, 0, tzinfo=UTC)  # converted to UTC
+    assert eve.attributes == {}  # empty cells are "not given"
+
+
+def test_customer_reimport_is_idempotent_and_updates(engine: Engine, tmp_path: Path) -> None:
+    first = write(
+        tmp_path,
+        "a.csv",
+        "customer_id,name,email,vip,city\n"
+        "c1,Ann,ann@example.com,true,Shanghai\n"
+        "c2,Bob,bob@example.com,false,\n",
+    )
+    import_file(engine, "customers", first)
+    created = customer(engine, "c1").created_at
+    report = import_file(engine, "customers", first)
+    assert (report.imported, report.rejected) == (2, [])
+    assert count(engine, Customer) == 2
+
+    # Changed name, blank email (= not given: kept), new attribute merged with stored ones.
+    second = write(tmp_path, "b.csv", "customer_id,name,email,tier\nc1,Ann Lee,,gold\n")
+    import_file(engine, "customers", second)
+    assert count(engine, Customer) == 2
+    ann = customer(engine, "c1")
+    assert ann.name == "Ann Lee"
+    assert ann.email == "ann@example.com"
+    assert ann.attributes == {"vip": True, "city": "Shanghai", "tier": "gold"}
+    assert ann.created_at == created  # not given, so not overwritten
+    assert ann.updated_at >= created
+
+
+def test_consent_columns_create_consent_rows(engine: Engine, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "c.csv",
+        "customer_id,email_consent,sms_consent,wechat_consent\n"
+        "c1,yes,0,\n"
+        "c2,TRUE,no,1\n"
+        "c3,maybe,,\n",
+    )
+    report = import_file(engine, "customers", path)
+    assert report.rejected == [
+        RowError(4, 'email_consent: expected true/false, yes/no or 1/0, got "maybe"')
+    ]
+
+    def consents() -> dict[tuple[str, str], tuple[str, str | None]]:
+        with Session(engine) as session:
+            rows = session.exec(select(Customer.external_id, Consent).join(Consent)).all()
+            return {(ext, c.channel): (c.status, c.source) for ext, c in rows}
+
+    assert consents() == {
+        ("c1", "email"): ("granted", "import"),
+        ("c1", "sms"): ("withdrawn", "import"),
+        ("c2", "email"): ("granted", "import"),
+        ("c2", "sms"): ("withdrawn", "import"),
+        ("c2", "wechat"): ("granted", "import"),
+    }
+    # Re-import: no duplicates; a change is applied (upsert on customer_id, channel).
+    import_file(engine, "customers", path)
+    assert count(engine, Consent) == 5
+    change = write(tmp_path, "d.csv", "customer_id,email_consent\nc1,no\n")
+    import_file(engine, "customers", change)
+    assert consents()[("c1", "email")] == ("withdrawn", "import")
+
+
+def test_import_does_not_regrant_consent_withdrawn_elsewhere(
+    engine: Engine, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "c.csv", "customer_id,email_consent\nc1,yes\n")
+    import_file(engine, "customers", path)
+    with engine.begin() as conn:  # the customer unsubscribes through a link
+        conn.execute(sa.update(Consent.__table__).values(status="withdrawn", source="unsubscribe"))
+    import_file(engine, "customers", path)  # a stale export says "yes" again
+    with Session(engine) as session:
+        consent = session.exec(select(Consent)).one()
+    assert (consent.status, consent.source) == ("withdrawn", "unsubscribe")
+
+
+def test_duplicate_key_in_one_batch_keeps_last(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "c.csv", "customer_id,name\nc1,First\nc1,Second\nc2,Other\n")
+    report = import_file(engine, "customers", path)
+    assert (report.rows_read, report.imported, report.rejected) == (3, 3, [])
+    assert count(engine, Customer) == 2
+    assert customer(engine, "c1").name == "Second"
+
+
+def test_missing_required_header_raises(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "o.csv", "order_id,customer_id,amount\no1,c1,5\n")
+    with pytest.raises(DataImportError, match="lacks required column.*ordered_at"):
+        import_file(engine, "orders", path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "file_format", "message"),
+    [
+        ("missing.csv", None, None, "file not found"),
+        ("data.xlsx", "x", None, "unknown file format"),
+        ("data.txt", "x", "parquet", "unknown file format"),
+        ("empty.csv", "", None, "empty"),
+        ("dup.csv", "customer_id,name,name\n", None, "duplicate CSV column"),
+    ],
+)
+def test_unusable_files_raise(
+    engine: Engine,
+    tmp_path: Path,
+    name: str,
+    content: str | None,
+    file_format: str | None,
+    message: str,
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataImportError, match=message):
+        import_file(engine, "customers", path, file_format=file_format)
+
+
+def test_undecodable_file_raises(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("customer_id,name\nc1,Ann\nc2,Jos\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataImportError, match=r"latin1.csv:3: not valid UTF-8"):
+        import_file(engine, "customers", path)
+    assert count(engine, Customer) == 1  # the rows before the bad line were written
+
+
+def test_utf8_bom_and_explicit_format(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "export.txt"
+    path.write_bytes("customer_id,name\nc1,\u674e\u96f7\n".encode("utf-8-sig"))
+    report = import_file(engine, "customers", path, file_format="csv")
+    assert (report.imported, report.rejected) == (1, [])
+    assert customer(engine, "c1").name == "\u674e\u96f7"
+
+
+def test_row_with_wrong_field_count_is_rejected(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "c.csv", "customer_id,name\nc1,Ann,extra\n\nc2,Bob\n")
+    report = import_file(engine, "customers", path)
+    assert report.rejected == [RowError(2, "row has 3 fields but the header has 2")]
+    assert report.rows_read == 2  # the blank line is not a row
+    assert count(engine, Customer) == 1
+
+
+def test_jsonl_customers(engine: Engine, tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path,
+        "c.jsonl",
+        [
+            {
+                "customer_id": "c1",
+                "email": "a@example.com",
+                "sms_consent": True,
+                "vip": True,
+                "attributes": {"points": 10, "tags": ["a", "b"]},
+            },
+            {"customer_id": 42, "name": "Numeric id"},
+            {"customer_id": "c3", "timezone": "Nowhere/Land"},
+        ],
+    )
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("\n{not json\n[1, 2]\n")
+    report = import_file(engine, "customers", path)
+    assert report.rows_read == 5
+    assert report.imported == 2
+    assert [(e.line, e.reason.split(":")[0]) for e in report.rejected] == [
+        (3, "timezone"),
+        (5, "invalid JSON"),
+        (6, "expected a JSON object, got list"),
+    ]
+    c1 = customer(engine, "c1")
+    assert c1.attributes == {"vip": True, "points": 10, "tags": ["a", "b"]}
+    assert customer(engine, "42").name == "Numeric id"
+    assert count(engine, Consent) == 1
+
+
+O1_ITEMS = json.dumps(
+    [{"sku": "A", "category": "tea", "quantity": 2, "price": 30}, {"sku": "B", "price": 39.5}]
+).replace('"', '""')  # CSV-quoted JSON, as a spreadsheet would write it
+ORDERS_CSV = f"""\
+order_id,customer_id,ordered_at,amount,channel,items
+o1,c1,2025-03-01T10:00:00+08:00,99.5,ecommerce,"{O1_ITEMS}"
+o2,ghost,2025-03-01,10,store,
+o3,c2,2025-03-02,-1,store,
+o4,c2,2025-03-02,12,,not json
+o5,c2,2025-03-02 08:30,12,store,
+"""
+
+
+def order_items(engine: Engine, order_id: str) -> list[tuple[str, str | None, int, float]]:
+    with Session(engine) as session:
+        rows = session.exec(
+            select(OrderItem).join(Order).where(Order.order_id == order_id).order_by(OrderItem.sku)
+        ).all()
+        return [(i.sku, i.category, i.quantity, i.price) for i in rows]
+
+
+def test_csv_orders(engine: Engine, tmp_path: Path) -> None:
+    seed_customers(engine, tmp_path, "c1", "c2")
+    report = import_file(engine, "orders", write(tmp_path, "o.csv", ORDERS_CSV))
+    assert report.imported == 2
+    assert report.rejected == [
+        RowError(3, "customer_id 'ghost' not found: import customers first"),
+        RowError(4, 'amount: must be a non-negative number, got "-1"'),
+        RowError(5, "items: invalid JSON (Expecting value)"),
+    ]
+    with Session(engine) as session:
+        o1 = session.exec(select(Order).where(Order.order_id == "o1")).one()
+        assert o1.ordered_at == datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
+        assert (o1.amount, o1.channel) == (99.5, "ecommerce")
+        o5 = session.exec(select(Order).where(Order.order_id == "o5")).one()
+        assert o5.ordered_at == datetime(2025, 3, 2, 8, 30, tzinfo=UTC)  # naive = UTC
+    assert order_items(engine, "o1") == [("A", "tea", 2, 30.0), ("B", None, 1, 39.5)]
+
+
+def test_order_reimport_replaces_items(engine: Engine, tmp_path: Path) -> None:
+    seed_customers(engine, tmp_path, "c1")
+    first = [
+        {
+            "order_id": "o1",
+            "customer_id": "c1",
+            "ordered_at": "2025-03-01",
+            "amount": 50,
+            "items": [{"sku": "A", "price": 20}, {"sku": "B", "price": 30}],
+        }
+    ]
+    import_file(engine, "orders", write_jsonl(tmp_path, "o.jsonl", first))
+    import_file(engine, "orders", write_jsonl(tmp_path, "o.jsonl", first))
+    assert count(engine, Order) == 1
+    assert count(engine, OrderItem) == 2
+
+    second = [
+        {
+            "order_id": "o1",
+            "customer_id": "c1",
+            "ordered_at": "2025-03-01",
+            "amount": 75,
+            "channel": "store",
+            "items": [{"sku": "C", "quantity": 3, "price": 25}],
+        }
+    ]
+    report = import_file(engine, "orders", write_jsonl(tmp_path, "o2.jsonl", second))
+    assert (report.imported, report.rejected) == (1, [])
+    assert count(engine, Order) == 1
+    assert order_items(engine, "o1") == [("C", None, 3, 25.0)]
+    with Session(engine) as session:
+        order = session.exec(select(Order)).one()
+    assert (order.amount, order.channel) == (75.0, "store")
+
+    # No "items" key means items not given: the stored items are kept.
+    third = [{"order_id": "o1", "customer_id": "c1", "ordered_at": "2025-03-01", "amount": 75}]
+    import_file(engine, "orders", write_jsonl(tmp_path, "o3.jsonl", third))
+    assert order_items(engine, "o1") == [("C", None, 3, 25.0)]
+
+
+def test_jsonl_orders_bad_items(engine: Engine, tmp_path: Path) -> None:
+    seed_customers(engine, tmp_path, "c1")
+    rows = [
+        {
+            "order_id": "o1",
+            "customer_id": "c1",
+            "ordered_at": "2025-03-01",
+            "amount": 5,
+            "items": [{"sku": "A"}],
+        },
+        {
+            "order_id": "o2",
+            "customer_id": "c1",
+            "ordered_at": "2025-03-01",
+            "amount": "5",
+            "items": [{"price": 1}],
+        },
+        {"order_id": "o3", "customer_id": "c1", "ordered_at": "2025-03-01"},
+        {
+            "order_id": "o4",
+            "customer_id": "c1",
+            "ordered_at": "2025-03-01",
+            "amount": 1.25,
+            "items": [],
+        },
+    ]
+    report = import_file(engine, "orders", write_jsonl(tmp_path, "o.ndjson", rows))
+    assert report.rejected == [
+        RowError(1, "items[0].price: required"),
+        RowError(2, "items[0].sku: required"),
+        RowError(3, "amount: required"),
+    ]
+    assert report.imported == 1
+    assert count(engine, OrderItem) == 0
+
+
+def test_events_csv_extra_columns_and_dedupe(engine: Engine, tmp_path: Path) -> None:
+    seed_customers(engine, tmp_path, "c1")
+    path = write(
+        tmp_path,
+        "e.csv",
+        "customer_id,name,occurred_at,page,score\n"
+        "c1,page_view,2025-03-01T10:00:00+08:00,/home,5\n"
+        "c1,page_view,2025-03-01T02:00:00Z,/home,5\n"  # same instant and content: a duplicate
+        "c1,page_view,2025-03-01T10:00:00+08:00,/cart,5\n"
+        "c9,page_view,2025-03-01,/home,1\n",
+    )
+    report = import_file(engine, "events", path)
+    assert report.rejected == [RowError(5, "customer_id 'c9' not found: import customers first")]
+    assert count(engine, Event) == 2
+    with Session(engine) as session:
+        props = sorted(e.properties["page"] for e in session.exec(select(Event)).all())
+        assert props == ["/cart", "/home"]
+        assert session.exec(select(Event)).first().properties["score"] == 5  # typed
+    import_file(engine, "events", path)
+    assert count(engine, Event) == 2
+
+
+def test_events_jsonl_event_id_and_properties(engine: Engine, tmp_path: Path) -> None:
+    seed_customers(engine, tmp_path, "c1")
+    rows = [
+        {
+            "event_id": "ev-1",
+            "customer_id": "c1",
+            "name": "review",
+            "occurred_at": "2025-03-01",
+            "properties": {"stars": 5},
+        },
+        # Same event_id: the stored event is left alone even though the content differs.
+        {
+            "event_id": "ev-1",
+            "customer_id": "c1",
+            "name": "review",
+            "occurred_at": "2025-03-02",
+            "properties": {"stars": 1},
+        },
+        {"customer_id": "c1", "name": "signup", "occurred_at": "2025-02-01T00:00:00"},
+        {"customer_id": "c1", "name": "signup", "occurred_at": "tomorrow"},
+    ]
+    path = write_jsonl(tmp_path, "e.jsonl", rows)
+    report = import_file(engine, "events", path, batch_size=1)
+    assert [e.line for e in report.rejected] == [4]
+    assert report.rejected[0].reason.startswith("occurred_at: invalid date 'tomorrow'")
+    import_file(engine, "events", path)
+    with Session(engine) as session:
+        events = {e.dedupe_key: e for e in session.exec(select(Event)).all()}
+    assert len(events) == 2
+    assert events["ev-1"].properties == {"stars": 5}
+    assert events["ev-1"].occurred_at == datetime(2025, 3, 1, tzinfo=UTC)
+    signup = next(e for key, e in events.items() if key != "ev-1")
+    assert len(signup.dedupe_key) == 64 and signup.properties == {}
+
+
+def test_events_csv_properties_json_column(engine: Engine, tmp_path: Path) -> None:
+    seed_customers(engine, tmp_path, "c1")
+    path = write(
+        tmp_path,
+        "e.csv",
+        "customer_id,name,occurred_at,properties\n"
+        'c1,purchase,2025-03-01,"{""sku"": ""A"", ""qty"": 2}"\n'
+        'c1,purchase,2025-03-01,"[1]"\n',
+    )
+    report = import_file(engine, "events", path)
+    assert report.rejected == [RowError(3, "properties: expected a JSON object")]
+    with Session(engine) as session:
+        assert session.exec(select(Event)).one().properties == {"sku": "A", "qty": 2}
+
+
+def test_report_to_dict_is_json(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "c.csv", "customer_id,email\nc1,bad\n")
+    report = import_file(engine, "customers", path)
+    assert isinstance(report, ImportReport)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data == {
+        "kind": "customers",
+        "path": str(path),
+        "rows_read": 1,
+        "imported": 0,
+        "rejected_count": 1,
+        "rejected": [{"line": 2, "reason": "email: 'bad' is not a valid address"}],
+    }
+
+
+def test_large_csv_is_batched(engine: Engine, tmp_path: Path) -> None:
+    rows, batch_size = 20_000, 1000
+    path = tmp_path / "big.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.write("customer_id,name,email,email_consent,city,points\n")
+        for i in range(rows):
+            handle.write(
+                f"cust-{i},Name {i},user{i}@example.com,{'yes' if i % 2 else 'no'},"
+                f"City {i % 7},{i}\n"
+            )
+    commits = 0
+
+    def on_commit(_conn: Any) -> None:
+        nonlocal commits
+        commits += 1
+
+    seen: list[int] = []
+    sa.event.listen(engine, "commit", on_commit)
+    try:
+        report = import_file(engine, "customers", path, batch_size=batch_size, progress=seen.append)
+    finally:
+        sa.event.remove(engine, "commit", on_commit)
+
+    assert (report.rows_read, report.imported, report.rejected) == (rows, rows, [])
+    assert count(engine, Customer) == rows
+    assert count(engine, Consent) == rows
+    assert commits <= rows // batch_size + 2
+    assert seen == sorted(seen) and len(seen) >= rows // batch_size
+    assert seen[-1] == path.stat().st_size
+    last = customer(engine, f"cust-{rows - 1}")
+    assert last.attributes == {"city": f"City {(rows - 1) % 7}", "points": rows - 1}
