@@ -41,8 +41,8 @@ import_app = typer.Typer(help="Import customers, orders or events from CSV or JS
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path,
@@ -266,6 +266,7 @@ def scheduler(
 
                 time.sleep(cfg.scheduler.interval.total_seconds())
     broker = make_broker(cfg.broker)
+    broker.client.ping()  # type: ignore[attr-defined]  # a clear error now, not on the first enqueue
     if once:
         _print_tick(tick(config=cfg, engine=engine, broker=broker, now=clock()), as_json=as_json)
         return
@@ -284,6 +285,8 @@ def worker(
 
     Equivalent to: NURTURE_CONFIG=config.toml dramatiq workers.app --processes N --threads M
     """
+    from workers.broker import make_broker
+
     cfg = _load(config)
     if cfg.broker.url.startswith("stub://"):
         err_console.print(
@@ -292,6 +295,7 @@ def worker(
         )
         raise typer.Exit(1)
     _engine_for(cfg)  # migrate once here rather than racing in every process
+    make_broker(cfg.broker).client.ping()  # fail clearly now rather than retry forever
     dramatiq_bin = shutil.which("dramatiq", path=str(Path(sys.executable).parent)) or "dramatiq"
     command = [
         dramatiq_bin, "workers.app",
@@ -402,7 +406,8 @@ def demo(
         table.add_column(column, justify="right" if column == "messages" else "left")
     for row in delivery_summary(engine):
         options = cfg.channels.get(row["channel"])
-        where = str(Path(getattr(options, "dir", "")) / row["campaign"]) if getattr(options, "dir", None) else "-"
+        directory = getattr(options, "dir", None)
+        where = os.path.relpath(Path(directory) / row["campaign"]) if directory else "-"
         table.add_row(row["campaign"], row["channel"], row["status"], str(row["count"]), where)
     console.print(table)
     console.print(f"database: {db_path}   ·   run again: `make demo`   ·   inspect: `.venv/bin/nurture status`")

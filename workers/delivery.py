@@ -20,18 +20,27 @@ from workers.runtime import Runtime
 
 logger = logging.getLogger("nurture.delivery")
 
+#: Share of the lease a job may spend sending; the rest is margin for recording.
+LEASE_USABLE_SHARE = 0.8
+
 
 def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
     """Deliver the still-queued rows among ``delivery_ids``; returns what was recorded."""
     config = runtime.config
     now = runtime.clock()
     claimed = claim(runtime.engine, delivery_ids, now=now, lease=config.worker.lease)
+    # Stop sending well before the lease ends: past it, the scheduler may hand the rows to
+    # another worker, and a row sent by both would be a duplicate.
+    stop_at = now + config.worker.lease * LEASE_USABLE_SHARE
     results: dict[int, tuple[SendResult, datetime, datetime]] = {}
     for delivery in claimed.deliveries:
         started = utcnow()
         channel = runtime.channels.get(delivery.channel)
         options = config.channels.get(delivery.channel)
-        if channel is None or options is None:
+        if runtime.clock() >= stop_at:
+            result = SendResult(Outcome.DEFER, error="lease nearly over before this row was sent; requeued",
+                                defer_until=now)
+        elif channel is None or options is None:
             result = SendResult(Outcome.HALT, error=f"channel {delivery.channel!r} is not configured")
         else:
             recipient = delivery.customer.get(options.recipient)

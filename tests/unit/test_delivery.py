@@ -1,0 +1,83 @@
+"""The worker's batch: claim, render, send, record, on SQLite with the outbox channel."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from campaigns.config import load_config
+from campaigns.ledger import dispatchable_batches
+from campaigns.models import Delivery, DeliveryAttempt
+from campaigns.planning import claim_run, plan_run
+from tests.conftest import TICK_NOW, seed_customers
+from workers.delivery import deliver_batch
+from workers.runtime import Runtime
+
+
+def outbox_runtime(tmp_path, sqlite_url, *, template: str = "Hi {{ customer.first_name }}", clock=None):
+    (tmp_path / "templates" / "c").mkdir(parents=True)
+    (tmp_path / "templates" / "c" / "m.txt.j2").write_text(template)
+    (tmp_path / "config.toml").write_text(f"""
+[database]
+url = "{sqlite_url}"
+[worker]
+lease = "100s"
+[channels.mail]
+kind = "outbox"
+dir = "out"
+[[campaigns]]
+name = "c"
+trigger = {{ cron = "0 10 * * *" }}
+channels = ["mail"]
+[[campaigns.steps]]
+template = "c/m"
+""")
+    config = load_config(tmp_path / "config.toml")
+    runtime = Runtime.from_config(config, clock=clock or (lambda: TICK_NOW))
+    seed_customers(runtime.engine, count=5, now=TICK_NOW)
+    run_id = claim_run(runtime.engine, "c", TICK_NOW, lease=timedelta(minutes=5))
+    plan_run(runtime.engine, config, config.campaigns[0], run_id=run_id, scheduled_at=TICK_NOW)
+    ids = [i for batch in dispatchable_batches(runtime.engine, now=TICK_NOW, stale_after=timedelta(minutes=5),
+                                                 batch_size=100) for i in batch]
+    return runtime, ids
+
+
+def test_a_batch_is_rendered_written_and_recorded(tmp_path, sqlite_url):
+    runtime, ids = outbox_runtime(tmp_path, sqlite_url)
+    recorded = deliver_batch(runtime, ids)
+    assert recorded.counts == {"ok": 5}
+    files = sorted(p.read_text() for p in (tmp_path / "out" / "c").iterdir())
+    assert len(files) == 5 and all("Hi Test" in f for f in files)
+    # Delivering the same ids again claims nothing and sends nothing.
+    assert deliver_batch(runtime, ids).counts == {}
+    assert len(list((tmp_path / "out" / "c").iterdir())) == 5
+    runtime.close()
+
+
+def test_a_template_error_fails_the_delivery_permanently_with_the_reason(tmp_path, sqlite_url):
+    runtime, ids = outbox_runtime(tmp_path, sqlite_url, template="Hi {{ customer.nickname }}")
+    assert deliver_batch(runtime, ids).counts == {"permanent": 5}
+    with runtime.engine.connect() as conn:
+        errors = set(conn.execute(sa.select(Delivery.last_error)).scalars())
+    assert len(errors) == 1
+    error = errors.pop()
+    assert "c/m.txt.j2" in error and "nickname" in error
+    runtime.close()
+
+
+def test_rows_left_when_the_lease_runs_low_are_requeued_not_sent(tmp_path, sqlite_url):
+    # The clock jumps 90 s (past 80% of the 100 s lease) after the first two reads.
+    readings = iter([TICK_NOW, TICK_NOW, TICK_NOW + timedelta(seconds=10)] + [TICK_NOW + timedelta(seconds=90)] * 20)
+    runtime, ids = outbox_runtime(tmp_path, sqlite_url, clock=lambda: next(readings))
+
+    recorded = deliver_batch(runtime, ids)
+
+    assert recorded.counts == {"ok": 2, "defer": 3}
+    assert len(list((tmp_path / "out" / "c").iterdir())) == 2
+    with runtime.engine.connect() as conn:
+        statuses = conn.execute(sa.select(Delivery.status, sa.func.count()).group_by(Delivery.status)).all()
+        attempts = conn.execute(sa.select(sa.func.count()).select_from(DeliveryAttempt)).scalar()
+    assert dict(statuses) == {"sent": 2, "queued": 3}
+    assert attempts == 5
+    runtime.close()
