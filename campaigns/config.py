@@ -9,6 +9,7 @@ Relative paths are resolved against the config file's folder.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterator
 from datetime import timedelta
@@ -309,11 +310,10 @@ def parse_config(text: str, *, file: str = "config.toml", base: Path | None = No
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
-        if line is None and " at line " in str(exc):
-            try:
-                line = int(str(exc).rsplit(" at line ", 1)[1].split(",")[0])
-            except ValueError:
-                line = None
+        if line is None:
+            # Before Python 3.14 the position is only in the message: "... (at line 3, column 7)".
+            match = re.search(r"at line (\d+)", str(exc))
+            line = int(match.group(1)) if match else None
         raise ConfigError([ConfigIssue(file, line, "", f"TOML syntax error: {exc}")]) from None
 
     lines = KeyLines(text)

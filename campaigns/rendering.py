@@ -153,7 +153,8 @@ def build_context(
     ``send_key`` and ``now``. ``customer.first_name`` is derived from the name."""
     name = customer.get("name") or ""
     data = dict(customer)
-    data["first_name"] = name.split()[0] if " " in name else name
+    words = name.split()
+    data["first_name"] = words[0] if words else ""
     data["attributes"] = _Attributes(customer.get("attributes") or {})
     return {
         "customer": data,

@@ -18,6 +18,15 @@ _HEADER = re.compile(r"^\s*(\[\[|\[)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
 
 
+_STRING = re.compile(r""""(?:[^"\\]|\\.)*"|'[^']*'""")
+
+
+def _bracket_balance(text: str) -> int:
+    """Net ``[`` minus ``]`` in ``text``, ignoring those inside strings and comments."""
+    code = _STRING.sub("", text).split("#", 1)[0]
+    return code.count("[") - code.count("]")
+
+
 def _split_key(dotted: str) -> list[str]:
     parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", dotted)
     return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
@@ -39,7 +48,7 @@ class KeyLines:
                     in_multiline = None
                 continue
             if bracket_depth > 0:
-                bracket_depth += line.count("[") - line.count("]")
+                bracket_depth += _bracket_balance(line)
                 continue
             header = _HEADER.match(line)
             if header and not _KEY.match(line):
@@ -66,8 +75,8 @@ class KeyLines:
             for quote in ('"""', "'''"):
                 if rest.count(quote) == 1:
                     in_multiline = quote
-            stripped = re.sub(r"""("[^"]*"|'[^']*')""", "", rest)
-            bracket_depth = stripped.count("[") - stripped.count("]")
+            # A value that opens a multi-line string is not an array.
+            bracket_depth = 0 if in_multiline else _bracket_balance(rest)
 
     @staticmethod
     def _resolve(names: list[str], array_counts: dict[tuple[str, ...], int]) -> Path:
