@@ -101,9 +101,13 @@ class TemplatesConfig(_Model):
 class OutboxChannelConfig(_Model):
     """Writes each rendered message to a file, like Django's file-based email backend."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     kind: Literal["outbox"]
     dir: Path = Path("var/outbox")
     recipient: RecipientField = "email"
+    #: The From header of written emails (``from`` in the file).
+    sender: str = Field(default="nurture <nurture@localhost>", alias="from")
 
 
 class WebhookChannelConfig(_Model):
@@ -346,12 +350,20 @@ def _resolve_paths(config: AppConfig, base: Path) -> AppConfig:
     if not templates.dir.is_absolute():
         templates = templates.model_copy(update={"dir": base / templates.dir})
     database = config.database
+    # A relative SQLite path in the file is relative to the file; in the environment, to
+    # the working directory, as a shell user would expect.
     url = os.environ.get(DATABASE_URL_ENV) or database.url
+    url_base = Path.cwd() if os.environ.get(DATABASE_URL_ENV) else base
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
-        url = "sqlite:///" + str(base / url[len("sqlite:///") :])
+        url = "sqlite:///" + str(url_base / url[len("sqlite:///") :])
     broker = config.broker
     if os.environ.get(BROKER_URL_ENV):
-        broker = broker.model_copy(update={"url": os.environ[BROKER_URL_ENV]})
+        try:
+            broker = BrokerConfig.model_validate({**broker.model_dump(), "url": os.environ[BROKER_URL_ENV]})
+        except ValidationError as exc:
+            raise ConfigError(
+                [ConfigIssue(BROKER_URL_ENV, None, "", _message(e)) for e in exc.errors()]
+            ) from None
     return config.model_copy(
         update={
             "channels": channels,

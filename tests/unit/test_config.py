@@ -386,3 +386,26 @@ def test_repo_config_loads_and_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.ok, result.issues
     assert result.issues == []
     assert result.templates_rendered == sum(len(c.steps) for c in config.campaigns)
+
+
+def test_a_bad_broker_url_in_the_environment_is_a_config_error_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_templates(tmp_path, "welcome/hello")
+    monkeypatch.setenv(BROKER_URL_ENV, "amqp://guest@localhost")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, VALID))
+    assert caught.value.issues[0].file == BROKER_URL_ENV
+    assert "stub://" in caught.value.issues[0].message
+
+
+def test_a_relative_sqlite_path_in_the_environment_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_templates(tmp_path, "welcome/hello")
+    path = write_config(tmp_path, VALID)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv(DATABASE_URL_ENV, "sqlite:///run.db")
+    assert load_config(path).database.url == f"sqlite:///{elsewhere / 'run.db'}"

@@ -13,7 +13,7 @@ def build_channels(config: AppConfig) -> dict[str, Channel]:
     channels: dict[str, Channel] = {}
     for name, options in config.channels.items():
         if isinstance(options, OutboxChannelConfig):
-            channels[name] = OutboxChannel(name=name, options=options)
+            channels[name] = OutboxChannel(name=name, options=options, sender=options.sender)
         elif isinstance(options, WebhookChannelConfig):
             channels[name] = WebhookChannel(name=name, options=options)
         else:  # pragma: no cover - the config's discriminated union admits nothing else
