@@ -251,9 +251,17 @@ def _clean_loc(raw: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     return tuple(path)
 
 
+#: Key names that look like an inline secret; the error says where secrets belong.
+_SECRET_WORDS = ("secret", "password", "token", "api_key", "apikey", "access_key", "auth")
+
+
 def _message(error: dict[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
+        key = str(error["loc"][-1]) if error.get("loc") else ""
+        if any(word in key.lower() for word in _SECRET_WORDS) and not key.endswith("_env"):
+            return ("unknown key; secrets are never written in the file: put it in an environment "
+                    f"variable and name that variable with {key}_env")
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
