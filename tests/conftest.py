@@ -273,5 +273,16 @@ channels = ["hook"]
     return write
 
 
+def line_of(text: str, marker: str, occurrence: int = 1) -> int:
+    """1-based line number of the ``occurrence``-th line of ``text`` containing ``marker``."""
+    seen = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if marker in line:
+            seen += 1
+            if seen == occurrence:
+                return number
+    raise AssertionError(f"marker {marker!r} (occurrence {occurrence}) not in the test's TOML")
+
+
 #: A moment just after the demo campaigns' daily 10:00 Asia/Shanghai slot.
 TICK_NOW = datetime(2026, 3, 2, 2, 5, tzinfo=UTC)

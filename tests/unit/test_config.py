@@ -19,19 +19,9 @@ from campaigns.config import (
 )
 from campaigns.durations import parse_duration
 from campaigns.errors import ConfigError, ConfigIssue
+from tests.conftest import line_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def line_of(text: str, marker: str, occurrence: int = 1) -> int:
-    """1-based line number of the ``occurrence``-th line of ``text`` containing ``marker``."""
-    seen = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if marker in line:
-            seen += 1
-            if seen == occurrence:
-                return number
-    raise AssertionError(f"marker {marker!r} (occurrence {occurrence}) not in the test's TOML")
 
 
 def make_templates(root: Path, *names: str) -> Path:

@@ -8,17 +8,7 @@ import tomllib
 import pytest
 
 from campaigns.tomlpos import KeyLines
-
-
-def line_of(text: str, marker: str, occurrence: int = 1) -> int:
-    """1-based line number of the ``occurrence``-th line of ``text`` containing ``marker``."""
-    seen = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if marker in line:
-            seen += 1
-            if seen == occurrence:
-                return number
-    raise AssertionError(f"marker {marker!r} (occurrence {occurrence}) not in the test's TOML")
+from tests.conftest import line_of
 
 
 DOC = textwrap.dedent(
