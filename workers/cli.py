@@ -74,6 +74,11 @@ def friendly_errors(func: F) -> F:
         except _redis_errors() as exc:
             err_console.print(f"[bold red]broker error:[/] cannot reach Redis: {exc}", highlight=False)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            # Stopping a scheduler or an import with Ctrl-C is normal: everything written so
+            # far is committed and the next run carries on from the ledger.
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
