@@ -159,11 +159,14 @@ def db_current(config: ConfigOption = Path("config.toml")) -> None:
 
 
 def _import(kind: str, file: Path, config: Path, file_format: str | None, as_json: bool) -> None:
+    from campaigns.errors import DataImportError
     from campaigns.importing import import_file
 
+    if not file.is_file():
+        raise DataImportError(f"{file}: file not found")
     cfg = _load(config)
     engine = _engine_for(cfg)
-    size = file.stat().st_size if file.exists() else 0
+    size = file.stat().st_size
     show_bar = not as_json and sys.stderr.isatty() and size > 0
     with Progress(
         TextColumn(f"importing {kind}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
@@ -255,9 +258,10 @@ def scheduler(
     from workers.runtime import Runtime
     from workers.scheduler import run_forever, tick
 
+    fixed_now = _parse_now(now) if now else None
     cfg = _load(config)
     engine = _engine_for(cfg)
-    clock = (lambda: _parse_now(now)) if now else utcnow
+    clock = (lambda: fixed_now) if fixed_now else utcnow
     if cfg.broker.url.startswith("stub://"):
         runtime = Runtime.from_config(cfg, engine=engine, clock=clock)
         workers = InProcessWorkers(runtime=runtime)
@@ -366,8 +370,10 @@ def demo(
     customers: Annotated[int, typer.Option(help="How many demo customers to generate.")] = 3000,
     seed: Annotated[int, typer.Option(help="Random seed for the demo data.")] = 7,
 ) -> None:
-    """Generate realistic demo data, import it, run one scheduler tick in-process, and
-    show what was sent and where the files are."""
+    """Generate demo data, import it, run the campaigns in-process and show what was sent.
+
+    Uses the embedded default (SQLite + stub broker + outbox) and resets its own data.
+    """
     from campaigns.demo_data import write_demo_files
     from campaigns.importing import import_file
     from workers.inprocess import InProcessWorkers
@@ -386,10 +392,11 @@ def demo(
     if db_path.exists():
         for suffix in ("", "-wal", "-shm"):
             Path(str(db_path) + suffix).unlink(missing_ok=True)
+    # Remove only what the demo writes: each campaign's folder in each outbox channel.
     for channel in cfg.channels.values():
         directory = getattr(channel, "dir", None)
-        if directory is not None and Path(directory).exists():
-            shutil.rmtree(directory)
+        for campaign in cfg.campaigns if directory is not None else ():
+            shutil.rmtree(Path(directory) / campaign.name, ignore_errors=True)
     data_dir = db_path.parent / "demo-data"
     now = utcnow()
     console.print(f"[bold]1.[/] generating {customers} customers with two years of orders → {data_dir}")
