@@ -22,9 +22,12 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from campaigns.durations import parse_duration
@@ -145,8 +148,135 @@ class CronTrigger(_Model):
         return value
 
 
+#: Lifecycle stages, in the order they are evaluated.
+STAGES = ("prospect", "new", "active", "at_risk", "churned")
+
+
+class StageEnteredTrigger(_Model):
+    """Fire once per customer entry into a lifecycle stage (from profile recomputes)."""
+
+    stage_entered: Literal["prospect", "new", "active", "at_risk", "churned"]
+
+
+class SegmentEnteredTrigger(_Model):
+    """Fire once per customer entry into an RFM segment (from profile recomputes)."""
+
+    segment_entered: str
+
+
+def _trigger_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for key in ("cron", "stage_entered", "segment_entered"):
+            if key in value:
+                return key
+        return None
+    if isinstance(value, BaseModel):
+        return next(k for k in ("cron", "stage_entered", "segment_entered") if hasattr(value, k))
+    return None
+
+
+Trigger = Annotated[
+    Annotated[CronTrigger, Tag("cron")]
+    | Annotated[StageEnteredTrigger, Tag("stage_entered")]
+    | Annotated[SegmentEnteredTrigger, Tag("segment_entered")],
+    Discriminator(
+        _trigger_kind,
+        custom_error_type="trigger_kind",
+        custom_error_message="trigger must be one of { cron = \"0 10 * * *\" }, "
+        "{ stage_entered = \"at_risk\" } or { segment_entered = \"cant_lose\" }",
+    ),
+]
+
+
+class LifecycleConfig(_Model):
+    """Thresholds of the lifecycle stages, in days (see docs/segments.md).
+
+    prospect: no order yet; new: first order within ``new_within``; active: last order
+    within ``at_risk_after``; at_risk: last order ``at_risk_after`` to ``churned_after``
+    days ago; churned: longer.
+    """
+
+    new_within: int = Field(default=30, ge=0)
+    at_risk_after: int = Field(default=90, ge=1)
+    churned_after: int = Field(default=180, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LifecycleConfig:
+        if self.churned_after <= self.at_risk_after:
+            raise ValueError("churned_after must be greater than at_risk_after")
+        return self
+
+
+ScoreRange = Annotated[tuple[int, int], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+
+
+class RfmRule(_Model):
+    """One row of the RFM segment table: a name and inclusive score ranges."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)
+    r: ScoreRange = (1, 5)
+    f: ScoreRange = (1, 5)
+    m: ScoreRange = (1, 5)
+
+    @field_validator("r", "f", "m")
+    @classmethod
+    def _range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not (1 <= low <= high <= 5):
+            raise ValueError(f"score range must be [low, high] within 1..5, got {list(value)}")
+        return value
+
+
+#: The default RFM table, evaluated top to bottom (first match wins). Designed so every
+#: one of the 125 score combinations gets exactly one label and every label is reachable;
+#: docs/segments.md shows the grid.
+DEFAULT_RFM_RULES = (
+    RfmRule(name="champions", r=(4, 5), f=(4, 5), m=(4, 5)),
+    RfmRule(name="loyal", r=(3, 5), f=(4, 5)),
+    RfmRule(name="cant_lose", r=(1, 1), f=(4, 5)),
+    RfmRule(name="at_risk", r=(1, 2), f=(3, 5)),
+    RfmRule(name="potential_loyalist", r=(4, 5), f=(2, 3)),
+    RfmRule(name="new", r=(5, 5), f=(1, 1)),
+    RfmRule(name="promising", r=(4, 4), f=(1, 1)),
+    RfmRule(name="need_attention", r=(3, 3), f=(2, 3)),
+    RfmRule(name="about_to_sleep", r=(3, 3), f=(1, 1)),
+    RfmRule(name="hibernating", r=(2, 2), f=(1, 2)),
+    RfmRule(name="lost", r=(1, 1), f=(1, 2)),
+)
+
+
+class RfmConfig(_Model):
+    """RFM scoring: the segment table (override it whole with ``[[rfm.segments]]``)."""
+
+    segments: tuple[RfmRule, ...] = DEFAULT_RFM_RULES
+
+    @property
+    def names(self) -> list[str]:
+        """Segment names in evaluation order."""
+        return [rule.name for rule in self.segments]
+
+
+class ProfilesConfig(_Model):
+    """When the scheduler recomputes profiles (set ``cron = ""`` to only run it by hand)."""
+
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if value and not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression {value!r} (expected 5 fields, e.g. '0 3 * * *')")
+        return value
+
+
 class AudienceConfig(_Model):
     """Who a campaign targets: filters combined with AND; an empty audience is everyone."""
+
+    #: A named segment from ``[segments]``.
+    segment: str | None = None
+    #: An audience expression (docs/segments.md), e.g. ``'stage == "at_risk" and orders_count >= 2'``.
+    where: str | None = None
 
     acquisition_channel: list[str] | None = None
     #: Customers with at least one order bought through one of these channels.
@@ -179,7 +309,7 @@ class CampaignConfig(_Model):
     enabled: bool = True
     purpose: Literal["marketing", "transactional"] = "marketing"
     timezone: str = "UTC"
-    trigger: CronTrigger
+    trigger: Trigger
     audience: AudienceConfig = AudienceConfig()
     #: Preference order: each customer gets the first channel they have an address for.
     channels: list[str] = Field(min_length=1)
@@ -210,7 +340,12 @@ class AppConfig(_Model):
     worker: WorkerConfig = WorkerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     templates: TemplatesConfig = TemplatesConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    rfm: RfmConfig = RfmConfig()
+    profiles: ProfilesConfig = ProfilesConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    #: Named audience expressions, usable by campaigns and the CLI.
+    segments: dict[str, str] = Field(default_factory=dict)
     campaigns: list[CampaignConfig] = Field(default_factory=list)
     #: The file this was loaded from (not a TOML key).
     source: Path | None = Field(default=None, exclude=True)

@@ -212,3 +212,50 @@ class Suppression(SQLModel, table=True):
     address: str = Field(max_length=320)
     reason: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class CustomerProfile(SQLModel, table=True):
+    """Computed facts about one customer as of the last recompute: order facts, RFM scores
+    and segment, lifecycle stage. Rebuilt by :func:`campaigns.profiles.recompute_profiles`."""
+
+    __tablename__ = "customer_profile"
+
+    customer_id: int = Field(primary_key=True, foreign_key="customer.id", ondelete="CASCADE")
+    #: The moment the profile describes (``--as-of``), not when it was computed.
+    as_of: datetime
+    first_order_at: datetime | None = None
+    last_order_at: datetime | None = None
+    orders_count: int = 0
+    total_spent: float = Field(default=0.0, sa_column=sa.Column(sa.Numeric(16, 2, asdecimal=False), nullable=False))
+    avg_order_value: float | None = Field(
+        default=None, sa_column=sa.Column(sa.Numeric(16, 2, asdecimal=False), nullable=True)
+    )
+    days_since_last_order: int | None = None
+    #: Quintile scores 1-5 (5 = most recent / most frequent / highest spend); NULL without orders.
+    r_score: int | None = None
+    f_score: int | None = None
+    m_score: int | None = None
+    rfm_segment: str | None = Field(default=None, max_length=32, index=True)
+    #: prospect, new, active, at_risk or churned.
+    stage: str = Field(max_length=16, index=True)
+    stage_since: datetime
+    #: Values before the latest recompute: a row whose stage differs from its previous
+    #: stage has just entered it (that is how transitions are found in one pass).
+    previous_stage: str | None = Field(default=None, max_length=16)
+    previous_rfm_segment: str | None = Field(default=None, max_length=32)
+    computed_at: datetime = Field(default_factory=utcnow)
+
+
+class ProfileTransition(SQLModel, table=True):
+    """A customer entering a lifecycle stage or RFM segment; triggers fire once per row."""
+
+    __tablename__ = "profile_transition"
+    __table_args__ = (sa.Index("ix_transition_kind_value_entered", "kind", "value", "entered_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    #: ``stage`` or ``rfm_segment``.
+    kind: str = Field(max_length=16)
+    value: str = Field(max_length=32)
+    previous: str | None = Field(default=None, max_length=32)
+    entered_at: datetime

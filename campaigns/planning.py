@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.audience import audience_select
-from campaigns.config import AppConfig, CampaignConfig
+from campaigns.config import AppConfig, CampaignConfig, SegmentEnteredTrigger, StageEnteredTrigger
 from campaigns.db import dialect_insert
-from campaigns.models import CampaignRun, Delivery, utcnow
+from campaigns.models import CampaignRun, Delivery, ProfileTransition, utcnow
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,14 @@ def claim_run(engine: Engine, campaign: str, scheduled_at: datetime, *, lease: t
             .returning(CampaignRun.id)
         )
         return conn.execute(takeover).scalar_one_or_none()
+
+
+def complete_run(engine: Engine, run_id: int, *, planned: int) -> None:
+    """Mark a claimed run done (for runs that are not campaign plans, e.g. profile recomputes)."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(CampaignRun).where(CampaignRun.id == run_id).values(status="planned", planned_count=planned)
+        )
 
 
 def occurrence_key(campaign: CampaignConfig, scheduled_at: datetime) -> str:
@@ -118,3 +126,85 @@ def plan_run(
             .values(status="planned", planned_count=planned)
         )
     return PlannedRun(campaign=campaign.name, run_id=run_id, scheduled_at=scheduled_at, planned=planned)
+
+
+def plan_entries(
+    engine: Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime, window: timedelta
+) -> int:
+    """Deliveries for a ``stage_entered`` / ``segment_entered`` campaign: one per recorded
+    entry (``profile_transition`` row) in ``(now - window, now]`` whose customer is in the
+    audience. The transition id is the occurrence, so each entry sends once however many
+    ticks see it; with ``reentry = "never"`` a customer gets the campaign once, ever.
+
+    Segment entries from a customer's very first profile (no previous segment) are not
+    entries: a score is relative, and the first computation is a baseline.
+    """
+    trigger = campaign.trigger
+    if isinstance(trigger, StageEnteredTrigger):
+        kind, value = "stage", trigger.stage_entered
+    elif isinstance(trigger, SegmentEnteredTrigger):
+        kind, value = "rfm_segment", trigger.segment_entered
+    else:
+        raise ValueError(f"campaign {campaign.name} is not triggered by entries")
+    audience = audience_select(config, campaign, now=now).subquery("targets")
+    entries = (
+        sa.select(ProfileTransition.id.label("entry_id"), ProfileTransition.customer_id.label("customer_id"))
+        .where(
+            ProfileTransition.kind == kind,
+            ProfileTransition.value == value,
+            ProfileTransition.entered_at > now - window,
+            ProfileTransition.entered_at <= now,
+        )
+    )
+    if kind == "rfm_segment":
+        entries = entries.where(ProfileTransition.previous.is_not(None))
+    entries_q = entries.subquery("entries")
+    created = utcnow()
+    before = _count_campaign(engine, campaign.name)
+    with engine.begin() as conn:
+        for step_index, step in enumerate(campaign.steps):
+            occurrence: sa.ColumnElement[str] = (
+                sa.literal(":once")
+                if campaign.reentry == "never"
+                else sa.literal(":e") + sa.cast(entries_q.c.entry_id, sa.String)
+            )
+            send_key = (
+                sa.literal(f"{campaign.name}:{step_index}:")
+                + sa.cast(audience.c.customer_id, sa.String)
+                + occurrence
+            )
+            rows = (
+                sa.select(
+                    send_key,
+                    sa.literal(campaign.name),
+                    sa.literal(step_index),
+                    audience.c.customer_id,
+                    audience.c.channel,
+                    sa.literal(step.template),
+                    sa.literal("queued"),
+                    sa.literal(0),
+                    sa.literal(now + step.delay, type_=Delivery.__table__.c.due_at.type),
+                    sa.literal(created, type_=Delivery.__table__.c.created_at.type),
+                    sa.literal(created, type_=Delivery.__table__.c.updated_at.type),
+                )
+                .select_from(entries_q)
+                .join(audience, audience.c.customer_id == entries_q.c.customer_id)
+                .where(sa.literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT
+            )
+            conn.execute(
+                dialect_insert(conn, Delivery.__table__)
+                .from_select(
+                    ["send_key", "campaign", "step", "customer_id", "channel", "template", "status",
+                     "attempts", "due_at", "created_at", "updated_at"],
+                    rows,
+                )
+                .on_conflict_do_nothing(index_elements=["send_key"])
+            )
+    return _count_campaign(engine, campaign.name) - before
+
+
+def _count_campaign(engine: Engine, campaign: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(Delivery).where(Delivery.campaign == campaign)
+        ).scalar_one()

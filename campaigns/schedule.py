@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from campaigns.config import CampaignConfig
+from campaigns.config import CampaignConfig, CronTrigger
 
 
 def latest_slot(campaign: CampaignConfig, now: datetime) -> datetime:
     """The most recent cron slot at or before ``now``, evaluated in the campaign's time zone
     (so ``0 10 * * *`` means 10:00 local, across DST changes), returned in UTC."""
-    local_now = now.astimezone(campaign.zone)
-    itr = croniter(campaign.trigger.cron, local_now + timedelta(microseconds=1))
+    assert isinstance(campaign.trigger, CronTrigger)
+    return latest_cron_slot(campaign.trigger.cron, campaign.zone, now)
+
+
+def latest_cron_slot(cron: str, zone: ZoneInfo, now: datetime) -> datetime:
+    """The most recent slot of ``cron`` in ``zone`` at or before ``now``, in UTC."""
+    local_now = now.astimezone(zone)
+    itr = croniter(cron, local_now + timedelta(microseconds=1))
     previous = itr.get_prev(datetime)
     return previous.astimezone(UTC)
 
@@ -24,7 +31,7 @@ def due_slot(campaign: CampaignConfig, now: datetime, *, max_lateness: timedelta
     Only the latest slot is considered: a scheduler that was down for a week sends one
     run, not seven.
     """
-    if not campaign.enabled:
+    if not campaign.enabled or not isinstance(campaign.trigger, CronTrigger):
         return None
     slot = latest_slot(campaign, now)
     if now - slot > max_lateness:

@@ -15,13 +15,17 @@ from datetime import datetime
 from dramatiq.broker import Broker
 from sqlalchemy.engine import Engine
 
-from campaigns.config import AppConfig
+from campaigns.config import AppConfig, CronTrigger
 from campaigns.ledger import dispatchable_batches, requeue_expired_leases
-from campaigns.planning import PlannedRun, claim_run, plan_run
-from campaigns.schedule import due_slot
+from campaigns.planning import PlannedRun, claim_run, complete_run, plan_entries, plan_run
+from campaigns.profiles import RecomputeReport, recompute_profiles
+from campaigns.schedule import due_slot, latest_cron_slot
 from workers.broker import enqueue_many, send_message
 
 logger = logging.getLogger("nurture.scheduler")
+
+#: The pseudo-campaign name under which profile recomputes are claimed, once per slot.
+PROFILES_RUN = "__profiles__"
 
 #: Messages per Redis pipeline round trip.
 PIPELINE_SIZE = 500
@@ -33,6 +37,9 @@ class TickReport:
 
     now: datetime
     runs: list[PlannedRun] = field(default_factory=list)
+    profiles: RecomputeReport | None = None
+    #: New deliveries per stage/segment-entry campaign.
+    entries: dict[str, int] = field(default_factory=dict)
     enqueued_jobs: int = 0
     enqueued_deliveries: int = 0
     requeued_leases: int = 0
@@ -42,7 +49,12 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
     """Run one scheduler tick at ``now``."""
     report = TickReport(now=now)
     report.requeued_leases = requeue_expired_leases(engine, now=now)
+    report.profiles = _recompute_when_due(config=config, engine=engine, now=now)
     for campaign in config.campaigns:
+        if campaign.enabled and not isinstance(campaign.trigger, CronTrigger):
+            report.entries[campaign.name] = plan_entries(
+                engine, config, campaign, now=now, window=config.scheduler.max_lateness
+            )
         slot = due_slot(campaign, now, max_lateness=config.scheduler.max_lateness)
         if slot is None:
             continue
@@ -63,6 +75,25 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
             report.enqueued_jobs += enqueue_many(broker, pending)
             pending = []
     report.enqueued_jobs += enqueue_many(broker, pending)
+    return report
+
+
+def _recompute_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> RecomputeReport | None:
+    """Recompute profiles once per ``[profiles] cron`` slot (claimed like a campaign run)."""
+    profiles = config.profiles
+    if not profiles.cron:
+        return None
+    from zoneinfo import ZoneInfo
+
+    slot = latest_cron_slot(profiles.cron, ZoneInfo(profiles.timezone), now)
+    if now - slot > config.scheduler.max_lateness:
+        return None
+    run_id = claim_run(engine, PROFILES_RUN, slot, lease=config.worker.lease)
+    if run_id is None:
+        return None
+    report = recompute_profiles(engine, config, as_of=now)
+    complete_run(engine, run_id, planned=report.customers)
+    logger.info("profiles recomputed for %d customers in %.1fs", report.customers, report.seconds)
     return report
 
 

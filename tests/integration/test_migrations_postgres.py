@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
-from campaigns.db import current_revision, downgrade, make_engine, upgrade
+from campaigns.db import current_revision, downgrade, head_revision, make_engine, upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -19,5 +19,5 @@ def test_postgres_schema_matches_models_and_downgrades(postgres_url):
     downgrade(engine, "base")
     assert current_revision(engine) is None
     upgrade(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == head_revision()
     engine.dispose()
