@@ -316,6 +316,45 @@ def worker(
     raise typer.Exit(subprocess.call(command, env=env))
 
 
+@app.command()
+@friendly_errors
+def profiles(
+    config: ConfigOption = Path("config.toml"),
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Compute as of this date or time (ISO 8601), e.g. 2025-12-31; default now.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute every customer's RFM scores, RFM segment and lifecycle stage.
+
+    The scheduler also does this on [profiles] cron. --as-of reproduces a past state:
+    only orders up to that moment count.
+    """
+    from campaigns.profiles import recompute_profiles
+
+    moment = _parse_now(as_of) if as_of else None
+    cfg = _load(config)
+    engine = _engine_for(cfg)
+    with console.status("recomputing profiles…", spinner="dots") if not as_json else _nullcontext():
+        report = recompute_profiles(engine, cfg, as_of=moment)
+    if as_json:
+        print(json.dumps({
+            "as_of": report.as_of.isoformat(), "customers": report.customers,
+            "stage_entries": report.stage_entries, "segment_entries": report.segment_entries,
+            "seconds": round(report.seconds, 3),
+        }))
+        return
+    console.print(
+        f"profiles as of {report.as_of:%Y-%m-%d %H:%M} UTC: {report.customers} customers, "
+        f"{report.stage_entries} stage entries, {report.segment_entries} segment entries "
+        f"({report.seconds:.2f}s)"
+    )
+
+
+def _nullcontext() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def delivery_summary(engine: sa.Engine) -> list[dict[str, Any]]:
     """Deliveries per campaign, channel and status."""
     with engine.connect() as conn:
