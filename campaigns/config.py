@@ -93,6 +93,9 @@ class SchedulerConfig(_Model):
     interval: Duration = timedelta(seconds=30)
     #: A cron slot missed by more than this (scheduler down) is skipped, not sent late.
     max_lateness: Duration = timedelta(days=1)
+    #: Stage/segment entries older than this when a tick first sees them do not fire (a
+    #: daily recompute dates entries up to a day back, so keep it above a day).
+    entry_window: Duration = timedelta(days=2)
 
 
 class TemplatesConfig(_Model):
@@ -410,6 +413,9 @@ def _message(error: dict[str, Any]) -> str:
 def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Cross-key checks that pydantic cannot express per field; run on the raw data so they
     are reported even when other keys failed validation."""
+    from campaigns.segments import validate_segments  # imports this module
+
+    yield from validate_segments(raw)
     channels = raw.get("channels") if isinstance(raw.get("channels"), dict) else {}
     templates = raw.get("templates") if isinstance(raw.get("templates"), dict) else {}
     template_dir = base / str(templates.get("dir", "templates"))

@@ -53,7 +53,7 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
     for campaign in config.campaigns:
         if campaign.enabled and not isinstance(campaign.trigger, CronTrigger):
             report.entries[campaign.name] = plan_entries(
-                engine, config, campaign, now=now, window=config.scheduler.max_lateness
+                engine, config, campaign, now=now, window=config.scheduler.entry_window
             )
         slot = due_slot(campaign, now, max_lateness=config.scheduler.max_lateness)
         if slot is None:
