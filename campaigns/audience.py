@@ -3,17 +3,26 @@
 :func:`audience_select` returns ``(customer_id, channel)`` rows: the customers matching a
 campaign's audience, each with the first channel of the campaign's preference list for
 which the customer has an address, no withdrawn consent and no suppression.
+
+The structured filters (``min_orders`` ...) read live order facts; ``audience.segment``
+and ``audience.where`` are audience expressions (:mod:`campaigns.segments`) over the
+customer's profile as of the last recompute. All of them are combined with AND.
+:func:`expression_select` selects the customers matching one expression alone (the CLI).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
 from campaigns.config import AppConfig, AudienceConfig, CampaignConfig
-from campaigns.models import Consent, Customer, Order, Suppression
+from campaigns.models import Consent, Customer, CustomerProfile, Order, Suppression
+from campaigns.segments import Expression, compile_expression, parse_expression, segment_expressions
+
+_PROFILE = CustomerProfile.__table__
 
 #: Which consent/suppression family a recipient field belongs to.
 CHANNEL_FAMILY = {"email": "email", "phone": "sms", "wechat_openid": "wechat"}
@@ -44,9 +53,19 @@ def _attribute_condition(key: str, value: str | int | float | bool) -> sa.Column
 
 
 def audience_conditions(
-    audience: AudienceConfig, *, facts: sa.Subquery, now: datetime
+    audience: AudienceConfig,
+    *,
+    facts: sa.Subquery,
+    now: datetime,
+    config: AppConfig | None = None,
+    profile: Any = _PROFILE,
 ) -> list[sa.ColumnElement[bool]]:
-    """WHERE conditions for ``audience`` over ``customer`` LEFT JOIN ``facts``."""
+    """WHERE conditions for ``audience`` over ``customer`` LEFT JOIN ``facts``.
+
+    ``audience.segment`` and ``audience.where`` also need ``config`` (its ``[segments]``
+    and RFM names) and ``profile`` (``customer_profile`` or an alias) LEFT JOINed on
+    ``customer_id``; an audience using them without ``config`` raises ValueError.
+    """
     orders_count = sa.func.coalesce(facts.c.orders_count, 0)
     conditions: list[sa.ColumnElement[bool]] = []
     if audience.acquisition_channel:
@@ -69,6 +88,18 @@ def audience_conditions(
         conditions.append(Customer.created_at >= now - timedelta(days=audience.created_within_days))
     for key, value in sorted(audience.attributes.items()):
         conditions.append(_attribute_condition(key, value))
+    if audience.segment is not None or audience.where is not None:
+        if config is None:
+            raise ValueError("audience.segment and audience.where need the AppConfig (config=...)")
+        segments = segment_expressions(config)
+        if audience.segment is not None:
+            if audience.segment not in segments:
+                raise ValueError(f"unknown segment {audience.segment!r}")
+            conditions.append(compile_expression(segments[audience.segment], now=now, segments=segments,
+                                                 profile=profile))
+        if audience.where is not None:
+            where = parse_expression(audience.where, rfm_names=config.rfm.names, segment_names=list(segments))
+            conditions.append(compile_expression(where, now=now, segments=segments, profile=profile))
     return conditions
 
 
@@ -102,7 +133,27 @@ def audience_select(config: AppConfig, campaign: CampaignConfig, *, now: datetim
         sa.select(Customer.id.label("customer_id"), channel)
         .select_from(Customer)
         .outerjoin(facts, facts.c.customer_id == Customer.id)
-        .where(*audience_conditions(campaign.audience, facts=facts, now=now))
+        .outerjoin(_PROFILE, _PROFILE.c.customer_id == Customer.id)
+        .where(*audience_conditions(campaign.audience, facts=facts, now=now, config=config, profile=_PROFILE))
     )
     inner = query.subquery("audience")
     return sa.select(inner.c.customer_id, inner.c.channel).where(inner.c.channel.is_not(None))
+
+
+def expression_select(config: AppConfig, expression: str | Expression, *, now: datetime) -> sa.Select[tuple[int]]:
+    """``SELECT customer_id`` of every customer matching the audience ``expression`` at ``now``.
+
+    Ignores channels, consent and suppression: this is who the expression describes, not
+    who a campaign could reach. Raises :class:`~campaigns.segments.ExpressionError` if a
+    text expression is invalid.
+    """
+    segments = segment_expressions(config)
+    if isinstance(expression, str):
+        expression = parse_expression(expression, rfm_names=config.rfm.names, segment_names=list(segments))
+    condition = compile_expression(expression, now=now, segments=segments, profile=_PROFILE)
+    return (
+        sa.select(Customer.id.label("customer_id"))
+        .select_from(Customer)
+        .outerjoin(_PROFILE, _PROFILE.c.customer_id == Customer.id)
+        .where(condition)
+    )
