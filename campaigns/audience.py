@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from campaigns.jsonattr import kind_of, typed_attribute
 from campaigns.config import AppConfig, AudienceConfig, CampaignConfig
 from campaigns.models import Consent, Customer, CustomerProfile, Order, Suppression
 from campaigns.segments import Expression, compile_expression, parse_expression, segment_expressions
@@ -42,14 +43,8 @@ def order_facts(customer_ids: Sequence[int] | None = None) -> sa.Subquery:
 
 
 def _attribute_condition(key: str, value: str | int | float | bool) -> sa.ColumnElement[bool]:
-    element = Customer.__table__.c.attributes[key]
-    if isinstance(value, bool):
-        return element.as_boolean() == value
-    if isinstance(value, int):
-        return element.as_integer() == value
-    if isinstance(value, float):
-        return element.as_float() == value
-    return element.as_string() == value
+    element = typed_attribute(Customer.__table__.c.attributes, key, kind_of(value))
+    return sa.and_(element.is_not(None), element == value)
 
 
 def audience_conditions(

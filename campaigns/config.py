@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -151,14 +151,16 @@ class CronTrigger(_Model):
         return value
 
 
+#: A lifecycle stage name.
+Stage = Literal["prospect", "new", "active", "at_risk", "churned"]
 #: Lifecycle stages, in the order they are evaluated.
-STAGES = ("prospect", "new", "active", "at_risk", "churned")
+STAGES: tuple[str, ...] = get_args(Stage)
 
 
 class StageEnteredTrigger(_Model):
     """Fire once per customer entry into a lifecycle stage (from profile recomputes)."""
 
-    stage_entered: Literal["prospect", "new", "active", "at_risk", "churned"]
+    stage_entered: Stage
 
 
 class SegmentEnteredTrigger(_Model):

@@ -34,6 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from campaigns.jsonattr import typed_attribute
 from campaigns.config import DEFAULT_RFM_RULES, STAGES
 from campaigns.durations import parse_duration
 from campaigns.errors import NurtureError
@@ -383,7 +384,8 @@ class _Compiler:
         if operand.kind in ("bool", "predicate"):
             return operand.column
         if operand.kind == "attribute":
-            return self.null_safe(operand.column.as_boolean(), ast.Eq, True)
+            column, key = operand.column.left, operand.column.right.value
+            return self.null_safe(typed_attribute(column, key, "bool"), ast.Eq, True)
         if operand.kind == "count":
             raise self.error(node, f"{self.source_of(node)} is a number, not a condition",
                              f"compare it, e.g. {self.source_of(node)} >= 1")
@@ -638,14 +640,15 @@ class _Compiler:
 
     def attribute_element(self, element: Any, literals: list[_Literal]) -> Any:
         values = [literal.value for literal in literals]
+        column, key = element.left, element.right.value  # attributes[key], built in operand()
         if all(isinstance(v, bool) for v in values):
-            return element.as_boolean()
+            return typed_attribute(column, key, "bool")
         if all(isinstance(v, str) for v in values):
-            return element.as_string()
+            return typed_attribute(column, key, "str")
         if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            return element.as_integer()
+            return typed_attribute(column, key, "int")
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            return element.as_float()
+            return typed_attribute(column, key, "float")
         raise self.error(literals[0].node, "a list compared with an attribute must hold values of one type")
 
     def membership(self, operand: _Operand, literals: list[_Literal], *, negate: bool,
