@@ -98,18 +98,51 @@ def audience_conditions(
     return conditions
 
 
-def _reachable(field: str) -> sa.ColumnElement[bool]:
-    """The customer has an address in ``field``, has not withdrawn consent and is not suppressed."""
+def _has_address(field: str) -> sa.ColumnElement[bool]:
     column = getattr(Customer, field)
-    condition = sa.and_(column.is_not(None), column != "")
+    return sa.and_(column.is_not(None), column != "")
+
+
+def _withdrawn(field: str) -> sa.ColumnElement[bool]:
     family = CHANNEL_FAMILY.get(field)
     if family is None:
-        return condition
-    withdrawn = sa.exists().where(
+        return sa.false()
+    return sa.exists().where(
         Consent.customer_id == Customer.id, Consent.channel == family, Consent.status == "withdrawn"
     )
-    suppressed = sa.exists().where(Suppression.channel == family, Suppression.address == column)
-    return sa.and_(condition, ~withdrawn, ~suppressed)
+
+
+def _suppressed(field: str) -> sa.ColumnElement[bool]:
+    family = CHANNEL_FAMILY.get(field)
+    if family is None:
+        return sa.false()
+    return sa.exists().where(Suppression.channel == family, Suppression.address == getattr(Customer, field))
+
+
+def _reachable(field: str) -> sa.ColumnElement[bool]:
+    """The customer has an address in ``field``, has not withdrawn consent and is not suppressed."""
+    if CHANNEL_FAMILY.get(field) is None:
+        return _has_address(field)
+    return sa.and_(_has_address(field), ~_withdrawn(field), ~_suppressed(field))
+
+
+#: Why a customer in the audience cannot be reached, in the order reasons are checked.
+EXCLUSION_REASONS = ("no_address", "consent_withdrawn", "suppressed")
+
+
+def exclusion_reason(config: AppConfig, campaign: CampaignConfig) -> sa.ColumnElement[str]:
+    """NULL for a reachable customer, else the first reason none of the campaign's channels
+    can be used: no address on any of them, consent withdrawn wherever there is an
+    address, or every remaining address suppressed."""
+    fields = [config.channels[name].recipient for name in campaign.channels]
+    any_address = sa.or_(*[_has_address(f) for f in fields])
+    any_consented = sa.or_(*[sa.and_(_has_address(f), ~_withdrawn(f)) for f in fields])
+    return sa.case(
+        (sa.or_(*[_reachable(f) for f in fields]), sa.null()),
+        (~any_address, sa.literal("no_address")),
+        (~any_consented, sa.literal("consent_withdrawn")),
+        else_=sa.literal("suppressed"),
+    )
 
 
 def channel_choice(config: AppConfig, campaign: CampaignConfig) -> sa.ColumnElement[str]:
@@ -122,17 +155,66 @@ def channel_choice(config: AppConfig, campaign: CampaignConfig) -> sa.ColumnElem
 
 def audience_select(config: AppConfig, campaign: CampaignConfig, *, now: datetime) -> sa.Select[tuple[int, str]]:
     """``SELECT customer_id, channel`` for everyone ``campaign`` targets at ``now``."""
-    facts = order_facts()
     channel = channel_choice(config, campaign).label("channel")
-    query = (
-        sa.select(Customer.id.label("customer_id"), channel)
+    inner = _matched(config, campaign, now=now, columns=[Customer.id.label("customer_id"), channel]).subquery(
+        "audience"
+    )
+    return sa.select(inner.c.customer_id, inner.c.channel).where(inner.c.channel.is_not(None))
+
+
+def _matched(config: AppConfig, campaign: CampaignConfig, *, now: datetime, columns: list[Any]) -> sa.Select:
+    facts = order_facts()
+    return (
+        sa.select(*columns)
         .select_from(Customer)
         .outerjoin(facts, facts.c.customer_id == Customer.id)
         .outerjoin(_PROFILE, _PROFILE.c.customer_id == Customer.id)
         .where(*audience_conditions(campaign.audience, facts=facts, now=now, config=config, profile=_PROFILE))
     )
-    inner = query.subquery("audience")
-    return sa.select(inner.c.customer_id, inner.c.channel).where(inner.c.channel.is_not(None))
+
+
+def audience_breakdown(
+    engine: sa.Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime, sample_size: int = 10
+) -> dict[str, Any]:
+    """A dry run of ``campaign``'s audience at ``now``: who matches, which channel each
+    would get, who is excluded and why, and a sample. Two GROUP BY queries and one
+    LIMIT query; nothing is written."""
+    reason = exclusion_reason(config, campaign).label("reason")
+    channel = channel_choice(config, campaign).label("channel")
+    matched = _matched(config, campaign, now=now, columns=[Customer.id.label("customer_id"), channel, reason])
+    inner = matched.subquery("matched")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(inner.c.channel, inner.c.reason, sa.func.count()).group_by(inner.c.channel, inner.c.reason)
+        ).all()
+        sample = conn.execute(
+            sa.select(Customer.external_id, Customer.name, inner.c.channel, _PROFILE.c.stage,
+                      _PROFILE.c.rfm_segment, _PROFILE.c.orders_count)
+            .join(inner, inner.c.customer_id == Customer.id)
+            .outerjoin(_PROFILE, _PROFILE.c.customer_id == Customer.id)
+            .where(inner.c.channel.is_not(None))
+            .order_by(Customer.id)
+            .limit(sample_size)
+        ).mappings().all()
+    by_channel: dict[str, int] = {}
+    excluded = dict.fromkeys(EXCLUSION_REASONS, 0)
+    for channel_name, why, count in rows:
+        if channel_name is not None:
+            by_channel[channel_name] = by_channel.get(channel_name, 0) + count
+        else:
+            excluded[why] += count
+    reachable = sum(by_channel.values())
+    return {
+        "campaign": campaign.name,
+        "now": now.isoformat(),
+        "matched": reachable + sum(excluded.values()),
+        "reachable": reachable,
+        "by_channel": by_channel,
+        "excluded": excluded,
+        # Holdout groups arrive with the campaign engine; until then nobody is held out.
+        "holdout": 0,
+        "sample": [dict(row) for row in sample],
+    }
 
 
 def expression_select(config: AppConfig, expression: str | Expression, *, now: datetime) -> sa.Select[tuple[int]]:

@@ -28,7 +28,7 @@ from campaigns.checks import check_config_file
 from campaigns.config import AppConfig, load_config
 from campaigns.db import current_revision, make_engine, upgrade
 from campaigns.errors import ConfigError, NurtureError
-from campaigns.models import CampaignState, Delivery, utcnow
+from campaigns.models import CampaignState, Customer, Delivery, utcnow
 
 app = typer.Typer(
     help="nurture: lifecycle marketing automation. Campaigns in config.toml, delivered by Dramatiq workers.",
@@ -230,8 +230,17 @@ def _print_tick(report: Any, *, as_json: bool) -> None:
             "enqueued_jobs": report.enqueued_jobs,
             "enqueued_deliveries": report.enqueued_deliveries,
             "requeued_leases": report.requeued_leases,
+            "profiles": None if report.profiles is None else {
+                "customers": report.profiles.customers, "stage_entries": report.profiles.stage_entries,
+                "segment_entries": report.profiles.segment_entries},
+            "entries": report.entries,
         }))
         return
+    if report.profiles is not None:
+        console.print(f"profiles recomputed: {report.profiles.customers} customers, "
+                      f"{report.profiles.stage_entries} stage entries, {report.profiles.segment_entries} segment entries")
+    for name, planned in report.entries.items():
+        console.print(f"entries [bold]{name}[/]: {planned} new deliveries")
     for run in report.runs:
         console.print(f"run [bold]{run.campaign}[/] @ {run.scheduled_at:%Y-%m-%d %H:%M} UTC: {run.planned} new deliveries")
     console.print(
@@ -347,6 +356,72 @@ def profiles(
         f"{report.stage_entries} stage entries, {report.segment_entries} segment entries "
         f"({report.seconds:.2f}s)"
     )
+
+
+@app.command()
+@friendly_errors
+def audience(
+    campaign: Annotated[str | None, typer.Argument(help="Campaign name (dry run of its audience).")] = None,
+    config: ConfigOption = Path("config.toml"),
+    where: Annotated[str | None, typer.Option("--where", help='An audience expression instead of a campaign, e.g. \'stage == "at_risk" and orders_count >= 2\'.')] = None,
+    sample: Annotated[int, typer.Option(help="How many customers to show.")] = 10,
+    now: Annotated[str | None, typer.Option("--now", help="Evaluate as of this time (ISO 8601).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Dry run: how many customers a campaign (or --where expression) targets, on which
+    channels, who is excluded and why, and a sample. Sends nothing."""
+    from campaigns.audience import audience_breakdown, expression_select
+
+    moment = _parse_now(now) if now else utcnow()
+    cfg = _load(config)
+    engine = _engine_for(cfg)
+    if (campaign is None) == (where is None):
+        err_console.print("[bold red]error:[/] give either a campaign name or --where EXPRESSION")
+        raise typer.Exit(1)
+    if where is not None:
+        query = expression_select(cfg, where, now=moment).subquery()
+        with engine.connect() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(query)).scalar_one()
+            rows = conn.execute(sa.select(Customer.external_id, Customer.name, Customer.acquisition_channel)
+                                .join(query, query.c.customer_id == Customer.id)
+                                .order_by(Customer.id).limit(sample)).all()
+        if as_json:
+            print(json.dumps({"where": where, "matched": count,
+                              "sample": [{"external_id": r[0], "name": r[1], "acquisition_channel": r[2]} for r in rows]}))
+            return
+        console.print(f"[bold]{count}[/] customers match {where}")
+        for row in rows:
+            console.print(f"  {row[0]}  {row[1] or ''}  ({row[2] or '-'})", highlight=False)
+        return
+    try:
+        campaign_cfg = cfg.campaign(campaign)  # type: ignore[arg-type]
+    except KeyError:
+        known = ", ".join(c.name for c in cfg.campaigns) or "none"
+        err_console.print(f"[bold red]error:[/] no campaign named {campaign!r} (campaigns: {known})")
+        raise typer.Exit(1) from None
+    result = audience_breakdown(engine, cfg, campaign_cfg, now=moment, sample_size=sample)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    console.print(f"[bold]{campaign}[/]: {result['matched']} customers match the audience, "
+                  f"[green]{result['reachable']} reachable[/]")
+    table = Table(title="By channel and exclusion")
+    table.add_column("")
+    table.add_column("customers", justify="right")
+    for name, count in result["by_channel"].items():
+        table.add_row(f"→ {name}", str(count))
+    for reason, count in result["excluded"].items():
+        table.add_row(f"excluded: {reason.replace('_', ' ')}", str(count))
+    table.add_row("held out", str(result["holdout"]))
+    console.print(table)
+    if result["sample"]:
+        sample_table = Table(title=f"Sample of {len(result['sample'])}")
+        for column in ("external_id", "name", "channel", "stage", "rfm_segment", "orders_count"):
+            sample_table.add_column(column)
+        for row in result["sample"]:
+            sample_table.add_row(*[str(row[c]) if row[c] is not None else "-" for c in
+                                   ("external_id", "name", "channel", "stage", "rfm_segment", "orders_count")])
+        console.print(sample_table)
 
 
 def _nullcontext() -> Any:
@@ -469,3 +544,4 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("NURTURE_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app()
+from workers import cli_views  # noqa: E402,F401  (registers the report commands)
