@@ -237,6 +237,7 @@ def child_tick(config_path: str, now_iso: str) -> None:
     scheduler.claim_run = timed("claim", scheduler.claim_run)
     scheduler.plan_run = timed("plan", scheduler.plan_run)
     scheduler.dispatchable_batches = timed_generator("dispatch_db", scheduler.dispatchable_batches)
+    scheduler.run_batches = timed_generator("dispatch_db", scheduler.run_batches)
     scheduler.enqueue_many = timed("enqueue_redis", scheduler.enqueue_many)
 
     now = datetime.fromisoformat(now_iso)
@@ -290,7 +291,9 @@ def verify(url: str, namespace: str, customers: int, batch_size: int) -> dict[st
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn) as conn:
         rows, enqueued, customers_hit = conn.execute(
-            "SELECT count(*), count(enqueued_at), count(DISTINCT customer_id) FROM delivery"
+            # A row handed to the broker has dispatch_after past the tick (planning marks it).
+            "SELECT count(*), count(*) FILTER (WHERE dispatch_after > due_at), count(DISTINCT customer_id)"
+            " FROM delivery"
         ).fetchone()
         ledger_ids = {row[0] for row in conn.execute("SELECT id FROM delivery")}
     client = redis.Redis.from_url(REDIS_URL)

@@ -72,46 +72,68 @@ def requeue_expired_leases(engine: Engine, *, now: datetime) -> int:
         result = conn.execute(
             sa.update(Delivery)
             .where(Delivery.status == "sending", Delivery.lease_until < now)
-            .values(status="queued", claim_token=None, enqueued_at=None, updated_at=now,
+            .values(status="queued", claim_token=None, dispatch_after=now, updated_at=now,
                     last_error="lease expired: worker stopped before recording an outcome")
         )
         return result.rowcount
 
 
 def dispatchable_batches(
-    engine: Engine, *, now: datetime, stale_after: timedelta, batch_size: int, page_size: int = 5000
+    engine: Engine, *, now: datetime, lease: timedelta, batch_size: int, page_size: int = 5000
 ) -> Iterator[list[int]]:
-    """Yield id batches of queued, due deliveries not enqueued recently, marking them enqueued.
+    """Yield id batches of queued rows whose ``dispatch_after`` has come, marking each page
+    as handed to the broker (``dispatch_after = now + lease``: if the broker loses the job,
+    the row is dispatched again after the lease).
 
-    Streams with keyset pagination (``id > last``), so memory stays flat however large the
-    backlog. Rows of paused campaigns stay where they are.
+    Reads the partial index on queued rows in ``(dispatch_after, id)`` order with keyset
+    pagination, so a tick costs what it dispatches however large the backlog, and memory
+    stays flat. Rows of paused campaigns stay where they are.
     """
     paused = paused_campaigns(engine)
-    last_id = 0
+    last: tuple[datetime, int] | None = None
     while True:
         with engine.begin() as conn:
             query = (
-                sa.select(Delivery.id)
-                .where(
-                    Delivery.status == "queued",
-                    Delivery.due_at <= now,
-                    Delivery.id > last_id,
-                    sa.or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - stale_after),
-                )
-                .order_by(Delivery.id)
+                sa.select(Delivery.id, Delivery.dispatch_after)
+                .where(Delivery.status == "queued", Delivery.dispatch_after <= now)
+                .order_by(Delivery.dispatch_after, Delivery.id)
                 .limit(page_size)
             )
-            if paused:
-                query = query.where(Delivery.campaign.not_in(paused))
-            ids = list(conn.execute(query).scalars())
-            if not ids:
+            if last is not None:
+                query = query.where(
+                    sa.tuple_(Delivery.dispatch_after, Delivery.id) > sa.tuple_(
+                        sa.literal(last[0], type_=Delivery.__table__.c.dispatch_after.type), sa.literal(last[1])
+                    )
+                )
+            rows = conn.execute(query).all()
+            if not rows:
                 return
-            conn.execute(
-                sa.update(Delivery).where(Delivery.id.in_(ids)).values(enqueued_at=now)
-            )
-        last_id = ids[-1]
+            last = (rows[-1].dispatch_after, rows[-1].id)
+            ids = [row.id for row in rows]
+            if paused:
+                ids = list(conn.execute(
+                    sa.select(Delivery.id).where(Delivery.id.in_(ids), Delivery.campaign.not_in(paused))
+                    .order_by(Delivery.id)
+                ).scalars())
+            if ids:
+                conn.execute(sa.update(Delivery).where(Delivery.id.in_(ids)).values(dispatch_after=now + lease))
         for start in range(0, len(ids), batch_size):
             yield ids[start : start + batch_size]
+
+
+def run_batches(engine: Engine, run_id: int, *, now: datetime, batch_size: int) -> Iterator[list[int]]:
+    """Yield id batches of a freshly planned run's due rows, read-only and in one pass.
+
+    Planning already set these rows' ``dispatch_after`` past this tick, so they need no
+    marking; a server-side cursor streams them so a million-row run is never in memory.
+    """
+    query = sa.select(Delivery.id).where(
+        Delivery.run_id == run_id, Delivery.status == "queued", Delivery.due_at <= now
+    )
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=batch_size * 20).execute(query)
+        for partition in result.scalars().partitions(batch_size):
+            yield list(partition)
 
 
 def claim(engine: Engine, ids: Sequence[int], *, now: datetime, lease: timedelta) -> Claim:
@@ -227,15 +249,19 @@ def record(
         elif result.outcome is Outcome.RETRY and delivery.attempts < worker.max_attempts:
             delay = backoff(delivery.attempts, base=worker.backoff_base, cap=worker.backoff_cap,
                             retry_after_s=result.retry_after_s)
-            change.update(status="queued", due_at=now + delay, enqueued_at=now, last_error=result.error)
+            # This job re-enqueues the row with the delay; the scheduler only steps in if that
+            # message is lost (a lease after the row is due).
+            change.update(status="queued", due_at=now + delay, dispatch_after=now + delay + worker.lease,
+                          last_error=result.error)
             retries.append((delivery_id, delay))
         elif result.outcome is Outcome.RETRY:
             change.update(status="failed", last_error=f"gave up after {delivery.attempts} attempts: {result.error}")
         elif result.outcome is Outcome.DEFER:
-            change.update(status="queued", due_at=result.defer_until or now, enqueued_at=None, last_error=result.error)
+            until = result.defer_until or now
+            change.update(status="queued", due_at=until, dispatch_after=until, last_error=result.error)
         elif result.outcome is Outcome.HALT:
             # Not the message's fault: it waits, queued, until an operator resumes the campaign.
-            change.update(status="queued", enqueued_at=None, last_error=result.error)
+            change.update(status="queued", dispatch_after=now, last_error=result.error)
             halted[delivery.campaign] = result.error or "halted by provider answer"
         elif result.outcome is Outcome.SUPPRESS:
             change.update(status="suppressed", last_error=result.error)

@@ -144,11 +144,31 @@ class Delivery(SQLModel, table=True):
     """
 
     __tablename__ = "delivery"
-    __table_args__ = (sa.Index("ix_delivery_status_due", "status", "due_at"),)
+    __table_args__ = (
+        # What the dispatcher reads each tick: only queued rows, in the order they become
+        # dispatchable, so a tick costs what it dispatches, not the size of the backlog.
+        sa.Index(
+            "ix_delivery_dispatch",
+            "dispatch_after",
+            "id",
+            postgresql_where=sa.text("status = 'queued'"),
+            sqlite_where=sa.text("status = 'queued'"),
+        ),
+        # Only rows being sent carry a token; indexing the NULLs of every planned row would
+        # cost a write per delivery for nothing.
+        sa.Index(
+            "ix_delivery_claim_token",
+            "claim_token",
+            postgresql_where=sa.text("claim_token IS NOT NULL"),
+            sqlite_where=sa.text("claim_token IS NOT NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    send_key: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
-    run_id: int | None = Field(default=None, foreign_key="campaign_run.id", index=True)
+    send_key: str = Field(sa_column=sa.Column(sa.String(255), nullable=False, unique=True))
+    #: The campaign run that planned the row (no foreign key: checking one constant value
+    #: for each of a million inserted rows costs seconds and protects nothing).
+    run_id: int | None = Field(default=None, index=True)
     campaign: str = Field(max_length=128, index=True)
     step: int = 0
     customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
@@ -156,12 +176,15 @@ class Delivery(SQLModel, table=True):
     template: str = Field(max_length=256)
     status: str = Field(default="queued", max_length=16)
     attempts: int = 0
+    #: Not sent before this moment (step delay, retry backoff, deferral).
     due_at: datetime
-    #: Last time the row was handed to the broker; the scheduler re-enqueues stale rows.
-    enqueued_at: datetime | None = None
+    #: When the scheduler may (re-)enqueue a queued row: ``due_at`` for rows nobody has
+    #: enqueued yet; enqueue time + lease for rows handed to the broker, so a job the
+    #: broker lost is enqueued again once the lease has passed.
+    dispatch_after: datetime
     #: While ``sending``: the worker's lease and claim token.
     lease_until: datetime | None = None
-    claim_token: str | None = Field(default=None, max_length=36, index=True)
+    claim_token: str | None = Field(default=None, max_length=36)
     provider_message_id: str | None = Field(default=None, max_length=128)
     last_error: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)

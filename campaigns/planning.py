@@ -76,7 +76,13 @@ def occurrence_key(campaign: CampaignConfig, scheduled_at: datetime) -> str:
 
 
 def plan_run(
-    engine: Engine, config: AppConfig, campaign: CampaignConfig, *, run_id: int, scheduled_at: datetime
+    engine: Engine,
+    config: AppConfig,
+    campaign: CampaignConfig,
+    *,
+    run_id: int,
+    scheduled_at: datetime,
+    now: datetime | None = None,
 ) -> PlannedRun:
     """Write one queued delivery per targeted customer and step; returns the run's count.
 
@@ -84,9 +90,14 @@ def plan_run(
     so a customer whose preferred channel changed between runs still gets one message.
     """
     occurrence = occurrence_key(campaign, scheduled_at)
-    now = utcnow()
+    created = utcnow()
+    now = now or created
     with engine.begin() as conn:
         for step_index, step in enumerate(campaign.steps):
+            due_at = scheduled_at + step.delay
+            # Rows due now are enqueued by the caller straight after planning (run_batches),
+            # so they are marked as handed over; later steps wait for their due time.
+            dispatch_after = now + config.worker.lease if due_at <= now else due_at
             audience = audience_select(config, campaign, now=scheduled_at).subquery("targets")
             prefix = f"{campaign.name}:{step_index}:"
             send_key = sa.literal(prefix) + sa.cast(audience.c.customer_id, sa.String) + sa.literal(f":{occurrence}")
@@ -100,16 +111,17 @@ def plan_run(
                 sa.literal(step.template),
                 sa.literal("queued"),
                 sa.literal(0),
-                sa.literal(scheduled_at + step.delay, type_=Delivery.__table__.c.due_at.type),
-                sa.literal(now, type_=Delivery.__table__.c.created_at.type),
-                sa.literal(now, type_=Delivery.__table__.c.updated_at.type),
+                sa.literal(due_at, type_=Delivery.__table__.c.due_at.type),
+                sa.literal(dispatch_after, type_=Delivery.__table__.c.dispatch_after.type),
+                sa.literal(created, type_=Delivery.__table__.c.created_at.type),
+                sa.literal(created, type_=Delivery.__table__.c.updated_at.type),
             ).where(sa.literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT
             insert = (
                 dialect_insert(conn, Delivery.__table__)
                 .from_select(
                     [
                         "send_key", "run_id", "campaign", "step", "customer_id", "channel", "template",
-                        "status", "attempts", "due_at", "created_at", "updated_at",
+                        "status", "attempts", "due_at", "dispatch_after", "created_at", "updated_at",
                     ],
                     rows,
                 )
@@ -184,6 +196,7 @@ def plan_entries(
                     sa.literal("queued"),
                     sa.literal(0),
                     sa.literal(now + step.delay, type_=Delivery.__table__.c.due_at.type),
+                    sa.literal(now + step.delay, type_=Delivery.__table__.c.dispatch_after.type),
                     sa.literal(created, type_=Delivery.__table__.c.created_at.type),
                     sa.literal(created, type_=Delivery.__table__.c.updated_at.type),
                 )
@@ -195,7 +208,7 @@ def plan_entries(
                 dialect_insert(conn, Delivery.__table__)
                 .from_select(
                     ["send_key", "campaign", "step", "customer_id", "channel", "template", "status",
-                     "attempts", "due_at", "created_at", "updated_at"],
+                     "attempts", "due_at", "dispatch_after", "created_at", "updated_at"],
                     rows,
                 )
                 .on_conflict_do_nothing(index_elements=["send_key"])

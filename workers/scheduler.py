@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,7 +17,7 @@ from dramatiq.broker import Broker
 from sqlalchemy.engine import Engine
 
 from campaigns.config import AppConfig, CronTrigger
-from campaigns.ledger import dispatchable_batches, requeue_expired_leases
+from campaigns.ledger import dispatchable_batches, requeue_expired_leases, run_batches
 from campaigns.planning import PlannedRun, claim_run, complete_run, plan_entries, plan_run
 from campaigns.profiles import RecomputeReport, recompute_profiles
 from campaigns.schedule import due_slot, latest_cron_slot
@@ -49,33 +50,45 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
     """Run one scheduler tick at ``now``."""
     report = TickReport(now=now)
     report.requeued_leases = requeue_expired_leases(engine, now=now)
-    report.profiles = _recompute_when_due(config=config, engine=engine, now=now)
+    batch_size = config.broker.batch_size
+    queue = config.broker.queue
+    # Cron campaigns first: a due fan-out is not held up by the profile recompute.
     for campaign in config.campaigns:
-        if campaign.enabled and not isinstance(campaign.trigger, CronTrigger):
-            report.entries[campaign.name] = plan_entries(
-                engine, config, campaign, now=now, window=config.scheduler.entry_window
-            )
         slot = due_slot(campaign, now, max_lateness=config.scheduler.max_lateness)
         if slot is None:
             continue
         run_id = claim_run(engine, campaign.name, slot, lease=config.worker.lease)
         if run_id is None:
             continue
-        planned = plan_run(engine, config, campaign, run_id=run_id, scheduled_at=slot)
+        planned = plan_run(engine, config, campaign, run_id=run_id, scheduled_at=slot, now=now)
         logger.info("campaign %s run %s planned %d deliveries", campaign.name, slot.isoformat(), planned.planned)
         report.runs.append(planned)
+        _enqueue(report, broker, queue, run_batches(engine, run_id, now=now, batch_size=batch_size))
 
+    report.profiles = _recompute_when_due(config=config, engine=engine, now=now)
+    for campaign in config.campaigns:
+        if campaign.enabled and not isinstance(campaign.trigger, CronTrigger):
+            report.entries[campaign.name] = plan_entries(
+                engine, config, campaign, now=now, window=config.scheduler.entry_window
+            )
+    # Everything else that is due: later steps, entries, retries whose job was lost,
+    # rows of workers that died, resumed campaigns.
+    _enqueue(report, broker, queue, dispatchable_batches(
+        engine, now=now, lease=config.worker.lease, batch_size=batch_size
+    ))
+    return report
+
+
+def _enqueue(report: TickReport, broker: Broker, queue: str, batches: Iterator[list[int]]) -> None:
+    """Send one job per batch of ids, PIPELINE_SIZE jobs per Redis round trip."""
     pending = []
-    for batch in dispatchable_batches(
-        engine, now=now, stale_after=config.worker.lease, batch_size=config.broker.batch_size
-    ):
-        pending.append(send_message(config.broker.queue, batch))
+    for batch in batches:
+        pending.append(send_message(queue, batch))
         report.enqueued_deliveries += len(batch)
         if len(pending) >= PIPELINE_SIZE:
             report.enqueued_jobs += enqueue_many(broker, pending)
             pending = []
     report.enqueued_jobs += enqueue_many(broker, pending)
-    return report
 
 
 def _recompute_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> RecomputeReport | None:

@@ -24,7 +24,8 @@ SECRET = "whsec_" + base64.b64encode(b"test-signing-key-0123456789").decode()
 def runtime(project, sqlite_url, http_sink, monkeypatch):
     monkeypatch.setenv("NURTURE_TEST_HOOK_SECRET", SECRET)
     config = load_config(project(database_url=sqlite_url, sink_url=http_sink.url))
-    rt = Runtime.from_config(config, engine=make_engine(config.database.url))
+    # One clock for scheduler and workers, as in production.
+    rt = Runtime.from_config(config, engine=make_engine(config.database.url), clock=lambda: TICK_NOW)
     yield rt
     rt.close()
 

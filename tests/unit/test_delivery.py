@@ -7,7 +7,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from campaigns.config import load_config
-from campaigns.ledger import dispatchable_batches
+from campaigns.ledger import run_batches
 from campaigns.models import Delivery, DeliveryAttempt
 from campaigns.planning import claim_run, plan_run
 from tests.conftest import TICK_NOW, seed_customers
@@ -37,9 +37,8 @@ template = "c/m"
     runtime = Runtime.from_config(config, clock=clock or (lambda: TICK_NOW))
     seed_customers(runtime.engine, count=5, now=TICK_NOW)
     run_id = claim_run(runtime.engine, "c", TICK_NOW, lease=timedelta(minutes=5))
-    plan_run(runtime.engine, config, config.campaigns[0], run_id=run_id, scheduled_at=TICK_NOW)
-    ids = [i for batch in dispatchable_batches(runtime.engine, now=TICK_NOW, stale_after=timedelta(minutes=5),
-                                                 batch_size=100) for i in batch]
+    plan_run(runtime.engine, config, config.campaigns[0], run_id=run_id, scheduled_at=TICK_NOW, now=TICK_NOW)
+    ids = [i for batch in run_batches(runtime.engine, run_id, now=TICK_NOW, batch_size=100) for i in batch]
     return runtime, ids
 
 

@@ -208,7 +208,7 @@ def add_ledger(engine: sa.Engine, ids: dict[str, int]) -> None:
         ])
 
         def delivery(key: str, customer: int, **values) -> int:
-            row = {"send_key": key, "customer_id": customer, "template": "t/x", "due_at": AS_OF,
+            row = {"send_key": key, "customer_id": customer, "template": "t/x", "due_at": AS_OF, "dispatch_after": AS_OF,
                    "updated_at": AS_OF, "step": 0, "attempts": 0, "status": "queued", **values}
             return conn.execute(sa.insert(Delivery.__table__).values(row).returning(Delivery.__table__.c.id)).scalar_one()
 
