@@ -536,7 +536,9 @@ def demo(
         where = os.path.relpath(Path(directory) / row["campaign"]) if directory else "-"
         table.add_row(row["campaign"], row["channel"], row["status"], str(row["count"]), where)
     console.print(table)
-    console.print(f"database: {db_path}   ·   run again: `make demo`   ·   inspect: `.venv/bin/nurture status`")
+    console.print(f"database: {db_path}   ·   run again: `make demo`")
+    console.print("explore: .venv/bin/nurture status | segments | audience win_back | customer C000042 | "
+                  "report channels")
 
 
 def main() -> None:
