@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from campaigns.audience import audience_select
+from campaigns.audience import audience_breakdown, audience_select
 from campaigns.config import parse_config
 from campaigns.ledger import claim, dispatchable_batches, requeue_expired_leases, run_batches
 from campaigns.models import CampaignState, Consent, Customer, Delivery, Order, Suppression
@@ -178,3 +178,23 @@ def test_the_dispatcher_skips_paused_campaigns_without_looping_on_them(people):
                                                              updated_at=NOW))
     # page_size 1 forces several pages over rows that must all be skipped.
     assert list(dispatchable_batches(people, now=NOW, lease=timedelta(minutes=5), batch_size=5, page_size=1)) == []
+
+
+def test_the_dry_run_counts_reachable_customers_per_channel_and_exclusions_by_reason(people):
+    with people.begin() as conn:
+        ids = dict(conn.execute(sa.select(Customer.external_id, Customer.id)).all())
+        # dan (email only) withdrew email consent; ann's email (her only address) is suppressed.
+        conn.execute(sa.insert(Consent.__table__).values(customer_id=ids["dan"], channel="email",
+                                                         status="withdrawn", source="test", recorded_at=NOW))
+        conn.execute(sa.insert(Suppression.__table__).values(channel="email", address="ann@x.cn",
+                                                             reason="hard bounce", created_at=NOW))
+    config = config_with("")
+
+    result = audience_breakdown(people, config, config.campaigns[0], now=NOW, sample_size=2)
+
+    # ann (suppressed), bob (text), cat (mail), dan (withdrawn), eve (no address)
+    assert result["matched"] == 5
+    assert result["reachable"] == 2
+    assert result["by_channel"] == {"text": 1, "mail": 1}
+    assert result["excluded"] == {"no_address": 1, "consent_withdrawn": 1, "suppressed": 1}
+    assert [row["external_id"] for row in result["sample"]] == ["bob", "cat"]
