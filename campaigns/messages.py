@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """How a provider's answer to one send is handled (see shared CHANNELS.md §0.2)."""
 
     #: Accepted by the provider; store its ids and wait for a receipt.

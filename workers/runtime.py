@@ -65,6 +65,7 @@ class LazyRuntime:
         self._lock = threading.Lock()
 
     def __call__(self) -> Runtime:
+        """This process's runtime, built on the first call."""
         if self._runtime is None:
             with self._lock:
                 if self._runtime is None:
