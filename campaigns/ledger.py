@@ -91,32 +91,36 @@ def dispatchable_batches(
     """
     paused = paused_campaigns(engine)
     last: tuple[datetime, int] | None = None
+    dispatch_type = Delivery.__table__.c.dispatch_after.type
     while True:
-        with engine.begin() as conn:
+        # Read a page, then mark it in a transaction of its own that starts with the write:
+        # on SQLite a transaction that reads first cannot upgrade to a write once a worker
+        # has written. The mark repeats the page's condition, so a row claimed meanwhile
+        # is left alone (and enqueuing it anyway is harmless: its job finds nothing to claim).
+        with engine.connect() as conn:
             query = (
-                sa.select(Delivery.id, Delivery.dispatch_after)
+                sa.select(Delivery.id, Delivery.dispatch_after, Delivery.campaign)
                 .where(Delivery.status == "queued", Delivery.dispatch_after <= now)
                 .order_by(Delivery.dispatch_after, Delivery.id)
                 .limit(page_size)
             )
             if last is not None:
                 query = query.where(
-                    sa.tuple_(Delivery.dispatch_after, Delivery.id) > sa.tuple_(
-                        sa.literal(last[0], type_=Delivery.__table__.c.dispatch_after.type), sa.literal(last[1])
-                    )
+                    sa.tuple_(Delivery.dispatch_after, Delivery.id)
+                    > sa.tuple_(sa.literal(last[0], type_=dispatch_type), sa.literal(last[1]))
                 )
             rows = conn.execute(query).all()
-            if not rows:
-                return
-            last = (rows[-1].dispatch_after, rows[-1].id)
-            ids = [row.id for row in rows]
-            if paused:
-                ids = list(conn.execute(
-                    sa.select(Delivery.id).where(Delivery.id.in_(ids), Delivery.campaign.not_in(paused))
-                    .order_by(Delivery.id)
-                ).scalars())
-            if ids:
-                conn.execute(sa.update(Delivery).where(Delivery.id.in_(ids)).values(dispatch_after=now + lease))
+        if not rows:
+            return
+        last = (rows[-1].dispatch_after, rows[-1].id)
+        ids = [row.id for row in rows if row.campaign not in paused]
+        if ids:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.update(Delivery)
+                    .where(Delivery.id.in_(ids), Delivery.status == "queued", Delivery.dispatch_after <= now)
+                    .values(dispatch_after=now + lease)
+                )
         for start in range(0, len(ids), batch_size):
             yield ids[start : start + batch_size]
 

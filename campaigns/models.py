@@ -244,7 +244,8 @@ class CustomerProfile(SQLModel, table=True):
     __tablename__ = "customer_profile"
 
     customer_id: int = Field(primary_key=True, foreign_key="customer.id", ondelete="CASCADE")
-    #: The moment the profile describes (``--as-of``), not when it was computed.
+    #: The as-of moment of the recompute that last changed this profile (unchanged
+    #: profiles are not rewritten; see campaigns.profiles.latest_recompute).
     as_of: datetime
     first_order_at: datetime | None = None
     last_order_at: datetime | None = None
@@ -253,7 +254,6 @@ class CustomerProfile(SQLModel, table=True):
     avg_order_value: float | None = Field(
         default=None, sa_column=sa.Column(sa.Numeric(16, 2, asdecimal=False), nullable=True)
     )
-    days_since_last_order: int | None = None
     #: Quintile scores 1-5 (5 = most recent / most frequent / highest spend); NULL without orders.
     r_score: int | None = None
     f_score: int | None = None

@@ -81,7 +81,9 @@ def _ratio(part: float, whole: float) -> float | None:
 
 
 def _latest_as_of(conn: sa.Connection) -> Any:
-    return conn.execute(sa.select(sa.func.max(_PROFILE.c.as_of))).scalar()
+    from campaigns.profiles import latest_recompute
+
+    return latest_recompute(conn)
 
 
 # --------------------------------------------------------------------------- segments

@@ -122,7 +122,7 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("orders_count", "int", "profile", "Number of orders."),
         FieldSpec("total_spent", "number", "profile", "Sum of order amounts."),
         FieldSpec("avg_order_value", "number", "profile", "Average order amount (no value without orders)."),
-        FieldSpec("days_since_last_order", "int", "profile", "Whole days since the last order (no value without orders)."),
+        FieldSpec("days_since_last_order", "days", "profile", "Whole days since the last order, at evaluation time (no value without orders)."),
         FieldSpec("acquisition_channel", "str", "customer", 'Where the customer came from, e.g. "store".'),
         FieldSpec("locale", "str", "customer", 'The customer\'s locale, e.g. "zh-CN".'),
         FieldSpec("timezone", "str", "customer", 'The customer\'s IANA time zone, e.g. "Asia/Shanghai".'),
@@ -498,7 +498,8 @@ class _Compiler:
             column = _CUSTOMER.c[_ADDRESS[spec.name]]
             return _Operand("bool", node, spec.name, sa.and_(column.is_not(None), column != ""))
         if spec.kind == "days":
-            return _Operand("days", node, spec.name, _CUSTOMER.c.created_at)
+            moment = self.profile.c.last_order_at if spec.source == "profile" else _CUSTOMER.c.created_at
+            return _Operand("days", node, spec.name, moment)
         if spec.kind == "purchase_channel":
             return _Operand("purchase_channel", node, spec.name, None)
         table = self.profile if spec.source == "profile" else _CUSTOMER
@@ -621,7 +622,7 @@ class _Compiler:
         if kind == "str" and op_type in _ORDERING:
             raise self.error(operand.node, f"{operand.name} is text: use ==, !=, in or not in, not {op_text}")
         if kind == "days":
-            return self.days_comparison(op_type, value)
+            return self.days_comparison(op_type, value, operand.column)
         if kind == "count":  # a COUNT is never NULL
             return _SQL_OP[op_type](operand.column, value)
         column = operand.column
@@ -663,8 +664,9 @@ class _Compiler:
             bought = sa.exists().where(Order.customer_id == Customer.id, Order.channel.in_(values)) if values else sa.false()
             return sa.not_(bought) if negate else bought
         if kind == "days":
-            matched = sa.or_(*(self.days_comparison(ast.Eq, v) for v in values)) if values else sa.false()
-            return sa.not_(matched) if negate else matched
+            matched = sa.or_(*(self.days_comparison(ast.Eq, v, operand.column) for v in values)) if values else sa.false()
+            present = operand.column.is_not(None)
+            return sa.or_(~present, sa.not_(matched)) if negate else sa.and_(present, matched)
         column = operand.column
         if kind == "attribute":
             if not values:
@@ -678,10 +680,16 @@ class _Compiler:
             return sa.or_(column.is_(None), column.not_in(values))
         return sa.and_(column.is_not(None), column.in_(values))
 
-    def days_comparison(self, op_type: type, value: float) -> sa.ColumnElement[bool]:
-        """``days_since_signup op value`` as a range on ``created_at`` (days are floored)."""
-        created = _CUSTOMER.c.created_at
+    def days_comparison(self, op_type: type, value: float, moment: Any) -> sa.ColumnElement[bool]:
+        """``days since moment op value`` as a range on the ``moment`` column (days are
+        floored), so no date arithmetic happens in SQL and both dialects agree. A missing
+        moment (no order yet) compares false, except for ``!=``."""
+        present = moment.is_not(None)
+        if op_type is ast.NotEq:
+            return sa.or_(~present, self._days_range(ast.NotEq, value, moment))
+        return sa.and_(present, self._days_range(op_type, value, moment))
 
+    def _days_range(self, op_type: type, value: float, created: Any) -> sa.ColumnElement[bool]:
         def at_least(days: int) -> sa.ColumnElement[bool]:  # floor(age) >= days
             return created <= self.now - timedelta(days=days)
 

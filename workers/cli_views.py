@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from campaigns.models import utcnow
 from rich.console import Console
 from rich.measure import Measurement
 from rich.panel import Panel
@@ -188,8 +189,9 @@ def customer(
             ("orders", profile["orders_count"]), ("total spent", _money(profile["total_spent"])),
             ("average order", _money(profile["avg_order_value"])),
             ("first order", _when(profile["first_order_at"])), ("last order", _when(profile["last_order_at"])),
-            ("days since last order", profile["days_since_last_order"]),
-            ("as of", _when(profile["as_of"])),
+            ("days since last order", (utcnow() - profile["last_order_at"]).days
+             if profile["last_order_at"] else None),
+            ("changed by the recompute as of", _when(profile["as_of"])),
         ]), title="profile", title_align="left", expand=False), highlight=False)
 
     for name, key in (("stage", "stage_history"), ("segment", "segment_history")):

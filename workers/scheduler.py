@@ -19,14 +19,12 @@ from sqlalchemy.engine import Engine
 from campaigns.config import AppConfig, CronTrigger
 from campaigns.ledger import dispatchable_batches, requeue_expired_leases, run_batches
 from campaigns.planning import PlannedRun, claim_run, complete_run, plan_entries, plan_run
-from campaigns.profiles import RecomputeReport, recompute_profiles
+from campaigns.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
 from campaigns.schedule import due_slot, latest_cron_slot
 from workers.broker import enqueue_many, send_message
 
 logger = logging.getLogger("nurture.scheduler")
 
-#: The pseudo-campaign name under which profile recomputes are claimed, once per slot.
-PROFILES_RUN = "__profiles__"
 
 #: Messages per Redis pipeline round trip.
 PIPELINE_SIZE = 500

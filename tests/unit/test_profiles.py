@@ -88,10 +88,9 @@ def test_order_facts_days_and_stage_dates(shop):
     got = profiles_by_id(shop)
 
     assert got["e"]["orders_count"] == 3 and got["e"]["total_spent"] == 60 and got["e"]["avg_order_value"] == 20
-    assert got["a"]["days_since_last_order"] == 2
-    assert got["b"]["days_since_last_order"] == 61
-    assert got["f"]["days_since_last_order"] == 0 and got["f"]["orders_count"] == 1  # boundary: <= as_of
-    assert got["p"]["orders_count"] == 0 and got["p"]["days_since_last_order"] is None
+    assert got["a"]["last_order_at"] == at("2026-05-30T12:00")
+    assert got["f"]["last_order_at"] == AS_OF and got["f"]["orders_count"] == 1  # boundary: <= as_of
+    assert got["p"]["orders_count"] == 0 and got["p"]["last_order_at"] is None
     # Stage dates come from the data: at_risk = last order + 90 days, churned = + 180 days.
     assert got["d"]["stage_since"] == at("2026-01-15T12:00") + timedelta(days=90)
     assert got["c"]["stage_since"] == at("2025-12-01T12:00") + timedelta(days=180)

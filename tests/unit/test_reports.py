@@ -260,10 +260,9 @@ def test_customer_view_has_every_part_newest_first(shop):
         "customer_id": ids["a1"], "as_of": later,
         "first_order_at": at("2026-05-20T12:00"), "last_order_at": at("2026-05-25T12:00"),
         "orders_count": 2, "total_spent": 150.0, "avg_order_value": 75.0,  # 150 / 2
-        "days_since_last_order": 51,  # 05-25 -> 06-25 (31) -> 07-15 (20)
         "r_score": 4, "f_score": 3, "m_score": 3, "rfm_segment": "potential_loyalist",
         "stage": "active", "stage_since": later,
-        "previous_stage": "active", "previous_rfm_segment": "potential_loyalist",  # consumed after recording
+        "previous_stage": "new", "previous_rfm_segment": "potential_loyalist",  # the values it changed from
         "computed_at": profile["computed_at"],  # wall clock
     }
     # new (dated by the first order) at the first recompute, then active at the second.
