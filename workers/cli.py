@@ -6,6 +6,7 @@ message with exit code 1 or 2; a traceback means a bug.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -13,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -280,8 +282,6 @@ def scheduler(
                 _print_tick(report, as_json=as_json)
                 if once:
                     return
-                import time
-
                 time.sleep(cfg.scheduler.interval.total_seconds())
     broker = make_broker(cfg.broker)
     broker.client.ping()  # type: ignore[attr-defined]  # a clear error now, not on the first enqueue
@@ -342,7 +342,7 @@ def profiles(
     moment = _parse_now(as_of) if as_of else None
     cfg = _load(config)
     engine = _engine_for(cfg)
-    with console.status("recomputing profiles…", spinner="dots") if not as_json else _nullcontext():
+    with console.status("recomputing profiles…", spinner="dots") if not as_json else contextlib.nullcontext():
         report = recompute_profiles(engine, cfg, as_of=moment)
     if as_json:
         print(json.dumps({
@@ -422,12 +422,6 @@ def audience(
             sample_table.add_row(*[str(row[c]) if row[c] is not None else "-" for c in
                                    ("external_id", "name", "channel", "stage", "rfm_segment", "orders_count")])
         console.print(sample_table)
-
-
-def _nullcontext() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def delivery_summary(engine: sa.Engine) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ Create Date: 2026-11-24
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 
 
