@@ -169,26 +169,45 @@ class SegmentEnteredTrigger(_Model):
     segment_entered: str
 
 
+class EventTrigger(_Model):
+    """Fire once per recorded event of this name (``nurture track``, ``POST /events``,
+    event imports); the first step goes out within seconds of the event being received."""
+
+    event: str = Field(max_length=64)
+
+    @field_validator("event")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("event name must not be empty, e.g. { event = \"signup\" }")
+        return value
+
+
+_TRIGGER_KEYS = ("cron", "stage_entered", "segment_entered", "event")
+
+
 def _trigger_kind(value: Any) -> str | None:
     if isinstance(value, dict):
-        for key in ("cron", "stage_entered", "segment_entered"):
+        for key in _TRIGGER_KEYS:
             if key in value:
                 return key
         return None
     if isinstance(value, BaseModel):
-        return next(k for k in ("cron", "stage_entered", "segment_entered") if hasattr(value, k))
+        return next(k for k in _TRIGGER_KEYS if hasattr(value, k))
     return None
 
 
 Trigger = Annotated[
     Annotated[CronTrigger, Tag("cron")]
     | Annotated[StageEnteredTrigger, Tag("stage_entered")]
-    | Annotated[SegmentEnteredTrigger, Tag("segment_entered")],
+    | Annotated[SegmentEnteredTrigger, Tag("segment_entered")]
+    | Annotated[EventTrigger, Tag("event")],
     Discriminator(
         _trigger_kind,
         custom_error_type="trigger_kind",
         custom_error_message="trigger must be one of { cron = \"0 10 * * *\" }, "
-        "{ stage_entered = \"at_risk\" } or { segment_entered = \"cant_lose\" }",
+        "{ stage_entered = \"at_risk\" }, { segment_entered = \"cant_lose\" } or { event = \"signup\" }",
     ),
 ]
 
@@ -337,6 +356,14 @@ class CampaignConfig(_Model):
         return ZoneInfo(self.timezone)
 
 
+class ApiConfig(_Model):
+    """The HTTP event receiver (``nurture serve``)."""
+
+    #: Name of the environment variable holding the bearer key clients must send; while
+    #: it is unset, ``POST /events`` refuses every request (503).
+    key_env: str = "NURTURE_API_KEY"
+
+
 class AppConfig(_Model):
     """The whole of ``config.toml``."""
 
@@ -348,6 +375,7 @@ class AppConfig(_Model):
     lifecycle: LifecycleConfig = LifecycleConfig()
     rfm: RfmConfig = RfmConfig()
     profiles: ProfilesConfig = ProfilesConfig()
+    api: ApiConfig = ApiConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     #: Named audience expressions, usable by campaigns and the CLI.
     segments: dict[str, str] = Field(default_factory=dict)

@@ -7,6 +7,7 @@ that ignores existing send keys, so replanning a run (after a crash) adds nothin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,9 +15,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.audience import audience_select
-from campaigns.config import AppConfig, CampaignConfig, SegmentEnteredTrigger, StageEnteredTrigger
+from campaigns.config import (
+    AppConfig,
+    CampaignConfig,
+    EventTrigger,
+    SegmentEnteredTrigger,
+    StageEnteredTrigger,
+)
 from campaigns.db import dialect_insert
-from campaigns.models import CampaignRun, Delivery, ProfileTransition, utcnow
+from campaigns.models import CampaignRun, Delivery, Event, ProfileTransition, utcnow
 
 
 @dataclass(frozen=True)
@@ -214,6 +221,100 @@ def plan_entries(
                 .on_conflict_do_nothing(index_elements=["send_key"])
             )
     return _count_campaign(engine, campaign.name) - before
+
+
+def plan_events(
+    engine: Engine,
+    config: AppConfig,
+    campaign: CampaignConfig,
+    *,
+    now: datetime,
+    window: timedelta,
+    event_ids: Sequence[int] | None = None,
+) -> int:
+    """Deliveries for an ``event`` campaign: one per matching event (its name, occurred in
+    ``(now - window, now]``) whose customer is in the audience; returns how many are new.
+
+    Step ``n`` is due at the event's ``occurred_at`` plus the step's delay, so a series'
+    later steps wait. The occurrence is ``once`` with ``reentry = "never"`` (one series per
+    customer, ever) and ``ev<event id>`` otherwise (one series per event); either way
+    planning the same event again, from the fast path and from a tick, adds nothing.
+    ``event_ids`` restricts planning to those events (the fast path after receiving them).
+    """
+    trigger = campaign.trigger
+    if not isinstance(trigger, EventTrigger):
+        raise ValueError(f"campaign {campaign.name} is not triggered by events")
+    if event_ids is not None and not event_ids:
+        return 0
+    audience = audience_select(config, campaign, now=now).subquery("targets")
+    events = sa.select(
+        Event.id.label("event_id"), Event.customer_id.label("customer_id"), Event.occurred_at.label("occurred_at")
+    ).where(Event.name == trigger.event, Event.occurred_at > now - window, Event.occurred_at <= now)
+    if event_ids is not None:
+        events = events.where(Event.id.in_(list(event_ids)))
+    events_q = events.subquery("events")
+    created = utcnow()
+    due_type = Delivery.__table__.c.due_at.type
+    before = _count_campaign(engine, campaign.name)
+    with engine.begin() as conn:
+        for step_index, step in enumerate(campaign.steps):
+            occurrence: sa.ColumnElement[str] = (
+                sa.literal(":once")
+                if campaign.reentry == "never"
+                else sa.literal(":ev") + sa.cast(events_q.c.event_id, sa.String)
+            )
+            send_key = (
+                sa.literal(f"{campaign.name}:{step_index}:")
+                + sa.cast(audience.c.customer_id, sa.String)
+                + occurrence
+            )
+            due_at = _plus(conn.dialect.name, events_q.c.occurred_at, step.delay, due_type)
+            rows = (
+                sa.select(
+                    send_key,
+                    sa.literal(campaign.name),
+                    sa.literal(step_index),
+                    audience.c.customer_id,
+                    audience.c.channel,
+                    sa.literal(step.template),
+                    sa.literal("queued"),
+                    sa.literal(0),
+                    due_at,
+                    due_at,
+                    sa.literal(created, type_=Delivery.__table__.c.created_at.type),
+                    sa.literal(created, type_=Delivery.__table__.c.updated_at.type),
+                )
+                .select_from(events_q)
+                .join(audience, audience.c.customer_id == events_q.c.customer_id)
+                .where(sa.literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT
+            )
+            conn.execute(
+                dialect_insert(conn, Delivery.__table__)
+                .from_select(
+                    ["send_key", "campaign", "step", "customer_id", "channel", "template", "status",
+                     "attempts", "due_at", "dispatch_after", "created_at", "updated_at"],
+                    rows,
+                )
+                .on_conflict_do_nothing(index_elements=["send_key"])
+            )
+    return _count_campaign(engine, campaign.name) - before
+
+
+def _plus(dialect: str, column: sa.ColumnElement[datetime], delay: timedelta, type_: sa.types.TypeEngine) -> sa.ColumnElement[datetime]:
+    """``column + delay`` in SQL, typed as ``type_``.
+
+    SQLite stores timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff`` text (compared as text), so
+    the sum keeps exactly that format: seconds shifted by ``datetime()``, the fraction kept.
+    """
+    if not delay:
+        return column
+    if dialect == "sqlite":
+        seconds = int(delay.total_seconds())  # durations are whole seconds
+        shifted = sa.func.strftime(
+            "%Y-%m-%d %H:%M:%S", column, f"{seconds:+d} seconds", type_=sa.String
+        ).concat(sa.func.substr(column, 20, type_=sa.String))
+        return sa.type_coerce(shifted, type_)
+    return sa.type_coerce(column + sa.literal(delay, type_=sa.Interval()), type_)
 
 
 def _count_campaign(engine: Engine, campaign: str) -> int:

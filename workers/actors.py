@@ -1,7 +1,8 @@
 """The Dramatiq actors, declared on a given broker (never on an implicit global one).
 
 Actors stay thin: they fetch the process's :class:`~workers.runtime.Runtime` and call
-:func:`~workers.delivery.deliver_batch`. Messages carry only delivery ids.
+the domain (:func:`~workers.delivery.deliver_batch`,
+:func:`~campaigns.events.plan_for_events`). Messages carry only delivery or event ids.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Callable
 import dramatiq
 from dramatiq.broker import Broker
 
-from workers.broker import SEND_ACTOR
+from campaigns.events import plan_for_events
+from workers.broker import EVENTS_ACTOR, SEND_ACTOR, enqueue_many, send_message
 from workers.delivery import deliver_batch
 from workers.runtime import Runtime
 
@@ -37,4 +39,22 @@ def declare_actors(broker: Broker, runtime: Callable[[], Runtime], *, queue: str
         min_backoff=1000,
         max_backoff=60_000,
     )
-    return {SEND_ACTOR: actor}
+
+    def handle_events(event_ids: list[int]) -> None:
+        """Plan event campaigns for freshly recorded events and enqueue what is due now,
+        so a welcome message goes out within seconds rather than at the next tick."""
+        current = runtime()
+        due = plan_for_events(current.engine, current.config, event_ids, now=current.clock())
+        size = current.config.broker.batch_size
+        enqueue_many(broker, [send_message(queue, due[start : start + size]) for start in range(0, len(due), size)])
+
+    events_actor = dramatiq.actor(
+        handle_events,
+        broker=broker,
+        actor_name=EVENTS_ACTOR,
+        queue_name=queue,
+        max_retries=5,
+        min_backoff=1000,
+        max_backoff=60_000,
+    )
+    return {SEND_ACTOR: actor, EVENTS_ACTOR: events_actor}

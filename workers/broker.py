@@ -21,6 +21,8 @@ from campaigns.config import BrokerConfig
 
 #: The actor that delivers a batch of ledger rows.
 SEND_ACTOR = "send_deliveries"
+#: The actor that plans event campaigns for freshly recorded events and enqueues what is due.
+EVENTS_ACTOR = "handle_events"
 
 
 def make_broker(config: BrokerConfig) -> Broker:
@@ -37,6 +39,11 @@ def make_broker(config: BrokerConfig) -> Broker:
 def send_message(queue: str, delivery_ids: Sequence[int]) -> Message:
     """The message asking a worker to deliver ``delivery_ids`` (ids only: never bodies or PII)."""
     return Message(queue_name=queue, actor_name=SEND_ACTOR, args=(list(delivery_ids),), kwargs={}, options={})
+
+
+def events_message(queue: str, event_ids: Sequence[int]) -> Message:
+    """The message asking a worker to act on freshly recorded events (ids only)."""
+    return Message(queue_name=queue, actor_name=EVENTS_ACTOR, args=(list(event_ids),), kwargs={}, options={})
 
 
 def enqueue_many(broker: Broker, messages: Sequence[Message]) -> int:

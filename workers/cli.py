@@ -292,6 +292,122 @@ def scheduler(
                 on_tick=lambda report: _print_tick(report, as_json=as_json))
 
 
+def _parse_properties(items: list[str]) -> dict[str, Any]:
+    from campaigns.importing import _typed_csv_value
+
+    properties: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. plan=pro", param_hint="--property")
+        # Like a CSV column: true/false become booleans, plain numbers become numbers.
+        properties[key.strip()] = _typed_csv_value(value)
+    return properties
+
+
+def _sent_count(engine: sa.Engine, external_id: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(Delivery).join(Customer, Customer.id == Delivery.customer_id)
+            .where(Customer.external_id == external_id, Delivery.status == "sent")
+        ).scalar_one()
+
+
+@app.command()
+@friendly_errors
+def track(
+    customer: Annotated[str, typer.Argument(help="The customer's customer_id (must already exist).")],
+    event: Annotated[str, typer.Argument(help="Event name, e.g. signup.")],
+    config: ConfigOption = Path("config.toml"),
+    prop: Annotated[list[str] | None, typer.Option("--property", "-p", help="A property KEY=VALUE (repeatable).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="When it happened (ISO 8601); default now.")] = None,
+    event_id: Annotated[str | None, typer.Option("--event-id", help="Your id for the event; a repeat is ignored.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record one event and trigger its event campaigns right away.
+
+    With broker.url = "stub://" the due messages are sent before this command exits; with
+    Redis a handle_events job is enqueued for the workers. Exit 3 if the event is rejected.
+    """
+    from campaigns.events import record_events
+    from workers.broker import enqueue_many, events_message, make_broker
+
+    cfg = _load(config)
+    properties = _parse_properties(prop or [])
+    moment = _parse_now(at) if at else None
+    engine = _engine_for(cfg)
+    raw: dict[str, Any] = {"customer_id": customer, "name": event, "properties": properties}
+    if moment is not None:
+        raw["occurred_at"] = moment.isoformat()
+    if event_id is not None:
+        raw["event_id"] = event_id
+    result = record_events(engine, [raw])
+    status = result.statuses[0]
+    sent: int | None = None
+    if result.accepted_ids:
+        message = events_message(cfg.broker.queue, result.accepted_ids)
+        if cfg.broker.url.startswith("stub://"):
+            from workers.inprocess import InProcessWorkers
+            from workers.runtime import Runtime
+
+            before = _sent_count(engine, customer)
+            workers = InProcessWorkers(runtime=Runtime.from_config(cfg, engine=engine))
+            with workers.running():
+                enqueue_many(workers.broker, [message])
+                workers.join()
+            sent = _sent_count(engine, customer) - before
+        else:
+            enqueue_many(make_broker(cfg.broker), [message])
+    if as_json:
+        print(json.dumps({**result.to_dict()["events"][0], "sent": sent}))
+    elif status.status == "rejected":
+        err_console.print(f"[bold red]rejected:[/] {status.reason}", highlight=False)
+    elif status.status == "duplicate":
+        console.print(f"duplicate: event {status.event_id} was already recorded; nothing triggered", highlight=False)
+    else:
+        tail = f"{sent} message(s) sent" if sent is not None else "handed to the workers"
+        console.print(f"[green]accepted[/] {event} for {customer}: {tail}", highlight=False)
+    if status.status == "rejected":
+        raise typer.Exit(3)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    config: ConfigOption = Path("config.toml"),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Receive events over HTTP: POST /events (Bearer key from [api] key_env), GET /health.
+
+    With broker.url = "stub://" the triggered messages are sent by worker threads in this
+    process; with Redis, handle_events jobs go to `nurture worker`.
+    """
+    import uvicorn
+
+    from campaigns.config import read_secret
+    from workers.broker import make_broker
+    from workers.receiver import create_app
+    from workers.runtime import Runtime
+
+    cfg = _load(config)
+    engine = _engine_for(cfg)
+    if read_secret(cfg.api.key_env) is None:
+        err_console.print(f"[yellow]warning:[/] {cfg.api.key_env} is not set: POST /events answers 503 "
+                          "until it is (set it to the key clients send as 'Authorization: Bearer <key>')")
+    if cfg.broker.url.startswith("stub://"):
+        from workers.inprocess import InProcessWorkers
+
+        workers = InProcessWorkers(runtime=Runtime.from_config(cfg, engine=engine))
+        with workers.running():
+            uvicorn.run(create_app(workers.runtime, broker=workers.broker), host=host, port=port)
+        return
+    broker = make_broker(cfg.broker)
+    broker.client.ping()  # type: ignore[attr-defined]  # a clear error now, not on the first event
+    engine.dispose()
+    uvicorn.run(create_app(cfg, broker=broker), host=host, port=port)
+
+
 @app.command()
 @friendly_errors
 def worker(

@@ -16,9 +16,16 @@ from datetime import datetime
 from dramatiq.broker import Broker
 from sqlalchemy.engine import Engine
 
-from campaigns.config import AppConfig, CronTrigger
+from campaigns.config import AppConfig, CronTrigger, EventTrigger
 from campaigns.ledger import dispatchable_batches, requeue_expired_leases, run_batches
-from campaigns.planning import PlannedRun, claim_run, complete_run, plan_entries, plan_run
+from campaigns.planning import (
+    PlannedRun,
+    claim_run,
+    complete_run,
+    plan_entries,
+    plan_events,
+    plan_run,
+)
 from campaigns.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
 from campaigns.schedule import due_slot, latest_cron_slot
 from workers.broker import enqueue_many, send_message
@@ -37,7 +44,7 @@ class TickReport:
     now: datetime
     runs: list[PlannedRun] = field(default_factory=list)
     profiles: RecomputeReport | None = None
-    #: New deliveries per stage/segment-entry campaign.
+    #: New deliveries per stage/segment-entry and event campaign.
     entries: dict[str, int] = field(default_factory=dict)
     enqueued_jobs: int = 0
     enqueued_deliveries: int = 0
@@ -65,10 +72,14 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
 
     report.profiles = _recompute_when_due(config=config, engine=engine, now=now)
     for campaign in config.campaigns:
-        if campaign.enabled and not isinstance(campaign.trigger, CronTrigger):
-            report.entries[campaign.name] = plan_entries(
-                engine, config, campaign, now=now, window=config.scheduler.entry_window
-            )
+        if not campaign.enabled or isinstance(campaign.trigger, CronTrigger):
+            continue
+        # Event campaigns are planned here too: events imported in bulk, and any event the
+        # fast path (handle_events) missed, still go out.
+        plan = plan_events if isinstance(campaign.trigger, EventTrigger) else plan_entries
+        report.entries[campaign.name] = plan(
+            engine, config, campaign, now=now, window=config.scheduler.entry_window
+        )
     # Everything else that is due: later steps, entries, retries whose job was lost,
     # rows of workers that died, resumed campaigns.
     _enqueue(report, broker, queue, dispatchable_batches(

@@ -1,0 +1,214 @@
+"""Event campaigns end to end: POST /events on a real uvicorn server (and `nurture track`)
+record events, the handle_events actor plans and enqueues, in-process workers send."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from typer.testing import CliRunner
+
+from campaigns.config import load_config
+from campaigns.models import Customer, Delivery, Event, utcnow
+from workers.cli import app as cli_app
+from workers.inprocess import InProcessWorkers
+from workers.receiver import create_app
+from workers.runtime import Runtime
+
+KEY = "test-key-123"
+
+
+def write_project(tmp_path: Path, database_url: str) -> Path:
+    (tmp_path / "templates" / "welcome").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "templates" / "welcome" / "hello.subject.j2").write_text("Welcome!")
+    (tmp_path / "templates" / "welcome" / "hello.txt.j2").write_text("Hi {{ customer.external_id }}")
+    (tmp_path / "templates" / "welcome" / "tips.txt.j2").write_text("Tips for {{ customer.external_id }}")
+    path = tmp_path / "config.toml"
+    path.write_text(f"""
+[database]
+url = "{database_url}"
+[profiles]
+cron = ""
+[api]
+key_env = "NURTURE_TEST_API_KEY"
+[channels.mail]
+kind = "outbox"
+dir = "out"
+[[campaigns]]
+name = "welcome"
+trigger = {{ event = "signup" }}
+channels = ["mail"]
+[[campaigns.steps]]
+template = "welcome/hello"
+[[campaigns.steps]]
+template = "welcome/tips"
+delay = "2d"
+""")
+    return path
+
+
+def add_customers(engine, *external_ids: str) -> None:
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Customer.__table__), [
+            {"external_id": e, "email": f"{e}@example.com", "created_at": now, "updated_at": now, "attributes": {}}
+            for e in external_ids])
+
+
+def outbox(tmp_path: Path) -> list[str]:
+    folder = tmp_path / "out" / "welcome"
+    return sorted(p.name for p in folder.glob("*.eml")) if folder.exists() else []
+
+
+@pytest.fixture
+def runtime(tmp_path, sqlite_url) -> Iterator[Runtime]:
+    rt = Runtime.from_config(load_config(write_project(tmp_path, sqlite_url)))
+    yield rt
+    rt.close()
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on an ephemeral loopback port, in a thread."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="none", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join()
+
+
+@pytest.fixture
+def served(runtime, monkeypatch) -> Iterator[tuple[str, InProcessWorkers]]:
+    monkeypatch.setenv("NURTURE_TEST_API_KEY", KEY)
+    workers = InProcessWorkers(runtime=runtime)
+    with workers.running(), ServerThread(create_app(runtime, broker=workers.broker)) as url:
+        yield url, workers
+
+
+def post(url: str, body, key: str | None = KEY) -> httpx.Response:  # type: ignore[no-untyped-def]
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    with httpx.Client(base_url=url) as client:
+        if isinstance(body, bytes):
+            return client.post("/events", content=body, headers=headers)
+        return client.post("/events", json=body, headers=headers)
+
+
+def test_signup_batch_sends_one_welcome_per_new_customer_and_a_repost_sends_nothing(served, runtime, tmp_path):
+    url, workers = served
+    add_customers(runtime.engine, "ann", "bob", "cat")
+    batch = {"events": [
+        {"event_id": f"signup-{name}", "customer_id": name, "name": "signup", "properties": {"plan": "free"}}
+        for name in ("ann", "bob", "cat")
+    ] + [{"event_id": "view-ann", "customer_id": "ann", "name": "page_view"},
+         {"event_id": "signup-ghost", "customer_id": "ghost", "name": "signup"}]}
+    with httpx.Client(base_url=url) as client:
+        assert client.get("/health").status_code == 200
+    answer = post(url, batch)
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert (body["accepted"], body["duplicate"], body["rejected"]) == (4, 0, 1)
+    assert "customer_id 'ghost' not found" in body["events"][4]["reason"]
+    workers.join()
+    with runtime.engine.connect() as conn:
+        ids = dict(conn.execute(sa.select(Customer.external_id, Customer.id)).all())
+    assert outbox(tmp_path) == sorted(f"welcome_0_{ids[n]}_once.eml" for n in ("ann", "bob", "cat"))
+    # The later step waits for its due time (two days), for the scheduler.
+    with runtime.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(Delivery)
+                            .where(Delivery.step == 1, Delivery.status == "queued")).scalar_one() == 3
+
+    again = post(url, batch)
+    assert again.status_code == 202
+    assert [e["status"] for e in again.json()["events"]] == ["duplicate"] * 4 + ["rejected"]
+    workers.join()
+    assert len(outbox(tmp_path)) == 3
+    with runtime.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(Event)).scalar_one() == 4
+        assert conn.execute(sa.select(sa.func.count()).select_from(Delivery)).scalar_one() == 6
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    (b"{not json", 400, "invalid JSON"),
+    (b'["a"]', 400, '{"events": [...]}'),
+    (b'{"events": {}}', 400, "expected a JSON array"),
+    (b'{"events": []}', 400, "empty"),
+])
+def test_bad_bodies_are_400_with_the_reason(served, body, status, message):
+    url, _ = served
+    answer = post(url, body)
+    assert answer.status_code == status
+    assert message in answer.json()["error"]
+
+
+def test_more_than_1000_events_is_413(served):
+    url, _ = served
+    answer = post(url, {"events": [{"customer_id": "x", "name": "signup"}] * 1001})
+    assert answer.status_code == 413
+    assert "at most 1000" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("key", [None, "wrong", KEY[:-1]])
+def test_missing_or_wrong_key_is_401(served, key):
+    url, _ = served
+    answer = post(url, {"events": [{"customer_id": "x", "name": "signup"}]}, key=key)
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+
+
+def test_without_a_configured_key_the_endpoint_refuses_with_503(runtime, monkeypatch):
+    monkeypatch.delenv("NURTURE_TEST_API_KEY", raising=False)
+    workers = InProcessWorkers(runtime=runtime)
+    with workers.running(), ServerThread(create_app(runtime, broker=workers.broker)) as url:
+        answer = post(url, {"events": [{"customer_id": "x", "name": "signup"}]})
+        with httpx.Client(base_url=url) as client:
+            assert client.get("/health").status_code == 200
+    assert answer.status_code == 503
+    assert "NURTURE_TEST_API_KEY" in answer.json()["error"]
+
+
+def test_nurture_track_sends_before_the_command_exits(tmp_path, sqlite_url):
+    config = write_project(tmp_path, sqlite_url)
+    from campaigns.db import make_engine
+
+    engine = make_engine(sqlite_url)
+    add_customers(engine, "ann")
+    customer_id = engine.connect().execute(sa.select(Customer.id)).scalar_one()
+    engine.dispose()
+    runner = CliRunner()
+    args = ["track", "ann", "signup", "-c", str(config), "--event-id", "s-1", "--property", "plan=pro",
+            "--property", "seats=3"]
+    result = runner.invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    assert "accepted signup for ann: 1 message(s) sent" in result.output
+    assert outbox(tmp_path) == [f"welcome_0_{customer_id}_once.eml"]
+    repeat = runner.invoke(cli_app, args)
+    assert repeat.exit_code == 0
+    assert "duplicate" in repeat.output
+    assert outbox(tmp_path) == [f"welcome_0_{customer_id}_once.eml"]
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(Event.properties)).scalar_one() == {"plan": "pro", "seats": 3}
+    engine.dispose()
+    unknown = runner.invoke(cli_app, ["track", "ghost", "signup", "-c", str(config)])
+    assert unknown.exit_code == 3
+    assert "customer_id 'ghost' not found" in unknown.output
+    bad = runner.invoke(cli_app, ["track", "ann", "signup", "-c", str(config), "--property", "oops"])
+    assert bad.exit_code == 2

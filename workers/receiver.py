@@ -1,0 +1,128 @@
+"""The HTTP event receiver (``nurture serve``): ``POST /events`` and ``GET /health``.
+
+An ASGI app (Starlette) built by :func:`create_app`; nothing lives at module level, so
+tests and the CLI each build their own. Events are recorded in the database first (the
+answer says per event whether it was accepted, a duplicate or rejected, and why), then
+the ids of newly accepted events are handed to the ``handle_events`` actor through the
+broker, which plans event campaigns and enqueues the due messages. Should the broker be
+unreachable, the events are still stored and the next scheduler tick plans them.
+
+Authentication: ``Authorization: Bearer <key>``, where the key is the value of the
+environment variable named by ``[api] key_env``; while that variable is unset the
+endpoint refuses every request (503) rather than accept events from anyone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from dramatiq.broker import Broker
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from campaigns.config import AppConfig, read_secret
+from campaigns.db import make_engine
+from campaigns.events import EventResult, record_events
+from workers.broker import enqueue_many, events_message
+from workers.runtime import Runtime
+
+logger = logging.getLogger("nurture.receiver")
+
+#: Most events accepted in one request.
+MAX_EVENTS = 1000
+#: Largest request body accepted, in bytes (1000 events with generous properties).
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Starlette:
+    """The receiver app for a :class:`Runtime` (its engine is shared) or an
+    :class:`AppConfig` (the app opens an engine and disposes of it on shutdown).
+
+    ``broker`` receives the ``handle_events`` jobs: a Redis broker for separate workers, or
+    the stub broker of :class:`~workers.inprocess.InProcessWorkers`.
+    """
+    if isinstance(runtime_or_config, Runtime):
+        config, engine, owns_engine = runtime_or_config.config, runtime_or_config.engine, False
+    else:
+        config, engine, owns_engine = runtime_or_config, make_engine(runtime_or_config.database.url), True
+    key_env = config.api.key_env
+    queue = config.broker.queue
+
+    def authorise(request: Request) -> JSONResponse | None:
+        expected = read_secret(key_env)
+        if expected is None:
+            return _error(503, f"event API disabled: set the environment variable {key_env} "
+                               "(named by [api] key_env) to the key clients must send")
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+            return JSONResponse({"error": "missing or wrong API key (Authorization: Bearer <key>)"},
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return None
+
+    async def post_events(request: Request) -> JSONResponse:
+        refused = authorise(request)
+        if refused is not None:
+            return refused
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        events, problem = _parse_body(body)
+        if problem is not None:
+            return _error(*problem)
+        result: EventResult = await run_in_threadpool(record_events, engine, events)
+        if result.accepted_ids:
+            try:
+                await run_in_threadpool(enqueue_many, broker, [events_message(queue, result.accepted_ids)])
+            except Exception:  # the events are stored: the next scheduler tick plans them
+                logger.exception("could not enqueue handle_events for %d event(s)", len(result.accepted_ids))
+        return JSONResponse(result.to_dict(), status_code=202)
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_engine:
+                engine.dispose()
+
+    return Starlette(
+        routes=[Route("/events", post_events, methods=["POST"]), Route("/health", health, methods=["GET"])],
+        lifespan=lifespan,
+    )
+
+
+def _parse_body(body: bytes) -> tuple[list[Any], tuple[int, str] | None]:
+    """The events of a request body, or (status, reason) when the body is unusable."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return [], (400, f"invalid JSON: {exc}")
+    if not isinstance(payload, dict) or "events" not in payload:
+        return [], (400, 'expected a JSON object {"events": [...]}')
+    events = payload["events"]
+    if not isinstance(events, list):
+        return [], (400, "events: expected a JSON array of event objects")
+    if not events:
+        return [], (400, "events: empty; send at least one event")
+    if len(events) > MAX_EVENTS:
+        return [], (413, f"{len(events)} events in one request; at most {MAX_EVENTS}")
+    return events, None
