@@ -174,6 +174,10 @@ class Delivery(SQLModel, table=True):
     customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
     channel: str = Field(max_length=64)
     template: str = Field(max_length=256)
+    #: The enrollment this message belongs to (goals and unsubscribes end it).
+    enrollment_id: int | None = Field(default=None, index=True)
+    #: The A/B variant sent at this step (index into the step's variants), if any.
+    variant: int | None = None
     status: str = Field(default="queued", max_length=16)
     attempts: int = 0
     #: Not sent before this moment (step delay, retry backoff, deferral).
@@ -190,6 +194,31 @@ class Delivery(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+
+
+class Enrollment(SQLModel, table=True):
+    """One customer's passage through one occurrence of a campaign.
+
+    Held-out customers are enrolled too (``holdout = True``, state ``held_out``) so the
+    campaign's effect can be measured against them; they get no deliveries.
+    """
+
+    __tablename__ = "enrollment"
+    __table_args__ = (
+        sa.UniqueConstraint("campaign", "customer_id", "occurrence", name="uq_enrollment_occurrence"),
+        sa.Index("ix_enrollment_campaign_state", "campaign", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(max_length=128)
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    #: "once", a run slot, an entry or event id: what makes re-entries distinct.
+    occurrence: str = Field(max_length=64)
+    enrolled_at: datetime
+    holdout: bool = False
+    #: active, completed, held_out, exited_goal, exited_unsubscribe.
+    state: str = Field(default="active", max_length=24)
+    exited_at: datetime | None = None
 
 
 class DeliveryAttempt(SQLModel, table=True):
