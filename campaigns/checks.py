@@ -46,8 +46,9 @@ def check_config_file(path: str | Path) -> CheckResult:
         for s_index, step in enumerate(campaign.steps):
             key = ("campaigns", c_index, "steps", s_index, "template")
             try:
-                renderer.render(step.template, context)
-                result.templates_rendered += 1
+                for template in step.templates:
+                    renderer.render(template, context)
+                    result.templates_rendered += 1
             except RenderError as exc:
                 result.issues.append(
                     ConfigIssue(

@@ -318,11 +318,44 @@ class AudienceConfig(_Model):
     attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
+class VariantConfig(_Model):
+    """One A/B variant of a step: its template and relative weight."""
+
+    template: str
+    weight: float = Field(default=1.0, gt=0)
+
+
 class StepConfig(_Model):
     """One message of a campaign's series."""
 
-    template: str
+    #: The step's template; or give ``variants`` for an A/B test.
+    template: str | None = None
     delay: Duration = timedelta(0)
+    #: An audience expression checked when the step is due: customers for whom it is
+    #: false skip this step (e.g. ``'rfm_segment != "champions"'`` to spare them a coupon).
+    when: str | None = None
+    #: A/B variants, assigned deterministically by weight; the assignment is recorded.
+    variants: list[VariantConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_template(self) -> StepConfig:
+        if (self.template is None) == (not self.variants):
+            raise ValueError("give a step either template = \"...\" or [[campaigns.steps.variants]], not both")
+        return self
+
+    @property
+    def templates(self) -> list[str]:
+        """The templates this step can send (one, or one per variant)."""
+        return [v.template for v in self.variants] if self.variants else [self.template or ""]
+
+
+class GoalConfig(_Model):
+    """What the campaign is for: reaching it ends the customer's series, and conversions
+    within ``within`` of enrolment (treated vs holdout) measure the campaign."""
+
+    #: ``order`` (any order) or the name of an event, e.g. ``review``.
+    event: str = "order"
+    within: Duration = timedelta(days=14)
 
 
 class CampaignConfig(_Model):
@@ -339,6 +372,9 @@ class CampaignConfig(_Model):
     channels: list[str] = Field(min_length=1)
     #: never: a customer gets this campaign once; every_run: once per cron run.
     reentry: Literal["never", "every_run"] = "never"
+    #: Share of the audience held out (enrolled, never messaged) to measure lift.
+    holdout: float = Field(default=0.0, ge=0, lt=1)
+    goal: GoalConfig | None = None
     steps: list[StepConfig] = Field(min_length=1)
 
     @field_validator("timezone")
@@ -465,16 +501,25 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
                 known = ", ".join(sorted(channels)) or "none defined"
                 yield ("campaigns", index, "channels", position), f"unknown channel {channel!r} (defined: {known})"
         for step_index, step in enumerate(campaign.get("steps") or []):
-            if not isinstance(step, dict) or not isinstance(step.get("template"), str):
+            if not isinstance(step, dict):
                 continue
             from campaigns.rendering import template_parts
 
-            if not template_parts(template_dir, step["template"]):
-                yield (
-                    ("campaigns", index, "steps", step_index, "template"),
-                    f"template {step['template']!r} not found: expected files such as "
-                    f"{template_dir / step['template']}.txt.j2 or .json.j2",
-                )
+            named: list[tuple[tuple[str | int, ...], Any]] = [
+                (("campaigns", index, "steps", step_index, "template"), step.get("template"))
+            ]
+            variants = step.get("variants") if isinstance(step.get("variants"), list) else []
+            named += [
+                (("campaigns", index, "steps", step_index, "variants", v, "template"), variant.get("template"))
+                for v, variant in enumerate(variants) if isinstance(variant, dict)
+            ]
+            for key, template in named:
+                if isinstance(template, str) and not template_parts(template_dir, template):
+                    yield (
+                        key,
+                        f"template {template!r} not found: expected files such as "
+                        f"{template_dir / template}.txt.j2 or .json.j2",
+                    )
 
 
 def _secret_warnings(config: AppConfig) -> list[str]:

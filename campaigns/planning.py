@@ -1,8 +1,18 @@
-"""Turning a due campaign run into delivery rows, exactly once.
+"""Turning triggers into enrolments and delivery rows, exactly once.
 
-A run is claimed by inserting ``campaign_run(campaign, scheduled_at)``, which is UNIQUE:
-of two schedulers ticking at once, one wins. Planning is one ``INSERT ... SELECT`` per step
-that ignores existing send keys, so replanning a run (after a crash) adds nothing twice.
+A cron run is claimed by inserting ``campaign_run(campaign, scheduled_at)``, which is
+UNIQUE: of two schedulers ticking at once, one wins. Every trigger (cron slot, stage or
+segment entry, event) then goes through the same two set-based steps:
+
+1. enrol the targeted customers: one ``enrollment`` row per (campaign, customer,
+   occurrence), UNIQUE, with the holdout decided by a deterministic hash
+   (:mod:`campaigns.assignment`) and recorded;
+2. for each step, one ``INSERT ... SELECT`` of deliveries for the active, not held out
+   enrolments, ignoring existing send keys (``campaign:step:customer:occurrence``), with
+   the A/B variant assigned the same way and recorded on the delivery.
+
+Planning the same occurrence again, from a second scheduler, a retried tick or the event
+fast path, adds nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.assignment import in_holdout_sql, variant_sql
 from campaigns.audience import audience_select
 from campaigns.config import (
     AppConfig,
@@ -23,7 +34,7 @@ from campaigns.config import (
     StageEnteredTrigger,
 )
 from campaigns.db import dialect_insert
-from campaigns.models import CampaignRun, Delivery, Event, ProfileTransition, utcnow
+from campaigns.models import CampaignRun, Delivery, Enrollment, Event, ProfileTransition, utcnow
 
 
 @dataclass(frozen=True)
@@ -91,50 +102,20 @@ def plan_run(
     scheduled_at: datetime,
     now: datetime | None = None,
 ) -> PlannedRun:
-    """Write one queued delivery per targeted customer and step; returns the run's count.
+    """Enrol the audience of one cron run and write its deliveries; returns the run's count.
 
-    The send key is ``campaign:step:customer:occurrence``; the channel is not part of it,
-    so a customer whose preferred channel changed between runs still gets one message.
+    Rows due now are marked as handed to the broker (the caller streams them with
+    :func:`~campaigns.ledger.run_batches`); later steps wait for their due time.
     """
-    occurrence = occurrence_key(campaign, scheduled_at)
-    created = utcnow()
-    now = now or created
+    now = now or utcnow()
+    audience = audience_select(config, campaign, now=scheduled_at).subquery("audience")
+    targets = sa.select(
+        audience.c.customer_id,
+        audience.c.channel,
+        sa.literal(occurrence_key(campaign, scheduled_at)).label("occurrence"),
+    ).subquery("targets")
     with engine.begin() as conn:
-        for step_index, step in enumerate(campaign.steps):
-            due_at = scheduled_at + step.delay
-            # Rows due now are enqueued by the caller straight after planning (run_batches),
-            # so they are marked as handed over; later steps wait for their due time.
-            dispatch_after = now + config.worker.lease if due_at <= now else due_at
-            audience = audience_select(config, campaign, now=scheduled_at).subquery("targets")
-            prefix = f"{campaign.name}:{step_index}:"
-            send_key = sa.literal(prefix) + sa.cast(audience.c.customer_id, sa.String) + sa.literal(f":{occurrence}")
-            rows = sa.select(
-                send_key,
-                sa.literal(run_id),
-                sa.literal(campaign.name),
-                sa.literal(step_index),
-                audience.c.customer_id,
-                audience.c.channel,
-                sa.literal(step.template),
-                sa.literal("queued"),
-                sa.literal(0),
-                sa.literal(due_at, type_=Delivery.__table__.c.due_at.type),
-                sa.literal(dispatch_after, type_=Delivery.__table__.c.dispatch_after.type),
-                sa.literal(created, type_=Delivery.__table__.c.created_at.type),
-                sa.literal(created, type_=Delivery.__table__.c.updated_at.type),
-            ).where(sa.literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT
-            insert = (
-                dialect_insert(conn, Delivery.__table__)
-                .from_select(
-                    [
-                        "send_key", "run_id", "campaign", "step", "customer_id", "channel", "template",
-                        "status", "attempts", "due_at", "dispatch_after", "created_at", "updated_at",
-                    ],
-                    rows,
-                )
-                .on_conflict_do_nothing(index_elements=["send_key"])
-            )
-            conn.execute(insert)
+        _plan(conn, config, campaign, targets, base=scheduled_at, now=now, run_id=run_id, hand_over_due=True)
         # rowcount of INSERT ... SELECT is not reported by every driver; count the run's rows.
         planned = conn.execute(
             sa.select(sa.func.count()).select_from(Delivery).where(Delivery.run_id == run_id)
@@ -150,10 +131,11 @@ def plan_run(
 def plan_entries(
     engine: Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime, window: timedelta
 ) -> int:
-    """Deliveries for a ``stage_entered`` / ``segment_entered`` campaign: one per recorded
-    entry (``profile_transition`` row) in ``(now - window, now]`` whose customer is in the
-    audience. The transition id is the occurrence, so each entry sends once however many
-    ticks see it; with ``reentry = "never"`` a customer gets the campaign once, ever.
+    """Deliveries for a ``stage_entered`` / ``segment_entered`` campaign: one enrolment per
+    recorded entry (``profile_transition`` row) in ``(now - window, now]`` whose customer is
+    in the audience. The entry id is the occurrence (``e<id>``), so each entry sends once
+    however many ticks see it; with ``reentry = "never"`` it is ``once``: one series per
+    customer, ever. Returns how many deliveries are new.
 
     Segment entries from a customer's very first profile (no previous segment) are not
     entries: a score is relative, and the first computation is a baseline.
@@ -165,61 +147,25 @@ def plan_entries(
         kind, value = "rfm_segment", trigger.segment_entered
     else:
         raise ValueError(f"campaign {campaign.name} is not triggered by entries")
-    audience = audience_select(config, campaign, now=now).subquery("targets")
-    entries = (
-        sa.select(ProfileTransition.id.label("entry_id"), ProfileTransition.customer_id.label("customer_id"))
-        .where(
-            ProfileTransition.kind == kind,
-            ProfileTransition.value == value,
-            ProfileTransition.entered_at > now - window,
-            ProfileTransition.entered_at <= now,
-        )
+    audience = audience_select(config, campaign, now=now).subquery("audience")
+    entries = sa.select(ProfileTransition.id, ProfileTransition.customer_id).where(
+        ProfileTransition.kind == kind,
+        ProfileTransition.value == value,
+        ProfileTransition.entered_at > now - window,
+        ProfileTransition.entered_at <= now,
     )
     if kind == "rfm_segment":
         entries = entries.where(ProfileTransition.previous.is_not(None))
-    entries_q = entries.subquery("entries")
-    created = utcnow()
+    entry = entries.subquery("entries")
+    targets = (
+        sa.select(audience.c.customer_id, audience.c.channel, _occurrence(campaign, "e", entry.c.id))
+        .select_from(entry)
+        .join(audience, audience.c.customer_id == entry.c.customer_id)
+        .subquery("targets")
+    )
     before = _count_campaign(engine, campaign.name)
     with engine.begin() as conn:
-        for step_index, step in enumerate(campaign.steps):
-            occurrence: sa.ColumnElement[str] = (
-                sa.literal(":once")
-                if campaign.reentry == "never"
-                else sa.literal(":e") + sa.cast(entries_q.c.entry_id, sa.String)
-            )
-            send_key = (
-                sa.literal(f"{campaign.name}:{step_index}:")
-                + sa.cast(audience.c.customer_id, sa.String)
-                + occurrence
-            )
-            rows = (
-                sa.select(
-                    send_key,
-                    sa.literal(campaign.name),
-                    sa.literal(step_index),
-                    audience.c.customer_id,
-                    audience.c.channel,
-                    sa.literal(step.template),
-                    sa.literal("queued"),
-                    sa.literal(0),
-                    sa.literal(now + step.delay, type_=Delivery.__table__.c.due_at.type),
-                    sa.literal(now + step.delay, type_=Delivery.__table__.c.dispatch_after.type),
-                    sa.literal(created, type_=Delivery.__table__.c.created_at.type),
-                    sa.literal(created, type_=Delivery.__table__.c.updated_at.type),
-                )
-                .select_from(entries_q)
-                .join(audience, audience.c.customer_id == entries_q.c.customer_id)
-                .where(sa.literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT
-            )
-            conn.execute(
-                dialect_insert(conn, Delivery.__table__)
-                .from_select(
-                    ["send_key", "campaign", "step", "customer_id", "channel", "template", "status",
-                     "attempts", "due_at", "dispatch_after", "created_at", "updated_at"],
-                    rows,
-                )
-                .on_conflict_do_nothing(index_elements=["send_key"])
-            )
+        _plan(conn, config, campaign, targets, base=now, now=now)
     return _count_campaign(engine, campaign.name) - before
 
 
@@ -232,8 +178,9 @@ def plan_events(
     window: timedelta,
     event_ids: Sequence[int] | None = None,
 ) -> int:
-    """Deliveries for an ``event`` campaign: one per matching event (its name, occurred in
-    ``(now - window, now]``) whose customer is in the audience; returns how many are new.
+    """Deliveries for an ``event`` campaign: one enrolment per matching event (its name,
+    occurred in ``(now - window, now]``) whose customer is in the audience; returns how
+    many deliveries are new.
 
     Step ``n`` is due at the event's ``occurred_at`` plus the step's delay, so a series'
     later steps wait. The occurrence is ``once`` with ``reentry = "never"`` (one series per
@@ -246,58 +193,136 @@ def plan_events(
         raise ValueError(f"campaign {campaign.name} is not triggered by events")
     if event_ids is not None and not event_ids:
         return 0
-    audience = audience_select(config, campaign, now=now).subquery("targets")
-    events = sa.select(
-        Event.id.label("event_id"), Event.customer_id.label("customer_id"), Event.occurred_at.label("occurred_at")
-    ).where(Event.name == trigger.event, Event.occurred_at > now - window, Event.occurred_at <= now)
+    audience = audience_select(config, campaign, now=now).subquery("audience")
+    events = sa.select(Event.id, Event.customer_id, Event.occurred_at).where(
+        Event.name == trigger.event, Event.occurred_at > now - window, Event.occurred_at <= now
+    )
     if event_ids is not None:
         events = events.where(Event.id.in_(list(event_ids)))
-    events_q = events.subquery("events")
-    created = utcnow()
-    due_type = Delivery.__table__.c.due_at.type
+    event = events.subquery("events")
+    targets = (
+        sa.select(
+            audience.c.customer_id,
+            audience.c.channel,
+            _occurrence(campaign, "ev", event.c.id),
+            event.c.occurred_at.label("base"),
+        )
+        .select_from(event)
+        .join(audience, audience.c.customer_id == event.c.customer_id)
+        .subquery("targets")
+    )
     before = _count_campaign(engine, campaign.name)
     with engine.begin() as conn:
-        for step_index, step in enumerate(campaign.steps):
-            occurrence: sa.ColumnElement[str] = (
-                sa.literal(":once")
-                if campaign.reentry == "never"
-                else sa.literal(":ev") + sa.cast(events_q.c.event_id, sa.String)
-            )
-            send_key = (
-                sa.literal(f"{campaign.name}:{step_index}:")
-                + sa.cast(audience.c.customer_id, sa.String)
-                + occurrence
-            )
-            due_at = _plus(conn.dialect.name, events_q.c.occurred_at, step.delay, due_type)
-            rows = (
-                sa.select(
-                    send_key,
-                    sa.literal(campaign.name),
-                    sa.literal(step_index),
-                    audience.c.customer_id,
-                    audience.c.channel,
-                    sa.literal(step.template),
-                    sa.literal("queued"),
-                    sa.literal(0),
-                    due_at,
-                    due_at,
-                    sa.literal(created, type_=Delivery.__table__.c.created_at.type),
-                    sa.literal(created, type_=Delivery.__table__.c.updated_at.type),
-                )
-                .select_from(events_q)
-                .join(audience, audience.c.customer_id == events_q.c.customer_id)
-                .where(sa.literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT
-            )
-            conn.execute(
-                dialect_insert(conn, Delivery.__table__)
-                .from_select(
-                    ["send_key", "campaign", "step", "customer_id", "channel", "template", "status",
-                     "attempts", "due_at", "dispatch_after", "created_at", "updated_at"],
-                    rows,
-                )
-                .on_conflict_do_nothing(index_elements=["send_key"])
-            )
+        _plan(conn, config, campaign, targets, base=targets.c.base, now=now)
     return _count_campaign(engine, campaign.name) - before
+
+
+def _occurrence(campaign: CampaignConfig, prefix: str, entity_id: sa.ColumnElement[int]) -> sa.ColumnElement[str]:
+    if campaign.reentry == "never":
+        return sa.literal("once").label("occurrence")
+    return (sa.literal(prefix) + sa.cast(entity_id, sa.String)).label("occurrence")
+
+
+_DELIVERY_COLUMNS = [
+    "send_key", "run_id", "campaign", "step", "customer_id", "channel", "template", "variant",
+    "enrollment_id", "status", "attempts", "due_at", "dispatch_after", "created_at", "updated_at",
+]
+
+
+def _plan(
+    conn: sa.Connection,
+    config: AppConfig,
+    campaign: CampaignConfig,
+    targets: sa.Subquery,
+    *,
+    base: datetime | sa.ColumnElement[datetime],
+    now: datetime,
+    run_id: int | None = None,
+    hand_over_due: bool = False,
+) -> None:
+    """Enrol ``targets`` (customer_id, channel, occurrence) and write their deliveries.
+
+    ``base`` is when the occurrence happened (a constant, or a column of ``targets``):
+    enrolment time and the origin of step delays. With ``hand_over_due`` rows already due
+    are marked as handed to the broker, for the caller to enqueue at once.
+    """
+    time_type = Delivery.__table__.c.due_at.type
+    created = utcnow()
+    base_value = sa.literal(base, type_=time_type) if isinstance(base, datetime) else base
+    held_out = (
+        in_holdout_sql(targets.c.customer_id, campaign.name, campaign.holdout) if campaign.holdout else sa.false()
+    )
+    enrol = sa.select(
+        sa.literal(campaign.name),
+        targets.c.customer_id,
+        targets.c.occurrence,
+        base_value,
+        held_out,
+        sa.case((held_out, sa.literal("held_out")), else_=sa.literal("active")),
+    ).where(sa.literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT
+    conn.execute(
+        dialect_insert(conn, Enrollment.__table__)
+        .from_select(["campaign", "customer_id", "occurrence", "enrolled_at", "holdout", "state"], enrol)
+        .on_conflict_do_nothing(index_elements=["campaign", "customer_id", "occurrence"])
+    )
+    enrollment = Enrollment.__table__
+    joined = targets.join(
+        enrollment,
+        sa.and_(
+            enrollment.c.campaign == campaign.name,
+            enrollment.c.customer_id == targets.c.customer_id,
+            enrollment.c.occurrence == targets.c.occurrence,
+        ),
+    )
+    for step_index, step in enumerate(campaign.steps):
+        if isinstance(base, datetime):
+            due_value = base + step.delay
+            due: sa.ColumnElement[datetime] = sa.literal(due_value, type_=time_type)
+            handed = hand_over_due and due_value <= now
+            dispatch = sa.literal(now + config.worker.lease if handed else due_value, type_=time_type)
+        else:
+            due = dispatch = _plus(conn.dialect.name, base, step.delay, time_type)
+        if step.variants:
+            variant: sa.ColumnElement[int] = variant_sql(
+                targets.c.customer_id, campaign.name, step_index, [v.weight for v in step.variants]
+            )
+            template: sa.ColumnElement[str] = sa.case(
+                *[(variant == index, sa.literal(v.template)) for index, v in enumerate(step.variants)]
+            )
+        else:
+            variant, template = sa.null(), sa.literal(step.template)
+        send_key = (
+            sa.literal(f"{campaign.name}:{step_index}:")
+            + sa.cast(targets.c.customer_id, sa.String)
+            + sa.literal(":")
+            + targets.c.occurrence
+        )
+        rows = (
+            sa.select(
+                send_key,
+                sa.literal(run_id, type_=sa.Integer),
+                sa.literal(campaign.name),
+                sa.literal(step_index),
+                targets.c.customer_id,
+                targets.c.channel,
+                template,
+                variant,
+                enrollment.c.id,
+                sa.literal("queued"),
+                sa.literal(0),
+                due,
+                dispatch,
+                sa.literal(created, type_=time_type),
+                sa.literal(created, type_=time_type),
+            )
+            .select_from(joined)
+            .where(enrollment.c.holdout.is_(sa.false()), enrollment.c.state == "active")
+        )
+        conn.execute(
+            dialect_insert(conn, Delivery.__table__)
+            .from_select(_DELIVERY_COLUMNS, rows)
+            .on_conflict_do_nothing(index_elements=["send_key"])
+        )
 
 
 def _plus(dialect: str, column: sa.ColumnElement[datetime], delay: timedelta, type_: sa.types.TypeEngine) -> sa.ColumnElement[datetime]:

@@ -783,6 +783,14 @@ def validate_segments(config: Any) -> Iterator[tuple[tuple[str | int, ...], str]
             if isinstance(segment, str) and segment not in names:
                 yield (("campaigns", index, "audience", "segment"),
                        f"unknown segment {segment!r} ({_known_hint(segment, names, 'defined in [segments]')})")
+        steps = campaign.get("steps") if isinstance(campaign.get("steps"), list) else []
+        for step_index, step in enumerate(steps):
+            when = step.get("when") if isinstance(step, Mapping) else None
+            if isinstance(when, str):
+                try:
+                    parse_expression(when, rfm_names=rfm_names, segment_names=names)
+                except ExpressionError as exc:
+                    yield ("campaigns", index, "steps", step_index, "when"), str(exc)
         trigger = campaign.get("trigger")
         if isinstance(trigger, Mapping):
             entered = trigger.get("segment_entered")
