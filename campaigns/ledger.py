@@ -29,7 +29,8 @@ from campaigns.audience import CHANNEL_FAMILY, order_facts
 from campaigns.config import AppConfig
 from campaigns.db import dialect_insert
 from campaigns.messages import Outcome, SendResult
-from campaigns.models import CampaignState, Customer, Delivery, DeliveryAttempt, Suppression, utcnow
+from campaigns.models import CampaignState, Customer, Delivery, DeliveryAttempt, Enrollment, Suppression, utcnow
+from campaigns.policy import Skip
 
 _CUSTOMER_FIELDS = (
     "id", "external_id", "name", "email", "phone", "wechat_openid", "timezone", "locale",
@@ -50,6 +51,7 @@ class ClaimedDelivery:
     attempts: int
     customer: dict[str, Any]
     stats: dict[str, Any]
+    enrollment_id: int | None = None
 
 
 @dataclass
@@ -185,6 +187,7 @@ def claim(engine: Engine, ids: Sequence[int], *, now: datetime, lease: timedelta
                 channel=row.channel,
                 template=row.template,
                 attempts=row.attempts,
+                enrollment_id=row.enrollment_id,
                 customer=customer,
                 stats=stats.get(row.customer_id, {"orders_count": 0, "total_spent": 0.0, "last_order_at": None}),
             )
@@ -215,12 +218,15 @@ def record(
     claim_: Claim,
     results: dict[int, tuple[SendResult, datetime, datetime]],
     *,
+    skips: dict[int, Skip] | None = None,
     now: datetime | None = None,
 ) -> Recorded:
     """Write every attempt and every status change of one claimed batch in one transaction.
 
-    ``results`` maps delivery id to (result, started_at, finished_at). Rows whose claim
-    was lost (lease expired and taken by another worker) are left alone.
+    ``results`` maps delivery id to (result, started_at, finished_at); ``skips`` the rows
+    the send-time policy stopped (no provider call, no attempt). Rows whose claim was lost
+    (lease expired and taken by another worker) are left alone. Enrolments end here: on a
+    goal or an unsubscribe, or as completed when their last step is final.
     """
     now = now or utcnow()
     by_id = {delivery.id: delivery for delivery in claim_.deliveries}
@@ -275,6 +281,21 @@ def record(
         else:
             change.update(status="failed", last_error=result.error)
         updates.append(change)
+    exits: dict[str, set[int]] = {}
+    for delivery_id, skip in (skips or {}).items():
+        delivery = by_id[delivery_id]
+        counts["skipped"] = counts.get("skipped", 0) + 1
+        updates.append({"b_id": delivery_id, "claim_token": None, "lease_until": None, "updated_at": now,
+                        "status": "skipped", "last_error": skip.reason[:1000]})
+        if skip.exit_state and delivery.enrollment_id:
+            exits.setdefault(skip.exit_state, set()).add(delivery.enrollment_id)
+    final = {"sent", "failed", "suppressed", "skipped"}
+    last_steps = {c.name: len(c.steps) - 1 for c in config.campaigns}
+    for change in updates:
+        delivery = by_id[change["b_id"]]
+        if (change.get("status") in final and delivery.enrollment_id
+                and delivery.step == last_steps.get(delivery.campaign)):
+            exits.setdefault("completed", set()).add(delivery.enrollment_id)
 
     with engine.begin() as conn:
         if attempts:
@@ -287,6 +308,13 @@ def record(
                 .values({column: sa.bindparam(column) for column in columns})
             )
             conn.execute(statement, group)
+        # Exits first, so a goal reached at the last step is not recorded as "completed".
+        for state in sorted(exits, key=lambda name: name == "completed"):
+            conn.execute(
+                sa.update(Enrollment)
+                .where(Enrollment.id.in_(sorted(exits[state])), Enrollment.state == "active")
+                .values(state=state, exited_at=now)
+            )
         if suppressions:
             conn.execute(
                 dialect_insert(conn, Suppression.__table__)

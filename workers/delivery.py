@@ -15,6 +15,7 @@ from campaigns.errors import RenderError
 from campaigns.ledger import Recorded, claim, record
 from campaigns.messages import OutboundMessage, Outcome, SendResult
 from campaigns.models import utcnow
+from campaigns.policy import send_time_skips
 from campaigns.rendering import build_context
 from workers.runtime import Runtime
 
@@ -33,7 +34,13 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
     # another worker, and a row sent by both would be a duplicate.
     stop_at = now + config.worker.lease * LEASE_USABLE_SHARE
     results: dict[int, tuple[SendResult, datetime, datetime]] = {}
+    skips = {}
+    if claimed.deliveries:
+        with runtime.engine.connect() as conn:
+            skips = send_time_skips(conn, config, claimed.deliveries, now=now)
     for delivery in claimed.deliveries:
+        if delivery.id in skips:
+            continue
         started = utcnow()
         channel = runtime.channels.get(delivery.channel)
         options = config.channels.get(delivery.channel)
@@ -49,7 +56,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
             else:
                 result = _render_and_send(runtime, channel, delivery, str(recipient), now)
         results[delivery.id] = (result, started, utcnow())
-    recorded = record(runtime.engine, config, claimed, results, now=now)
+    recorded = record(runtime.engine, config, claimed, results, skips=skips, now=now)
     for campaign, reason in recorded.halted.items():
         logger.error("campaign %s paused: %s", campaign, reason)
     return recorded
