@@ -34,6 +34,7 @@ from campaigns.config import (
     StageEnteredTrigger,
 )
 from campaigns.db import dialect_insert
+from campaigns.sqltime import plus_interval
 from campaigns.models import CampaignRun, Delivery, Enrollment, Event, ProfileTransition, utcnow
 
 
@@ -281,7 +282,7 @@ def _plan(
             handed = hand_over_due and due_value <= now
             dispatch = sa.literal(now + config.worker.lease if handed else due_value, type_=time_type)
         else:
-            due = dispatch = _plus(conn.dialect.name, base, step.delay, time_type)
+            due = dispatch = plus_interval(conn.dialect.name, base, step.delay, time_type)
         if step.variants:
             variant: sa.ColumnElement[int] = variant_sql(
                 targets.c.customer_id, campaign.name, step_index, [v.weight for v in step.variants]
@@ -323,23 +324,6 @@ def _plan(
             .from_select(_DELIVERY_COLUMNS, rows)
             .on_conflict_do_nothing(index_elements=["send_key"])
         )
-
-
-def _plus(dialect: str, column: sa.ColumnElement[datetime], delay: timedelta, type_: sa.types.TypeEngine) -> sa.ColumnElement[datetime]:
-    """``column + delay`` in SQL, typed as ``type_``.
-
-    SQLite stores timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff`` text (compared as text), so
-    the sum keeps exactly that format: seconds shifted by ``datetime()``, the fraction kept.
-    """
-    if not delay:
-        return column
-    if dialect == "sqlite":
-        seconds = int(delay.total_seconds())  # durations are whole seconds
-        shifted = sa.func.strftime(
-            "%Y-%m-%d %H:%M:%S", column, f"{seconds:+d} seconds", type_=sa.String
-        ).concat(sa.func.substr(column, 20, type_=sa.String))
-        return sa.type_coerce(shifted, type_)
-    return sa.type_coerce(column + sa.literal(delay, type_=sa.Interval()), type_)
 
 
 def _count_campaign(engine: Engine, campaign: str) -> int:

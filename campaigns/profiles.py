@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config import AppConfig, LifecycleConfig, RfmConfig
 from campaigns.db import dialect_insert
+from campaigns.sqltime import plus_interval
 from campaigns.models import CampaignRun, Customer, CustomerProfile, Order, ProfileTransition, utcnow
 
 _PROFILE = CustomerProfile.__table__
@@ -167,8 +168,8 @@ def profile_select(config: AppConfig, *, as_of: datetime, dialect: str) -> sa.Se
     stage_since = sa.case(
         (c.stage == "prospect", c.created_at),
         (c.stage == "new", c.first_order_at),
-        (c.stage == "at_risk", _shifted(c.last_order_at, lifecycle.at_risk_after, dialect)),
-        (c.stage == "churned", _shifted(c.last_order_at, lifecycle.churned_after, dialect)),
+        (c.stage == "at_risk", plus_interval(dialect, c.last_order_at, timedelta(days=lifecycle.at_risk_after), _TIME)),
+        (c.stage == "churned", plus_interval(dialect, c.last_order_at, timedelta(days=lifecycle.churned_after), _TIME)),
         else_=as_of_literal,
     )
     return sa.select(
@@ -187,14 +188,6 @@ def profile_select(config: AppConfig, *, as_of: datetime, dialect: str) -> sa.Se
         stage_since.label("stage_since"),
         sa.literal(utcnow(), type_=_TIME).label("computed_at"),
     ).where(sa.literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT
-
-
-def _shifted(moment: sa.ColumnElement, days: int, dialect: str) -> sa.ColumnElement:
-    """``moment + days`` as a timestamp, in either dialect."""
-    if dialect == "sqlite":
-        # Same text format SQLAlchemy stores: 'YYYY-MM-DD HH:MM:SS.ffffff'.
-        return sa.type_coerce(sa.func.strftime("%Y-%m-%d %H:%M:%f000", moment, f"+{days} days"), _TIME)
-    return sa.type_coerce(moment + sa.text(f"interval '{int(days)} days'"), _TIME)
 
 
 _COLUMNS = (
