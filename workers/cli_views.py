@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from campaigns.models import utcnow
 from rich.console import Console
 from rich.measure import Measurement
 from rich.panel import Panel
@@ -26,8 +25,9 @@ from rich.table import Table
 from rich.text import Text
 
 from campaigns.errors import NurtureError
+from campaigns.models import utcnow
 from campaigns.reports import channel_report, customer_view, segment_counts
-from workers.cli import ConfigOption, JsonOption, _engine_for, _load, app, console, friendly_errors
+from workers.cli import ConfigOption, JsonOption, _engine_for, _load, _parse_now, app, console, friendly_errors
 
 report_app = typer.Typer(help="Reports over customers, orders and profiles.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
@@ -299,3 +299,49 @@ def report_channels(
     if data["as_of"] is None:
         console.print("[yellow]no profiles yet:[/] stage columns show everyone as unprofiled; "
                       "run `nurture profiles`", highlight=False)
+
+
+@report_app.command("campaign")
+@friendly_errors
+def report_campaign(
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    config: ConfigOption = Path("config.toml"),
+    now: Annotated[str | None, typer.Option("--now", help="Report as of this time (ISO 8601).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Enrolled, held out, sent, failed, converted (treated vs holdout), lift with a 95 %
+    interval, and revenue attributed by last touch, per step, variant and channel."""
+    from campaigns.campaign_report import campaign_report
+
+    cfg = _load(config)
+    moment = _parse_now(now) if now else utcnow()
+    try:
+        data = campaign_report(_engine_for(cfg), cfg, name, now=moment)
+    except KeyError:
+        known = ", ".join(c.name for c in cfg.campaigns) or "none"
+        raise NurtureError(f"no campaign named {name!r} (campaigns: {known})") from None
+    if as_json:
+        _print_json(data)
+        return
+    lift = data["lift"]
+    rates = data["conversion_rate"]
+    summary = _key_values([
+        ("enrolled (treated)", data["enrolled"]), ("held out", data["held_out"]),
+        ("sent", data["sent"]), ("failed", data["failed"]), ("skipped", data["skipped"]),
+        (f"converted ({data['goal']} within {data['window_days']:g} days)",
+         f"{data['converted']['treated']} treated · {data['converted']['holdout']} holdout"),
+        ("conversion rate", f"{_pct(rates['treated'])} treated · {_pct(rates['holdout'])} holdout"),
+        ("lift", "n/a (no holdout)" if lift["absolute"] is None else
+         f"{lift['absolute'] * 100:+.2f} pts (95% CI {lift['low'] * 100:+.2f} to {lift['high'] * 100:+.2f})"
+         + (" significant" if lift["significant"] else " not significant")),
+        ("attributed (last touch)", f"{data['attributed_orders']} orders · {_money(data['attributed_revenue'])}"),
+    ])
+    console.print(Panel(summary, title=f"campaign {name}", title_align="left", expand=False), highlight=False)
+    steps = Table(title="By step, variant and channel")
+    for column in ("step", "variant", "channel", "queued", "sent", "failed", "skipped", "orders", "revenue"):
+        steps.add_column(column, justify="left" if column in ("variant", "channel") else "right")
+    for row in data["steps"]:
+        _add_row(steps, str(row["step"]), "-" if row["variant"] is None else chr(ord("A") + row["variant"]),
+                 row["channel"], *(str(row.get(s, 0)) for s in ("queued", "sent", "failed", "skipped")),
+                 str(row.get("attributed_orders", 0)), _money(row.get("attributed_revenue", 0.0)))
+    _print_table(steps)

@@ -14,7 +14,6 @@ from datetime import datetime
 from campaigns.errors import RenderError
 from campaigns.ledger import Recorded, claim, record
 from campaigns.messages import OutboundMessage, Outcome, SendResult
-from campaigns.models import utcnow
 from campaigns.policy import send_time_skips
 from campaigns.rendering import build_context
 from workers.runtime import Runtime
@@ -41,7 +40,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
     for delivery in claimed.deliveries:
         if delivery.id in skips:
             continue
-        started = utcnow()
+        started = runtime.clock()
         channel = runtime.channels.get(delivery.channel)
         options = config.channels.get(delivery.channel)
         if runtime.clock() >= stop_at:
@@ -55,7 +54,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
                 result = SendResult(Outcome.PERMANENT, error=f"customer has no {options.recipient}")
             else:
                 result = _render_and_send(runtime, channel, delivery, str(recipient), now)
-        results[delivery.id] = (result, started, utcnow())
+        results[delivery.id] = (result, started, runtime.clock())
     recorded = record(runtime.engine, config, claimed, results, skips=skips, now=now)
     for campaign, reason in recorded.halted.items():
         logger.error("campaign %s paused: %s", campaign, reason)

@@ -150,6 +150,20 @@ def test_win_back_holds_out_a_deterministic_share_and_stops_for_those_who_buy(wo
     assert ended == {"held_out": len(held), "exited_goal": 10, "completed": treated - 10}
     assert reasons == {"goal reached (order)"}
 
+    # The report: the ten buyers converted, nobody in the holdout did; their orders are
+    # credited to the only message they were sent (step 0), by last touch.
+    from campaigns.campaign_report import campaign_report
+
+    report = campaign_report(engine, runtime.config, "win_back", now=clock.now)
+    assert (report["enrolled"], report["held_out"]) == (treated, len(held))
+    assert report["converted"] == {"treated": 10, "holdout": 0}
+    assert report["conversion_rate"]["treated"] == pytest.approx(10 / treated)
+    assert report["lift"]["absolute"] == pytest.approx(10 / treated)
+    assert (report["attributed_orders"], report["attributed_revenue"]) == (10, 800.0)
+    assert report["sent"] == 2 * treated - 10 and report["skipped"] == 10
+    step0 = next(row for row in report["steps"] if row["step"] == 0)
+    assert step0["attributed_orders"] == 10
+
 
 def test_welcome_series_runs_over_simulated_days_with_a_condition_and_an_ab_split(world):
     runtime, workers, clock = world
