@@ -184,7 +184,13 @@ class EventTrigger(_Model):
         return value
 
 
-_TRIGGER_KEYS = ("cron", "stage_entered", "segment_entered", "event")
+_TRIGGER_KEYS = ("cron", "stage_entered", "segment_entered", "event", "manual")
+
+
+class ManualTrigger(_Model):
+    """Only ``nurture run CAMPAIGN`` starts it: a one-off broadcast."""
+
+    manual: Literal[True]
 
 
 def _trigger_kind(value: Any) -> str | None:
@@ -202,12 +208,14 @@ Trigger = Annotated[
     Annotated[CronTrigger, Tag("cron")]
     | Annotated[StageEnteredTrigger, Tag("stage_entered")]
     | Annotated[SegmentEnteredTrigger, Tag("segment_entered")]
-    | Annotated[EventTrigger, Tag("event")],
+    | Annotated[EventTrigger, Tag("event")]
+    | Annotated[ManualTrigger, Tag("manual")],
     Discriminator(
         _trigger_kind,
         custom_error_type="trigger_kind",
         custom_error_message="trigger must be one of { cron = \"0 10 * * *\" }, "
-        "{ stage_entered = \"at_risk\" }, { segment_entered = \"cant_lose\" } or { event = \"signup\" }",
+        "{ stage_entered = \"at_risk\" }, { segment_entered = \"cant_lose\" }, { event = \"signup\" } "
+        "or { manual = true }",
     ),
 ]
 

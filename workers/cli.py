@@ -408,6 +408,44 @@ def serve(
     uvicorn.run(create_app(cfg, broker=broker), host=host, port=port)
 
 
+@app.command("run")
+@friendly_errors
+def run_campaign(
+    campaign: Annotated[str, typer.Argument(help="Campaign name.")],
+    config: ConfigOption = Path("config.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Run a campaign now, once: a one-off broadcast (trigger = { manual = true }) or an
+    extra run of a cron campaign. Running it again within the same minute sends nothing
+    twice; with reentry = "never" nobody gets it twice ever."""
+    from workers.broker import make_broker
+    from workers.inprocess import InProcessWorkers
+    from workers.runtime import Runtime
+    from workers.scheduler import run_now
+
+    cfg = _load(config)
+    try:
+        campaign_cfg = cfg.campaign(campaign)
+    except KeyError:
+        known = ", ".join(c.name for c in cfg.campaigns) or "none"
+        raise NurtureError(f"no campaign named {campaign!r} (campaigns: {known})") from None
+    engine = _engine_for(cfg)
+    now = utcnow()
+    if cfg.broker.url.startswith("stub://"):
+        workers = InProcessWorkers(runtime=Runtime.from_config(cfg, engine=engine))
+        with workers.running():
+            report = run_now(config=cfg, engine=engine, broker=workers.broker, campaign=campaign_cfg, now=now)
+            workers.join()
+    else:
+        broker = make_broker(cfg.broker)
+        broker.client.ping()  # type: ignore[attr-defined]
+        report = run_now(config=cfg, engine=engine, broker=broker, campaign=campaign_cfg, now=now)
+    if not report.runs and not as_json:
+        console.print(f"{campaign} already ran at {now:%Y-%m-%d %H:%M} UTC: nothing more to send")
+        return
+    _print_tick(report, as_json=as_json)
+
+
 @app.command()
 @friendly_errors
 def worker(

@@ -16,7 +16,7 @@ from datetime import datetime
 from dramatiq.broker import Broker
 from sqlalchemy.engine import Engine
 
-from campaigns.config import AppConfig, CronTrigger, EventTrigger
+from campaigns.config import AppConfig, CampaignConfig, CronTrigger, EventTrigger, ManualTrigger
 from campaigns.ledger import dispatchable_batches, requeue_expired_leases, run_batches
 from campaigns.planning import (
     PlannedRun,
@@ -72,7 +72,7 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
 
     report.profiles = _recompute_when_due(config=config, engine=engine, now=now)
     for campaign in config.campaigns:
-        if not campaign.enabled or isinstance(campaign.trigger, CronTrigger):
+        if not campaign.enabled or isinstance(campaign.trigger, (CronTrigger, ManualTrigger)):
             continue
         # Event campaigns are planned here too: events imported in bulk, and any event the
         # fast path (handle_events) missed, still go out.
@@ -85,6 +85,23 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
     _enqueue(report, broker, queue, dispatchable_batches(
         engine, now=now, lease=config.worker.lease, batch_size=batch_size
     ))
+    return report
+
+
+def run_now(*, config: AppConfig, engine: Engine, broker: Broker, campaign: CampaignConfig,
+            now: datetime) -> TickReport:
+    """Start one run of ``campaign`` at ``now`` (``nurture run``): a one-off broadcast for a
+    manual campaign, or an extra run of a cron campaign. The run is claimed like a cron
+    slot (to the minute), so running it twice in the same minute sends nothing twice."""
+    report = TickReport(now=now)
+    slot = now.replace(second=0, microsecond=0)
+    run_id = claim_run(engine, campaign.name, slot, lease=config.worker.lease)
+    if run_id is None:
+        return report
+    planned = plan_run(engine, config, campaign, run_id=run_id, scheduled_at=slot, now=now)
+    report.runs.append(planned)
+    _enqueue(report, broker, config.broker.queue,
+             run_batches(engine, run_id, now=now, batch_size=config.broker.batch_size))
     return report
 
 

@@ -512,3 +512,53 @@ def test_audience_where_takes_an_expression_and_reports_its_errors(project, engi
     assert_no_crash(bad)
     assert bad.exit_code == 1
     assert "unknown field 'stagee' at column 1 (did you mean 'stage'?)" in flat(bad.output)
+
+
+def add_broadcast(project: Project) -> None:
+    """Append a manual one-off broadcast to everyone with an order."""
+    with project.config.open("a") as handle:
+        handle.write(textwrap.dedent("""
+            [[campaigns]]
+            name = "spring_sale"
+            trigger = { manual = true }
+            channels = ["email", "sms"]
+            holdout = 0.5
+              [campaigns.audience]
+              min_orders = 1
+              [[campaigns.steps]]
+              template = "win_back/miss_you"
+            """))
+
+
+def test_run_sends_a_manual_broadcast_once_and_report_shows_the_holdout(project, engine):
+    seed_customers(engine, count=10, now=TICK_NOW, lapsed_share=0.4)
+    add_broadcast(project)
+
+    first = invoke("run", "spring_sale", "-c", project.config, "--json")
+    again = invoke("run", "spring_sale", "-c", project.config)
+    report = invoke("report", "campaign", "spring_sale", "-c", project.config, "--json")
+    unknown = invoke("run", "nope", "-c", project.config)
+
+    assert_no_crash(first)
+    assert first.exit_code == 0, first.output
+    planned = json.loads(first.stdout)["runs"][0]["planned"]
+    data = json.loads(report.stdout)
+    assert data["enrolled"] + data["held_out"] == 10
+    assert 0 < data["held_out"] < 10  # half, deterministically, of ten
+    assert planned == data["enrolled"] == data["sent"]
+    assert "nothing more to send" in again.output
+    emails, texts = outbox_files(project)
+    assert len(emails) + len(texts) == data["sent"]
+    assert unknown.exit_code == 1 and "no campaign named 'nope'" in flat(unknown.output)
+
+
+def test_report_campaign_table_shows_lift_as_not_available_without_a_holdout(project, engine):
+    seed_lapsed(engine)
+    invoke("scheduler", "--once", "--now", NOW_ARG, "-c", project.config)
+
+    result = invoke("report", "campaign", "win_back", "-c", project.config)
+
+    assert_no_crash(result)
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert "enrolled (treated) 4" in text and "held out 0" in text and "n/a (no holdout)" in text
