@@ -668,13 +668,18 @@ def demo(
     for kind, path in files.items():
         report = import_file(engine, kind, path)  # type: ignore[arg-type]
         console.print(f"   {kind:<9} {report.imported:>6} imported, {len(report.rejected)} rejected  ({path.name})")
-    console.print("[bold]3.[/] scheduler tick with in-process Dramatiq workers (stub broker)")
+    from campaigns.profiles import recompute_profiles
+
+    profiles_report = recompute_profiles(engine, cfg, as_of=now)
+    console.print(f"[bold]3.[/] profiles: {profiles_report.customers} customers staged and RFM-scored "
+                  f"in {profiles_report.seconds:.1f}s (what the scheduler does daily)")
+    console.print("[bold]4.[/] scheduler tick with in-process Dramatiq workers (stub broker)")
     runtime = Runtime.from_config(cfg, engine=engine)
     workers = InProcessWorkers(runtime=runtime)
     with workers.running():
         report = workers.tick(now)
     _print_tick(report, as_json=False)
-    console.print("[bold]4.[/] results")
+    console.print("[bold]5.[/] results")
     table = Table(title="What was sent")
     for column in ("campaign", "channel", "status", "messages", "where"):
         table.add_column(column, justify="right" if column == "messages" else "left")
@@ -684,9 +689,19 @@ def demo(
         where = os.path.relpath(Path(directory) / row["campaign"]) if directory else "-"
         table.add_row(row["campaign"], row["channel"], row["status"], str(row["count"]), where)
     console.print(table)
+    from campaigns.campaign_report import campaign_report
+
+    outcomes = Table(title="Campaign enrolment (later steps wait for their day; conversions accrue over 14 days)")
+    for column in ("campaign", "enrolled", "held out", "sent", "queued (later steps)", "skipped"):
+        outcomes.add_column(column, justify="left" if column == "campaign" else "right")
+    for campaign in cfg.campaigns:
+        data = campaign_report(engine, cfg, campaign.name, now=now)
+        outcomes.add_row(campaign.name, str(data["enrolled"]), str(data["held_out"]), str(data["sent"]),
+                         str(data["deliveries"].get("queued", 0)), str(data["skipped"]))
+    console.print(outcomes)
     console.print(f"database: {db_path}   ·   run again: `make demo`")
     console.print("explore: .venv/bin/nurture status | segments | audience win_back | customer C000042 | "
-                  "report channels")
+                  "report channels | report campaign win_back")
 
 
 def main() -> None:

@@ -376,7 +376,7 @@ def test_repo_config_loads_and_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     result = check_config_file("config.toml")
     assert result.ok, result.issues
     assert result.issues == []
-    assert result.templates_rendered == sum(len(c.steps) for c in config.campaigns)
+    assert result.templates_rendered == sum(len(step.templates) for c in config.campaigns for step in c.steps)
 
 
 def test_a_bad_broker_url_in_the_environment_is_a_config_error_naming_the_variable(
