@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -344,6 +344,24 @@ class StepConfig(_Model):
     when: str | None = None
     #: A/B variants, assigned deterministically by weight; the assignment is recorded.
     variants: list[VariantConfig] = Field(default_factory=list)
+    #: Local send window "HH:MM-HH:MM" (customer's time zone, else the campaign's): a step
+    #: due outside it waits for the next opening; never dropped.
+    window: str | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError(f"invalid send window {value!r}: use local 'HH:MM-HH:MM', e.g. '09:00-21:00'")
+        return value
+
+    @property
+    def window_bounds(self) -> tuple[time, time] | None:
+        """The window's (start, end) local times; end before start spans midnight."""
+        if self.window is None:
+            return None
+        start, end = self.window.split("-")
+        return time.fromisoformat(start), time.fromisoformat(end)
 
     @model_validator(mode="after")
     def _one_template(self) -> StepConfig:
@@ -378,8 +396,10 @@ class CampaignConfig(_Model):
     audience: AudienceConfig = AudienceConfig()
     #: Preference order: each customer gets the first channel they have an address for.
     channels: list[str] = Field(min_length=1)
-    #: never: a customer gets this campaign once; every_run: once per cron run.
+    #: never: a customer gets this campaign once; every_run: once per cron run, entry or
+    #: event; with ``reentry_after`` too, only if not enrolled within that time.
     reentry: Literal["never", "every_run"] = "never"
+    reentry_after: Duration | None = None
     #: Share of the audience held out (enrolled, never messaged) to measure lift.
     holdout: float = Field(default=0.0, ge=0, lt=1)
     goal: GoalConfig | None = None

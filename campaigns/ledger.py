@@ -284,6 +284,13 @@ def record(
     exits: dict[str, set[int]] = {}
     for delivery_id, skip in (skips or {}).items():
         delivery = by_id[delivery_id]
+        if skip.defer_until is not None:
+            # Not now, but certainly later (a send window): back to the queue, due then.
+            counts["deferred"] = counts.get("deferred", 0) + 1
+            updates.append({"b_id": delivery_id, "claim_token": None, "lease_until": None, "updated_at": now,
+                            "status": "queued", "due_at": skip.defer_until, "dispatch_after": skip.defer_until,
+                            "last_error": skip.reason[:1000]})
+            continue
         counts["skipped"] = counts.get("skipped", 0) + 1
         updates.append({"b_id": delivery_id, "claim_token": None, "lease_until": None, "updated_at": now,
                         "status": "skipped", "last_error": skip.reason[:1000]})

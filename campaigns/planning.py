@@ -261,6 +261,20 @@ def _plan(
         held_out,
         sa.case((held_out, sa.literal("held_out")), else_=sa.literal("active")),
     ).where(sa.literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT
+    if campaign.reentry_after is not None:
+        # Re-entry only once the previous enrolment is old enough.
+        earlier = Enrollment.__table__.alias("earlier")
+        since = (
+            sa.literal(base - campaign.reentry_after, type_=time_type)
+            if isinstance(base, datetime)
+            else plus_interval(conn.dialect.name, base, -campaign.reentry_after, time_type)
+        )
+        enrol = enrol.where(~sa.exists().where(
+            earlier.c.campaign == campaign.name,
+            earlier.c.customer_id == targets.c.customer_id,
+            earlier.c.occurrence != targets.c.occurrence,
+            earlier.c.enrolled_at > since,
+        ))
     conn.execute(
         dialect_insert(conn, Enrollment.__table__)
         .from_select(["campaign", "customer_id", "occurrence", "enrolled_at", "holdout", "state"], enrol)

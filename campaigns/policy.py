@@ -10,14 +10,16 @@ condition. Each check is one query for the whole claimed batch.
 * consent for the channel's family withdrawn (marketing only): skip and end the series
   (``exited_unsubscribe``);
 * address suppressed: skip;
-* the step's ``when`` expression is false for the customer now: skip this step only.
+* the step's ``when`` expression is false for the customer now: skip this step only;
+* outside the step's send ``window`` (customer's local time): wait for the next opening.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
@@ -28,10 +30,29 @@ from campaigns.models import Consent, Customer, CustomerProfile, Enrollment, Eve
 
 @dataclass(frozen=True)
 class Skip:
-    """Why a due delivery is not sent, and how its enrolment ends (None: it goes on)."""
+    """Why a due delivery is not sent now: skipped for good (and how its enrolment ends,
+    None if it goes on), or, with ``defer_until``, sent later."""
 
     reason: str
     exit_state: str | None = None
+    defer_until: datetime | None = None
+
+
+def next_opening(now: datetime, zone: ZoneInfo, start: time, end: time) -> datetime | None:
+    """None when ``now`` is inside the local window [start, end), else the next start (UTC).
+
+    A window whose end is before its start spans midnight ("20:00-02:00").
+    """
+    local = now.astimezone(zone)
+    moment = local.time()
+    inside = start <= moment < end if start < end else (moment >= start or moment < end)
+    if inside:
+        return None
+    day = local.date()
+    opening = datetime.combine(day, start, tzinfo=zone)
+    if opening <= local:
+        opening = datetime.combine(day + timedelta(days=1), start, tzinfo=zone)
+    return opening.astimezone(UTC)
 
 
 def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence[object], *,
@@ -103,7 +124,24 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
         elif delivery.customer["id"] in failing.get((delivery.campaign, delivery.step), ()):
             when = campaign.steps[delivery.step].when if campaign else ""
             skips[delivery.id] = Skip(f"step condition not met: {when}")
+        elif campaign is not None and delivery.step < len(campaign.steps) and campaign.steps[delivery.step].window:
+            bounds = campaign.steps[delivery.step].window_bounds
+            assert bounds is not None
+            opening = next_opening(now, _zone(delivery.customer.get("timezone"), campaign.zone), *bounds)
+            if opening is not None:
+                skips[delivery.id] = Skip(f"outside the send window {campaign.steps[delivery.step].window}",
+                                          defer_until=opening)
     return skips
+
+
+def _zone(name: str | None, fallback: ZoneInfo) -> ZoneInfo:
+    """The customer's time zone, or the campaign's when unknown or invalid."""
+    if not name:
+        return fallback
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return fallback
 
 
 def _family(config: AppConfig, delivery: object) -> tuple[str, str] | None:
