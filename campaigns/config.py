@@ -184,7 +184,33 @@ class EventTrigger(_Model):
         return value
 
 
-_TRIGGER_KEYS = ("cron", "stage_entered", "segment_entered", "event", "manual")
+_TRIGGER_KEYS = ("cron", "stage_entered", "segment_entered", "event", "manual", "date")
+
+
+class DateTrigger(_Model):
+    """Fire on a date held by the customer: ``attributes.NAME`` (``YYYY-MM-DD``) or
+    ``first_order`` (its anniversary), ``days_before`` it, at ``at`` in the customer's
+    local time (the campaign's when the customer has none); ``annual`` compares month and
+    day only (birthdays, anniversaries)."""
+
+    date: str
+    days_before: int = Field(default=0, ge=0, le=366)
+    annual: bool = False
+    at: str = "09:00"
+
+    @field_validator("date")
+    @classmethod
+    def _known_date(cls, value: str) -> str:
+        if value != "first_order" and not re.fullmatch(r"attributes\.[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"date must be 'attributes.NAME' or 'first_order', not {value!r}")
+        return value
+
+    @field_validator("at")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError(f"invalid time {value!r}: use local 'HH:MM', e.g. '09:00'")
+        return value
 
 
 class ManualTrigger(_Model):
@@ -209,13 +235,14 @@ Trigger = Annotated[
     | Annotated[StageEnteredTrigger, Tag("stage_entered")]
     | Annotated[SegmentEnteredTrigger, Tag("segment_entered")]
     | Annotated[EventTrigger, Tag("event")]
-    | Annotated[ManualTrigger, Tag("manual")],
+    | Annotated[ManualTrigger, Tag("manual")]
+    | Annotated[DateTrigger, Tag("date")],
     Discriminator(
         _trigger_kind,
         custom_error_type="trigger_kind",
         custom_error_message="trigger must be one of { cron = \"0 10 * * *\" }, "
         "{ stage_entered = \"at_risk\" }, { segment_entered = \"cant_lose\" }, { event = \"signup\" } "
-        "or { manual = true }",
+        "{ date = \"attributes.birthday\", annual = true } or { manual = true }",
     ),
 ]
 

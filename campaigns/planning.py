@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -29,13 +30,24 @@ from campaigns.audience import audience_select
 from campaigns.config import (
     AppConfig,
     CampaignConfig,
+    DateTrigger,
     EventTrigger,
     SegmentEnteredTrigger,
     StageEnteredTrigger,
 )
 from campaigns.db import dialect_insert
 from campaigns.sqltime import plus_interval
-from campaigns.models import CampaignRun, Delivery, Enrollment, Event, ProfileTransition, utcnow
+from campaigns.jsonattr import typed_attribute
+from campaigns.models import (
+    CampaignRun,
+    Customer,
+    CustomerProfile,
+    Delivery,
+    Enrollment,
+    Event,
+    ProfileTransition,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -216,6 +228,66 @@ def plan_events(
     with engine.begin() as conn:
         _plan(conn, config, campaign, targets, base=targets.c.base, now=now)
     return _count_campaign(engine, campaign.name) - before
+
+
+def plan_dates(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime) -> int:
+    """Deliveries for a ``date`` campaign: customers whose date (an attribute, or the first
+    order's anniversary) is ``days_before`` days after their local today, once their local
+    clock has passed ``at``. Customers are taken per time zone (one query per distinct zone,
+    never per customer); the occurrence is the date (``d20260608``), so each date fires once.
+    Returns how many deliveries are new.
+    """
+    trigger = campaign.trigger
+    if not isinstance(trigger, DateTrigger):
+        raise ValueError(f"campaign {campaign.name} is not triggered by dates")
+    with engine.connect() as conn:
+        zones = list(conn.execute(sa.select(Customer.timezone).distinct()).scalars())
+    at = time.fromisoformat(trigger.at)
+    before = _count_campaign(engine, campaign.name)
+    for zone_name in zones:
+        zone = _zone_or(zone_name, campaign.zone)
+        local = now.astimezone(zone)
+        if local.time() < at:
+            continue
+        target = local.date() + timedelta(days=trigger.days_before)
+        if trigger.date == "first_order":
+            first = CustomerProfile.__table__.c.first_order_at
+            # The UTC calendar date of the first order, whatever the session's time zone.
+            stored = (
+                sa.func.to_char(sa.func.timezone("UTC", first), "YYYY-MM-DD")
+                if engine.dialect.name == "postgresql" else sa.cast(first, sa.String)
+            )
+        else:
+            stored = typed_attribute(Customer.__table__.c.attributes, trigger.date.split(".", 1)[1], "str")
+        # Dates are compared as 'YYYY-MM-DD' text (month-day only for annual dates), which
+        # both databases produce from an ISO attribute or a timestamp cast to text.
+        matches = (
+            sa.func.substr(stored, 6, 5) == target.strftime("%m-%d")
+            if trigger.annual else sa.func.substr(stored, 1, 10) == target.isoformat()
+        )
+        in_zone = Customer.timezone.is_(None) if zone_name is None else Customer.timezone == zone_name
+        audience = audience_select(config, campaign, now=now).subquery("audience")
+        occurrence = "once" if campaign.reentry == "never" else f"d{target:%Y%m%d}"
+        targets = (
+            sa.select(audience.c.customer_id, audience.c.channel, sa.literal(occurrence).label("occurrence"))
+            .select_from(audience)
+            .join(Customer, Customer.id == audience.c.customer_id)
+            .outerjoin(CustomerProfile, CustomerProfile.customer_id == Customer.id)
+            .where(in_zone, matches)
+            .subquery("targets")
+        )
+        with engine.begin() as conn:
+            _plan(conn, config, campaign, targets, base=now, now=now)
+    return _count_campaign(engine, campaign.name) - before
+
+
+def _zone_or(name: str | None, fallback: ZoneInfo) -> ZoneInfo:
+    if not name:
+        return fallback
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return fallback
 
 
 def _occurrence(campaign: CampaignConfig, prefix: str, entity_id: sa.ColumnElement[int]) -> sa.ColumnElement[str]:

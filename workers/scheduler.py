@@ -16,12 +16,13 @@ from datetime import datetime
 from dramatiq.broker import Broker
 from sqlalchemy.engine import Engine
 
-from campaigns.config import AppConfig, CampaignConfig, CronTrigger, EventTrigger, ManualTrigger
+from campaigns.config import AppConfig, CampaignConfig, CronTrigger, DateTrigger, EventTrigger, ManualTrigger
 from campaigns.ledger import dispatchable_batches, requeue_expired_leases, run_batches
 from campaigns.planning import (
     PlannedRun,
     claim_run,
     complete_run,
+    plan_dates,
     plan_entries,
     plan_events,
     plan_run,
@@ -76,6 +77,9 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
             continue
         # Event campaigns are planned here too: events imported in bulk, and any event the
         # fast path (handle_events) missed, still go out.
+        if isinstance(campaign.trigger, DateTrigger):
+            report.entries[campaign.name] = plan_dates(engine, config, campaign, now=now)
+            continue
         plan = plan_events if isinstance(campaign.trigger, EventTrigger) else plan_entries
         report.entries[campaign.name] = plan(
             engine, config, campaign, now=now, window=config.scheduler.entry_window
