@@ -21,12 +21,14 @@ from workers.runtime import Runtime
 def declare_actors(broker: Broker, runtime: Callable[[], Runtime], *, queue: str) -> dict[str, dramatiq.Actor]:
     """Declare nurture's actors on ``broker``; ``runtime`` returns this process's runtime."""
 
-    def send_deliveries(delivery_ids: list[int]) -> None:
-        """Deliver a batch of ledger rows; provider retries are re-enqueued one row each."""
-        current = runtime()
+    def deliver_now(current: Runtime, delivery_ids: list[int]) -> None:
         recorded = deliver_batch(current, delivery_ids)
         for delivery_id, delay in recorded.retries:
             actor.send_with_options(args=([delivery_id],), delay=int(delay.total_seconds() * 1000))
+
+    def send_deliveries(delivery_ids: list[int]) -> None:
+        """Deliver a batch of ledger rows; provider retries are re-enqueued one row each."""
+        deliver_now(runtime(), delivery_ids)
 
     # Dramatiq's own retries cover crashes of the job itself (database down); provider
     # answers are retried through the ledger above, per row.
@@ -46,6 +48,13 @@ def declare_actors(broker: Broker, runtime: Callable[[], Runtime], *, queue: str
         current = runtime()
         due = plan_for_events(current.engine, current.config, event_ids, now=current.clock())
         size = current.config.broker.batch_size
+        if len(due) <= size:
+            # Small (the usual case: one sign-up): send in this job, saving a broker hop
+            # (P6: the second hop and its idle polling were most of the latency). If this
+            # job dies, the rows are already marked handed over and the scheduler sends
+            # them after the lease.
+            deliver_now(current, due)
+            return
         enqueue_many(broker, [send_message(queue, due[start : start + size]) for start in range(0, len(due), size)])
 
     events_actor = dramatiq.actor(
