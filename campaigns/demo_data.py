@@ -4,7 +4,8 @@ orders with items, and sign-up events, written as the CSV/JSONL files `nurture i
 Each acquisition channel buys the way the seed articles describe: e-commerce buyers order
 often and small, store buyers less often with more per basket, social buyers in bursts,
 distributors rarely but in bulk, direct accounts steadily and large. About a third of the
-customers have lapsed (their last order is months ago), some never bought at all.
+customers have lapsed (their last order is months ago), some never bought at all, and a
+few signed up in the past day.
 """
 
 from __future__ import annotations
@@ -65,7 +66,13 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
             channel = rng.choices(channels, weights)[0]
             _, per_year, basket, items_per_order = CHANNEL_PROFILES[channel]
             name = f"{rng.choice(GIVEN)} {rng.choice(SURNAMES)}"
-            created = now - timedelta(days=rng.uniform(0, 730), hours=rng.uniform(0, 24))
+            # The last few signed up in the past day and have not bought yet: the welcome
+            # series starts for them on the demo's first tick.
+            just_joined = number > customers - max(3, customers // 200)
+            if just_joined:
+                created = now - timedelta(hours=rng.uniform(0.5, 20))
+            else:
+                created = now - timedelta(days=rng.uniform(0, 730), hours=rng.uniform(0, 24))
             has_email = rng.random() < 0.9
             customers_csv.writerow([
                 external_id,
@@ -85,7 +92,7 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
                                  created.isoformat(timespec="seconds"), channel])
             # Lifecycle shape: some never buy, some lapse at a random point, the rest stay active.
             roll = rng.random()
-            if roll < 0.12:
+            if roll < 0.12 or just_joined:
                 continue
             active_until = now if roll > 0.45 else created + (now - created) * rng.uniform(0.05, 0.7)
             moment = created + timedelta(days=rng.expovariate(per_year / 365))
