@@ -580,9 +580,9 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
 def _secret_warnings(config: AppConfig) -> list[str]:
     warnings = []
     for name, channel in config.channels.items():
-        env = getattr(channel, "secret_env", None)
-        if env and not os.environ.get(env):
-            warnings.append(f"channels.{name}.secret_env: environment variable {env} is not set")
+        for key, value in channel.model_dump(by_alias=False).items():
+            if key.endswith("_env") and isinstance(value, str) and value and not os.environ.get(value):
+                warnings.append(f"channels.{name}.{key}: environment variable {value} is not set")
     return warnings
 
 

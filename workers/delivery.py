@@ -62,6 +62,8 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
 
 
 def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: datetime) -> SendResult:  # type: ignore[no-untyped-def]
+    campaign = next((c for c in runtime.config.campaigns if c.name == delivery.campaign), None)
+    purpose = campaign.purpose if campaign is not None else "marketing"
     try:
         context = build_context(
             customer=delivery.customer,
@@ -83,6 +85,9 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
         recipient=recipient,
         customer_external_id=delivery.customer["external_id"],
         parts=parts,
+        # Channels apply compliance rules by purpose (opt-out text on marketing SMS,
+        # no marketing over WeChat template messages).
+        metadata={"purpose": purpose},
     )
     try:
         return channel.send(message)
