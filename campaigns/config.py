@@ -82,6 +82,9 @@ class WorkerConfig(_Model):
     lease: Duration = timedelta(minutes=5)
     #: Attempts per delivery before it is marked failed.
     max_attempts: int = Field(default=6, ge=1, le=50)
+    #: Per-channel overrides of max_attempts, e.g. ``{ sms = 3 }`` (SMS resent late is
+    #: worse than not at all).
+    channel_max_attempts: dict[str, Annotated[int, Field(ge=1, le=50)]] = Field(default_factory=dict)
     #: Full-jitter exponential backoff: random(0, min(cap, base * 2**attempt)).
     backoff_base: Duration = timedelta(seconds=2)
     backoff_cap: Duration = timedelta(minutes=10)

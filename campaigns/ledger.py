@@ -256,7 +256,9 @@ def record(
         if result.outcome is Outcome.OK:
             change.update(status="sent", sent_at=finished_at, provider_message_id=result.provider_message_id,
                           last_error=None)
-        elif result.outcome is Outcome.RETRY and delivery.attempts < worker.max_attempts:
+        elif result.outcome is Outcome.RETRY and delivery.attempts < worker.channel_max_attempts.get(
+            delivery.channel, worker.max_attempts
+        ):
             delay = backoff(delivery.attempts, base=worker.backoff_base, cap=worker.backoff_cap,
                             retry_after_s=result.retry_after_s)
             # This job re-enqueues the row with the delay; the scheduler only steps in if that

@@ -152,3 +152,18 @@ def test_a_sink_that_is_down_leaves_deliveries_retryable_not_lost(project, sqlit
     runtime.close()
     assert [r.status for r in rows] == ["failed", "failed"]
     assert all("network error" in r.last_error for r in rows)
+
+
+def test_a_channel_can_have_its_own_maximum_of_attempts(project, sqlite_url, http_sink, monkeypatch):
+    monkeypatch.setenv("NURTURE_TEST_HOOK_SECRET", SECRET)
+    path = project(database_url=sqlite_url, sink_url=http_sink.url, max_attempts=5)
+    path.write_text(path.read_text().replace("max_attempts = 5", "max_attempts = 5\nchannel_max_attempts = { hook = 2 }"))
+    config = load_config(path)
+    runtime = Runtime.from_config(config, clock=lambda: TICK_NOW)
+    seed_customers(runtime.engine, count=1, now=TICK_NOW, lapsed_share=1.0)
+    for _ in range(5):
+        http_sink.answer(503, "busy")
+    with InProcessWorkers(runtime=runtime).running() as workers:
+        workers.tick(TICK_NOW)
+    runtime.close()
+    assert len(http_sink.requests) == 2
