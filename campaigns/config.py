@@ -30,22 +30,14 @@ from pydantic import (
     model_validator,
 )
 
-from campaigns.durations import parse_duration
+from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.config_base import Duration, RecipientField, _Model
 from campaigns.errors import ConfigError, ConfigIssue
 from campaigns.tomlpos import KeyLines
 
 #: Environment variables that override the file, for operators and tests.
 DATABASE_URL_ENV = "NURTURE_DATABASE_URL"
 BROKER_URL_ENV = "NURTURE_BROKER_URL"
-
-#: Customer fields a channel can address a message to.
-RecipientField = Literal["email", "phone", "wechat_openid", "external_id"]
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatabaseConfig(_Model):
@@ -138,7 +130,10 @@ class WebhookChannelConfig(_Model):
         return value
 
 
-ChannelConfig = Annotated[OutboxChannelConfig | WebhookChannelConfig, Field(discriminator="kind")]
+ChannelConfig = Annotated[
+    OutboxChannelConfig | WebhookChannelConfig | AliyunSmsConfig | TencentSmsConfig | TwilioConfig,
+    Field(discriminator="kind"),
+]
 
 
 class CronTrigger(_Model):
