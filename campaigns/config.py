@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.channel_options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 from campaigns.config_base import Duration, RecipientField, _Model
 from campaigns.errors import ConfigError, ConfigIssue
 from campaigns.tomlpos import KeyLines
@@ -131,7 +132,13 @@ class WebhookChannelConfig(_Model):
 
 
 ChannelConfig = Annotated[
-    OutboxChannelConfig | WebhookChannelConfig | AliyunSmsConfig | TencentSmsConfig | TwilioConfig,
+    OutboxChannelConfig
+    | WebhookChannelConfig
+    | AliyunSmsConfig
+    | TencentSmsConfig
+    | TwilioConfig
+    | WeComRobotChannelConfig
+    | WeChatOAChannelConfig,
     Field(discriminator="kind"),
 ]
 
@@ -553,6 +560,13 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
             if isinstance(channel, str) and channel not in channels:
                 known = ", ".join(sorted(channels)) or "none defined"
                 yield ("campaigns", index, "channels", position), f"unknown channel {channel!r} (defined: {known})"
+            elif isinstance(channel, str) and _refuses_marketing_raw(channels.get(channel)) and (
+                campaign.get("purpose", "marketing") == "marketing"
+            ):
+                yield (("campaigns", index, "channels", position),
+                       f"channel {channel!r} sends WeChat template/subscribe messages, which are for service "
+                       "notices only: a marketing campaign cannot use it (set purpose = \"transactional\" "
+                       "for a service notice)")
         for step_index, step in enumerate(campaign.get("steps") or []):
             if not isinstance(step, dict):
                 continue
@@ -573,6 +587,15 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
                         f"template {template!r} not found: expected files such as "
                         f"{template_dir / template}.txt.j2 or .json.j2",
                     )
+
+
+def _refuses_marketing_raw(channel: Any) -> bool:
+    """:func:`campaigns.channel_options.wechat.refuses_marketing` on the raw TOML table."""
+    return (
+        isinstance(channel, dict)
+        and channel.get("kind") == "wechat_oa"
+        and channel.get("message_type", "template") in ("template", "subscribe")
+    )
 
 
 def _secret_warnings(config: AppConfig) -> list[str]:

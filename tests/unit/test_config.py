@@ -400,3 +400,34 @@ def test_a_relative_sqlite_path_in_the_environment_is_relative_to_the_working_di
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv(DATABASE_URL_ENV, "sqlite:///run.db")
     assert load_config(path).database.url == f"sqlite:///{elsewhere / 'run.db'}"
+
+
+def test_a_marketing_campaign_on_a_wechat_template_channel_is_refused(tmp_path: Path) -> None:
+    make_templates(tmp_path, "welcome/hello")
+    text = textwrap.dedent("""\
+        [channels.oa]
+        kind = "wechat_oa"
+        appid = "wx1"
+        secret_env = "OA_SECRET"
+        template_id = "t1"
+
+        [[campaigns]]
+        name = "promo"
+        trigger = { cron = "0 10 * * *" }
+        channels = ["oa"]
+          [[campaigns.steps]]
+          template = "welcome/hello"
+
+        [[campaigns]]
+        name = "order_shipped"
+        purpose = "transactional"
+        trigger = { event = "shipped" }
+        channels = ["oa"]
+          [[campaigns.steps]]
+          template = "welcome/hello"
+        """)
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, text))
+    [issue] = caught.value.issues
+    assert issue.key_path == "campaigns[0].channels[0]" and "service notices only" in issue.message
+    assert issue.line == line_of(text, 'channels = ["oa"]')

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.channel_options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 from campaigns.config import AppConfig, OutboxChannelConfig, WebhookChannelConfig
 from workers.channels.base import Channel
 from workers.channels.outbox import OutboxChannel
 from workers.channels.sms import AliyunSmsChannel, TencentSmsChannel, TwilioChannel
 from workers.channels.webhook import WebhookChannel
+from workers.channels.wechat import WeChatOAChannel, WeComRobotChannel
+from workers.ratelimit import make_rate_limiter
+from workers.tokencache import make_token_cache
 
 #: Channels whose constructor takes just (name, options).
 _SIMPLE = {
@@ -24,6 +28,14 @@ def build_channels(config: AppConfig) -> dict[str, Channel]:
     for name, options in config.channels.items():
         if isinstance(options, OutboxChannelConfig):
             channels[name] = OutboxChannel(name=name, options=options, sender=options.sender)
+        elif isinstance(options, WeComRobotChannelConfig):
+            # Shared through Redis when the broker is Redis: the 20/min holds across processes.
+            limiter = make_rate_limiter(redis_url=config.broker.url, limit=options.rate_limit_per_minute,
+                                        window_s=60.0, prefix=config.broker.namespace)
+            channels[name] = WeComRobotChannel(name=name, options=options, rate_limiter=limiter)
+        elif isinstance(options, WeChatOAChannelConfig):
+            cache = make_token_cache(redis_url=config.broker.url, prefix=config.broker.namespace)
+            channels[name] = WeChatOAChannel(name=name, options=options, token_cache=cache)
         elif type(options) in _SIMPLE:
             channels[name] = _SIMPLE[type(options)](name=name, options=options)
         else:  # pragma: no cover - the config's discriminated union admits nothing else
