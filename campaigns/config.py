@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.channel_options.smtp import SmtpChannelConfig
 from campaigns.channel_options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 from campaigns.config_base import Duration, RecipientField, _Model
 from campaigns.errors import ConfigError, ConfigIssue
@@ -138,7 +139,8 @@ ChannelConfig = Annotated[
     | TencentSmsConfig
     | TwilioConfig
     | WeComRobotChannelConfig
-    | WeChatOAChannelConfig,
+    | WeChatOAChannelConfig
+    | SmtpChannelConfig,
     Field(discriminator="kind"),
 ]
 
@@ -560,6 +562,12 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
             if isinstance(channel, str) and channel not in channels:
                 known = ", ".join(sorted(channels)) or "none defined"
                 yield ("campaigns", index, "channels", position), f"unknown channel {channel!r} (defined: {known})"
+            elif isinstance(channel, str) and _smtp_without_unsubscribe(channels.get(channel)) and (
+                campaign.get("purpose", "marketing") == "marketing"
+            ):
+                yield (("campaigns", index, "channels", position),
+                       f"channel {channel!r} has no unsubscribe_url: marketing email must carry a one-click "
+                       "unsubscribe (RFC 8058); set unsubscribe_url and unsubscribe_secret_env on the channel")
             elif isinstance(channel, str) and _refuses_marketing_raw(channels.get(channel)) and (
                 campaign.get("purpose", "marketing") == "marketing"
             ):
@@ -587,6 +595,10 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
                         f"template {template!r} not found: expected files such as "
                         f"{template_dir / template}.txt.j2 or .json.j2",
                     )
+
+
+def _smtp_without_unsubscribe(channel: Any) -> bool:
+    return isinstance(channel, dict) and channel.get("kind") == "smtp" and not channel.get("unsubscribe_url")
 
 
 def _refuses_marketing_raw(channel: Any) -> bool:

@@ -3,7 +3,7 @@ anniversaries, each at the configured hour of the customer's own local day."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.channel_options.smtp import SmtpChannelConfig
 from campaigns.channel_options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 from campaigns.config import AppConfig, OutboxChannelConfig, WebhookChannelConfig
 from workers.channels.base import Channel
 from workers.channels.outbox import OutboxChannel
 from workers.channels.sms import AliyunSmsChannel, TencentSmsChannel, TwilioChannel
+from workers.channels.smtp import SmtpChannel
 from workers.channels.webhook import WebhookChannel
 from workers.channels.wechat import WeChatOAChannel, WeComRobotChannel
 from workers.ratelimit import make_rate_limiter
@@ -19,6 +21,7 @@ _SIMPLE = {
     AliyunSmsConfig: AliyunSmsChannel,
     TencentSmsConfig: TencentSmsChannel,
     TwilioConfig: TwilioChannel,
+    SmtpChannelConfig: SmtpChannel,
 }
 
 
