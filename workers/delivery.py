@@ -10,10 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
+
+from campaigns.channel_options.wechat import WeChatOAChannelConfig
+from campaigns.config import AppConfig
 from campaigns.errors import RenderError
 from campaigns.ledger import Recorded, claim, record
 from campaigns.messages import OutboundMessage, Outcome, SendResult
+from campaigns.models import Event
 from campaigns.policy import send_time_skips
 from campaigns.rendering import build_context
 from workers.runtime import Runtime
@@ -34,9 +40,11 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
     stop_at = now + config.worker.lease * LEASE_USABLE_SHARE
     results: dict[int, tuple[SendResult, datetime, datetime]] = {}
     skips = {}
+    interactions: dict[int, datetime | None] = {}
     if claimed.deliveries:
         with runtime.engine.connect() as conn:
             skips = send_time_skips(conn, config, claimed.deliveries, now=now)
+            interactions = last_interactions(conn, config, claimed.deliveries)
     for delivery in claimed.deliveries:
         if delivery.id in skips:
             continue
@@ -53,7 +61,9 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
             if not recipient:
                 result = SendResult(Outcome.PERMANENT, error=f"customer has no {options.recipient}")
             else:
-                result = _render_and_send(runtime, channel, delivery, str(recipient), now)
+                extra = ({"last_interaction_at": _iso(interactions.get(delivery.customer["id"]))}
+                         if delivery.channel in _interaction_channels(config) else {})
+                result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra)
         results[delivery.id] = (result, started, runtime.clock())
     recorded = record(runtime.engine, config, claimed, results, skips=skips, now=now)
     for campaign, reason in recorded.halted.items():
@@ -61,7 +71,43 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
     return recorded
 
 
-def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: datetime) -> SendResult:  # type: ignore[no-untyped-def]
+def _interaction_channels(config: AppConfig) -> set[str]:
+    """Channels that may only message customers who interacted recently (WeChat
+    customer-service messages)."""
+    return {
+        name for name, options in config.channels.items()
+        if isinstance(options, WeChatOAChannelConfig) and options.message_type == "customer_service"
+    }
+
+
+def last_interactions(conn: sa.Connection, config: AppConfig, deliveries: Sequence[Any]) -> dict[int, datetime | None]:
+    """The latest interaction event per customer of the batch, for the channels that need it
+    (one query per batch)."""
+    names: set[str] = set()
+    customers: set[int] = set()
+    for delivery in deliveries:
+        options = config.channels.get(delivery.channel)
+        if delivery.channel in _interaction_channels(config) and isinstance(options, WeChatOAChannelConfig):
+            names.update(options.interaction_events)
+            customers.add(delivery.customer["id"])
+    if not customers:
+        return {}
+    rows = conn.execute(
+        sa.select(Event.customer_id, sa.func.max(Event.occurred_at))
+        .where(Event.customer_id.in_(sorted(customers)), Event.name.in_(sorted(names)))
+        .group_by(Event.customer_id)
+    ).all()
+    found: dict[int, datetime | None] = dict.fromkeys(customers)
+    found.update({customer_id: moment for customer_id, moment in rows})
+    return found
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: datetime,  # type: ignore[no-untyped-def]
+                     extra: dict[str, Any] | None = None) -> SendResult:
     campaign = next((c for c in runtime.config.campaigns if c.name == delivery.campaign), None)
     purpose = campaign.purpose if campaign is not None else "marketing"
     try:
@@ -87,7 +133,7 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
         parts=parts,
         # Channels apply compliance rules by purpose (opt-out text on marketing SMS,
         # no marketing over WeChat template messages).
-        metadata={"purpose": purpose},
+        metadata={"purpose": purpose, **(extra or {})},
     )
     try:
         return channel.send(message)

@@ -41,7 +41,7 @@ class Runtime:
             config=config,
             engine=engine or make_engine(config.database.url),
             renderer=TemplateRenderer(directory=config.templates.dir),
-            channels=build_channels(config),
+            channels=build_channels(config, clock=clock),
             clock=clock,
         )
 

@@ -100,6 +100,11 @@ class WeChatOAChannelConfig(_Model):
     lang: Literal["zh_CN", "en_US", "zh_HK", "zh_TW"] | None = None
     #: How long after the customer's last interaction customer-service messages may be sent.
     customer_service_window: Duration = timedelta(hours=48)
+    #: Events (by name) that count as the customer interacting with the account; the
+    #: latest one opens the customer-service window.
+    interaction_events: list[str] = Field(
+        default_factory=lambda: ["wechat_message", "wechat_click", "wechat_subscribe", "wechat_scan"]
+    )
     #: Refresh the shared access token when it has this much life left (WeChat rotates 5 min early).
     token_refresh_margin: Duration = timedelta(minutes=5)
     #: Use ``force_refresh=true`` when WeChat rejects a token nobody has replaced yet

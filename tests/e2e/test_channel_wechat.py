@@ -629,3 +629,63 @@ def test_redis_token_cache_lock_is_single_flight(redis_client: Any) -> None:
     assert cache.get("k") is None
     cache.put("k", CachedToken("T", time.time() + 100))
     assert cache.get("k") == CachedToken("T", pytest.approx(time.time() + 100, abs=5))
+
+
+def test_customer_service_messages_go_only_to_customers_who_interacted_within_48_hours(
+    wechat: FakeWeChat, secrets_env: None, tmp_path: Any, sqlite_url: str
+) -> None:
+    """Through the worker path: the last interaction comes from the customer's events."""
+    import sqlalchemy as sa
+
+    from campaigns.config import load_config
+    from campaigns.models import Customer, Delivery, Event
+    from tests.conftest import TICK_NOW, seed_customers
+    from workers.inprocess import InProcessWorkers
+    from workers.runtime import Runtime
+
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "cs.txt.j2").write_text("Hello {{ customer.first_name }}")
+    (tmp_path / "config.toml").write_text(f"""
+[database]
+url = "{sqlite_url}"
+[profiles]
+cron = ""
+[channels.oa]
+kind = "wechat_oa"
+appid = "{APPID}"
+secret_env = "TEST_WECHAT_SECRET"
+endpoint = "{wechat.url}"
+message_type = "customer_service"
+[[campaigns]]
+name = "care"
+purpose = "transactional"
+timezone = "Asia/Shanghai"
+trigger = {{ cron = "0 10 * * *" }}
+channels = ["oa"]
+  [[campaigns.steps]]
+  template = "cs"
+""")
+    runtime = Runtime.from_config(load_config(tmp_path / "config.toml"), clock=lambda: TICK_NOW)
+    seed_customers(runtime.engine, count=3, now=TICK_NOW, lapsed_share=0.0)
+    with runtime.engine.begin() as conn:
+        ids = dict(conn.execute(sa.select(Customer.external_id, Customer.id)).all())
+        for external_id in ids:
+            conn.execute(sa.update(Customer).where(Customer.id == ids[external_id])
+                         .values(wechat_openid=f"o-{external_id}"))
+        # C00000 wrote to the account an hour ago, C00001 three days ago, C00002 never.
+        for external_id, hours in (("C00000", 1), ("C00001", 72)):
+            conn.execute(sa.insert(Event.__table__).values(
+                customer_id=ids[external_id], name="wechat_message", occurred_at=TICK_NOW - timedelta(hours=hours),
+                properties={}, dedupe_key=f"m-{external_id}"))
+
+    with InProcessWorkers(runtime=runtime).running() as workers:
+        workers.tick(TICK_NOW)
+
+    with runtime.engine.connect() as conn:
+        outcome = dict(conn.execute(sa.select(Customer.external_id, Delivery.status)
+                                    .join(Delivery, Delivery.customer_id == Customer.id)).all())
+        errors = dict(conn.execute(sa.select(Customer.external_id, Delivery.last_error)
+                                   .join(Delivery, Delivery.customer_id == Customer.id)).all())
+    runtime.close()
+    assert outcome == {"C00000": "sent", "C00001": "failed", "C00002": "failed"}, errors
+    assert [body["touser"] for _, body in wechat.calls_to("/cgi-bin/message/custom/send")] == ["o-C00000"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
 from campaigns.channel_options.smtp import SmtpChannelConfig
 from campaigns.channel_options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
@@ -25,8 +28,10 @@ _SIMPLE = {
 }
 
 
-def build_channels(config: AppConfig) -> dict[str, Channel]:
-    """One channel instance per ``[channels.NAME]`` entry."""
+def build_channels(config: AppConfig, *, clock: Callable[[], datetime] | None = None) -> dict[str, Channel]:
+    """One channel instance per ``[channels.NAME]`` entry; ``clock`` is the runtime's (so
+    time-window rules follow simulated time in tests)."""
+    timed = {"clock": clock} if clock is not None else {}
     channels: dict[str, Channel] = {}
     for name, options in config.channels.items():
         if isinstance(options, OutboxChannelConfig):
@@ -35,10 +40,10 @@ def build_channels(config: AppConfig) -> dict[str, Channel]:
             # Shared through Redis when the broker is Redis: the 20/min holds across processes.
             limiter = make_rate_limiter(redis_url=config.broker.url, limit=options.rate_limit_per_minute,
                                         window_s=60.0, prefix=config.broker.namespace)
-            channels[name] = WeComRobotChannel(name=name, options=options, rate_limiter=limiter)
+            channels[name] = WeComRobotChannel(name=name, options=options, rate_limiter=limiter, **timed)
         elif isinstance(options, WeChatOAChannelConfig):
             cache = make_token_cache(redis_url=config.broker.url, prefix=config.broker.namespace)
-            channels[name] = WeChatOAChannel(name=name, options=options, token_cache=cache)
+            channels[name] = WeChatOAChannel(name=name, options=options, token_cache=cache, **timed)
         elif type(options) in _SIMPLE:
             channels[name] = _SIMPLE[type(options)](name=name, options=options)
         else:  # pragma: no cover - the config's discriminated union admits nothing else

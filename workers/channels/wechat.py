@@ -470,6 +470,9 @@ class WeChatOAChannel:
         return data, overrides
 
     def _customer_service(self, message: OutboundMessage) -> tuple[str, dict[str, Any]] | SendResult:
+        if "last_interaction_at" in message.metadata and message.metadata["last_interaction_at"] is None:
+            return _permanent("customer-service messages need a recent interaction; none is recorded for "
+                              "this customer", "outside_window")
         last = message.metadata.get("last_interaction_at")
         if last:
             try:
