@@ -84,6 +84,14 @@ class WorkerConfig(_Model):
     backoff_cap: Duration = timedelta(minutes=10)
 
 
+class RateLimitConfig(_Model):
+    """At most ``limit`` sends per ``per`` on one channel, across every worker process
+    (Redis when the broker is Redis); a send over it is deferred, never dropped."""
+
+    limit: int = Field(ge=1)
+    per: Duration = timedelta(seconds=1)
+
+
 class SchedulerConfig(_Model):
     """The scheduler loop."""
 
@@ -475,6 +483,8 @@ class AppConfig(_Model):
     profiles: ProfilesConfig = ProfilesConfig()
     api: ApiConfig = ApiConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    #: Per-channel send rate limits, e.g. ``sms = { limit = 5000, per = "1s" }``.
+    rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
     #: Named audience expressions, usable by campaigns and the CLI.
     segments: dict[str, str] = Field(default_factory=dict)
     campaigns: list[CampaignConfig] = Field(default_factory=list)
@@ -547,6 +557,10 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
     channels = raw.get("channels") if isinstance(raw.get("channels"), dict) else {}
     templates = raw.get("templates") if isinstance(raw.get("templates"), dict) else {}
     template_dir = base / str(templates.get("dir", "templates"))
+    limits = raw.get("rate_limits") if isinstance(raw.get("rate_limits"), dict) else {}
+    for name in limits:
+        if name not in channels:
+            yield ("rate_limits", name), f"rate limit for unknown channel {name!r}"
     seen: dict[str, int] = {}
     campaigns = raw.get("campaigns") if isinstance(raw.get("campaigns"), list) else []
     for index, campaign in enumerate(campaigns):

@@ -106,3 +106,34 @@ def test_outbox_write_failure_is_retryable(tmp_path):
     blocker.write_text("not a folder")
     channel = OutboxChannel(name="mail", options=OutboxChannelConfig(kind="outbox", dir=blocker))
     assert channel.send(message()).outcome is Outcome.RETRY
+
+
+def test_a_rate_limited_channel_defers_what_exceeds_the_limit_until_a_slot_frees(tmp_path):
+    from datetime import UTC, datetime
+
+    from campaigns.config import parse_config
+    from workers.channels.registry import build_channels
+
+    config = parse_config(f"""
+[channels.mail]
+kind = "outbox"
+dir = "{tmp_path}"
+[rate_limits]
+mail = {{ limit = 2, per = "1m" }}
+""")
+    fixed = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    channel = build_channels(config, clock=lambda: fixed)["mail"]
+
+    results = [channel.send(message(txt=f"n{n}")) for n in range(3)]
+
+    assert [r.outcome for r in results] == [Outcome.OK, Outcome.OK, Outcome.DEFER]
+    assert 0 < (results[2].defer_until - fixed).total_seconds() <= 60
+
+
+def test_a_rate_limit_for_an_unknown_channel_is_a_config_error():
+    from campaigns.config import parse_config
+    from campaigns.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[rate_limits]\nsms = { limit = 5 }\n')
+    assert "rate_limits.sms" in str(caught.value)

@@ -10,6 +10,7 @@ from campaigns.channel_options.smtp import SmtpChannelConfig
 from campaigns.channel_options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 from campaigns.config import AppConfig, OutboxChannelConfig, WebhookChannelConfig
 from workers.channels.base import Channel
+from workers.channels.limited import RateLimitedChannel
 from workers.channels.outbox import OutboxChannel
 from workers.channels.sms import AliyunSmsChannel, TencentSmsChannel, TwilioChannel
 from workers.channels.smtp import SmtpChannel
@@ -48,4 +49,10 @@ def build_channels(config: AppConfig, *, clock: Callable[[], datetime] | None = 
             channels[name] = _SIMPLE[type(options)](name=name, options=options)
         else:  # pragma: no cover - the config's discriminated union admits nothing else
             raise TypeError(f"unsupported channel kind for {name!r}")
+    for name, rule in config.rate_limits.items():
+        if name in channels:
+            limiter = make_rate_limiter(redis_url=config.broker.url, limit=rule.limit,
+                                        window_s=rule.per.total_seconds(), prefix=config.broker.namespace)
+            channels[name] = RateLimitedChannel(inner=channels[name], limiter=limiter, key=f"channel:{name}",
+                                                **timed)
     return channels
