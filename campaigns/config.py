@@ -72,6 +72,9 @@ class WorkerConfig(_Model):
 
     processes: int = Field(default=1, ge=1, le=64)
     threads: int = Field(default=8, ge=1, le=256)
+    #: Sends in flight per process: a job's rows go out concurrently on a pool this size,
+    #: so slow providers do not serialize a batch (1 = one after another).
+    send_concurrency: int = Field(default=32, ge=1, le=1024)
     #: How long a worker may hold a delivery in ``sending`` before it is taken back.
     lease: Duration = timedelta(minutes=5)
     #: Attempts per delivery before it is marked failed.

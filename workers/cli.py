@@ -440,8 +440,9 @@ def run_campaign(
         broker = make_broker(cfg.broker)
         broker.client.ping()  # type: ignore[attr-defined]
         report = run_now(config=cfg, engine=engine, broker=broker, campaign=campaign_cfg, now=now)
-    if not report.runs and not as_json:
-        console.print(f"{campaign} already ran at {now:%Y-%m-%d %H:%M} UTC: nothing more to send")
+    if not any(run.planned for run in report.runs) and not as_json:
+        # Claimed nothing (same minute) or planned nothing new (everyone already had it).
+        console.print(f"{campaign}: nothing more to send (everyone targeted already has it)")
         return
     _print_tick(report, as_json=as_json)
 

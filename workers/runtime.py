@@ -9,9 +9,11 @@ theirs lazily after the fork (an engine must not cross a fork).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -32,6 +34,21 @@ class Runtime:
     channels: dict[str, Channel]
     #: Injectable so tests can move time (a 30-day series in milliseconds).
     clock: Callable[[], datetime] = field(default=utcnow)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def map_sends(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[function(item) for item in items]``, run on this process's send pool
+        (``worker.send_concurrency`` threads shared by all jobs), results in order."""
+        if len(items) <= 1 or self.config.worker.send_concurrency <= 1:
+            return [function(item) for item in items]
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=self.config.worker.send_concurrency, thread_name_prefix="nurture-send"
+                    )
+        return list(self._pool.map(function, items))
 
     @classmethod
     def from_config(cls, config: AppConfig, *, engine: Engine | None = None,
@@ -46,7 +63,9 @@ class Runtime:
         )
 
     def close(self) -> None:
-        """Close channel connections and the engine's pool."""
+        """Stop the send pool, close channel connections and the engine's pool."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         for channel in self.channels.values():
             channel.close()
         self.engine.dispose()

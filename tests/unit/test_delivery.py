@@ -15,7 +15,8 @@ from workers.delivery import deliver_batch
 from workers.runtime import Runtime
 
 
-def outbox_runtime(tmp_path, sqlite_url, *, template: str = "Hi {{ customer.first_name }}", clock=None):
+def outbox_runtime(tmp_path, sqlite_url, *, template: str = "Hi {{ customer.first_name }}", clock=None,
+                   concurrency: int = 1):
     (tmp_path / "templates" / "c").mkdir(parents=True)
     (tmp_path / "templates" / "c" / "m.txt.j2").write_text(template)
     (tmp_path / "config.toml").write_text(f"""
@@ -23,6 +24,7 @@ def outbox_runtime(tmp_path, sqlite_url, *, template: str = "Hi {{ customer.firs
 url = "{sqlite_url}"
 [worker]
 lease = "100s"
+send_concurrency = {concurrency}
 [channels.mail]
 kind = "outbox"
 dir = "out"
@@ -88,3 +90,31 @@ def test_rows_left_when_the_lease_runs_low_are_requeued_not_sent(tmp_path, sqlit
     assert dict(statuses) == {"sent": 2, "queued": 3}
     assert attempts == 5
     runtime.close()
+
+
+def test_a_jobs_rows_are_sent_concurrently_on_the_send_pool(tmp_path, sqlite_url):
+    import threading
+
+    runtime, ids = outbox_runtime(tmp_path, sqlite_url, concurrency=5)
+    channel = runtime.channels["mail"]
+    real_send = channel.send
+    state = {"now": 0, "most": 0}
+    lock = threading.Lock()
+    all_in = threading.Barrier(5, timeout=10)
+
+    def overlapping_send(message):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        all_in.wait()  # only returns once five sends are in flight together
+        try:
+            return real_send(message)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    channel.send = overlapping_send
+    recorded = deliver_batch(runtime, ids)
+    runtime.close()
+    assert recorded.counts == {"ok": 5}
+    assert state["most"] == 5
