@@ -236,8 +236,9 @@ def seed(url: str, customers: int, now: datetime) -> None:
 
 
 def write_project(directory: Path, *, database_url: str, namespace: str, sink_url: str, threads: int,
-                  processes: int, batch_size: int = 0) -> Path:
+                  processes: int, batch_size: int = 0, send_concurrency: int = 0) -> Path:
     batch = f"batch_size = {batch_size}\n" if batch_size else ""
+    concurrency = f"send_concurrency = {send_concurrency}\n" if send_concurrency else ""
     templates = directory / "templates" / "promo"
     templates.mkdir(parents=True, exist_ok=True)
     (templates / "hello.json.j2").write_text(TEMPLATE)
@@ -256,7 +257,7 @@ namespace = "{namespace}"
 [worker]
 processes = {processes}
 threads = {threads}
-
+{concurrency}
 [templates]
 dir = "templates"
 
@@ -503,7 +504,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 directory = Path(tmp)
                 config_path = write_project(directory, database_url=database_url, namespace=namespace,
                                             sink_url=f"{sink.base}/hook", threads=args.threads,
-                                            processes=args.processes, batch_size=args.batch_size)
+                                            processes=args.processes, batch_size=args.batch_size,
+                                            send_concurrency=args.send_concurrency)
                 load_config(config_path)
                 project = run_project(args, sink, directory, database_url, url, config_path, now)
                 raw = run_raw(args, sink, directory)
@@ -574,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=20_000, help="customers = messages (default 20000)")
     parser.add_argument("--processes", type=int, default=2, help="worker and raw-loop processes (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="worker threads per process (default 8)")
+    parser.add_argument("--send-concurrency", type=int, default=0,
+                        help="worker.send_concurrency: sends in flight per process (default: the project's)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="sink answer delay (P3: 100)")
     parser.add_argument("--sink-processes", type=int, default=1, help="sink processes (SO_REUSEPORT, default 1)")
     parser.add_argument("--raw-threads", type=int, default=0,
