@@ -13,6 +13,10 @@ from sqlmodel import Session
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
+#: Execution options that keep the rowcount of INSERT ... SELECT, which SQLAlchemy drops
+#: on PostgreSQL otherwise: counting what an upsert added then needs no second query.
+COUNT_ROWS = {"preserve_rowcount": True}
+
 
 def normalize_url(url: str) -> str:
     """Map ``postgresql://`` URLs onto the psycopg 3 driver nurture installs."""

@@ -35,7 +35,7 @@ from campaigns.config import (
     SegmentEnteredTrigger,
     StageEnteredTrigger,
 )
-from campaigns.db import dialect_insert
+from campaigns.db import COUNT_ROWS, dialect_insert
 from campaigns.sqltime import plus_interval
 from campaigns.jsonattr import typed_attribute
 from campaigns.models import (
@@ -73,7 +73,7 @@ def claim_run(engine: Engine, campaign: str, scheduled_at: datetime, *, lease: t
             .on_conflict_do_nothing(index_elements=["campaign", "scheduled_at"])
             .returning(CampaignRun.id)
         )
-        # RETURNING yields the id only when this insert won (rowcount is not reliable here).
+        # RETURNING yields the id only when this insert won.
         claimed = conn.execute(insert).scalar_one_or_none()
         if claimed is not None:
             return claimed
@@ -129,7 +129,7 @@ def plan_run(
     ).subquery("targets")
     with engine.begin() as conn:
         _plan(conn, config, campaign, targets, base=scheduled_at, now=now, run_id=run_id, hand_over_due=True)
-        # rowcount of INSERT ... SELECT is not reported by every driver; count the run's rows.
+        # The run's rows, including any that a scheduler which died mid-run had written.
         planned = conn.execute(
             sa.select(sa.func.count()).select_from(Delivery).where(Delivery.run_id == run_id)
         ).scalar_one()
@@ -176,10 +176,8 @@ def plan_entries(
         .join(audience, audience.c.customer_id == entry.c.customer_id)
         .subquery("targets")
     )
-    before = _count_campaign(engine, campaign.name)
     with engine.begin() as conn:
-        _plan(conn, config, campaign, targets, base=now, now=now)
-    return _count_campaign(engine, campaign.name) - before
+        return _plan(conn, config, campaign, targets, base=now, now=now)
 
 
 def plan_events(
@@ -224,10 +222,8 @@ def plan_events(
         .join(audience, audience.c.customer_id == event.c.customer_id)
         .subquery("targets")
     )
-    before = _count_campaign(engine, campaign.name)
     with engine.begin() as conn:
-        _plan(conn, config, campaign, targets, base=targets.c.base, now=now)
-    return _count_campaign(engine, campaign.name) - before
+        return _plan(conn, config, campaign, targets, base=targets.c.base, now=now)
 
 
 def plan_dates(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime) -> int:
@@ -243,7 +239,7 @@ def plan_dates(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, n
     with engine.connect() as conn:
         zones = list(conn.execute(sa.select(Customer.timezone).distinct()).scalars())
     at = time.fromisoformat(trigger.at)
-    before = _count_campaign(engine, campaign.name)
+    planned = 0
     for zone_name in zones:
         zone = _zone_or(zone_name, campaign.zone)
         local = now.astimezone(zone)
@@ -277,8 +273,8 @@ def plan_dates(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, n
             .subquery("targets")
         )
         with engine.begin() as conn:
-            _plan(conn, config, campaign, targets, base=now, now=now)
-    return _count_campaign(engine, campaign.name) - before
+            planned += _plan(conn, config, campaign, targets, base=now, now=now)
+    return planned
 
 
 def _zone_or(name: str | None, fallback: ZoneInfo) -> ZoneInfo:
@@ -312,8 +308,9 @@ def _plan(
     now: datetime,
     run_id: int | None = None,
     hand_over_due: bool = False,
-) -> None:
-    """Enrol ``targets`` (customer_id, channel, occurrence) and write their deliveries.
+) -> int:
+    """Enrol ``targets`` (customer_id, channel, occurrence) and write their deliveries;
+    returns how many deliveries are new.
 
     ``base`` is when the occurrence happened (a constant, or a column of ``targets``):
     enrolment time and the origin of step delays. With ``hand_over_due`` rows already due
@@ -361,6 +358,7 @@ def _plan(
             enrollment.c.occurrence == targets.c.occurrence,
         ),
     )
+    inserted = 0
     for step_index, step in enumerate(campaign.steps):
         if isinstance(base, datetime):
             due_value = base + step.delay
@@ -405,15 +403,10 @@ def _plan(
             .select_from(joined)
             .where(enrollment.c.holdout.is_(sa.false()), enrollment.c.state == "active")
         )
-        conn.execute(
+        inserted += conn.execute(
             dialect_insert(conn, Delivery.__table__)
             .from_select(_DELIVERY_COLUMNS, rows)
-            .on_conflict_do_nothing(index_elements=["send_key"])
-        )
-
-
-def _count_campaign(engine: Engine, campaign: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).select_from(Delivery).where(Delivery.campaign == campaign)
-        ).scalar_one()
+            .on_conflict_do_nothing(index_elements=["send_key"]),
+            execution_options=COUNT_ROWS,
+        ).rowcount
+    return inserted

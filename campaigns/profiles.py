@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.config import AppConfig, LifecycleConfig, RfmConfig
-from campaigns.db import dialect_insert
+from campaigns.db import COUNT_ROWS, dialect_insert
 from campaigns.sqltime import plus_interval
 from campaigns.models import CampaignRun, Customer, CustomerProfile, Order, ProfileTransition, utcnow
 
@@ -288,9 +288,9 @@ def _record_transitions(
     rows = sa.select(_NEXT.c.customer_id, sa.literal(kind), value, previous, entered_at).select_from(joined).where(
         changed
     )
-    conn.execute(
+    return conn.execute(
         sa.insert(ProfileTransition.__table__).from_select(
             ["customer_id", "kind", "value", "previous", "entered_at"], rows
-        )
-    )
-    return conn.execute(sa.select(sa.func.count()).select_from(joined).where(changed)).scalar_one()
+        ),
+        execution_options=COUNT_ROWS,
+    ).rowcount

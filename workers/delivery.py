@@ -46,6 +46,9 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
             skips = send_time_skips(conn, config, claimed.deliveries, now=now)
             interactions = last_interactions(conn, config, claimed.deliveries)
     interaction_channels = _interaction_channels(config)
+    # Channels apply compliance rules by purpose (opt-out text on marketing SMS, no
+    # marketing over WeChat template messages); looked up once per batch.
+    purposes = {campaign.name: campaign.purpose for campaign in config.campaigns}
 
     def send_one(delivery: Any) -> tuple[SendResult, datetime, datetime]:
         started = runtime.clock()
@@ -61,8 +64,9 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
             if not recipient:
                 result = SendResult(Outcome.PERMANENT, error=f"customer has no {options.recipient}")
             else:
-                extra = ({"last_interaction_at": _iso(interactions.get(delivery.customer["id"]))}
-                         if delivery.channel in interaction_channels else {})
+                extra = {"purpose": purposes.get(delivery.campaign, "marketing")}
+                if delivery.channel in interaction_channels:
+                    extra["last_interaction_at"] = _iso(interactions.get(delivery.customer["id"]))
                 result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra)
         return result, started, runtime.clock()
 
@@ -113,9 +117,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: datetime,  # type: ignore[no-untyped-def]
-                     extra: dict[str, Any] | None = None) -> SendResult:
-    campaign = next((c for c in runtime.config.campaigns if c.name == delivery.campaign), None)
-    purpose = campaign.purpose if campaign is not None else "marketing"
+                     metadata: dict[str, Any]) -> SendResult:
     try:
         context = build_context(
             customer=delivery.customer,
@@ -137,9 +139,7 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
         recipient=recipient,
         customer_external_id=delivery.customer["external_id"],
         parts=parts,
-        # Channels apply compliance rules by purpose (opt-out text on marketing SMS,
-        # no marketing over WeChat template messages).
-        metadata={"purpose": purpose, **(extra or {})},
+        metadata=metadata,
     )
     try:
         return channel.send(message)
