@@ -36,12 +36,10 @@ Timings are printed, never asserted: benchmarks are not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,21 +52,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/14"
-QUEUE = "nurture"
+from bench.common import (
+    CONFIG_OVERRIDES,
+    POSTGRES_ADMIN_URL,
+    PROJECT_ROOT,
+    QUEUE,
+    REDIS_URL,
+    check_alive,
+    flush_redis,
+    free_port,
+    logger,
+    subprocesses,
+)
+
+log = logger("event_latency")
+
 API_KEY_ENV = "NURTURE_BENCH_API_KEY"
 
 #: Target from BENCHMARKS.md (P6).
 TARGET_P99_S = 2.0
 
 #: Environment variables that would override the bench's config file.
-_OVERRIDES = ("NURTURE_DATABASE_URL", "NURTURE_BROKER_URL", "NURTURE_CONFIG")
-
-
-def log(message: str) -> None:
-    print(f"[event_latency] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- the sink
@@ -188,39 +192,6 @@ channels = ["hook"]
     return config
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def flush_redis() -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    client.flushdb()
-    client.close()
-
-
-@contextlib.contextmanager
-def subprocesses() -> Iterator[list[tuple[str, subprocess.Popen[bytes], Path]]]:
-    """Processes appended to the yielded list are terminated (then killed) on exit."""
-    started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-    try:
-        yield started
-    finally:
-        for name, process, _ in started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for name, process, _ in started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                log(f"{name} did not stop on SIGTERM: killing it")
-                process.kill()
-                process.wait()
-
-
 def spawn(started: list[tuple[str, subprocess.Popen[bytes], Path]], name: str, command: list[str],
           env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
     logfile = logs / f"{name}.log"
@@ -228,13 +199,6 @@ def spawn(started: list[tuple[str, subprocess.Popen[bytes], Path]], name: str, c
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     started.append((name, process, logfile))
     return process
-
-
-def check_alive(started: list[tuple[str, subprocess.Popen[bytes], Path]]) -> None:
-    for name, process, logfile in started:
-        if process.poll() is not None:
-            tail = logfile.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{name} exited with code {process.returncode}; its log ends with:\n{tail}")
 
 
 def wait_for(predicate: Any, timeout: float, what: str,
@@ -470,12 +434,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seed(database_url, customers + warmup)
         log(f"seeded {len(customers) + len(warmup)} customers in {name}")
 
-        with Sink() as sink, tempfile.TemporaryDirectory(prefix="nurture-bench-") as tmp, subprocesses() as started:
+        with Sink() as sink, tempfile.TemporaryDirectory(prefix="nurture-bench-") as tmp, subprocesses(log=log) as started:
             directory = Path(tmp)
             config_path = write_project(directory, database_url=database_url, namespace=namespace,
                                         sink_url=f"{sink.base}/hook")
             config = load_config(config_path)  # fail here, clearly, if the bench's config is invalid
-            env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES}
+            env = {k: v for k, v in os.environ.items() if k not in CONFIG_OVERRIDES}
             env.update({API_KEY_ENV: key, "NURTURE_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"})
             port = free_port()
             bin_dir = Path(sys.executable).parent
@@ -607,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_hop_worker:
         child_hop_worker(args.child_hop_worker, args.sink, args.threads)
         return 0
-    for key in _OVERRIDES:
+    for key in CONFIG_OVERRIDES:
         os.environ.pop(key, None)
     result = run(args)
     print_report(result)

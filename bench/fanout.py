@@ -36,14 +36,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/14"
-QUEUE = "nurture"
+from bench.common import (
+    CONFIG_OVERRIDES,
+    POSTGRES_ADMIN_URL,
+    PROJECT_ROOT,
+    QUEUE,
+    REDIS_URL,
+    flush_redis,
+    logger,
+    tick_moment,
+)
+
+log = logger("fanout")
+
 CAMPAIGN_CRON_HOUR = 10  # the campaign runs "0 10 * * *" UTC
 
 #: Targets from BENCHMARKS.md (P1).
@@ -52,11 +61,6 @@ TARGET_SECONDS_1M = 90.0
 TARGET_RSS_GROWTH = 1.5
 
 #: Environment variables that would override the bench's config file.
-_OVERRIDES = ("NURTURE_DATABASE_URL", "NURTURE_BROKER_URL", "NURTURE_CONFIG")
-
-
-def log(message: str) -> None:
-    print(f"[fanout] {message}", file=sys.stderr, flush=True)
 
 
 def max_rss_mb() -> float:
@@ -65,15 +69,6 @@ def max_rss_mb() -> float:
 
 
 # --------------------------------------------------------------------------- setup
-
-
-def tick_moment() -> datetime:
-    """One minute after the most recent 10:00 UTC slot (the campaign's cron)."""
-    current = datetime.now(UTC)
-    slot = current.replace(hour=CAMPAIGN_CRON_HOUR, minute=0, second=0, microsecond=0)
-    if slot > current:
-        slot -= timedelta(days=1)
-    return slot + timedelta(minutes=1)
 
 
 def seed(url: str, customers: int, now: datetime) -> None:
@@ -270,7 +265,7 @@ def child_tick(config_path: str, now_iso: str) -> None:
 
 
 def run_tick_subprocess(config: Path, now: datetime) -> dict[str, Any]:
-    env = {key: value for key, value in os.environ.items() if key not in _OVERRIDES}
+    env = {key: value for key, value in os.environ.items() if key not in CONFIG_OVERRIDES}
     completed = subprocess.run(
         [sys.executable, "-m", "bench.fanout", "--child-tick", str(config), "--now", now.isoformat()],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False,
@@ -333,14 +328,6 @@ def verify(url: str, namespace: str, customers: int, batch_size: int) -> dict[st
 # --------------------------------------------------------------------------- one size
 
 
-def flush_redis() -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    client.flushdb()
-    client.close()
-
-
 def run_size(customers: int, *, sample: int, batch_size: int, with_profiles: bool) -> dict[str, Any]:
     import psycopg
 
@@ -349,7 +336,7 @@ def run_size(customers: int, *, sample: int, batch_size: int, with_profiles: boo
     name = f"nurture_bench_{secrets.token_hex(6)}"
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
     url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    now = tick_moment()
+    now = tick_moment(CAMPAIGN_CRON_HOUR)
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     flush_redis()
@@ -474,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         child_tick(args.child_tick, args.now)
         return 0
 
-    for key in _OVERRIDES:
+    for key in CONFIG_OVERRIDES:
         os.environ.pop(key, None)
     from campaigns.config import BrokerConfig
 

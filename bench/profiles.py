@@ -50,13 +50,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+from bench.common import CONFIG_OVERRIDES, POSTGRES_ADMIN_URL, logger
+
+log = logger("profiles")
+
 
 #: Target from BENCHMARKS.md (P5): recompute <= 1.5x the bare GROUP BY.
 TARGET_RATIO = 1.5
 
 #: Environment variables that would override the bench's database.
-_OVERRIDES = ("NURTURE_DATABASE_URL", "NURTURE_BROKER_URL", "NURTURE_CONFIG")
 
 BASELINE_GROUP_BY = "SELECT customer_id, max(ordered_at) AS last_order_at, count(*) AS orders_count, " \
     "sum(amount) AS total_spent FROM orders GROUP BY customer_id"
@@ -64,10 +66,6 @@ BASELINE_CONSUMED = (
     "SELECT count(*), max(t.last_order_at), sum(t.orders_count), sum(t.total_spent) "
     f"FROM ({BASELINE_GROUP_BY}) AS t"
 )
-
-
-def log(message: str) -> None:
-    print(f"[profiles] {message}", file=sys.stderr, flush=True)
 
 
 def dsn_of(url: str) -> str:
@@ -538,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
 
-    for key in _OVERRIDES:
+    for key in CONFIG_OVERRIDES:
         os.environ.pop(key, None)
     result = run(args)
     print_report(result)

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +39,7 @@ from typing import Any
 
 from jinja2 import Environment
 
+from bench.common import free_port
 from campaigns.channel_options.smtp import SmtpChannelConfig
 from campaigns.messages import OutboundMessage, Outcome
 from workers.channels.smtp import SmtpChannel
@@ -87,12 +87,6 @@ print("ready", flush=True)
 sys.stdin.read()  # runs until the parent closes our stdin
 controller.stop()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_sink(port: int) -> subprocess.Popen[str]:

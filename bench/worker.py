@@ -47,15 +47,26 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/14"
-QUEUE = "nurture"
+from bench.common import (
+    CONFIG_OVERRIDES,
+    POSTGRES_ADMIN_URL,
+    PROJECT_ROOT,
+    QUEUE,
+    REDIS_URL,
+    check_alive,
+    flush_redis,
+    logger,
+    stop_all,
+    subprocesses,
+    tick_moment,
+)
+
+log = logger("worker")
+
 CAMPAIGN_CRON_HOUR = 10
 
 #: Targets from BENCHMARKS.md.
@@ -63,14 +74,9 @@ TARGET_P2_RATIO = 0.5
 TARGET_P2_TOTAL = 2000.0
 TARGET_P3_TOTAL = 1000.0
 
-_OVERRIDES = ("NURTURE_DATABASE_URL", "NURTURE_BROKER_URL", "NURTURE_CONFIG")
 
 TEMPLATE = '{"customer": {{ customer.external_id | tojson }}, "campaign": {{ campaign | tojson }}, ' \
            '"text": "Hello {{ customer.name }}, we have something for you."}\n'
-
-
-def log(message: str) -> None:
-    print(f"[worker] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- the sink (own process)
@@ -209,14 +215,6 @@ class Sink:
 # --------------------------------------------------------------------------- setup
 
 
-def tick_moment() -> datetime:
-    current = datetime.now(UTC)
-    slot = current.replace(hour=CAMPAIGN_CRON_HOUR, minute=0, second=0, microsecond=0)
-    if slot > current:
-        slot -= timedelta(days=1)
-    return slot + timedelta(minutes=1)
-
-
 def seed(url: str, customers: int, now: datetime) -> None:
     import psycopg
 
@@ -279,44 +277,6 @@ reentry = "never"
     return config
 
 
-def flush_redis() -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    client.flushdb()
-    client.close()
-
-
-@contextlib.contextmanager
-def subprocesses() -> Iterator[list[tuple[str, subprocess.Popen[bytes], Path]]]:
-    started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-    try:
-        yield started
-    finally:
-        stop_all(started)
-
-
-def stop_all(started: list[tuple[str, subprocess.Popen[bytes], Path]]) -> None:
-    for _, process, _ in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for name, process, _ in started:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            log(f"{name} did not stop on SIGTERM: killing it")
-            process.kill()
-            process.wait()
-    started.clear()
-
-
-def check_alive(started: list[tuple[str, subprocess.Popen[bytes], Path]]) -> None:
-    for name, process, logfile in started:
-        if process.poll() is not None:
-            tail = logfile.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{name} exited with code {process.returncode}; its log ends with:\n{tail}")
-
-
 # --------------------------------------------------------------------------- project run
 
 
@@ -346,14 +306,14 @@ def run_project(args: argparse.Namespace, sink: Sink, directory: Path, database_
     if report.enqueued_deliveries != args.messages:
         raise RuntimeError(f"tick enqueued {report.enqueued_deliveries}, expected {args.messages}")
 
-    env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES}
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_OVERRIDES}
     env.update({"NURTURE_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"})
     command = [sys.executable, "-m", "dramatiq", "workers.app", "--processes", str(args.processes),
                "--threads", str(args.threads), "--queues", QUEUE]
     sink.reset()
     counts: dict[str, int] = {}
     samples: list[tuple[float, int]] = []
-    with subprocesses() as started:
+    with subprocesses(log=log) as started:
         logfile = directory / "worker.log"
         with open(logfile, "wb") as out:
             wall_start = time.time()
@@ -374,7 +334,7 @@ def run_project(args: argparse.Namespace, sink: Sink, directory: Path, database_
                 log(f"timeout; ledger {counts}")
                 break
         total_seconds = time.perf_counter() - t0
-        stop_all(started)
+        stop_all(started, log=log)
     got = sink.stats()
     per = got["counts"].get("/hook", Counter())
     expected = {f"B{i}" for i in range(1, args.messages + 1)}
@@ -446,7 +406,7 @@ def run_raw(args: argparse.Namespace, sink: Sink, directory: Path) -> dict[str, 
     per_process = count // args.processes
     threads = args.raw_threads or (args.threads if args.latency_ms > 0 else 1)
     sink.reset()
-    env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES}
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_OVERRIDES}
     procs = []
     t0 = time.perf_counter()
     for index in range(args.processes):
@@ -486,7 +446,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
     url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     database_url = url.replace("postgresql://", "postgresql+psycopg://")
-    now = tick_moment()
+    now = tick_moment(CAMPAIGN_CRON_HOUR)
     latency = args.latency_ms / 1000
     sink = Sink(args.sink_processes, latency)
     log(f"sink on {sink.base} ({args.sink_processes} process(es), latency {args.latency_ms:g} ms)")
@@ -596,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_raw:
         child_raw(args.child_raw, args.first, args.count, args.raw_threads or 1, args.out)
         return 0
-    for key in _OVERRIDES:
+    for key in CONFIG_OVERRIDES:
         os.environ.pop(key, None)
     result = run(args)
     print_report(result)

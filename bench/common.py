@@ -1,0 +1,92 @@
+"""What every benchmark needs: the machine's servers, a clean environment, helper
+processes that are always stopped, and the moment just after the bench campaign's slot."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+#: Benchmarks use their own Redis database (the tests use 12 and 13).
+REDIS_URL = "redis://127.0.0.1:6379/14"
+QUEUE = "nurture"
+#: Environment variables that would point a bench's processes at another project.
+CONFIG_OVERRIDES = ("NURTURE_DATABASE_URL", "NURTURE_BROKER_URL", "NURTURE_CONFIG")
+
+#: A started helper process: its name, the process, and the file its output goes to.
+Started = tuple[str, "subprocess.Popen[bytes]", Path]
+
+
+def logger(prefix: str):  # type: ignore[no-untyped-def]
+    """A ``log(message)`` printing ``[prefix] message`` to stderr, unbuffered."""
+
+    def log(message: str) -> None:
+        print(f"[{prefix}] {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def flush_redis(url: str = REDIS_URL) -> None:
+    """Empty the benchmarks' Redis database."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    client.flushdb()
+    client.close()
+
+
+def tick_moment(hour: int) -> datetime:
+    """One minute after the most recent ``hour``:00 UTC (a ``0 hour * * *`` campaign's slot)."""
+    current = datetime.now(UTC)
+    slot = current.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if slot > current:
+        slot -= timedelta(days=1)
+    return slot + timedelta(minutes=1)
+
+
+def stop_all(started: list[Started], *, log=None, timeout_s: float = 30) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM every process still running, wait, and kill those that do not stop."""
+    for _, process, _ in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for name, process, _ in started:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            if log is not None:
+                log(f"{name} did not stop on SIGTERM: killing it")
+            process.kill()
+            process.wait()
+    started.clear()
+
+
+@contextlib.contextmanager
+def subprocesses(*, log=None) -> Iterator[list[Started]]:  # type: ignore[no-untyped-def]
+    """Processes appended to the yielded list are stopped on exit, whatever happens."""
+    started: list[Started] = []
+    try:
+        yield started
+    finally:
+        stop_all(started, log=log)
+
+
+def check_alive(started: list[Started]) -> None:
+    """Raise with the end of its log if a helper process has exited."""
+    for name, process, logfile in started:
+        if process.poll() is not None:
+            tail = logfile.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with code {process.returncode}; its log ends with:\n{tail}")
