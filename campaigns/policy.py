@@ -25,7 +25,16 @@ import sqlalchemy as sa
 
 from campaigns.audience import CHANNEL_FAMILY
 from campaigns.config import AppConfig
-from campaigns.models import Consent, Customer, CustomerProfile, Enrollment, Event, Order, Suppression
+from campaigns.models import (
+    Consent,
+    Customer,
+    CustomerProfile,
+    Enrollment,
+    Event,
+    Order,
+    Suppression,
+)
+from campaigns.segments import compile_expression, parse_expression, segment_expressions
 
 
 @dataclass(frozen=True)
@@ -90,13 +99,13 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
 
     # 5. step conditions, one query per (campaign, step) with a `when`.
     failing: dict[tuple[str, int], set[int]] = {}
+    segments = None
     for name, step_index in {(d.campaign, d.step) for d in deliveries}:
         campaign = campaigns.get(name)
         if campaign is None or step_index >= len(campaign.steps) or not campaign.steps[step_index].when:
             continue
-        from campaigns.segments import compile_expression, parse_expression, segment_expressions
-
-        segments = segment_expressions(config)
+        if segments is None:  # parsed once per batch, and only when a step has a condition
+            segments = segment_expressions(config)
         expression = parse_expression(campaign.steps[step_index].when or "", rfm_names=config.rfm.names,
                                       segment_names=list(segments))
         customer_ids = sorted({d.customer["id"] for d in deliveries if (d.campaign, d.step) == (name, step_index)})
