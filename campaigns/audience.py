@@ -2,7 +2,8 @@
 
 :func:`audience_select` returns ``(customer_id, channel)`` rows: the customers matching a
 campaign's audience, each with the first channel of the campaign's preference list for
-which the customer has an address, no withdrawn consent and no suppression.
+which the customer has an address, the consent the campaign needs (marketing: granted,
+by default; transactional: none) and no suppression.
 
 The structured filters (``min_orders`` ...) read live order facts; ``audience.segment``
 and ``audience.where`` are audience expressions (:mod:`campaigns.segments`) over the
@@ -119,36 +120,66 @@ def _suppressed(field: str) -> sa.ColumnElement[bool]:
     return sa.exists().where(Suppression.channel == family, Suppression.address == getattr(Customer, field))
 
 
-def _reachable(field: str) -> sa.ColumnElement[bool]:
-    """The customer has an address in ``field``, has not withdrawn consent and is not suppressed."""
+def _granted(field: str) -> sa.ColumnElement[bool]:
+    family = CHANNEL_FAMILY.get(field)
+    if family is None:
+        return sa.true()
+    return sa.exists().where(
+        Consent.customer_id == Customer.id, Consent.channel == family, Consent.status == "granted"
+    )
+
+
+def consent_rule(config: AppConfig, campaign: CampaignConfig) -> str:
+    """Which consent a campaign's messages need: ``granted`` (marketing where consent is
+    required), ``not_withdrawn`` (other marketing) or ``none`` (transactional: exempt)."""
+    if campaign.purpose != "marketing":
+        return "none"
+    return "granted" if config.compliance.consent == "required" else "not_withdrawn"
+
+
+def _consented(field: str, rule: str) -> sa.ColumnElement[bool]:
+    if rule == "granted":
+        return _granted(field)
+    if rule == "not_withdrawn":
+        return ~_withdrawn(field)
+    return sa.true()
+
+
+def _reachable(field: str, rule: str) -> sa.ColumnElement[bool]:
+    """The customer has an address in ``field``, the consent ``rule`` holds and the address
+    is not suppressed."""
     if CHANNEL_FAMILY.get(field) is None:
         return _has_address(field)
-    return sa.and_(_has_address(field), ~_withdrawn(field), ~_suppressed(field))
+    return sa.and_(_has_address(field), _consented(field, rule), ~_suppressed(field))
 
 
 #: Why a customer in the audience cannot be reached, in the order reasons are checked.
-EXCLUSION_REASONS = ("no_address", "consent_withdrawn", "suppressed")
+EXCLUSION_REASONS = ("no_address", "no_consent", "consent_withdrawn", "suppressed")
 
 
 def exclusion_reason(config: AppConfig, campaign: CampaignConfig) -> sa.ColumnElement[str]:
     """NULL for a reachable customer, else the first reason none of the campaign's channels
-    can be used: no address on any of them, consent withdrawn wherever there is an
-    address, or every remaining address suppressed."""
+    can be used: no address on any of them, consent withdrawn (or, where it is required,
+    never given) wherever there is an address, or every remaining address suppressed."""
+    rule = consent_rule(config, campaign)
     fields = [config.channels[name].recipient for name in campaign.channels]
     any_address = sa.or_(*[_has_address(f) for f in fields])
-    any_consented = sa.or_(*[sa.and_(_has_address(f), ~_withdrawn(f)) for f in fields])
+    any_consented = sa.or_(*[sa.and_(_has_address(f), _consented(f, rule)) for f in fields])
+    any_withdrawn = sa.or_(*[sa.and_(_has_address(f), _withdrawn(f)) for f in fields])
     return sa.case(
-        (sa.or_(*[_reachable(f) for f in fields]), sa.null()),
+        (sa.or_(*[_reachable(f, rule) for f in fields]), sa.null()),
         (~any_address, sa.literal("no_address")),
-        (~any_consented, sa.literal("consent_withdrawn")),
+        (sa.and_(~any_consented, any_withdrawn), sa.literal("consent_withdrawn")),
+        (~any_consented, sa.literal("no_consent")),
         else_=sa.literal("suppressed"),
     )
 
 
 def channel_choice(config: AppConfig, campaign: CampaignConfig) -> sa.ColumnElement[str]:
     """A CASE expression naming the first usable channel per customer (NULL if none)."""
+    rule = consent_rule(config, campaign)
     whens = [
-        (_reachable(config.channels[name].recipient), sa.literal(name)) for name in campaign.channels
+        (_reachable(config.channels[name].recipient, rule), sa.literal(name)) for name in campaign.channels
     ]
     return sa.case(*whens, else_=sa.null())
 

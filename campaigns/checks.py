@@ -9,9 +9,10 @@ so an undefined variable is an error here rather than a failed send.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 
-from campaigns.config import AppConfig, load_config, secret_warnings
+from campaigns.config import AppConfig, _format_loc, load_config, secret_warnings
 from campaigns.errors import ConfigError, ConfigIssue, RenderError
 from campaigns.rendering import TemplateRenderer, sample_context
 from campaigns.tomlpos import KeyLines
@@ -43,6 +44,7 @@ def check_config_file(path: str | Path) -> CheckResult:
     renderer = TemplateRenderer(directory=config.templates.dir)
     context = sample_context()
     for c_index, campaign in enumerate(config.campaigns):
+        result.issues.extend(_window_issues(config, c_index, path, lines))
         for s_index, step in enumerate(campaign.steps):
             key = ("campaigns", c_index, "steps", s_index, "template")
             try:
@@ -59,3 +61,37 @@ def check_config_file(path: str | Path) -> CheckResult:
                     )
                 )
     return result
+
+
+def _window_issues(config: AppConfig, c_index: int, path: str | Path, lines: KeyLines) -> list[ConfigIssue]:
+    """A send window that never overlaps the campaign's other windows (or, for marketing,
+    the hours outside quiet hours) would hold its messages forever: say so now."""
+    campaign = config.campaigns[c_index]
+    base: list[tuple[time, time]] = []
+    if campaign.purpose == "marketing" and config.compliance.marketing_window:
+        base.append(config.compliance.marketing_window)
+    if campaign.window_bounds:
+        base.append(campaign.window_bounds)
+    checks: list[tuple[tuple[str | int, ...], list[tuple[time, time]]]] = [(("campaigns", c_index, "window"), base)]
+    for s_index, step in enumerate(campaign.steps):
+        if step.window_bounds:
+            checks.append((("campaigns", c_index, "steps", s_index, "window"), [*base, step.window_bounds]))
+    issues = []
+    for key, windows in checks:
+        if len(windows) > 1 and not windows_overlap(windows):
+            issues.append(ConfigIssue(
+                str(path), lines.line_of(key), _format_loc(key),
+                "this send window never overlaps the campaign's other windows"
+                + (f" or the marketing hours outside quiet hours {config.compliance.quiet_hours}"
+                   if campaign.purpose == "marketing" and config.compliance.quiet_hours else "")
+                + ": its messages would wait forever"))
+    return issues
+
+
+def windows_overlap(windows: list[tuple[time, time]]) -> bool:
+    """True when some minute of the day lies inside every window."""
+    def inside(minute: int, bounds: tuple[time, time]) -> bool:
+        start, end = (b.hour * 60 + b.minute for b in bounds)
+        return start <= minute < end if start < end else (minute >= start or minute < end)
+
+    return any(all(inside(minute, bounds) for bounds in windows) for minute in range(24 * 60))

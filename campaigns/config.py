@@ -104,6 +104,63 @@ class SchedulerConfig(_Model):
     #: Stage/segment entries older than this when a tick first sees them do not fire (a
     #: daily recompute dates entries up to a day back, so keep it above a day).
     entry_window: Duration = timedelta(days=2)
+    #: How long the leader scheduler's lock lasts without renewal (at least two intervals
+    #: are used): a standby scheduler takes over this long after the leader dies.
+    leader_lease: Duration = timedelta(seconds=60)
+
+
+_WINDOW = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d")
+
+
+def check_window(value: str | None, *, what: str = "send window") -> str | None:
+    """``value`` if it is a local "HH:MM-HH:MM" window, else ValueError naming ``what``."""
+    if value is not None and not _WINDOW.fullmatch(value):
+        raise ValueError(f"invalid {what} {value!r}: use local 'HH:MM-HH:MM', e.g. '09:00-21:00'")
+    return value
+
+
+def window_bounds(value: str | None) -> tuple[time, time] | None:
+    """The (start, end) local times of an "HH:MM-HH:MM" window; end before start spans midnight."""
+    if not value:
+        return None
+    start, end = value.split("-")
+    return time.fromisoformat(start), time.fromisoformat(end)
+
+
+class FrequencyCapsConfig(_Model):
+    """Caps on marketing messages per customer across all campaigns, over rolling periods
+    (transactional messages are exempt and do not count)."""
+
+    enabled: bool = True
+    #: At most this many marketing messages per customer per channel family (email, sms,
+    #: wechat) in any 24 hours.
+    per_channel_per_day: int = Field(default=1, ge=1)
+    #: At most this many marketing messages per customer across channels in any 7 days.
+    per_week: int = Field(default=3, ge=1)
+
+
+class ComplianceConfig(_Model):
+    """Rules the worker enforces on every marketing message, whatever the campaign says."""
+
+    #: required: a marketing message needs consent recorded as granted on its channel
+    #: family; unless_withdrawn: it is refused only where consent was withdrawn (for
+    #: customers outside opt-in regimes; check what applies to you).
+    consent: Literal["required", "unless_withdrawn"] = "required"
+    #: No marketing between these local times (the customer's time zone); a message due
+    #: then waits for the end, never dropped. "" switches quiet hours off.
+    quiet_hours: str = "21:00-08:00"
+    frequency: FrequencyCapsConfig = FrequencyCapsConfig()
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _valid_quiet_hours(cls, value: str) -> str:
+        return check_window(value, what="quiet hours") if value else value
+
+    @property
+    def marketing_window(self) -> tuple[time, time] | None:
+        """The local (start, end) in which marketing may go out: the complement of quiet hours."""
+        bounds = window_bounds(self.quiet_hours)
+        return (bounds[1], bounds[0]) if bounds else None
 
 
 class TemplatesConfig(_Model):
@@ -396,17 +453,12 @@ class StepConfig(_Model):
     @field_validator("window")
     @classmethod
     def _valid_window(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", value):
-            raise ValueError(f"invalid send window {value!r}: use local 'HH:MM-HH:MM', e.g. '09:00-21:00'")
-        return value
+        return check_window(value)
 
     @property
     def window_bounds(self) -> tuple[time, time] | None:
         """The window's (start, end) local times; end before start spans midnight."""
-        if self.window is None:
-            return None
-        start, end = self.window.split("-")
-        return time.fromisoformat(start), time.fromisoformat(end)
+        return window_bounds(self.window)
 
     @model_validator(mode="after")
     def _one_template(self) -> StepConfig:
@@ -448,7 +500,23 @@ class CampaignConfig(_Model):
     #: Share of the audience held out (enrolled, never messaged) to measure lift.
     holdout: float = Field(default=0.0, ge=0, lt=1)
     goal: GoalConfig | None = None
+    #: Local send window "HH:MM-HH:MM" for every step (a step's own ``window`` narrows
+    #: it further); outside it a message waits for the next opening.
+    window: str | None = None
+    #: What a marketing message over the ``[compliance.frequency]`` caps does: wait until
+    #: the cap allows it (defer) or give this step up (skip; the series goes on).
+    when_capped: Literal["defer", "skip"] = "defer"
     steps: list[StepConfig] = Field(min_length=1)
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, value: str | None) -> str | None:
+        return check_window(value)
+
+    @property
+    def window_bounds(self) -> tuple[time, time] | None:
+        """The campaign window's (start, end) local times, if it has one."""
+        return window_bounds(self.window)
 
     @field_validator("timezone")
     @classmethod
@@ -485,6 +553,7 @@ class AppConfig(_Model):
     rfm: RfmConfig = RfmConfig()
     profiles: ProfilesConfig = ProfilesConfig()
     api: ApiConfig = ApiConfig()
+    compliance: ComplianceConfig = ComplianceConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     #: Per-channel send rate limits, e.g. ``sms = { limit = 5000, per = "1s" }``.
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
@@ -518,10 +587,7 @@ def _clean_loc(raw: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     path: list[str | int] = []
     node = raw
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
             path.append(part)
         elif isinstance(node, dict) and isinstance(part, str) and part != node.get("kind"):
@@ -546,8 +612,7 @@ def _message(error: dict[str, Any]) -> str:
         return "required key is missing"
     message = str(error["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
+        message = message.removeprefix(prefix)
     return message
 
 

@@ -8,10 +8,15 @@ condition. Each check is one query for the whole claimed batch.
 * goal reached since enrolment (an order, or the goal event): skip and end the series
   (``exited_goal``);
 * consent for the channel's family withdrawn (marketing only): skip and end the series
-  (``exited_unsubscribe``);
-* address suppressed: skip;
+  (``exited_unsubscribe``); with ``[compliance] consent = "required"`` (the default) a
+  marketing message also needs consent recorded as granted, else it is skipped;
+* address suppressed (any purpose: a hard bounce or an opt-out reply): skip;
 * the step's ``when`` expression is false for the customer now: skip this step only;
-* outside the step's send ``window`` (customer's local time): wait for the next opening.
+* outside the campaign's or the step's send ``window``, or, for marketing, inside the
+  quiet hours (all in the customer's local time): wait for the next opening, never drop;
+* marketing over the frequency caps (per channel family per day, across channels per
+  week; transactional messages neither count nor are capped): defer until the cap
+  frees, or skip the step when the campaign says ``when_capped = "skip"``.
 """
 
 from __future__ import annotations
@@ -19,22 +24,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from campaigns.addresses import address_digest
 from campaigns.audience import CHANNEL_FAMILY
-from campaigns.config import AppConfig
+from campaigns.config import AppConfig, CampaignConfig, FrequencyCapsConfig, window_bounds
 from campaigns.models import (
     Consent,
     Customer,
     CustomerProfile,
+    Delivery,
     Enrollment,
     Event,
     Order,
     Suppression,
 )
 from campaigns.segments import compile_expression, parse_expression, segment_expressions
+from campaigns.timezones import customer_zone
 
 
 @dataclass(frozen=True)
@@ -93,8 +102,8 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
                                          Event.occurred_at > e.c.enrolled_at, Event.occurred_at <= now)
         goal_reached |= set(conn.execute(sa.select(e.c.id).where(e.c.id.in_(ids), happened)).scalars())
 
-    # 3. withdrawn consent and 4. suppressed addresses, per channel family.
-    withdrawn = _withdrawn(conn, deliveries, config)
+    # 3. consent and 4. suppressed addresses, per channel family.
+    consents = _consents(conn, deliveries, config)
     suppressed = _suppressed(conn, deliveries, config)
 
     # 5. step conditions, one query per (campaign, step) with a `when`.
@@ -117,40 +126,143 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
                    compile_expression(expression, now=now, segments=segments, profile=profile))).scalars())
         failing[(name, step_index)] = set(customer_ids) - matching
 
-    for delivery in deliveries:
+    # 6. frequency caps: marketing already sent (or going out now) to these customers.
+    caps = config.compliance.frequency
+    recent = _recent_marketing(conn, config, deliveries, now=now) if caps.enabled else {}
+    consent_required = config.compliance.consent == "required"
+
+    for delivery in sorted(deliveries, key=lambda d: d.id):  # type: ignore[attr-defined]
         enrollment = enrollments.get(getattr(delivery, "enrollment_id", None))
-        campaign = campaigns.get(delivery.campaign)
+        campaign = campaigns.get(delivery.campaign)  # type: ignore[attr-defined]
         marketing = campaign is None or campaign.purpose == "marketing"
+        family = _family(config, delivery)
+        customer_id = delivery.customer["id"]  # type: ignore[attr-defined]
+        consent = consents.get((customer_id, family[0])) if family else None
         if enrollment is not None and enrollment.state != "active":
-            skips[delivery.id] = Skip(f"series ended earlier ({enrollment.state})")
+            skip: Skip | None = Skip(f"series ended earlier ({enrollment.state})")
         elif enrollment is not None and enrollment.id in goal_reached:
-            skips[delivery.id] = Skip(f"goal reached ({campaign.goal.event if campaign and campaign.goal else ''})",
-                                      "exited_goal")
-        elif marketing and delivery.id in withdrawn:
-            skips[delivery.id] = Skip("consent withdrawn", "exited_unsubscribe" if enrollment else None)
-        elif delivery.id in suppressed:
-            skips[delivery.id] = Skip("address suppressed")
-        elif delivery.customer["id"] in failing.get((delivery.campaign, delivery.step), ()):
-            when = campaign.steps[delivery.step].when if campaign else ""
-            skips[delivery.id] = Skip(f"step condition not met: {when}")
-        elif campaign is not None and delivery.step < len(campaign.steps) and campaign.steps[delivery.step].window:
-            bounds = campaign.steps[delivery.step].window_bounds
-            assert bounds is not None
-            opening = next_opening(now, _zone(delivery.customer.get("timezone"), campaign.zone), *bounds)
-            if opening is not None:
-                skips[delivery.id] = Skip(f"outside the send window {campaign.steps[delivery.step].window}",
-                                          defer_until=opening)
+            skip = Skip(f"goal reached ({campaign.goal.event if campaign and campaign.goal else ''})", "exited_goal")
+        elif marketing and family and consent == "withdrawn":
+            skip = Skip(f"consent withdrawn ({family[0]})", "exited_unsubscribe" if enrollment else None)
+        elif marketing and family and consent_required and consent != "granted":
+            skip = Skip(f"no consent recorded for marketing on {family[0]}")
+        elif delivery.id in suppressed:  # type: ignore[attr-defined]
+            skip = Skip("address suppressed")
+        elif customer_id in failing.get((delivery.campaign, delivery.step), ()):  # type: ignore[attr-defined]
+            skip = Skip(f"step condition not met: {campaign.steps[delivery.step].when if campaign else ''}")  # type: ignore[attr-defined]
+        else:
+            skip = _timing(config, campaign, delivery, marketing=marketing, now=now)
+            if skip is None and marketing and caps.enabled:
+                skip = _capped(caps, campaign, recent.setdefault(customer_id, []),
+                               family[0] if family else delivery.channel, now=now)  # type: ignore[attr-defined]
+        if skip is not None:
+            skips[delivery.id] = skip  # type: ignore[attr-defined]
     return skips
 
 
-def _zone(name: str | None, fallback: ZoneInfo) -> ZoneInfo:
-    """The customer's time zone, or the campaign's when unknown or invalid."""
-    if not name:
-        return fallback
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return fallback
+#: Rounds of "move to the next opening" before windows are declared disjoint.
+_WINDOW_ROUNDS = 8
+
+DAY = timedelta(days=1)
+WEEK = timedelta(days=7)
+
+
+def earliest_in_windows(now: datetime, zone: ZoneInfo, windows: Sequence[tuple[time, time]]) -> datetime | None:
+    """The first moment from ``now`` inside every window (local ``zone``): ``now`` itself
+    when already inside all of them, None when they never overlap."""
+    moment = now
+    for _ in range(_WINDOW_ROUNDS):
+        moved = False
+        for bounds in windows:
+            opening = next_opening(moment, zone, *bounds)
+            if opening is not None:
+                moment, moved = opening, True
+        if not moved:
+            return moment
+    return None
+
+
+def _timing(config: AppConfig, campaign: CampaignConfig | None, delivery: Any, *, marketing: bool,
+            now: datetime) -> Skip | None:
+    """Defer a message due outside its send windows or, for marketing, in quiet hours."""
+    if campaign is None:
+        return None
+    named: list[tuple[str, tuple[time, time]]] = []
+    marketing_window = config.compliance.marketing_window
+    if marketing and marketing_window:
+        named.append((f"quiet hours {config.compliance.quiet_hours}", marketing_window))
+    campaign_bounds = window_bounds(campaign.window)
+    if campaign_bounds:
+        named.append((f"the campaign's send window {campaign.window}", campaign_bounds))
+    step = campaign.steps[delivery.step] if delivery.step < len(campaign.steps) else None
+    if step is not None and step.window_bounds:
+        named.append((f"the send window {step.window}", step.window_bounds))
+    if not named:
+        return None
+    zone = customer_zone(delivery.customer, campaign.zone)
+    until = earliest_in_windows(now, zone, [bounds for _, bounds in named])
+    if until is None:
+        return Skip("send windows never open together: " + ", ".join(label for label, _ in named))
+    if until == now:
+        return None
+    blocking = [label for label, bounds in named if next_opening(now, zone, *bounds) is not None]
+    return Skip(f"outside {' and '.join(blocking)} ({zone.key})", defer_until=until)
+
+
+def _capped(caps: FrequencyCapsConfig, campaign: CampaignConfig | None, history: list[tuple[str, datetime]],
+            family: str, *, now: datetime) -> Skip | None:
+    """Skip or defer a marketing message over the frequency caps; else count it as sent.
+
+    ``history`` holds the customer's recent marketing (channel family, moment) and grows
+    with each message of the batch let through, so one batch cannot exceed a cap either.
+    """
+    same_day = sorted(moment for fam, moment in history if fam == family and moment > now - DAY)
+    same_week = sorted(moment for _, moment in history if moment > now - WEEK)
+    frees: list[datetime] = []
+    reasons: list[str] = []
+    if len(same_day) >= caps.per_channel_per_day:
+        frees.append(same_day[len(same_day) - caps.per_channel_per_day] + DAY)
+        reasons.append(f"{caps.per_channel_per_day} {family} per day")
+    if len(same_week) >= caps.per_week:
+        frees.append(same_week[len(same_week) - caps.per_week] + WEEK)
+        reasons.append(f"{caps.per_week} per week across channels")
+    if not reasons:
+        history.append((family, now))
+        return None
+    reason = "frequency cap reached: " + " and ".join(reasons)
+    if campaign is not None and campaign.when_capped == "skip":
+        return Skip(reason)
+    # A second after the oldest counted message leaves its period.
+    return Skip(reason, defer_until=max(frees) + timedelta(seconds=1))
+
+
+def _recent_marketing(conn: sa.Connection, config: AppConfig, deliveries: Sequence[Any], *,
+                      now: datetime) -> dict[int, list[tuple[str, datetime]]]:
+    """Per customer of the batch: (channel family, moment) of each marketing message sent
+    in the past week, or being sent right now by another job. Those count as sent now:
+    two jobs holding messages for one customer must not both pass the cap (each checks
+    after its own claim is committed, so at least one of them sees the other)."""
+    customer_ids = sorted({d.customer["id"] for d in deliveries})
+    if not customer_ids:
+        return {}
+    transactional = sorted(c.name for c in config.campaigns if c.purpose == "transactional")
+    query = sa.select(Delivery.customer_id, Delivery.channel, Delivery.status, Delivery.sent_at).where(
+        Delivery.customer_id.in_(customer_ids),
+        Delivery.id.not_in(sorted(d.id for d in deliveries)),
+        sa.or_(
+            sa.and_(Delivery.status == "sent", Delivery.sent_at > now - WEEK),
+            sa.and_(Delivery.status == "sending", Delivery.lease_until > now),
+        ),
+    )
+    if transactional:
+        query = query.where(Delivery.campaign.not_in(transactional))
+    history: dict[int, list[tuple[str, datetime]]] = {}
+    for row in conn.execute(query):
+        channel = config.channels.get(row.channel)
+        family = (CHANNEL_FAMILY.get(channel.recipient) if channel else None) or row.channel
+        moment = row.sent_at if row.status == "sent" and row.sent_at is not None else now
+        history.setdefault(row.customer_id, []).append((family, moment))
+    return history
 
 
 def _family(config: AppConfig, delivery: object) -> tuple[str, str] | None:
@@ -161,19 +273,15 @@ def _family(config: AppConfig, delivery: object) -> tuple[str, str] | None:
     return (family, channel.recipient) if family else None
 
 
-def _withdrawn(conn: sa.Connection, deliveries: Sequence[object], config: AppConfig) -> set[int]:
-    wanted = {}
-    for d in deliveries:
-        family = _family(config, d)
-        if family:
-            wanted[d.id] = (d.customer["id"], family[0])  # type: ignore[attr-defined]
-    if not wanted:
-        return set()
-    rows = set(conn.execute(
-        sa.select(Consent.customer_id, Consent.channel)
-        .where(Consent.customer_id.in_(sorted({c for c, _ in wanted.values()})), Consent.status == "withdrawn")
-    ).all())
-    return {delivery_id for delivery_id, key in wanted.items() if key in rows}
+def _consents(conn: sa.Connection, deliveries: Sequence[Any], config: AppConfig) -> dict[tuple[int, str], str]:
+    """(customer id, channel family) -> consent status, for the customers of the batch."""
+    customer_ids = sorted({d.customer["id"] for d in deliveries if _family(config, d)})
+    if not customer_ids:
+        return {}
+    rows = conn.execute(
+        sa.select(Consent.customer_id, Consent.channel, Consent.status).where(Consent.customer_id.in_(customer_ids))
+    )
+    return {(row.customer_id, row.channel): row.status for row in rows}
 
 
 def _suppressed(conn: sa.Connection, deliveries: Sequence[object], config: AppConfig) -> set[int]:
@@ -185,8 +293,11 @@ def _suppressed(conn: sa.Connection, deliveries: Sequence[object], config: AppCo
             wanted[d.id] = (family[0], address)  # type: ignore[attr-defined]
     if not wanted:
         return set()
+    # A forgotten customer's suppressions are kept as digests (campaigns.addresses).
+    digests = {address: address_digest(address) for _, address in wanted.values()}
     rows = set(conn.execute(
         sa.select(Suppression.channel, Suppression.address)
-        .where(Suppression.address.in_(sorted({a for _, a in wanted.values()})))
+        .where(Suppression.address.in_(sorted({*digests, *digests.values()})))
     ).all())
-    return {delivery_id for delivery_id, key in wanted.items() if key in rows}
+    return {delivery_id for delivery_id, (family, address) in wanted.items()
+            if (family, address) in rows or (family, digests[address]) in rows}

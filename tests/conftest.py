@@ -183,11 +183,12 @@ def seed_customers(
     seed: int = 1,
     channel: str = "ecommerce",
     prefix: str = "C",
+    consent: bool = True,
 ) -> dict[str, list[str]]:
     """Insert ``count`` customers with orders; returns external ids by ``lapsed`` / ``active``.
 
     Lapsed customers' last order is 120-400 days before ``now``; active ones bought within
-    30 days. Ids are deterministic so tests can compute the expected audience by hand.
+    30 days. Each gets marketing consent on every channel family unless ``consent`` is False. Ids are deterministic so tests can compute the expected audience by hand.
     """
     rng = random.Random(seed)
     groups: dict[str, list[str]] = {"lapsed": [], "active": []}
@@ -214,7 +215,32 @@ def seed_customers(
                 "ordered_at": now - timedelta(days=days_ago), "amount": 100.0, "channel": channel,
             })
         conn.execute(sa.insert(Order.__table__), order_rows)
+    if consent:
+        grant_consent(engine, now=now)
     return groups
+
+
+def grant_consent(engine: sa.Engine, *, now: datetime, families: tuple[str, ...] = ("email", "sms", "wechat"),
+                  external_ids: list[str] | None = None) -> int:
+    """Record marketing consent as granted (source "test") on ``families`` for every
+    customer (or those in ``external_ids``) that has none recorded yet; returns rows added."""
+    from campaigns.db import dialect_insert
+    from campaigns.models import Consent
+
+    with engine.begin() as conn:
+        query = sa.select(Customer.id)
+        if external_ids is not None:
+            query = query.where(Customer.external_id.in_(external_ids))
+        rows = [{"customer_id": customer_id, "channel": family, "status": "granted", "source": "test",
+                 "recorded_at": now}
+                for customer_id in conn.execute(query).scalars() for family in families]
+        if not rows:
+            return 0
+        result = conn.execute(
+            dialect_insert(conn, Consent.__table__).values(rows)
+            .on_conflict_do_nothing(index_elements=["customer_id", "channel"])
+        )
+        return result.rowcount
 
 
 WEBHOOK_TEMPLATE = '{"to": {{ customer.external_id|tojson }}, "orders": {{ stats.orders_count }}, "campaign": {{ campaign.name|tojson }}}'

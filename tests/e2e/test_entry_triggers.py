@@ -12,6 +12,7 @@ from campaigns.models import Customer, Delivery, Order
 from campaigns.profiles import recompute_profiles
 from workers.inprocess import InProcessWorkers
 from workers.runtime import Runtime
+from tests.conftest import grant_consent
 
 DAY0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -50,7 +51,14 @@ def add(engine, external_id: str, *order_days_before_day0: int) -> int:
         for n, days in enumerate(order_days_before_day0):
             conn.execute(sa.insert(Order.__table__).values(order_id=f"{external_id}{n}", customer_id=customer_id,
                                                            ordered_at=DAY0 - timedelta(days=days), amount=10))
+    grant_consent(engine, now=DAY0, external_ids=[external_id])
     return customer_id
+
+
+def tick(workers, moment) -> None:
+    """A scheduler tick at ``moment``, with the workers' clock at the same moment."""
+    workers.runtime.clock = lambda: moment
+    workers.tick(moment)
 
 
 def sent_to(engine) -> list[str]:
@@ -68,15 +76,15 @@ def test_each_entry_into_at_risk_sends_once_and_old_lapses_do_not_fire(runtime):
     with workers.running():
         # Day 0: baseline profiles, nobody newly at risk.
         recompute_profiles(engine, config, as_of=DAY0)
-        workers.tick(DAY0)
+        tick(workers, DAY0)
         assert sent_to(engine) == []
         # Day 1: "lapsing" enters at_risk; the campaign sends once, however often we tick.
         day1 = DAY0 + timedelta(days=1, hours=1)
         recompute_profiles(engine, config, as_of=day1)
-        workers.tick(day1)
-        workers.tick(day1 + timedelta(minutes=5))
+        tick(workers, day1)
+        tick(workers, day1 + timedelta(minutes=5))
         recompute_profiles(engine, config, as_of=day1 + timedelta(minutes=10))
-        workers.tick(day1 + timedelta(minutes=10))
+        tick(workers, day1 + timedelta(minutes=10))
         assert sent_to(engine) == ["lapsing"]
         # The customer buys again (active), then lapses again: a new entry, a new message.
         with engine.begin() as conn:
@@ -86,7 +94,7 @@ def test_each_entry_into_at_risk_sends_once_and_old_lapses_do_not_fire(runtime):
         recompute_profiles(engine, config, as_of=day1 + timedelta(days=2))
         back_at_risk = day1 + timedelta(days=92)  # entered at last order + 90 days = day1 + 91
         recompute_profiles(engine, config, as_of=back_at_risk)
-        workers.tick(back_at_risk)
+        tick(workers, back_at_risk)
     assert sent_to(engine) == ["lapsing", "lapsing"]
 
 
@@ -100,12 +108,12 @@ def test_with_reentry_never_a_customer_gets_the_campaign_once_ever(runtime):
         recompute_profiles(engine, config, as_of=DAY0)
         day1 = DAY0 + timedelta(days=1, hours=1)
         recompute_profiles(engine, config, as_of=day1)
-        workers.tick(day1)
+        tick(workers, day1)
         with engine.begin() as conn:
             conn.execute(sa.insert(Order.__table__).values(order_id="again", customer_id=customer,
                                                            ordered_at=day1 + timedelta(days=1), amount=5))
         recompute_profiles(engine, config, as_of=day1 + timedelta(days=2))
         later = day1 + timedelta(days=92)
         recompute_profiles(engine, config, as_of=later)
-        workers.tick(later)
+        tick(workers, later)
     assert sent_to(engine) == ["lapsing"]

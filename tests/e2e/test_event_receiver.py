@@ -20,6 +20,7 @@ from workers.cli import app as cli_app
 from workers.inprocess import InProcessWorkers
 from workers.receiver import create_app
 from workers.runtime import Runtime
+from tests.conftest import grant_consent
 
 KEY = "test-key-123"
 
@@ -37,6 +38,10 @@ url = "{database_url}"
 cron = ""
 [api]
 key_env = "NURTURE_TEST_API_KEY"
+# A real server on the wall clock: quiet hours (tested on their own in test_compliance)
+# would make the outcome depend on the hour the suite runs.
+[compliance]
+quiet_hours = ""
 [channels.mail]
 kind = "outbox"
 dir = "out"
@@ -59,6 +64,7 @@ def add_customers(engine, *external_ids: str) -> None:
         conn.execute(sa.insert(Customer.__table__), [
             {"external_id": e, "email": f"{e}@example.com", "created_at": now, "updated_at": now, "attributes": {}}
             for e in external_ids])
+    grant_consent(engine, now=now, external_ids=list(external_ids))
 
 
 def outbox(tmp_path: Path) -> list[str]:

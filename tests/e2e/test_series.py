@@ -13,6 +13,7 @@ from campaigns.config import load_config
 from campaigns.models import Consent, Customer, Delivery, Enrollment, Order
 from workers.inprocess import InProcessWorkers
 from workers.runtime import Runtime
+from tests.conftest import grant_consent
 
 DAY0 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: the win-back's cron slot
 
@@ -62,6 +63,7 @@ goal = {{ event = "order", within = "14d" }}
 
 [[campaigns]]
 name = "welcome"
+timezone = "Asia/Shanghai"
 trigger = {{ event = "signup" }}
 channels = ["mail"]
   [[campaigns.steps]]
@@ -105,6 +107,7 @@ def add_customers(engine, count: int, *, last_order_days_ago: int | None) -> dic
                 conn.execute(sa.insert(Order.__table__).values(
                     order_id=f"O{n}", customer_id=ids[external_id], amount=50,
                     ordered_at=DAY0 - timedelta(days=last_order_days_ago)))
+    grant_consent(engine, now=DAY0)
     return ids
 
 
@@ -193,8 +196,9 @@ def test_welcome_series_runs_over_simulated_days_with_a_condition_and_an_ab_spli
     # One customer unsubscribes on day 3: the day-5 coupon is skipped and the series ends.
     quitter = list(ids.values())[-1]
     with engine.begin() as conn:
-        conn.execute(sa.insert(Consent.__table__).values(customer_id=quitter, channel="email", status="withdrawn",
-                                                         source="unsubscribe", recorded_at=clock.now))
+        conn.execute(sa.update(Consent.__table__)
+                     .where(Consent.customer_id == quitter, Consent.channel == "email")
+                     .values(status="withdrawn", source="unsubscribe", recorded_at=clock.now))
     advance(workers, clock, 3)
     steps = statuses(engine, "welcome")
     assert steps[(2, "sent")] == 39 and steps[(2, "skipped")] == 1

@@ -12,6 +12,7 @@ from campaigns.config import parse_config
 from campaigns.ledger import claim, dispatchable_batches, requeue_expired_leases, run_batches
 from campaigns.models import CampaignState, Consent, Customer, Delivery, Order, Suppression
 from campaigns.planning import claim_run, plan_run
+from tests.conftest import grant_consent
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -70,7 +71,14 @@ def people(sqlite_engine):
                 conn.execute(sa.insert(Order.__table__).values(
                     order_id=f"{external_id}-{index}", customer_id=customer_id,
                     ordered_at=NOW - timedelta(days=days), amount=amount, channel=purchase_channel))
+    grant_consent(sqlite_engine, now=NOW)
     return sqlite_engine
+
+
+def withdraw(conn, customer_id: int, family: str) -> None:
+    conn.execute(sa.update(Consent.__table__)
+                 .where(Consent.customer_id == customer_id, Consent.channel == family)
+                 .values(status="withdrawn", source="test", recorded_at=NOW))
 
 
 def selected(engine, config) -> dict[str, str]:
@@ -104,8 +112,7 @@ def test_audience_filters_select_exactly_the_customers_they_describe(people, aud
 def test_channel_falls_back_when_consent_is_withdrawn_or_the_address_is_suppressed(people):
     with people.begin() as conn:
         cat = conn.execute(sa.select(Customer.id).where(Customer.external_id == "cat")).scalar_one()
-        conn.execute(sa.insert(Consent.__table__).values(customer_id=cat, channel="email", status="withdrawn",
-                                                         source="test", recorded_at=NOW))
+        withdraw(conn, cat, "email")
         conn.execute(sa.insert(Suppression.__table__).values(channel="email", address="ann@x.cn",
                                                              reason="hard bounce", created_at=NOW))
     chosen = selected(people, config_with(""))
@@ -184,8 +191,7 @@ def test_the_dry_run_counts_reachable_customers_per_channel_and_exclusions_by_re
     with people.begin() as conn:
         ids = dict(conn.execute(sa.select(Customer.external_id, Customer.id)).all())
         # dan (email only) withdrew email consent; ann's email (her only address) is suppressed.
-        conn.execute(sa.insert(Consent.__table__).values(customer_id=ids["dan"], channel="email",
-                                                         status="withdrawn", source="test", recorded_at=NOW))
+        withdraw(conn, ids["dan"], "email")
         conn.execute(sa.insert(Suppression.__table__).values(channel="email", address="ann@x.cn",
                                                              reason="hard bounce", created_at=NOW))
     config = config_with("")
@@ -196,5 +202,43 @@ def test_the_dry_run_counts_reachable_customers_per_channel_and_exclusions_by_re
     assert result["matched"] == 5
     assert result["reachable"] == 2
     assert result["by_channel"] == {"text": 1, "mail": 1}
-    assert result["excluded"] == {"no_address": 1, "consent_withdrawn": 1, "suppressed": 1}
+    assert result["excluded"] == {"no_address": 1, "no_consent": 0, "consent_withdrawn": 1, "suppressed": 1}
     assert [row["external_id"] for row in result["sample"]] == ["bob", "cat"]
+
+
+def _forget_consent(engine, external_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.delete(Consent.__table__).where(
+            Consent.customer_id == sa.select(Customer.id).where(Customer.external_id == external_id).scalar_subquery()))
+
+
+def test_marketing_needs_recorded_consent_by_default(people):
+    _forget_consent(people, "cat")  # cat has an email and a phone but never said yes
+    config = config_with("")
+
+    result = audience_breakdown(people, config, config.campaigns[0], now=NOW, sample_size=0)
+
+    assert "cat" not in selected(people, config)
+    assert result["excluded"]["no_consent"] == 1
+
+
+def test_consent_unless_withdrawn_lets_customers_without_a_record_in(people):
+    _forget_consent(people, "cat")
+    config = config_with("").model_copy(update={"compliance": config_with("").compliance.model_copy(
+        update={"consent": "unless_withdrawn"})})
+
+    assert selected(people, config)["cat"] == "mail"
+
+
+def test_transactional_messages_need_no_marketing_consent(people):
+    _forget_consent(people, "cat")
+    with people.begin() as conn:
+        withdraw(conn, sa.select(Customer.id).where(Customer.external_id == "bob").scalar_subquery(), "sms")
+    config = config_with("")
+    transactional = config.campaigns[0].model_copy(update={"purpose": "transactional"})
+    config = config.model_copy(update={"campaigns": [transactional]})
+
+    chosen = selected(people, config)
+
+    assert chosen["cat"] == "mail"  # no consent recorded
+    assert chosen["bob"] == "text"  # marketing consent withdrawn: an order notice still goes

@@ -12,6 +12,7 @@ from campaigns.config import load_config
 from campaigns.models import Customer, Delivery, Order
 from campaigns.planning import plan_dates
 from campaigns.profiles import recompute_profiles
+from tests.conftest import grant_consent
 
 
 def project(tmp_path, sqlite_url, trigger: str):
@@ -36,10 +37,12 @@ reentry = "every_run"
 
 def add(engine, name: str, *, zone: str | None, **attributes) -> int:
     with engine.begin() as conn:
-        return conn.execute(sa.insert(Customer.__table__).values(
+        customer_id = conn.execute(sa.insert(Customer.__table__).values(
             external_id=name, email=f"{name}@x.cn", timezone=zone, attributes=attributes,
             created_at=datetime(2024, 1, 1, tzinfo=UTC), updated_at=datetime(2024, 1, 1, tzinfo=UTC),
         ).returning(Customer.__table__.c.id)).scalar_one()
+    grant_consent(engine, now=datetime(2024, 1, 1, tzinfo=UTC), external_ids=[name])
+    return customer_id
 
 
 def targeted(engine) -> set[str]:

@@ -14,6 +14,7 @@ from campaigns.errors import ConfigError
 from campaigns.events import plan_for_events, record_events
 from campaigns.models import Customer, Delivery, Event
 from campaigns.planning import plan_events
+from tests.conftest import grant_consent
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -48,9 +49,11 @@ def config_for(tmp_path: Path, url: str = "sqlite:///x.db", *, trigger: str = '{
 
 def add_customer(engine, external_id: str, *, email: str | None = "x@example.com", vip: bool = False) -> int:
     with engine.begin() as conn:
-        return conn.execute(sa.insert(Customer.__table__).values(
+        customer_id = conn.execute(sa.insert(Customer.__table__).values(
             external_id=external_id, email=email, created_at=NOW - timedelta(days=1), updated_at=NOW,
             attributes={"vip": vip}).returning(Customer.__table__.c.id)).scalar_one()
+    grant_consent(engine, now=NOW, external_ids=[external_id])
+    return customer_id
 
 
 def deliveries(engine) -> list[tuple[str, int, datetime]]:

@@ -24,7 +24,7 @@ from campaigns.segments import (
     parse_expression,
     validate_segments,
 )
-from tests.conftest import line_of
+from tests.conftest import grant_consent, line_of
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 RFM_NAMES = AppConfig().rfm.names
@@ -556,7 +556,9 @@ def selected(engine, config) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("audience", "expected"),
     [
-        # Reachable (an address, no withdrawn consent): ann, bob (text), cat, dan.
+        # Reachable (an address, no withdrawn consent: these people's consent records are
+        # what the consent() tests need, so the campaign runs under "unless_withdrawn"):
+        # ann, bob (text), cat, dan.
         ("", {"ann": "mail", "bob": "text", "cat": "mail", "dan": "mail"}),
         # min_orders reads live orders (ann 3, dan 4); where excludes ann's recent review.
         ("min_orders = 2\nwhere = 'not did(\"review\", within=\"30d\")'", {"dan": "mail"}),
@@ -569,7 +571,8 @@ def selected(engine, config) -> dict[str, str]:
     ],
 )
 def test_campaign_audiences_combine_structured_filters_with_expressions(people, tmp_path, audience, expected):
-    extra = "[segments]\nlapsing = 'stage in [\"at_risk\", \"churned\"]'\n"
+    extra = ("[compliance]\nconsent = \"unless_withdrawn\"\n"
+             "[segments]\nlapsing = 'stage in [\"at_risk\", \"churned\"]'\n")
     config = parse_config(config_text(audience, extra=extra), base=_base(tmp_path))
     assert selected(people, config) == expected
 

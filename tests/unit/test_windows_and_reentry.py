@@ -12,6 +12,7 @@ from campaigns.models import Customer, Delivery, Enrollment, Order
 from campaigns.policy import next_opening
 from workers.inprocess import InProcessWorkers
 from workers.runtime import Runtime
+from tests.conftest import grant_consent
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -59,6 +60,7 @@ channels = ["mail"]
         for name, zone in (("sh", "Asia/Shanghai"), ("ld", "Europe/London")):
             conn.execute(sa.insert(Customer.__table__).values(external_id=name, email=f"{name}@x.cn", timezone=zone,
                                                              created_at=slot, updated_at=slot, attributes={}))
+    grant_consent(runtime.engine, now=slot)
     with InProcessWorkers(runtime=runtime).running() as workers:
         workers.tick(now[0])
         with runtime.engine.connect() as conn:
@@ -110,6 +112,7 @@ reentry_after = "30d"
                            .returning(Customer.__table__.c.id)).scalar_one()
         conn.execute(sa.insert(Order.__table__).values(order_id="o", customer_id=cid, amount=1,
                                                        ordered_at=day0 - timedelta(days=200)))
+    grant_consent(runtime.engine, now=day0)
     with InProcessWorkers(runtime=runtime).running() as workers:
         for days in (0, 1, 29, 31):
             now[0] = day0 + timedelta(days=days)
