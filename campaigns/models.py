@@ -311,3 +311,15 @@ class ProfileTransition(SQLModel, table=True):
     value: str = Field(max_length=32)
     previous: str | None = Field(default=None, max_length=32)
     entered_at: datetime
+
+
+class Lease(SQLModel, table=True):
+    """A named lock held by one process until ``expires_at`` (the scheduler's leader lock);
+    taken over by another process once it has expired."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=200)
+    acquired_at: datetime
+    expires_at: datetime

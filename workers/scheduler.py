@@ -8,15 +8,19 @@ is still sent once (workers claim rows).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dramatiq.broker import Broker
 from sqlalchemy.engine import Engine
 
 from campaigns.config import AppConfig, CampaignConfig, CronTrigger, DateTrigger, EventTrigger, ManualTrigger
+from campaigns.leases import SCHEDULER_LEASE, acquire_lease, lease_holder, release_lease
 from campaigns.ledger import dispatchable_batches, requeue_expired_leases, run_batches
 from campaigns.planning import (
     PlannedRun,
@@ -140,12 +144,65 @@ def _recompute_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> 
     return report
 
 
-def run_forever(*, config: AppConfig, engine: Engine, broker: Broker, clock, on_tick=None) -> None:  # type: ignore[no-untyped-def]
-    """Tick every ``scheduler.interval`` until interrupted."""
+class Leadership:
+    """This process's hold on the scheduler's leader lease.
+
+    Every scheduler process calls :meth:`hold` before a tick: the leader renews its lease
+    and ticks; the others stand by and take over once the leader's lease has run out
+    (it crashed, or lost its database). Ticks are idempotent, so a stalled leader that
+    overlaps its successor costs work, never a duplicate message.
+    """
+
+    def __init__(self, *, engine: Engine, ttl: timedelta, holder: str | None = None) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leading = False
+
+    @classmethod
+    def for_config(cls, config: AppConfig, *, engine: Engine) -> Leadership:
+        """A leadership whose lease outlives at least two scheduler intervals."""
+        return cls(engine=engine, ttl=max(config.scheduler.leader_lease, 2 * config.scheduler.interval))
+
+    def hold(self, now: datetime) -> bool:
+        """Take or renew the lease; True while this process is the leader."""
+        leading = acquire_lease(self.engine, SCHEDULER_LEASE, self.holder, now=now, ttl=self.ttl)
+        if leading and not self.leading:
+            logger.info("scheduler %s is the leader", self.holder)
+        elif not leading and self.leading:
+            logger.warning("scheduler %s lost the leader lease; standing by", self.holder)
+        elif not leading:
+            current = lease_holder(self.engine, SCHEDULER_LEASE)
+            logger.info("standing by: %s leads until %s", current.holder if current else "?",
+                        current.expires_at.isoformat() if current else "?")
+        self.leading = leading
+        return leading
+
+    def release(self) -> None:
+        """Hand the lease over at once (a clean shutdown)."""
+        if self.leading:
+            release_lease(self.engine, SCHEDULER_LEASE, self.holder)
+            self.leading = False
+
+
+def run_forever(*, config: AppConfig, engine: Engine, broker: Broker, clock: Callable[[], datetime],
+                on_tick: Callable[[TickReport], None] | None = None,
+                on_standby: Callable[[datetime], None] | None = None,
+                leadership: Leadership | None = None) -> None:
+    """Tick every ``scheduler.interval`` while this process holds the leader lease, until
+    interrupted; the lease is released on the way out."""
+    leadership = leadership or Leadership.for_config(config, engine=engine)
     interval = config.scheduler.interval.total_seconds()
-    while True:
-        started = time.monotonic()
-        report = tick(config=config, engine=engine, broker=broker, now=clock())
-        if on_tick:
-            on_tick(report)
-        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    try:
+        while True:
+            started = time.monotonic()
+            now = clock()
+            if leadership.hold(now):
+                report = tick(config=config, engine=engine, broker=broker, now=now)
+                if on_tick:
+                    on_tick(report)
+            elif on_standby:
+                on_standby(now)
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        leadership.release()
