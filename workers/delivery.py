@@ -8,6 +8,7 @@ of the batch in one transaction.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -17,10 +18,10 @@ import sqlalchemy as sa
 from campaigns.channel_options.wechat import WeChatOAChannelConfig
 from campaigns.config import AppConfig
 from campaigns.errors import RenderError
-from campaigns.ledger import Recorded, claim, record
+from campaigns.ledger import Claim, Recorded, claim, record
 from campaigns.messages import OutboundMessage, Outcome, SendResult
 from campaigns.models import Event
-from campaigns.policy import send_time_skips
+from campaigns.policy import Skip, send_time_skips
 from campaigns.rendering import build_context
 from workers.runtime import Runtime
 
@@ -75,10 +76,35 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
     # in 100 ms would otherwise hold a 50-row job for 5 s (P3).
     for delivery, outcome in zip(to_send, runtime.map_sends(send_one, to_send), strict=True):
         results[delivery.id] = outcome
-    recorded = record(runtime.engine, config, claimed, results, skips=skips, now=now)
+    recorded = _record_stubbornly(runtime, claimed, results, skips, now=now, until=now + config.worker.lease)
     for campaign, reason in recorded.halted.items():
         logger.error("campaign %s paused: %s", campaign, reason)
     return recorded
+
+
+#: Pauses between attempts to record a batch whose database connection dropped.
+RECORD_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+def _record_stubbornly(runtime: Runtime, claimed: Claim, results: dict[int, tuple[SendResult, datetime, datetime]],
+                       skips: dict[int, Skip], *, now: datetime, until: datetime) -> Recorded:
+    """Record the batch, retrying while the database is briefly away.
+
+    The messages are out by now: failing here would leave the rows ``sending`` until
+    their lease expires and then send them again. A dropped connection is worth a few
+    retries (the pool pre-pings and reconnects); past the lease, another worker may own
+    the rows, and the claim token makes a late record a no-op anyway.
+    """
+    for delay in (*RECORD_RETRY_DELAYS_S, None):
+        try:
+            return record(runtime.engine, runtime.config, claimed, results, skips=skips, now=now)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            if delay is None or runtime.clock() >= until:
+                raise
+            logger.warning("recording %d deliveries failed (%s); retrying in %.1fs",
+                           len(claimed.deliveries), type(exc).__name__, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _interaction_channels(config: AppConfig) -> set[str]:

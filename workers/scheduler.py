@@ -7,6 +7,7 @@ is still sent once (workers claim rows).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import redis
+import sqlalchemy as sa
 from dramatiq.broker import Broker
 from sqlalchemy.engine import Engine
 
@@ -36,6 +39,11 @@ from campaigns.schedule import due_slot, latest_cron_slot
 from workers.broker import enqueue_many, send_message
 
 logger = logging.getLogger("nurture.scheduler")
+
+#: Failures of the database or the broker that a later tick may not meet.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError, sa.exc.InterfaceError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+)
 
 
 #: Messages per Redis pipeline round trip.
@@ -197,12 +205,20 @@ def run_forever(*, config: AppConfig, engine: Engine, broker: Broker, clock: Cal
         while True:
             started = time.monotonic()
             now = clock()
-            if leadership.hold(now):
-                report = tick(config=config, engine=engine, broker=broker, now=now)
-                if on_tick:
-                    on_tick(report)
-            elif on_standby:
-                on_standby(now)
+            try:
+                if leadership.hold(now):
+                    report = tick(config=config, engine=engine, broker=broker, now=now)
+                    if on_tick:
+                        on_tick(report)
+                elif on_standby:
+                    on_standby(now)
+            except TRANSIENT_ERRORS as exc:
+                # Redis restarting or the database dropping connections must not end the
+                # scheduler: what this tick planned is in the ledger, and rows it could not
+                # hand to the broker are dispatched again once their lease passes.
+                logger.warning("tick at %s failed, retrying next interval: %s: %s",
+                               now.isoformat(), type(exc).__name__, exc)
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
     finally:
-        leadership.release()
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            leadership.release()

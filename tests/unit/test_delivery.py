@@ -118,3 +118,48 @@ def test_a_jobs_rows_are_sent_concurrently_on_the_send_pool(tmp_path, sqlite_url
     runtime.close()
     assert recorded.counts == {"ok": 5}
     assert state["most"] == 5
+
+
+def test_a_record_that_meets_a_dropped_connection_is_retried_not_left_for_a_resend(tmp_path, sqlite_url, monkeypatch):
+    import workers.delivery as delivery_module
+
+    runtime, ids = outbox_runtime(tmp_path, sqlite_url)
+    real_record = delivery_module.record
+    calls = []
+
+    def flaky_record(*args, **kwargs):
+        calls.append(1)
+        if len(calls) < 3:  # the database dropped us twice, after the messages went out
+            raise sa.exc.OperationalError("UPDATE delivery ...", None,
+                                          Exception("server closed the connection unexpectedly"))
+        return real_record(*args, **kwargs)
+
+    monkeypatch.setattr(delivery_module, "record", flaky_record)
+    monkeypatch.setattr(delivery_module, "RECORD_RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+
+    recorded = deliver_batch(runtime, ids)
+
+    assert recorded.counts == {"ok": 5} and len(calls) == 3
+    with runtime.engine.connect() as conn:
+        assert set(conn.execute(sa.select(Delivery.status)).scalars()) == {"sent"}
+    runtime.close()
+
+
+def test_a_record_that_keeps_failing_raises_so_the_lease_brings_the_rows_back(tmp_path, sqlite_url, monkeypatch):
+    import pytest
+
+    import workers.delivery as delivery_module
+
+    runtime, ids = outbox_runtime(tmp_path, sqlite_url)
+
+    def broken_record(*args, **kwargs):
+        raise sa.exc.OperationalError("UPDATE delivery ...", None, Exception("connection refused"))
+
+    monkeypatch.setattr(delivery_module, "record", broken_record)
+    monkeypatch.setattr(delivery_module, "RECORD_RETRY_DELAYS_S", (0.0,))
+
+    with pytest.raises(sa.exc.OperationalError):
+        deliver_batch(runtime, ids)
+    with runtime.engine.connect() as conn:  # still leased: the sweeper requeues them after the lease
+        assert set(conn.execute(sa.select(Delivery.status)).scalars()) == {"sending"}
+    runtime.close()
