@@ -209,6 +209,23 @@ def _timing(config: AppConfig, campaign: CampaignConfig | None, delivery: Any, *
     return Skip(f"outside {' and '.join(blocking)} ({zone.key})", defer_until=until)
 
 
+def quiet_hours_start(config: AppConfig, campaign: CampaignConfig | None, customer: dict[str, Any], *,
+                      now: datetime) -> datetime | None:
+    """When the customer's next quiet hours begin (UTC), for a marketing message sent at
+    ``now``: a provider that queues messages (Twilio's ValidityPeriod) must not deliver it
+    later than that. None when quiet hours are off or the campaign is transactional."""
+    if campaign is not None and campaign.purpose != "marketing":
+        return None
+    quiet = window_bounds(config.compliance.quiet_hours)
+    if quiet is None:
+        return None
+    zone = customer_zone(customer, campaign.zone if campaign else UTC_ZONE)
+    return next_opening(now, zone, *quiet) or now
+
+
+UTC_ZONE = ZoneInfo("UTC")
+
+
 def _capped(caps: FrequencyCapsConfig, campaign: CampaignConfig | None, history: list[tuple[str, datetime]],
             family: str, *, now: datetime) -> Skip | None:
     """Skip or defer a marketing message over the frequency caps; else count it as sent.

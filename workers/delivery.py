@@ -21,7 +21,7 @@ from campaigns.errors import RenderError
 from campaigns.ledger import Claim, Recorded, claim, record
 from campaigns.messages import OutboundMessage, Outcome, SendResult
 from campaigns.models import Event
-from campaigns.policy import Skip, send_time_skips
+from campaigns.policy import Skip, quiet_hours_start, send_time_skips
 from campaigns.rendering import build_context
 from workers.runtime import Runtime
 
@@ -50,6 +50,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
     # Channels apply compliance rules by purpose (opt-out text on marketing SMS, no
     # marketing over WeChat template messages); looked up once per batch.
     purposes = {campaign.name: campaign.purpose for campaign in config.campaigns}
+    campaigns = {campaign.name: campaign for campaign in config.campaigns}
 
     def send_one(delivery: Any) -> tuple[SendResult, datetime, datetime]:
         started = runtime.clock()
@@ -66,6 +67,11 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
                 result = SendResult(Outcome.PERMANENT, error=f"customer has no {options.recipient}")
             else:
                 extra = {"purpose": purposes.get(delivery.campaign, "marketing")}
+                # Providers that queue (Twilio) are told to drop the message rather than
+                # deliver it into the customer's quiet hours.
+                quiet_from = quiet_hours_start(config, campaigns.get(delivery.campaign), delivery.customer, now=started)
+                if quiet_from is not None:
+                    extra["deliver_within_s"] = max(1, int((quiet_from - started).total_seconds()))
                 if delivery.channel in interaction_channels:
                     extra["last_interaction_at"] = _iso(interactions.get(delivery.customer["id"]))
                 result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra)

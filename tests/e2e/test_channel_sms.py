@@ -503,6 +503,19 @@ def test_twilio_marketing_gets_brand_and_opt_out_once(twilio: Fake) -> None:
     assert forms[0]["MessagingServiceSid"] == "MG1" and "From" not in forms[0]
 
 
+def test_twilio_marketing_expires_before_the_customers_quiet_hours(twilio: Fake) -> None:
+    channel = twilio_channel(twilio, validity_period=3600)
+    soon = message(purpose="marketing", sms="Sale")
+    soon.metadata["deliver_within_s"] = 900  # quiet hours start in 15 minutes
+    later = message(purpose="marketing", sms="Sale")
+    later.metadata["deliver_within_s"] = 5 * 3600  # the channel's own hour is tighter
+    channel.send(soon)
+    channel.send(later)
+    channel.close()
+    assert twilio.problems == []
+    assert [dict(parse_qsl(r[3].decode()))["ValidityPeriod"] for r in twilio.requests] == ["900", "3600"]
+
+
 def twilio_error(status: int, code: int | None) -> dict[str, Any]:
     return {"code": code, "message": "error for +8613800138000", "more_info": "https://…", "status": status}
 

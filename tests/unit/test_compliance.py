@@ -381,3 +381,34 @@ def test_check_reports_a_window_that_can_never_open_with_file_line_and_key(tmp_p
     assert [(issue.key_path, issue.line) for issue in result.issues] == [
         ("campaigns[0].window", text.splitlines().index('window = "22:00-23:30"') + 1)]
     assert "quiet hours 21:00-08:00" in result.issues[0].message
+
+
+def test_quiet_hours_start_is_the_deadline_for_queued_marketing(world):
+    from campaigns.policy import quiet_hours_start
+
+    evening = datetime(2026, 6, 1, 12, 15, tzinfo=UTC)  # 20:15 in Shanghai
+    customer = {"timezone": None, "phone": "+8613800000001"}
+    assert quiet_hours_start(world.config, world.config.campaign("promo_sms"), customer, now=evening) == \
+        datetime(2026, 6, 1, 13, 0, tzinfo=UTC)  # 21:00 Shanghai
+    assert quiet_hours_start(world.config, world.config.campaign("receipt"), customer, now=evening) is None
+
+
+def test_the_worker_tells_the_channel_how_long_marketing_may_wait(world):
+    seen = []
+    outbox = world.runtime.channels["text"]
+
+    class Recording:
+        name = "text"
+
+        def send(self, message):
+            seen.append(message.metadata)
+            return outbox.send(message)
+
+        def close(self):
+            outbox.close()
+
+    world.runtime.channels["text"] = Recording()
+    world.add("sh", phone="+8613800000001", timezone=None, consent=("sms",))
+    world.run("promo_sms", at=datetime(2026, 6, 1, 12, 15, tzinfo=UTC))  # 20:15 in Shanghai
+
+    assert seen == [{"purpose": "marketing", "deliver_within_s": 45 * 60}]

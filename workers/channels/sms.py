@@ -538,6 +538,10 @@ def classify_twilio_error(
     return SendResult(Outcome.PERMANENT, error=error, code=code)
 
 
+#: Twilio's upper bound for ValidityPeriod, in seconds (10 hours).
+TWILIO_MAX_VALIDITY_S = 36000
+
+
 class TwilioChannel(_HttpChannel):
     """Sends free-text SMS through Twilio's Messages resource."""
 
@@ -572,8 +576,12 @@ class TwilioChannel(_HttpChannel):
             form["From"] = opts.from_number
         if opts.status_callback:
             form["StatusCallback"] = opts.status_callback
-        if opts.validity_period:
-            form["ValidityPeriod"] = str(opts.validity_period)
+        # The tighter of the channel's own limit and the time left before the customer's
+        # quiet hours (set by the worker for marketing): Twilio drops what it could not
+        # deliver by then instead of waking someone up.
+        limits = [v for v in (opts.validity_period, message.metadata.get("deliver_within_s")) if v]
+        if limits:
+            form["ValidityPeriod"] = str(max(1, min(TWILIO_MAX_VALIDITY_S, *map(int, limits))))
         return form
 
     def send(self, message: OutboundMessage) -> SendResult:
