@@ -1,8 +1,8 @@
 """Entry module for Dramatiq's own CLI: ``dramatiq workers.app``.
 
-Reads the config file named by ``NURTURE_CONFIG`` (default ``config.toml``), builds the
-broker and declares the actors. Database and channel connections are opened lazily in
-each worker process.
+Reads the config file named by ``NURTURE_CONFIG`` (default ``config.toml``), masks the
+process's logs (:mod:`campaigns.masking`), builds the broker and declares the actors.
+Database and channel connections are opened lazily in each worker process.
 """
 
 from __future__ import annotations
@@ -12,12 +12,19 @@ import os
 import dramatiq
 
 from campaigns.config import load_config
+from campaigns.masking import install_masking, secrets_from_config
 from workers.actors import declare_actors
 from workers.broker import make_broker
+from workers.channels.registry import quiet_request_logs
 from workers.runtime import LazyRuntime
 
 _config_path = os.environ.get("NURTURE_CONFIG", "config.toml")
 _config = load_config(_config_path)
+# Dramatiq imports this module in each worker process after configuring that process's
+# logging (at INFO): from here on no log line of the process carries an address or a
+# secret, and no request URL is logged at all.
+install_masking(secrets=secrets_from_config(_config))
+quiet_request_logs()
 broker = make_broker(_config.broker)
 dramatiq.set_broker(broker)
 actors = declare_actors(broker, LazyRuntime(config_path=_config_path), queue=_config.broker.queue)

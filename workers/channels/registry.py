@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -18,6 +19,26 @@ from workers.channels.webhook import WebhookChannel
 from workers.channels.wechat import WeChatOAChannel, WeComRobotChannel
 from workers.ratelimit import make_rate_limiter
 from workers.tokencache import make_token_cache
+
+#: Loggers of the channels' HTTP client that log every request line at INFO.
+HTTP_CLIENT_LOGGERS = ("httpx", "httpcore")
+
+
+def quiet_request_logs() -> None:
+    """Keep the HTTP client's per-request INFO lines out of the logs.
+
+    They carry the whole URL: Aliyun's SendSms query string holds the phone number and
+    the template parameters (a customer's name), and Dramatiq's worker processes log at
+    INFO. Warnings and errors still get through, and a process logging at DEBUG (asked
+    for on purpose) keeps them, masked like every line.
+    """
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name in HTTP_CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
 
 #: Channels whose constructor takes just (name, options).
 _SIMPLE = {

@@ -26,6 +26,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from campaigns.config import WebhookChannelConfig, read_secret
+from campaigns.masking import mask_text
 from campaigns.messages import OutboundMessage, Outcome, SendResult
 
 RETRY_STATUSES = frozenset({408, 425, 429})
@@ -38,6 +39,12 @@ def signing_key(secret: str) -> bytes:
     if secret.startswith("whsec_"):
         return base64.b64decode(secret[len("whsec_") :])
     return secret.encode("utf-8")
+
+
+def webhook_id(send_key: str) -> str:
+    """The ``webhook-id`` of the message with ``send_key``: stable across retries and
+    resends, so a Standard Webhooks receiver that dedupes on it drops the repeat."""
+    return "msg_" + hashlib.sha256(send_key.encode()).hexdigest()[:32]
 
 
 def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
@@ -112,7 +119,7 @@ class WebhookChannel:
         body = self.body(message)
         headers = {"Content-Type": "application/json", "Idempotency-Key": message.send_key}
         if self._key is not None:
-            message_id = "msg_" + hashlib.sha256(message.send_key.encode()).hexdigest()[:32]
+            message_id = webhook_id(message.send_key)
             timestamp = int(time.time())
             headers.update(
                 {
@@ -150,7 +157,9 @@ def classify(response: httpx.Response) -> SendResult:
         except ValueError:
             pass
         return SendResult.ok(provider_id, code=code)
-    excerpt = response.text[:200].replace("\n", " ")
+    # Receivers echo what they were sent ("unknown recipient bob@x"): keep errors PII-free,
+    # as the SMTP and SMS channels do.
+    excerpt = mask_text(response.text[:200].replace("\n", " "))
     error = f"HTTP {status}: {excerpt}" if excerpt else f"HTTP {status}"
     if status in RETRY_STATUSES or status >= 500:
         return SendResult(Outcome.RETRY, error=error, code=code,
