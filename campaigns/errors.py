@@ -6,6 +6,7 @@
     ├── ConfigError            the configuration is invalid (carries every issue found)
     ├── DataImportError        an import file cannot be read at all (bad rows are not errors)
     ├── RenderError            a template failed to compile or render (permanent for a delivery)
+    ├── UnknownCustomerError   no customer has the customer_id given (``nurture forget``)
     └── DeliveryError          a channel could not deliver one message
         ├── RetryableDeliveryError   try again later (network, timeout, 429, 5xx)
         └── PermanentDeliveryError   never retry (bad address, rejected request)
@@ -58,6 +59,14 @@ class RenderError(NurtureError):
         self.lineno = lineno
         where = f"{template}:{lineno}" if lineno else template
         super().__init__(f"{where}: {message}")
+
+
+class UnknownCustomerError(NurtureError):
+    """No customer has the ``customer_id`` (external id) a command was given."""
+
+    def __init__(self, external_id: str) -> None:
+        self.external_id = external_id
+        super().__init__(f"no customer with customer_id {external_id!r}")
 
 
 class DeliveryError(NurtureError):

@@ -10,23 +10,47 @@ each other in the templates folder, one per part a channel may use::
     win_back/miss_you.json.j2      JSON body for the webhook channel
 
 Undefined variables are errors (``StrictUndefined``), found by ``nurture check`` before
-the first send. The sandbox keeps templates away from Python internals.
+the first send.
+
+Templates run in Jinja's immutable sandbox: no attribute starting with ``_`` (so no way to
+Python internals), no changing the data a template is given (a template cannot alter
+what another part or message sees), no globals but ``range`` (capped), ``dict``,
+``cycler``, ``joiner`` and ``namespace`` (so no ``os``, ``open`` or imports, hence no
+network), and files only from inside the templates folder (``..``, absolute paths and
+symlinks pointing out are refused). ``*`` and ``**`` are capped so that ``'x' * 10**9``
+or ``9 ** (9 ** 9)`` fail at once instead of exhausting the worker. Every violation is a
+:class:`~campaigns.errors.RenderError` naming the file and line.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyntaxError, select_autoescape
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    select_autoescape,
+)
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from campaigns.errors import RenderError
 
 #: Template parts, in the order they are rendered.
 PARTS = ("subject", "txt", "html", "sms", "json")
+#: Longest string or list a template may build with ``*``.
+MAX_REPEAT_LENGTH = 1_000_000
+#: Largest integer, in bits, a template may compute with ``*`` or ``**``.
+MAX_INTEGER_BITS = 4096
 
 
 def template_parts(directory: Path, name: str) -> list[str]:
@@ -40,6 +64,59 @@ def _tojson(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+class _OutsideFolder(TemplateNotFound):
+    """A template file that resolves outside the templates folder (through a symlink)."""
+
+
+class _ConfinedLoader(FileSystemLoader):
+    """A :class:`FileSystemLoader` that refuses files resolving outside its folder.
+
+    Jinja already refuses ``..`` and absolute names; a symlink inside the folder (which
+    git happily stores) could still point at ``/proc/self/environ`` and mail the
+    worker's secrets to whoever receives the message.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(str(directory))
+        self.root = Path(directory).resolve()
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Any]:
+        """The template's source, unless its file resolves outside the folder."""
+        source, filename, uptodate = super().get_source(environment, template)
+        if not Path(filename).resolve().is_relative_to(self.root):
+            raise _OutsideFolder(template, f"{template!r} resolves outside the templates folder {self.root}")
+        return source, filename, uptodate
+
+
+class _MessageSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox with ``*`` and ``**`` bounded (see the module docstring)."""
+
+    # Intercepting also stops Jinja from folding constants at compile time, which would
+    # otherwise compute 9 ** (9 ** 9) inside get_template (and hang `nurture check`).
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        """``left * right`` or ``left ** right``, refused when the result would be huge."""
+        if operator == "**":
+            if _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1 and (
+                right * math.log2(abs(left)) > MAX_INTEGER_BITS
+            ):
+                raise SecurityError(f"{left} ** {right} is too large: the sandbox allows integers of "
+                                    f"at most {MAX_INTEGER_BITS} bits")
+            return left**right
+        for sequence, count in ((left, right), (right, left)):
+            if isinstance(sequence, str | list | tuple) and _is_int(count) and len(sequence) * count > MAX_REPEAT_LENGTH:
+                raise SecurityError(f"'*' would build a {type(sequence).__name__} of {len(sequence) * count} "
+                                    f"items: the sandbox allows at most {MAX_REPEAT_LENGTH}")
+        if _is_int(left) and _is_int(right) and left.bit_length() + right.bit_length() > MAX_INTEGER_BITS:
+            raise SecurityError(f"'*' would compute an integer of over {MAX_INTEGER_BITS} bits")
+        return left * right
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int)
+
+
 class TemplateRenderer:
     """Renders message templates from one folder; compiled templates are cached per instance.
 
@@ -49,8 +126,8 @@ class TemplateRenderer:
 
     def __init__(self, *, directory: Path) -> None:
         self.directory = Path(directory)
-        self.environment = SandboxedEnvironment(
-            loader=FileSystemLoader(str(self.directory)),
+        self.environment = _MessageSandbox(
+            loader=_ConfinedLoader(self.directory),
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
             auto_reload=False,
@@ -58,6 +135,9 @@ class TemplateRenderer:
             keep_trailing_newline=False,
         )
         self.environment.filters["tojson"] = _tojson
+        # Placeholder text has no place in a message, and lipsum(10**7) is a cheap way to
+        # exhaust a worker.
+        self.environment.globals.pop("lipsum", None)
         self._parts: dict[str, list[str]] = {}
 
     def parts(self, name: str) -> list[str]:
@@ -84,6 +164,15 @@ class TemplateRenderer:
                 text = template.render(context)
             except TemplateSyntaxError as exc:
                 raise RenderError(filename, exc.message or str(exc), lineno=exc.lineno) from exc
+            except TemplateNotFound as exc:
+                # An include, import or extends: say where templates may come from.
+                reason = str(exc) if isinstance(exc, _OutsideFolder) else f"{exc.name!r} not found"
+                raise RenderError(
+                    filename,
+                    f"{reason}: a template can only include, import or extend files inside the "
+                    f"templates folder {self.directory}",
+                    lineno=_template_lineno(exc),
+                ) from exc
             except TemplateError as exc:
                 raise RenderError(filename, str(exc), lineno=_template_lineno(exc)) from exc
             except Exception as exc:  # a filter or attribute raising inside the sandbox
