@@ -37,6 +37,19 @@ CATEGORIES = {
 PURCHASE_CHANNELS = ["ecommerce", "store", "social", "distributor", "direct"]
 
 
+def demo_moment(wall: datetime, *, zone: str = "Asia/Shanghai", hour: int = 10) -> datetime:
+    """The latest ``hour`` o'clock in ``zone`` at or before ``wall`` (UTC): the demo runs its
+    clock there so its Shanghai customers are inside the marketing hours (quiet hours
+    would rightly hold every message of a demo run at night)."""
+    from zoneinfo import ZoneInfo
+
+    local = wall.astimezone(ZoneInfo(zone))
+    moment = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if moment > local:
+        moment -= timedelta(days=1)
+    return moment.astimezone(wall.tzinfo)
+
+
 def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetime) -> dict[str, Path]:
     """Write ``customers.csv``, ``orders.jsonl`` and ``events.csv`` under ``directory``."""
     rng = random.Random(seed)

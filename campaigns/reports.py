@@ -354,14 +354,15 @@ def channel_report(engine: Engine) -> dict[str, Any]:
             by_stage.setdefault(channel, {})[stage_name] = count
         built = []
         for channel, customers, buyers, repeat, orders, revenue in rows:
-            revenue = _money(revenue)
+            # PostgreSQL sums integers to NUMERIC (Decimal), which a float cannot divide.
+            revenue, orders = _money(revenue), int(orders)
             built.append({
                 "channel": channel,
                 "customers": customers,
                 "buyers": buyers,
                 "repeat_buyers": int(repeat),
                 "repeat_rate": _ratio(int(repeat), buyers),
-                "orders": int(orders),
+                "orders": orders,
                 "revenue": revenue,
                 "avg_order_value": round(revenue / orders, 2) if orders else None,
                 "revenue_share": _ratio(revenue, total_revenue),

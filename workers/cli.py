@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import typer
@@ -30,6 +31,7 @@ from campaigns.checks import check_config_file
 from campaigns.config import AppConfig, load_config
 from campaigns.db import current_revision, make_engine, upgrade
 from campaigns.errors import ConfigError, NurtureError
+from campaigns.masking import install_masking, register_secrets, secrets_from_config
 from campaigns.models import CampaignState, Customer, Delivery, utcnow
 
 app = typer.Typer(
@@ -92,7 +94,10 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
 
 
 def _load(config_path: Path) -> AppConfig:
-    return load_config(config_path)
+    config = load_config(config_path)
+    # main() masks every log line; from now on the config's secrets are known too.
+    register_secrets(secrets_from_config(config))
+    return config
 
 
 def _engine_for(config: AppConfig) -> sa.Engine:
@@ -267,29 +272,43 @@ def scheduler(
     from workers.broker import make_broker
     from workers.inprocess import InProcessWorkers
     from workers.runtime import Runtime
-    from workers.scheduler import run_forever, tick
+    from workers.scheduler import Leadership, run_forever, tick
 
     fixed_now = _parse_now(now) if now else None
     cfg = _load(config)
     engine = _engine_for(cfg)
     clock = (lambda: fixed_now) if fixed_now else utcnow
+    # --once is a manual tick: it runs whoever leads (ticks are idempotent). A loop ticks
+    # only while it holds the leader lease; other schedulers stand by.
+    leadership = Leadership.for_config(cfg, engine=engine)
+
+    def standby(moment: datetime) -> None:
+        if as_json:
+            print(json.dumps({"now": moment.isoformat(), "standby": True, "holder": leadership.holder}))
+
     if cfg.broker.url.startswith("stub://"):
         runtime = Runtime.from_config(cfg, engine=engine, clock=clock)
         workers = InProcessWorkers(runtime=runtime)
         with workers.running():
-            while True:
-                report = workers.tick(clock())
-                _print_tick(report, as_json=as_json)
-                if once:
-                    return
-                time.sleep(cfg.scheduler.interval.total_seconds())
+            try:
+                while True:
+                    moment = clock()
+                    if once or leadership.hold(moment):
+                        _print_tick(workers.tick(moment), as_json=as_json)
+                    else:
+                        standby(moment)
+                    if once:
+                        return
+                    time.sleep(cfg.scheduler.interval.total_seconds())
+            finally:
+                leadership.release()
     broker = make_broker(cfg.broker)
     broker.client.ping()  # type: ignore[attr-defined]  # a clear error now, not on the first enqueue
     if once:
         _print_tick(tick(config=cfg, engine=engine, broker=broker, now=clock()), as_json=as_json)
         return
-    run_forever(config=cfg, engine=engine, broker=broker, clock=clock,
-                on_tick=lambda report: _print_tick(report, as_json=as_json))
+    run_forever(config=cfg, engine=engine, broker=broker, clock=clock, leadership=leadership,
+                on_tick=lambda report: _print_tick(report, as_json=as_json), on_standby=standby)
 
 
 def _parse_properties(items: list[str]) -> dict[str, Any]:
@@ -628,6 +647,58 @@ def resume(campaign: str, config: ConfigOption = Path("config.toml")) -> None:
 
 @app.command()
 @friendly_errors
+def forget(
+    customer: Annotated[str, typer.Argument(metavar="CUSTOMER", help="The customer's customer_id (as imported).")],
+    config: ConfigOption = Path("config.toml"),
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Erase a customer's personal data for good; aggregate reports stay correct.
+
+    Blanks name, addresses, attributes and event properties, masks addresses in delivery
+    errors, keeps suppressed addresses only as digests, withdraws every consent and
+    removes the customer's outbox files. Orders, deliveries and enrolments stay, attached
+    to an anonymous row, so revenue and campaign numbers do not change. Cannot be undone.
+    """
+    from campaigns.config import OutboxChannelConfig
+    from campaigns.errors import UnknownCustomerError
+    from campaigns.forget import forget_customer
+    from workers.channels.outbox import remove_messages
+
+    cfg = _load(config)
+    engine = _engine_for(cfg)
+    with engine.connect() as conn:
+        customer_id = conn.execute(sa.select(Customer.id).where(Customer.external_id == customer)).scalar()
+    if customer_id is None:
+        raise UnknownCustomerError(customer)  # before asking: a typo should not need a "yes"
+    if not yes and not typer.confirm(
+        f"Erase the personal data of customer {customer}? This cannot be undone.", err=True
+    ):
+        err_console.print("nothing was changed")
+        raise typer.Exit(1)
+    report = forget_customer(engine, customer, now=utcnow())
+    with engine.connect() as conn:
+        sent = conn.execute(sa.select(Delivery.channel, Delivery.campaign, Delivery.send_key)
+                            .where(Delivery.customer_id == report.customer_id)).all()
+    files_removed = 0
+    for name, options in cfg.channels.items():
+        if isinstance(options, OutboxChannelConfig):
+            files_removed += remove_messages(Path(options.dir), [(c, k) for ch, c, k in sent if ch == name])
+    if as_json:
+        print(json.dumps({"customer": customer, **report.to_dict(), "outbox_files_removed": files_removed}))
+        return
+    console.print(
+        f"[green]forgotten[/] {customer} (now {report.placeholder}): {report.events_scrubbed} event(s) and "
+        f"{report.responses_scrubbed} response(s) emptied, {report.deliveries_scrubbed + report.attempts_scrubbed} "
+        f"delivery error(s) masked, {report.suppressions_digested} suppression(s) kept as digests, "
+        f"{report.consents_withdrawn} consent(s) withdrawn, {report.deliveries_cancelled} queued message(s) "
+        f"cancelled, {files_removed} outbox file(s) removed",
+        highlight=False,
+    )
+
+
+@app.command()
+@friendly_errors
 def demo(
     config: ConfigOption = Path("config.toml"),
     customers: Annotated[int, typer.Option(help="How many demo customers to generate.")] = 3000,
@@ -647,6 +718,7 @@ def demo(
         raise ConfigError(result.issues)
     cfg = result.config
     assert cfg is not None
+    register_secrets(secrets_from_config(cfg))
     if not cfg.broker.url.startswith("stub://") or not cfg.database.url.startswith("sqlite"):
         err_console.print("[bold red]error:[/] the demo runs on the embedded default (sqlite + stub://); "
                           "use `nurture scheduler` for other set-ups")
@@ -661,7 +733,11 @@ def demo(
         for campaign in cfg.campaigns if directory is not None else ():
             shutil.rmtree(Path(directory) / campaign.name, ignore_errors=True)
     data_dir = db_path.parent / "demo-data"
-    now = utcnow()
+    from campaigns.demo_data import demo_moment
+
+    now = demo_moment(utcnow())
+    console.print(f"demo clock: {now.astimezone(ZoneInfo('Asia/Shanghai')):%Y-%m-%d %H:%M} Asia/Shanghai, where the "
+                  "demo customers live (marketing waits out the quiet hours, 21:00-08:00 local)")
     console.print(f"[bold]1.[/] generating {customers} customers with two years of orders → {data_dir}")
     files = write_demo_files(data_dir, customers=customers, seed=seed, now=now)
     engine = _engine_for(cfg)
@@ -675,7 +751,7 @@ def demo(
     console.print(f"[bold]3.[/] profiles: {profiles_report.customers} customers staged and RFM-scored "
                   f"in {profiles_report.seconds:.1f}s (what the scheduler does daily)")
     console.print("[bold]4.[/] scheduler tick with in-process Dramatiq workers (stub broker)")
-    runtime = Runtime.from_config(cfg, engine=engine)
+    runtime = Runtime.from_config(cfg, engine=engine, clock=lambda: now)
     workers = InProcessWorkers(runtime=runtime)
     with workers.running():
         report = workers.tick(now)
@@ -709,5 +785,14 @@ def main() -> None:
     """Console entry point."""
     logging.basicConfig(level=os.environ.get("NURTURE_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # No log line carries a full address or a secret, whichever handler writes it
+    # (uvicorn's included); commands add the config's secrets when they load it.
+    install_masking()
+    from workers.channels.registry import quiet_request_logs
+
+    quiet_request_logs()
     app()
-from workers import cli_views  # noqa: E402,F401  (registers the report commands)
+from workers import (
+    cli_compliance,  # noqa: E402,F401  (registers suppress, consent and reply)
+    cli_views,  # noqa: E402,F401  (registers the report commands)
+)

@@ -7,15 +7,34 @@ would overwrite itself rather than appear twice.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from campaigns.config import OutboxChannelConfig
 from campaigns.messages import OutboundMessage, Outcome, SendResult
+
+
+def _stem(send_key: str) -> str:
+    return send_key.replace(":", "_").replace("/", "_")
+
+
+def remove_messages(directory: Path, messages: Iterable[tuple[str, str]]) -> int:
+    """Delete the files written for ``(campaign, send_key)`` pairs under ``directory``
+    (``nurture forget``: they hold the address and the text); returns how many went."""
+    removed = 0
+    for campaign, send_key in messages:
+        for suffix in (".eml", ".txt"):
+            path = Path(directory) / campaign / f"{_stem(send_key)}{suffix}"
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
 
 
 class OutboxChannel:
@@ -30,7 +49,7 @@ class OutboxChannel:
     def send(self, message: OutboundMessage) -> SendResult:
         """Write the message atomically (temp file + rename)."""
         folder = self.directory / message.campaign
-        stem = message.send_key.replace(":", "_").replace("/", "_")
+        stem = _stem(message.send_key)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if self.recipient_field == "email":
