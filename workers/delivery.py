@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from campaigns.channel_options.wechat import WeChatOAChannelConfig
 from campaigns.config import AppConfig
 from campaigns.errors import RenderError
+from campaigns.masking import mask_text
 from campaigns.ledger import Claim, Recorded, claim, record
 from campaigns.messages import OutboundMessage, Outcome, SendResult
 from campaigns.models import Event
@@ -177,4 +178,6 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
         return channel.send(message)
     except Exception as exc:  # a channel bug must not strand the rest of the batch
         logger.exception("channel %s raised on delivery %s", delivery.channel, delivery.id)
-        return SendResult(Outcome.RETRY, error=f"internal error: {type(exc).__name__}: {exc}", code="internal")
+        # The ledger keeps errors PII-free: exception texts often quote the recipient.
+        return SendResult(Outcome.RETRY, error=f"internal error: {type(exc).__name__}: {mask_text(str(exc))}",
+                          code="internal")

@@ -129,6 +129,9 @@ def test_a_channel_exception_is_logged_with_its_traceback_masked(tmp_path, sqlit
     assert "RuntimeError: cannot encode recipient p***@example.com (phone +86*******0000)" in formatted
     assert EMAIL not in formatted and PHONE not in formatted  # ...which is masked
     assert EMAIL not in caplog.text and PHONE not in caplog.text
+    with runtime.engine.connect() as conn:  # and the ledger keeps the error masked too
+        stored = conn.execute(sa.select(Delivery.last_error)).scalar_one()
+    assert stored.endswith("internal error: RuntimeError: cannot encode recipient p***@example.com (phone +86*******0000)")
 
 
 @pytest.fixture
