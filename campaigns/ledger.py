@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,8 +28,17 @@ from sqlalchemy.engine import Engine
 from campaigns.audience import CHANNEL_FAMILY, order_facts
 from campaigns.config import AppConfig
 from campaigns.db import dialect_insert
+from campaigns.masking import mask_text
 from campaigns.messages import Outcome, SendResult
-from campaigns.models import CampaignState, Customer, Delivery, DeliveryAttempt, Enrollment, Suppression, utcnow
+from campaigns.models import (
+    CampaignState,
+    Customer,
+    Delivery,
+    DeliveryAttempt,
+    Enrollment,
+    Suppression,
+    utcnow,
+)
 from campaigns.policy import Skip
 
 _CUSTOMER_FIELDS = (
@@ -240,6 +249,10 @@ def record(
     for delivery_id, (result, started_at, finished_at) in results.items():
         delivery = by_id[delivery_id]
         counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
+        if result.error:
+            # Channels keep their errors PII-free; this is the last line of defence for a
+            # provider that echoes the recipient in a message nobody anticipated.
+            result = replace(result, error=mask_text(result.error))
         attempts.append(
             {
                 "delivery_id": delivery_id,

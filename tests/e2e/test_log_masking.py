@@ -160,3 +160,28 @@ def test_request_lines_of_the_http_client_are_kept_out_unless_debugging() -> Non
     assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
     assert not logging.getLogger("httpcore").isEnabledFor(logging.INFO)
     assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
+
+
+class EchoingChannel:
+    """A provider that halts with an error quoting the recipient (WeChat's errmsg can)."""
+
+    name = "mail"
+
+    def send(self, message):  # noqa: ANN001, ANN201
+        from campaigns.messages import Outcome, SendResult
+
+        return SendResult(Outcome.HALT, error=f"invalid openid or user {message.recipient} blocked", code="40003")
+
+    def close(self) -> None:
+        pass
+
+
+def test_errors_a_channel_did_not_mask_are_masked_before_the_ledger_stores_them(tmp_path, sqlite_url):
+    runtime, ids = planned_runtime(write_config(tmp_path, sqlite_url, channel="mail"), "http://127.0.0.1:9/none")
+    runtime.channels["mail"] = EchoingChannel()  # type: ignore[assignment]
+    deliver_batch(runtime, ids)
+    with runtime.engine.connect() as conn:
+        stored = conn.execute(sa.select(Delivery.last_error)).scalar_one()
+        reason = conn.execute(sa.select(CampaignState.paused_reason)).scalar_one()
+    runtime.close()
+    assert stored == reason == "invalid openid or user p***@example.com blocked"
