@@ -609,18 +609,37 @@ def delivery_summary(engine: sa.Engine) -> list[dict[str, Any]]:
     return [{"campaign": r[0], "channel": r[1], "status": r[2], "count": r[3]} for r in rows]
 
 
+def held_back_summary(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Why messages were skipped, or wait queued, per campaign: policy decisions (consent,
+    caps, quiet hours, windows, conditions) and provider errors awaiting a retry. Reasons
+    are grouped without their per-customer detail (the time zone in parentheses)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(Delivery.campaign, Delivery.status, Delivery.last_error, sa.func.count())
+            .where(Delivery.status.in_(["skipped", "queued"]), Delivery.last_error.is_not(None))
+            .group_by(Delivery.campaign, Delivery.status, Delivery.last_error)
+        ).all()
+    counts: dict[tuple[str, str, str], int] = {}
+    for campaign, status, reason, count in rows:
+        key = (campaign, status, reason.split(" (")[0] if reason.endswith(")") else reason)
+        counts[key] = counts.get(key, 0) + count
+    return [{"campaign": c, "status": s, "reason": r, "count": n}
+            for (c, s, r), n in sorted(counts.items(), key=lambda item: (item[0][0], -item[1], item[0][2]))]
+
+
 @app.command()
 @friendly_errors
 def status(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
-    """Deliveries per campaign, channel and status, and which campaigns are paused and why."""
+    """Deliveries per campaign, channel and status; why messages were held back; paused campaigns."""
     cfg = _load(config)
     engine = _engine_for(cfg)
     summary = delivery_summary(engine)
+    held_back = held_back_summary(engine)
     with engine.connect() as conn:
         paused = [{"campaign": r[0], "reason": r[1]} for r in conn.execute(
             sa.select(CampaignState.campaign, CampaignState.paused_reason).where(CampaignState.paused))]
     if as_json:
-        print(json.dumps({"deliveries": summary, "paused": paused}, indent=2))
+        print(json.dumps({"deliveries": summary, "held_back": held_back, "paused": paused}, indent=2))
         return
     table = Table(title="Deliveries")
     for column in ("campaign", "channel", "status", "count"):
@@ -628,6 +647,13 @@ def status(config: ConfigOption = Path("config.toml"), as_json: JsonOption = Fal
     for row in summary:
         table.add_row(row["campaign"], row["channel"], row["status"], str(row["count"]))
     console.print(table)
+    if held_back:
+        reasons = Table(title="Held back: skipped for good, or queued until the reason passes")
+        for column in ("campaign", "status", "reason", "count"):
+            reasons.add_column(column, justify="right" if column == "count" else "left")
+        for row in held_back:
+            reasons.add_row(row["campaign"], row["status"], row["reason"], str(row["count"]))
+        console.print(reasons)
     for item in paused:
         console.print(f"[bold red]paused[/] {item['campaign']}: {item['reason']}  (resume: nurture resume {item['campaign']})")
 

@@ -412,3 +412,17 @@ def test_the_worker_tells_the_channel_how_long_marketing_may_wait(world):
     world.run("promo_sms", at=datetime(2026, 6, 1, 12, 15, tzinfo=UTC))  # 20:15 in Shanghai
 
     assert seen == [{"purpose": "marketing", "deliver_within_s": 45 * 60}]
+
+
+def test_status_says_why_messages_are_held_back(world):
+    from workers.cli import held_back_summary
+
+    night = datetime(2026, 6, 1, 14, 30, tzinfo=UTC)  # 22:30 in Shanghai
+    world.add("sh", email="sh@x.cn")
+    world.add("tokyo", email="tokyo@x.cn", timezone="Asia/Tokyo")  # 23:30 there
+    world.add("never", email="never@x.cn", consent=())
+    world.run("promo_a", at=night)
+
+    assert held_back_summary(world.engine) == [
+        {"campaign": "promo_a", "status": "queued", "reason": "outside quiet hours 21:00-08:00", "count": 2},
+    ]
