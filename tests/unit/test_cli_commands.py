@@ -360,6 +360,7 @@ def test_status_json_reports_sent_counts_per_campaign_and_channel(project, engin
             {"campaign": "win_back", "channel": "email", "status": "sent", "count": 3},
             {"campaign": "win_back", "channel": "sms", "status": "sent", "count": 1},
         ],
+        "held_back": [],
         "paused": [],
     }
     table = invoke("status", "-c", project.config)
@@ -372,7 +373,7 @@ def test_status_on_an_empty_database_reports_nothing(project):
     result = invoke("status", "-c", project.config, "--json")
 
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"deliveries": [], "paused": []}
+    assert json.loads(result.stdout) == {"deliveries": [], "held_back": [], "paused": []}
 
 
 # --------------------------------------------------------------------------- worker, errors, resume
