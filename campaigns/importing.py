@@ -67,8 +67,11 @@ CUSTOMER_TEXT_COLUMNS = (
 )
 #: ``<channel>_consent`` columns -> Consent.channel.
 CONSENT_COLUMNS = {"email_consent": "email", "sms_consent": "sms", "wechat_consent": "wechat"}
+#: Where and when the row's consents were given (the proof PIPL and MIIT ask for); the
+#: source is stored as ``import:<source>``, the time defaults to the import's.
+CONSENT_META_COLUMNS = ("consent_source", "consent_at")
 CUSTOMER_COLUMNS = frozenset(
-    ("customer_id", "created_at", "attributes", *CUSTOMER_TEXT_COLUMNS, *CONSENT_COLUMNS)
+    ("customer_id", "created_at", "attributes", *CUSTOMER_TEXT_COLUMNS, *CONSENT_COLUMNS, *CONSENT_META_COLUMNS)
 )
 ORDER_COLUMNS = frozenset(("order_id", "customer_id", "ordered_at", "amount", "channel", "items"))
 EVENT_COLUMNS = frozenset(("event_id", "customer_id", "name", "occurred_at", "properties"))
@@ -492,11 +495,15 @@ def _parse_customer(row: dict[str, Any], *, csv_source: bool) -> tuple[str, dict
         granted = _bool(row, column)
         if granted is not None:
             consents[channel] = "granted" if granted else "withdrawn"
+    source = _text(row, "consent_source", max_length=_column_length(Consent.__table__.c.source) - len("import:"))
+    consent_meta = {"source": f"import:{source}" if source else "import",
+                    "recorded_at": _datetime(row, "consent_at", required=False)}
     attributes = _extras(row, CUSTOMER_COLUMNS, csv_source)
     nested = _json_value(row, "attributes", dict, csv_source)
     if nested:
         attributes.update({k: v for k, v in nested.items() if v is not None and v != ""})
-    return external_id, {"customer": record, "consents": consents, "attributes": attributes}
+    return external_id, {"customer": record, "consents": consents, "consent_meta": consent_meta,
+                         "attributes": attributes}
 
 
 def _parse_items(value: list[Any]) -> list[dict[str, Any]]:
@@ -694,8 +701,8 @@ def _write_customers(engine: Engine, batch: list[_Pending]) -> tuple[int, list[R
                     "customer_id": ids[row.key],
                     "channel": channel,
                     "status": status,
-                    "source": "import",
-                    "recorded_at": now,
+                    "source": row.record["consent_meta"]["source"],
+                    "recorded_at": row.record["consent_meta"]["recorded_at"] or now,
                 }
                 for row in consent_rows
                 for channel, status in row.record["consents"].items()
@@ -720,7 +727,7 @@ def _write_customers(engine: Engine, batch: list[_Pending]) -> tuple[int, list[R
                             sa.or_(
                                 excluded.status == "withdrawn",
                                 consent.c.status != "withdrawn",
-                                consent.c.source == "import",
+                                consent.c.source.startswith("import"),
                             ),
                         ),
                     )

@@ -173,6 +173,20 @@ def test_import_does_not_regrant_consent_withdrawn_elsewhere(
     assert (consent.status, consent.source) == ("withdrawn", "unsubscribe")
 
 
+def test_consent_source_and_time_come_from_the_file_when_given(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "c.csv", "customer_id,sms_consent,consent_source,consent_at\n"
+                                    "c1,yes,store signup form v3,2026-03-01T10:00:00+08:00\nc2,yes,,\n")
+    import_file(engine, "customers", path)
+    with Session(engine) as session:
+        rows = {c.customer_id: c for c in session.exec(select(Consent))}
+    ids = {c.external_id: c.id for c in [customer(engine, "c1"), customer(engine, "c2")]}
+    first, second = rows[ids["c1"]], rows[ids["c2"]]
+    assert (first.status, first.source) == ("granted", "import:store signup form v3")
+    assert first.recorded_at == datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+    assert second.source == "import" and second.recorded_at > first.recorded_at  # defaults: the import's own
+    assert customer(engine, "c1").attributes == {}  # not mistaken for attributes
+
+
 def test_duplicate_key_in_one_batch_keeps_last(engine: Engine, tmp_path: Path) -> None:
     path = write(tmp_path, "c.csv", "customer_id,name\nc1,First\nc1,Second\nc2,Other\n")
     report = import_file(engine, "customers", path)
