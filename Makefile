@@ -34,5 +34,13 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
+# The reliability suite (docs/reliability.md): a 10,000-recipient campaign to a loopback
+# sink through 2 worker processes, under each fault in turn (kill -9 a worker, restart
+# Redis, a sink failing 20% of requests, dropped database connections, all at once);
+# checks every message arrived exactly once. Needs PostgreSQL on 127.0.0.1 and redis-server.
+.PHONY: reliability
+reliability: install
+	$(BIN)/python -m bench.reliability --recipients 10000 --workers 2 --scenario all
+
 clean:
 	rm -rf $(VENV) var build *.egg-info
