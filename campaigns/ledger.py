@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.audience import CHANNEL_FAMILY, order_facts
 from campaigns.config import AppConfig
-from campaigns.db import dialect_insert
+from campaigns.db import COUNT_ROWS, dialect_insert
 from campaigns.masking import mask_text
 from campaigns.messages import Outcome, SendResult
 from campaigns.models import (
@@ -202,6 +202,19 @@ def claim(engine: Engine, ids: Sequence[int], *, now: datetime, lease: timedelta
             )
         )
     return result
+
+
+def release(engine: Engine, claim_: Claim, *, now: datetime) -> int:
+    """Hand a claim's rows back to the queue untouched: the job failed before sending any
+    of them, so the claim is undone (attempts included) and they are due again at once."""
+    with engine.begin() as conn:
+        result = conn.execution_options(**COUNT_ROWS).execute(
+            sa.update(Delivery)
+            .where(Delivery.claim_token == claim_.token, Delivery.status == "sending")
+            .values(status="queued", claim_token=None, lease_until=None, attempts=Delivery.attempts - 1,
+                    dispatch_after=now, updated_at=now)
+        )
+        return result.rowcount
 
 
 def backoff(attempt: int, *, base: timedelta, cap: timedelta, retry_after_s: float | None = None) -> timedelta:

@@ -7,10 +7,11 @@ of the batch in one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from campaigns.channel_options.wechat import WeChatOAChannelConfig
 from campaigns.config import AppConfig
 from campaigns.errors import RenderError
 from campaigns.masking import mask_text
-from campaigns.ledger import Claim, Recorded, claim, record
+from campaigns.ledger import Claim, Recorded, claim, record, release
 from campaigns.messages import OutboundMessage, Outcome, SendResult
 from campaigns.models import Event
 from campaigns.policy import Skip, quiet_hours_start, send_time_skips
@@ -40,13 +41,19 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
     # Stop sending well before the lease ends: past it, the scheduler may hand the rows to
     # another worker, and a row sent by both would be a duplicate.
     stop_at = now + config.worker.lease * LEASE_USABLE_SHARE
-    results: dict[int, tuple[SendResult, datetime, datetime]] = {}
     skips = {}
     interactions: dict[int, datetime | None] = {}
     if claimed.deliveries:
-        with runtime.engine.connect() as conn:
-            skips = send_time_skips(conn, config, claimed.deliveries, now=now)
-            interactions = last_interactions(conn, config, claimed.deliveries)
+        try:
+            with runtime.engine.connect() as conn:
+                skips = send_time_skips(conn, config, claimed.deliveries, now=now)
+                interactions = last_interactions(conn, config, claimed.deliveries)
+        except Exception:
+            # Nothing was sent: hand the rows straight back rather than leave them to the
+            # sweeper for a whole lease (Dramatiq retries this job).
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                release(runtime.engine, claimed, now=now)
+            raise
     interaction_channels = _interaction_channels(config)
     # Channels apply compliance rules by purpose (opt-out text on marketing SMS, no
     # marketing over WeChat template messages); looked up once per batch.
@@ -79,14 +86,62 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
         return result, started, runtime.clock()
 
     to_send = [delivery for delivery in claimed.deliveries if delivery.id not in skips]
+    recorder = _Recorder(runtime, claimed, skips, now=now, until=now + config.worker.lease)
     # A job's rows go out concurrently on the process's send pool: a provider answering
-    # in 100 ms would otherwise hold a 50-row job for 5 s (P3).
-    for delivery, outcome in zip(to_send, runtime.map_sends(send_one, to_send), strict=True):
-        results[delivery.id] = outcome
-    recorded = _record_stubbornly(runtime, claimed, results, skips, now=now, until=now + config.worker.lease)
+    # in 100 ms would otherwise hold a 50-row job for 5 s (P3). Outcomes are recorded as
+    # they come in, every RECORD_INTERVAL_S: a worker killed mid-job leaves only the
+    # sends of that last moment unrecorded (they go again, with the same idempotency key).
+    for delivery, outcome in runtime.iter_sends(send_one, to_send):
+        recorder.add(delivery.id, outcome)
+    recorded = recorder.finish()
     for campaign, reason in recorded.halted.items():
         logger.error("campaign %s paused: %s", campaign, reason)
     return recorded
+
+
+#: How often a job records the outcomes that came in since it last did (seconds).
+RECORD_INTERVAL_S = 0.05
+
+
+class _Recorder:
+    """Records a job's outcomes in small transactions as they arrive, and merges what each
+    recording decided (retries, halted campaigns, counts)."""
+
+    def __init__(self, runtime: Runtime, claimed: Claim, skips: dict[int, Skip], *, now: datetime,
+                 until: datetime) -> None:
+        self.runtime = runtime
+        self.claimed = claimed
+        self.skips = skips  # recorded with the first flush
+        self.now = now
+        self.until = until
+        self.pending: dict[int, tuple[SendResult, datetime, datetime]] = {}
+        self.flushed_at = time.monotonic()
+        self.retries: list[tuple[int, timedelta]] = []
+        self.halted: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, delivery_id: int, outcome: tuple[SendResult, datetime, datetime]) -> None:
+        """Keep one outcome; record everything pending once the interval has passed."""
+        self.pending[delivery_id] = outcome
+        if time.monotonic() - self.flushed_at >= RECORD_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record what is pending (and the skips, the first time)."""
+        if not self.pending and not self.skips:
+            return
+        recorded = _record_stubbornly(self.runtime, self.claimed, self.pending, self.skips, now=self.now,
+                                      until=self.until)
+        self.pending, self.skips, self.flushed_at = {}, {}, time.monotonic()
+        self.retries += recorded.retries
+        self.halted.update(recorded.halted)
+        for outcome, count in recorded.counts.items():
+            self.counts[outcome] = self.counts.get(outcome, 0) + count
+
+    def finish(self) -> Recorded:
+        """Record the rest; what the whole job recorded."""
+        self.flush()
+        return Recorded(retries=self.retries, halted=self.halted, counts=self.counts)
 
 
 #: Pauses between attempts to record a batch whose database connection dropped.

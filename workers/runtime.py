@@ -9,8 +9,8 @@ theirs lazily after the fork (an engine must not cross a fork).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,18 +37,22 @@ class Runtime:
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _pool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def map_sends(self, function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        """``[function(item) for item in items]``, run on this process's send pool
-        (``worker.send_concurrency`` threads shared by all jobs), results in order."""
+    def iter_sends(self, function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
+        """``(item, function(item))`` for each item, in the order the calls finish, run on
+        this process's send pool (``worker.send_concurrency`` threads shared by all jobs)."""
         if len(items) <= 1 or self.config.worker.send_concurrency <= 1:
-            return [function(item) for item in items]
+            for item in items:
+                yield item, function(item)
+            return
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(
                         max_workers=self.config.worker.send_concurrency, thread_name_prefix="nurture-send"
                     )
-        return list(self._pool.map(function, items))
+        futures = {self._pool.submit(function, item): item for item in items}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
     @classmethod
     def from_config(cls, config: AppConfig, *, engine: Engine | None = None,

@@ -163,3 +163,63 @@ def test_a_record_that_keeps_failing_raises_so_the_lease_brings_the_rows_back(tm
     with runtime.engine.connect() as conn:  # still leased: the sweeper requeues them after the lease
         assert set(conn.execute(sa.select(Delivery.status)).scalars()) == {"sending"}
     runtime.close()
+
+
+class _WorkerDied(BaseException):
+    """Stands for SIGKILL: nothing after it runs, not even except Exception handlers."""
+
+
+def test_a_job_that_dies_mid_batch_has_already_recorded_what_it_sent(tmp_path, sqlite_url, monkeypatch):
+    import time
+
+    import workers.delivery as delivery_module
+
+    runtime, ids = outbox_runtime(tmp_path, sqlite_url)  # send_concurrency 1: one after another
+    outbox = runtime.channels["mail"]
+    sent = []
+
+    class SlowThenDead:
+        name = "mail"
+
+        def send(self, message):
+            if len(sent) == 3:
+                raise _WorkerDied()
+            time.sleep(0.08)  # a provider taking 80 ms: longer than the record interval
+            sent.append(message.send_key)
+            return outbox.send(message)
+
+        def close(self):
+            outbox.close()
+
+    runtime.channels["mail"] = SlowThenDead()
+    monkeypatch.setattr(delivery_module, "RECORD_INTERVAL_S", 0.05)
+    try:
+        deliver_batch(runtime, ids)
+    except _WorkerDied:
+        pass
+    with runtime.engine.connect() as conn:
+        statuses = dict(conn.execute(sa.select(Delivery.send_key, Delivery.status)).all())
+    runtime.close()
+    # Sends slower than the record interval are each recorded as they complete: nothing
+    # the provider accepted is left to be sent again; only the unsent rows wait for the lease.
+    assert [statuses[key] for key in sent] == ["sent", "sent", "sent"]
+    assert sorted(statuses.values()).count("sending") == 2
+
+
+def test_a_job_that_fails_before_sending_hands_its_rows_straight_back(tmp_path, sqlite_url, monkeypatch):
+    import pytest
+
+    import workers.delivery as delivery_module
+
+    runtime, ids = outbox_runtime(tmp_path, sqlite_url)
+
+    def database_gone(*args, **kwargs):
+        raise sa.exc.OperationalError("SELECT ...", None, Exception("terminating connection"))
+
+    monkeypatch.setattr(delivery_module, "send_time_skips", database_gone)
+    with pytest.raises(sa.exc.OperationalError):
+        deliver_batch(runtime, ids)
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(sa.select(Delivery.status, Delivery.attempts, Delivery.claim_token)).all()
+    runtime.close()
+    assert set(rows) == {("queued", 0, None)}  # due again at once, the claim undone
