@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from bench.common import (
+    BENCH_COMPLIANCE,
     CONFIG_OVERRIDES,
     POSTGRES_ADMIN_URL,
     PROJECT_ROOT,
@@ -176,6 +177,7 @@ key_env = "{API_KEY_ENV}"
 [templates]
 dir = "templates"
 
+{BENCH_COMPLIANCE}
 [channels.hook]
 kind = "webhook"
 url = "{sink_url}"

@@ -41,12 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    BENCH_COMPLIANCE,
     CONFIG_OVERRIDES,
     POSTGRES_ADMIN_URL,
     PROJECT_ROOT,
     QUEUE,
     REDIS_URL,
     flush_redis,
+    grant_consent,
     logger,
     tick_moment,
 )
@@ -98,10 +100,12 @@ def seed(url: str, customers: int, now: datetime) -> None:
                 """,
                 {"now": now},
             )
+            grant_consent(conn, now=now)
         # A production database has statistics and a visibility map; so should this one,
         # and the seeding's dirty pages should not be flushed during the measurement.
         conn.execute("VACUUM ANALYZE customer")
         conn.execute("VACUUM ANALYZE orders")
+        conn.execute("VACUUM ANALYZE consent")
         conn.execute("CHECKPOINT")
 
 
@@ -132,6 +136,7 @@ namespace = "{namespace}"
 [templates]
 dir = "templates"
 
+{BENCH_COMPLIANCE}
 [channels.email]
 kind = "outbox"
 dir = "outbox"

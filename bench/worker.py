@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    BENCH_COMPLIANCE,
     CONFIG_OVERRIDES,
     POSTGRES_ADMIN_URL,
     PROJECT_ROOT,
@@ -259,6 +260,7 @@ threads = {threads}
 [templates]
 dir = "templates"
 
+{BENCH_COMPLIANCE}
 [channels.hook]
 kind = "webhook"
 url = "{sink_url}"
