@@ -18,7 +18,10 @@ what another part or message sees), no globals but ``range`` (capped), ``dict``,
 ``cycler``, ``joiner`` and ``namespace`` (so no ``os``, ``open`` or imports, hence no
 network), and files only from inside the templates folder (``..``, absolute paths and
 symlinks pointing out are refused). ``*`` and ``**`` are capped so that ``'x' * 10**9``
-or ``9 ** (9 ** 9)`` fail at once instead of exhausting the worker. Every violation is a
+or ``9 ** (9 ** 9)`` fail at once instead of exhausting the worker, and so are format
+widths (``"{:>1000000000}"``, ``"%1000000000s"|format``, ``center``, ``indent``). Loops
+are not bounded: ``range`` is, but nested loops can still take long; templates are
+written by the team, not by customers. Every violation is a
 :class:`~campaigns.errors.RenderError` naming the file and line.
 """
 
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import string
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,39 @@ PARTS = ("subject", "txt", "html", "sms", "json")
 MAX_REPEAT_LENGTH = 1_000_000
 #: Largest integer, in bits, a template may compute with ``*`` or ``**``.
 MAX_INTEGER_BITS = 4096
+#: Widest padding or precision a template may ask of a format (``"{:>N}"``, ``"%Ns"``,
+#: ``center(N)``, ``indent(N)``): a width is memory the worker must allocate.
+MAX_FORMAT_WIDTH = 10_000
+_NUMBERS = re.compile(r"\d+")
+_PRINTF_SPEC = re.compile(r"%[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _check_width(width: Any, what: str) -> None:
+    if isinstance(width, int) and width > MAX_FORMAT_WIDTH:
+        raise SecurityError(f"{what} of {width}: the sandbox allows at most {MAX_FORMAT_WIDTH}")
+
+
+def _check_format_spec(text: str) -> None:
+    """Refuse ``str.format`` fields padded or with precision beyond the cap, and nested
+    (computed) widths, which a literal check cannot bound."""
+    for _, _, spec, _ in string.Formatter().parse(text):
+        if not spec:
+            continue
+        if "{" in spec:
+            raise SecurityError("computed widths in a format field ('{:{}}') are not allowed in templates")
+        for number in _NUMBERS.findall(spec):
+            _check_width(int(number), "a format width")
+
+
+def _check_printf(text: str, args: tuple[Any, ...]) -> None:
+    """Refuse ``%``-format widths and precisions (literal or ``*``) beyond the cap."""
+    star_args = iter(args)
+    for match in _PRINTF_SPEC.finditer(text):
+        for group in match.groups():
+            if group == "*":
+                _check_width(next(star_args, 0), "a format width")
+            elif group:
+                _check_width(int(group), "a format width")
 
 
 def template_parts(directory: Path, name: str) -> list[str]:
@@ -113,6 +151,34 @@ class _MessageSandbox(ImmutableSandboxedEnvironment):
         return left * right
 
 
+    def wrap_str_format(self, value: Any) -> Any:
+        """``str.format``/``format_map`` as the sandbox wraps them, with widths bounded."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        _check_format_spec(value.__self__)
+        return wrapped
+
+
+def _bounded_filters(filters: dict[str, Any]) -> None:
+    """Replace the filters whose width argument allocates memory with capped versions."""
+    center, indent, printf = filters["center"], filters["indent"], filters["format"]
+
+    def bounded_center(value: Any, width: int = 80) -> str:
+        _check_width(width, "center width")
+        return center(value, width)
+
+    def bounded_indent(value: Any, width: int | str = 4, *args: Any, **kwargs: Any) -> str:
+        _check_width(width if isinstance(width, int) else len(width), "indent width")
+        return indent(value, width, *args, **kwargs)
+
+    def bounded_format(value: str, *args: Any, **kwargs: Any) -> str:
+        _check_printf(str(value), args)
+        return printf(value, *args, **kwargs)
+
+    filters.update(center=bounded_center, indent=bounded_indent, format=bounded_format)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int)
 
@@ -135,6 +201,7 @@ class TemplateRenderer:
             keep_trailing_newline=False,
         )
         self.environment.filters["tojson"] = _tojson
+        _bounded_filters(self.environment.filters)
         # Placeholder text has no place in a message, and lipsum(10**7) is a cheap way to
         # exhaust a worker.
         self.environment.globals.pop("lipsum", None)

@@ -228,3 +228,26 @@ def test_nurture_check_reports_a_sandbox_violation_with_file_and_line(
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert expected in " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ '{:>1000000000}'.format(1) }}", "a format width of 1000000000"),
+        ("{{ '{:.999999999f}'.format(1.5) }}", "a format width of 999999999"),
+        ("{{ '{x:>99999999}'.format_map({'x': 1}) }}", "a format width of 99999999"),
+        ("{{ '{:{}}'.format(1, 5) }}", "computed widths"),
+        ("{{ '%1000000000s'|format(1) }}", "a format width of 1000000000"),
+        ("{{ '%*s'|format(1000000000, 'x') }}", "a format width of 1000000000"),
+        ("{{ 'x'|center(1000000000) }}", "center width of 1000000000"),
+        ("{{ 'a b'|indent(1000000000) }}", "indent width of 1000000000"),
+    ],
+)
+def test_format_widths_that_would_allocate_gigabytes_are_refused(templates: Path, source: str, message: str) -> None:
+    assert message in str(refused(templates, source))
+
+
+def test_ordinary_formatting_still_works(templates: Path) -> None:
+    text = render(templates, "{{ '{:>6}'.format(42) }}|{{ '%05.1f'|format(3.14159) }}|{{ 'x'|center(5) }}|"
+                             "{{ 'a\nb'|indent(2) }}|{{ '{n}'.format_map({'n': 7}) }}")["txt"]
+    assert text == "    42|003.1|  x  |a\n  b|7"
