@@ -162,6 +162,14 @@ class Delivery(SQLModel, table=True):
             postgresql_where=sa.text("claim_token IS NOT NULL"),
             sqlite_where=sa.text("claim_token IS NOT NULL"),
         ),
+        # Receipts find their delivery by the provider's id; planned rows have none yet, so
+        # the index costs nothing at planning time.
+        sa.Index(
+            "ix_delivery_provider_message_id",
+            "provider_message_id",
+            postgresql_where=sa.text("provider_message_id IS NOT NULL"),
+            sqlite_where=sa.text("provider_message_id IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -194,6 +202,10 @@ class Delivery(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    #: What the provider reported after accepting it (delivered, undelivered, bounced,
+    #: blocked), and when: the latest receipt wins.
+    receipt_status: str | None = Field(default=None, max_length=16)
+    receipt_at: datetime | None = None
 
 
 class Enrollment(SQLModel, table=True):

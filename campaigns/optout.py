@@ -62,18 +62,24 @@ def opt_out(engine: Engine, *, family: str, address: str, reason: str, source: s
     """Suppress ``address`` on ``family`` and withdraw the consent of every customer who
     has that address, in one transaction; idempotent (a provider's retried push changes
     nothing the second time)."""
+    with engine.begin() as conn:
+        return opt_out_in(conn, family=family, address=address, reason=reason, source=source, now=now)
+
+
+def opt_out_in(conn: sa.Connection, *, family: str, address: str, reason: str, source: str,
+               now: datetime) -> OptOut:
+    """:func:`opt_out` inside the caller's transaction (a receipt recorded with it)."""
     if family not in FAMILY_FIELDS:
         raise ValueError(f"unknown channel family {family!r} (use email, sms or wechat)")
     field = getattr(Customer, FAMILY_FIELDS[family])
-    with engine.begin() as conn:
-        inserted = conn.execution_options(**COUNT_ROWS).execute(
-            dialect_insert(conn, Suppression.__table__)
-            .values(channel=family, address=address, reason=reason[:200], created_at=now)
-            .on_conflict_do_nothing(index_elements=["channel", "address"])
-        )
-        customer_ids = list(conn.execute(sa.select(Customer.id).where(field == address)).scalars())
-        for customer_id in customer_ids:
-            _set_consent(conn, customer_id, family, "withdrawn", source=source, now=now)
+    inserted = conn.execution_options(**COUNT_ROWS).execute(
+        dialect_insert(conn, Suppression.__table__)
+        .values(channel=family, address=address, reason=reason[:200], created_at=now)
+        .on_conflict_do_nothing(index_elements=["channel", "address"])
+    )
+    customer_ids = list(conn.execute(sa.select(Customer.id).where(field == address)).scalars())
+    for customer_id in customer_ids:
+        set_consent_in(conn, customer_id, family, "withdrawn", source=source, now=now)
     return OptOut(family=family, address=address, suppressed=inserted.rowcount == 1, customers=len(customer_ids))
 
 
@@ -97,11 +103,12 @@ def set_consent(engine: Engine, *, customer_id: int, family: str, status: str, s
     if family not in FAMILY_FIELDS:
         raise ValueError(f"unknown channel family {family!r} (use email, sms or wechat)")
     with engine.begin() as conn:
-        _set_consent(conn, customer_id, family, status, source=source, now=now)
+        set_consent_in(conn, customer_id, family, status, source=source, now=now)
 
 
-def _set_consent(conn: sa.Connection, customer_id: int, family: str, status: str, *, source: str,
-                 now: datetime) -> None:
+def set_consent_in(conn: sa.Connection, customer_id: int, family: str, status: str, *, source: str,
+                   now: datetime) -> None:
+    """Record one consent change inside the caller's transaction."""
     table = Consent.__table__
     statement = dialect_insert(conn, table).values(
         customer_id=customer_id, channel=family, status=status, source=source[:64], recorded_at=now
