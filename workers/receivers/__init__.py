@@ -1,0 +1,1 @@
+"""Receivers of provider callbacks: delivery receipts, replies and other responses."""
