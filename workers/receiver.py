@@ -1,4 +1,6 @@
-"""The HTTP event receiver (``nurture serve``): ``POST /events`` and ``GET /health``.
+"""The HTTP receiver (``nurture serve``): ``POST /events``, ``GET /health`` and the
+provider callbacks and customer links of :mod:`workers.receivers` (SMS receipts and
+replies; one-click unsubscribe, preference page, clicks, opens, DSN bounces).
 
 An ASGI app (Starlette) built by :func:`create_app`; nothing lives at module level, so
 tests and the CLI each build their own. Events are recorded in the database first (the
@@ -31,7 +33,10 @@ from starlette.routing import Route
 from campaigns.config import AppConfig, read_secret
 from campaigns.db import make_engine
 from campaigns.events import EventResult, record_events
+from campaigns.models import utcnow
 from workers.broker import enqueue_many, events_message
+from workers.receivers.sms import sms_routes
+from workers.receivers.web import web_routes
 from workers.runtime import Runtime
 
 logger = logging.getLogger("nurture.receiver")
@@ -55,8 +60,10 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
     """
     if isinstance(runtime_or_config, Runtime):
         config, engine, owns_engine = runtime_or_config.config, runtime_or_config.engine, False
+        clock = runtime_or_config.clock
     else:
         config, engine, owns_engine = runtime_or_config, make_engine(runtime_or_config.database.url), True
+        clock = utcnow
     key_env = config.api.key_env
     queue = config.broker.queue
 
@@ -105,7 +112,14 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
                 engine.dispose()
 
     return Starlette(
-        routes=[Route("/events", post_events, methods=["POST"]), Route("/health", health, methods=["GET"])],
+        routes=[
+            Route("/events", post_events, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+            # Provider receipts and replies (issue 7); each route authenticates its provider.
+            *sms_routes(config=config, engine=engine, clock=clock),
+            # One-click unsubscribe, preference page, click redirects, open pixel, DSN bounces.
+            *web_routes(config=config, engine=engine, clock=clock),
+        ],
         lifespan=lifespan,
     )
 
