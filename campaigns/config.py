@@ -539,6 +539,11 @@ class ApiConfig(_Model):
     #: Name of the environment variable holding the bearer key clients must send; while
     #: it is unset, ``POST /events`` refuses every request (503).
     key_env: str = "NURTURE_API_KEY"
+    #: Environment variable holding the token unsigned provider pushes (Aliyun, Tencent)
+    #: must carry as ``?token=`` in the callback URL configured at the provider.
+    callback_token_env: str = "NURTURE_CALLBACK_TOKEN"
+    #: Environment variable holding the secret that signs click and open tokens.
+    link_secret_env: str = "NURTURE_LINK_SECRET"
 
 
 class AppConfig(_Model):

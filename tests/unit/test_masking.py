@@ -209,3 +209,12 @@ def test_installed_masking_covers_every_logger_and_handler_even_non_propagating_
 def test_registering_secrets_without_masking_installed_changes_nothing() -> None:
     assert getattr(logging.getLogRecordFactory(), "nurture_masking_filter", None) is None
     assert register_secrets(["some-secret"]) is False
+
+
+def test_callback_token_and_link_secret_are_masked_like_every_configured_secret():
+    # The callback token travels in URLs (?token=...), which access logs print.
+    from campaigns.config import AppConfig
+
+    secrets = secrets_from_config(AppConfig(), environ={"NURTURE_CALLBACK_TOKEN": "cb-token-123456",
+                                                        "NURTURE_LINK_SECRET": "link-secret-987654"})
+    assert {"cb-token-123456", "link-secret-987654"} <= set(secrets)

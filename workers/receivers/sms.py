@@ -405,12 +405,13 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def check_callback_token(request: Request) -> None:
-    """Refuse an unsigned push (Aliyun, Tencent) whose ``?token=`` is not the value of
-    :data:`CALLBACK_TOKEN_ENV`: 503 while the variable is unset, else 403."""
-    expected = read_secret(CALLBACK_TOKEN_ENV)
+def check_callback_token(request: Request, env: str = CALLBACK_TOKEN_ENV) -> None:
+    """Refuse an unsigned push (Aliyun, Tencent) whose ``?token=`` is not the value of the
+    environment variable ``env`` (``[api] callback_token_env``): 503 while it is unset,
+    else 403."""
+    expected = read_secret(env)
     if expected is None:
-        raise CallbackError(503, f"SMS callbacks disabled: set the environment variable {CALLBACK_TOKEN_ENV} "
+        raise CallbackError(503, f"SMS callbacks disabled: set the environment variable {env} "
                                  "and append ?token=<its value> to the callback URLs configured at the provider")
     given = request.query_params.get("token", "")
     if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
@@ -479,7 +480,7 @@ def sms_routes(*, config: AppConfig, engine: Engine, clock: Clock) -> list[Route
         return Response(EMPTY_TWIML, media_type="text/xml")
 
     async def china_items(request: Request, kind: type, *, array: bool) -> tuple[str, list[dict[str, Any]]]:
-        check_callback_token(request)  # before the channel, so strangers cannot probe names
+        check_callback_token(request, config.api.callback_token_env)  # before the channel, so strangers cannot probe names
         name = channel_of(request, kind)
         return name, parse_json_items(await read_body(request), array=array)
 

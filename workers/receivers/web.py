@@ -29,7 +29,8 @@ Secrets, all read from the environment at request time:
 
 * unsubscribe tokens: the ``unsubscribe_secret_env`` of each ``smtp`` channel (every
   configured secret is tried, so several SMTP channels may use different ones);
-* click and open tokens: :data:`LINK_SECRET_ENV` (``NURTURE_LINK_SECRET``). While it is
+* click and open tokens: ``[api] link_secret_env`` (default :data:`LINK_SECRET_ENV`,
+  ``NURTURE_LINK_SECRET``). While it is
   unset, ``/c/`` answers 404 and the pixel records nothing.
 
 Responses are recorded through :func:`campaigns.responses.record_responses`: a repeated
@@ -547,9 +548,9 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
 
     async def click(request: Request) -> Response:
         """Record a click and redirect to the signed URL."""
-        secret = read_secret(LINK_SECRET_ENV)
+        secret = read_secret(config.api.link_secret_env)
         if secret is None:
-            logger.warning("click refused: %s is not set, no click token can be verified", LINK_SECRET_ENV)
+            logger.warning("click refused: %s is not set, no click token can be verified", config.api.link_secret_env)
         verified = verify_click_token(request.path_params["token"], secret or "")
         if verified is None:
             return PlainTextResponse("Not found\n", status_code=404, headers=_PRIVATE_HEADERS)
@@ -568,7 +569,7 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
 
     async def pixel(request: Request) -> Response:
         """Record an open; always a transparent GIF."""
-        send_key = verify_open_token(request.path_params["token"], read_secret(LINK_SECRET_ENV) or "")
+        send_key = verify_open_token(request.path_params["token"], read_secret(config.api.link_secret_env) or "")
         if send_key is not None:
             moment = now()
             item = InboundResponse(kind="opened", provider=WEB_PROVIDER, provider_ref=send_key, occurred_at=moment,
