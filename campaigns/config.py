@@ -544,6 +544,18 @@ class ApiConfig(_Model):
     callback_token_env: str = "NURTURE_CALLBACK_TOKEN"
     #: Environment variable holding the secret that signs click and open tokens.
     link_secret_env: str = "NURTURE_LINK_SECRET"
+    #: Public base URL of ``nurture serve`` (e.g. ``https://t.example.com``). With it and
+    #: the link secret, HTML messages get click-tracking links and an open pixel.
+    public_url: str | None = None
+    #: Add the open pixel (clicks are tracked either way once ``public_url`` is set).
+    track_opens: bool = True
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"public_url must be an absolute http(s) URL, not {value!r}")
+        return value.rstrip("/") if value else value
 
 
 class AppConfig(_Model):

@@ -17,14 +17,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from campaigns.channel_options.wechat import WeChatOAChannelConfig
-from campaigns.config import AppConfig
+from campaigns.config import AppConfig, read_secret
 from campaigns.errors import RenderError
-from campaigns.masking import mask_text
 from campaigns.ledger import Claim, Recorded, claim, record, release
+from campaigns.masking import mask_text
 from campaigns.messages import OutboundMessage, Outcome, SendResult
 from campaigns.models import Event
 from campaigns.policy import Skip, quiet_hours_start, send_time_skips
 from campaigns.rendering import build_context
+from campaigns.tracking import track_html
 from workers.runtime import Runtime
 
 logger = logging.getLogger("nurture.delivery")
@@ -218,6 +219,12 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
         parts = runtime.renderer.render(delivery.template, context)
     except RenderError as exc:
         return SendResult(Outcome.PERMANENT, error=f"render failed: {exc}", code="render")
+    api = runtime.config.api
+    if "html" in parts and api.public_url:
+        secret = read_secret(api.link_secret_env)
+        if secret:
+            parts = {**parts, "html": track_html(parts["html"], send_key=delivery.send_key, base_url=api.public_url,
+                                                 secret=secret, opens=api.track_opens)}
     message = OutboundMessage(
         send_key=delivery.send_key,
         delivery_id=delivery.id,

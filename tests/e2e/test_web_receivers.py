@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
 from campaigns.config import parse_config
-from campaigns.links import make_click_token
+from campaigns.links import make_click_token, make_open_token
 from campaigns.models import Consent, Customer, Delivery, Response, Suppression
 from campaigns.unsubscribe import make_unsubscribe_token
 from tests.conftest import grant_consent
@@ -23,7 +23,6 @@ from workers.receivers.web import (
     LINK_SECRET_ENV,
     PIXEL,
     PREFERENCE_SOURCE,
-    make_open_token,
     web_routes,
 )
 

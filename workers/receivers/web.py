@@ -20,7 +20,7 @@ opens and bounces.
   messages pointed (never an open redirect); a bad token is a 404 without a Location.
 * ``GET /o/{token}.gif``: open pixel, a 1x1 transparent GIF answered to every request
   (the image must never break a mail), recording an ``opened`` response only for a valid
-  token (:func:`make_open_token`).
+  token (:func:`campaigns.links.make_open_token`).
 * ``POST /bounces``: a bounce (RFC 3464 DSN) as received, e.g. piped from the MTA that
   receives mail for the VERP address, authenticated like ``POST /events`` with
   ``Authorization: Bearer <value of [api] key_env>``; parsed by :mod:`campaigns.dsn`.
@@ -40,7 +40,6 @@ unsubscribe, open or click of the same link in the same message is stored once.
 from __future__ import annotations
 
 import base64
-import binascii
 import email
 import email.policy
 import hashlib
@@ -81,7 +80,7 @@ from campaigns.dsn import (
     parse_dsn,
     verp_hash,
 )
-from campaigns.links import verify_click_token
+from campaigns.links import verify_click_token, verify_open_token
 from campaigns.masking import mask_email, mask_phone, mask_text
 from campaigns.models import Consent, Customer, Delivery
 from campaigns.optout import FAMILY_FIELDS, set_consent
@@ -99,9 +98,6 @@ MAX_BODY_BYTES = 1024 * 1024
 PREFERENCE_SOURCE = "preference page"
 #: Provider name of responses from our own links, and of bounces.
 WEB_PROVIDER, EMAIL_PROVIDER = "web", "email"
-#: Domain-separation prefix of open tokens: distinct from click (``nurture-click-v1:``) and
-#: unsubscribe tokens, so no token of one kind verifies as another under the same secret.
-OPEN_CONTEXT = b"nurture-open-v1:"
 #: A 1x1 transparent GIF (43 bytes).
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 #: Headers of every answer that carries a token-derived page: no caching (a pixel must be
@@ -122,52 +118,10 @@ _PAGE_HEADERS = {
 #: Display names of the channel families on the preference page.
 FAMILY_LABELS = {"email": "Email", "sms": "Text messages (SMS)", "wechat": "WeChat"}
 _MAC_BYTES = hashlib.sha256().digest_size
-_MAX_OPEN_TOKEN = 512
 
 
 class _BodyTooLarge(Exception):
     """The request body exceeds :data:`MAX_BODY_BYTES`."""
-
-
-# -- open tokens ------------------------------------------------------------------------------
-
-
-def _open_mac(send_key: bytes, secret: str) -> bytes:
-    return hmac.new(secret.encode("utf-8"), OPEN_CONTEXT + send_key, hashlib.sha256).digest()
-
-
-def make_open_token(send_key: str, secret: str) -> str:
-    """The URL-safe token of the open pixel of message ``send_key``:
-    ``base64url(send_key + HMAC-SHA256(secret, b"nurture-open-v1:" + send_key))``.
-
-    Put it in a message as ``<img src="https://t.example.com/o/{token}.gif" ...>``.
-    """
-    if not secret:
-        raise ValueError("an open-token secret is required")
-    raw = send_key.encode("utf-8")
-    if not raw:
-        raise ValueError("the send key must not be empty")
-    return base64.urlsafe_b64encode(raw + _open_mac(raw, secret)).rstrip(b"=").decode("ascii")
-
-
-def verify_open_token(token: str, secret: str) -> str | None:
-    """The send key carried by an open token signed with ``secret``, else None; never
-    raises for malformed input."""
-    if not secret or not token or len(token) > _MAX_OPEN_TOKEN:
-        return None
-    try:
-        data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    if len(data) <= _MAC_BYTES:
-        return None
-    raw, mac = data[:-_MAC_BYTES], data[-_MAC_BYTES:]
-    if not hmac.compare_digest(mac, _open_mac(raw, secret)):
-        return None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def click_ref(send_key: str, url: str) -> str:
