@@ -310,7 +310,9 @@ def report_campaign(
     as_json: JsonOption = False,
 ) -> None:
     """Enrolled, held out, sent, failed, converted (treated vs holdout), lift with a 95 %
-    interval, and revenue attributed by last touch, per step, variant and channel."""
+    interval, revenue attributed by last touch, and engagement (delivered, opened,
+    clicked, replied, unsubscribed, not delivered, complaints), per step, variant and
+    channel and per channel."""
     from campaigns.campaign_report import campaign_report
 
     cfg = _load(config)
@@ -325,6 +327,7 @@ def report_campaign(
         return
     lift = data["lift"]
     rates = data["conversion_rate"]
+    engaged = data["engagement"]
     summary = _key_values([
         ("enrolled (treated)", data["enrolled"]), ("held out", data["held_out"]),
         ("sent", data["sent"]), ("failed", data["failed"]), ("skipped", data["skipped"]),
@@ -335,13 +338,59 @@ def report_campaign(
          f"{lift['absolute'] * 100:+.2f} pts (95% CI {lift['low'] * 100:+.2f} to {lift['high'] * 100:+.2f})"
          + (" significant" if lift["significant"] else " not significant")),
         ("attributed (last touch)", f"{data['attributed_orders']} orders · {_money(data['attributed_revenue'])}"),
+        ("engagement (of sent)", _engagement_line(data["engagement"])),
+        ("not delivered", (f"{engaged['not_delivered']} ({_pct(engaged['not_delivered_rate'])}) · "
+                           f"complaints {engaged['complained']} ({_pct(engaged['complaint_rate'])})")),
     ])
     console.print(Panel(summary, title=f"campaign {name}", title_align="left", expand=False), highlight=False)
     steps = Table(title="By step, variant and channel")
     for column in ("step", "variant", "channel", "queued", "sent", "failed", "skipped", "orders", "revenue"):
         steps.add_column(column, justify="left" if column in ("variant", "channel") else "right")
     for row in data["steps"]:
-        _add_row(steps, str(row["step"]), "-" if row["variant"] is None else chr(ord("A") + row["variant"]),
+        _add_row(steps, str(row["step"]), _variant(row["variant"]),
                  row["channel"], *(str(row.get(s, 0)) for s in ("queued", "sent", "failed", "skipped")),
                  str(row.get("attributed_orders", 0)), _money(row.get("attributed_revenue", 0.0)))
     _print_table(steps)
+
+    engagement = Table(title="Engagement by step, variant and channel (messages with at least one response "
+                             "of the kind; rates of sent)")
+    for column in ("step", "variant", "channel", *ENGAGEMENT_COLUMNS):
+        engagement.add_column(column, justify="left" if column in ("variant", "channel") else "right")
+    for row in data["steps"]:
+        _add_row(engagement, str(row["step"]), _variant(row["variant"]), row["channel"],
+                 *_engagement_cells(row.get("sent", 0), row["engagement"]))
+    engagement.add_section()
+    _add_row(engagement, "total", "", "", *_engagement_cells(data["sent"], data["engagement"]), style="bold")
+    _print_table(engagement)
+
+    channels = Table(title="By channel")
+    for column in ("channel", "sent", "failed", "orders", "revenue", *ENGAGEMENT_COLUMNS[1:]):
+        channels.add_column(column, justify="left" if column == "channel" else "right")
+    for row in data["channels"]:
+        _add_row(channels, row["channel"], str(row["sent"]), str(row["failed"]), str(row["attributed_orders"]),
+                 _money(row["attributed_revenue"]), *_engagement_cells(row["sent"], row["engagement"])[1:])
+    _print_table(channels)
+
+
+#: Columns of the engagement tables: counts, then rates (CTO = clicks per open).
+ENGAGEMENT_COLUMNS = ("sent", "delivered", "not deliv.", "opened", "clicked", "replied", "unsub.", "complaints",
+                      "open %", "click %", "CTO %", "reply %", "unsub. %")
+
+
+def _variant(variant: int | None) -> str:
+    return "-" if variant is None else chr(ord("A") + variant)
+
+
+def _engagement_cells(sent: int, engagement: dict[str, Any]) -> list[str]:
+    """The cells of :data:`ENGAGEMENT_COLUMNS` for one row of the report."""
+    counts = ("delivered", "not_delivered", "opened", "clicked", "replied", "unsubscribed", "complained")
+    rates = ("open_rate", "click_rate", "click_to_open_rate", "reply_rate", "unsubscribe_rate")
+    return [str(sent), *(str(engagement[c]) for c in counts), *(_pct(engagement[r]) for r in rates)]
+
+
+def _engagement_line(engagement: dict[str, Any]) -> str:
+    e = engagement
+    return (f"delivered {e['delivered']} ({_pct(e['delivery_rate'])}) · opened {e['opened']} ({_pct(e['open_rate'])})"
+            f" · clicked {e['clicked']} ({_pct(e['click_rate'])}, {_pct(e['click_to_open_rate'])} of opens)"
+            f" · replied {e['replied']} ({_pct(e['reply_rate'])})"
+            f" · unsubscribed {e['unsubscribed']} ({_pct(e['unsubscribe_rate'])})")
