@@ -544,6 +544,9 @@ class ApiConfig(_Model):
     callback_token_env: str = "NURTURE_CALLBACK_TOKEN"
     #: Environment variable holding the secret that signs click and open tokens.
     link_secret_env: str = "NURTURE_LINK_SECRET"
+    #: Environment variable holding the Token of the WeChat account's server configuration
+    #: (signs the event pushes of every ``wechat_oa`` channel).
+    wechat_token_env: str = "NURTURE_WECHAT_TOKEN"
     #: Public base URL of ``nurture serve`` (e.g. ``https://t.example.com``). With it and
     #: the link secret, HTML messages get click-tracking links and an open pixel.
     public_url: str | None = None

@@ -37,6 +37,7 @@ from campaigns.models import utcnow
 from workers.broker import enqueue_many, events_message
 from workers.receivers.sms import sms_routes
 from workers.receivers.web import web_routes
+from workers.receivers.wechat import wechat_routes
 from workers.runtime import Runtime
 
 logger = logging.getLogger("nurture.receiver")
@@ -119,6 +120,8 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
             *sms_routes(config=config, engine=engine, clock=clock),
             # One-click unsubscribe, preference page, click redirects, open pixel, DSN bounces.
             *web_routes(config=config, engine=engine, clock=clock),
+            # WeChat event pushes: template receipts, unfollows, replies.
+            *wechat_routes(config=config, engine=engine, clock=clock),
         ],
         lifespan=lifespan,
     )
