@@ -396,8 +396,14 @@ def serve(
     config: ConfigOption = Path("config.toml"),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    processes: Annotated[int, typer.Option("--workers", min=1, max=64,
+                                           help="Server processes (a Redis broker is needed for more than 1).")] = 1,
 ) -> None:
-    """Receive events over HTTP: POST /events (Bearer key from [api] key_env), GET /health.
+    """Receive events, provider callbacks and customer links over HTTP.
+
+    POST /events (Bearer key from [api] key_env), GET /health, SMS and WeChat callbacks,
+    /u/ unsubscribe and preferences, /c/ clicks, /o/ opens, POST /bounces
+    (docs/operations.md).
 
     With broker.url = "stub://" the triggered messages are sent by worker threads in this
     process; with Redis, handle_events jobs go to `nurture worker`.
@@ -417,6 +423,9 @@ def serve(
     if cfg.broker.url.startswith("stub://"):
         from workers.inprocess import InProcessWorkers
 
+        if processes > 1:
+            raise NurtureError("--workers above 1 needs broker.url = \"redis://...\": with stub:// this "
+                               "process's own worker threads send what events trigger")
         workers = InProcessWorkers(runtime=Runtime.from_config(cfg, engine=engine))
         with workers.running():
             uvicorn.run(create_app(workers.runtime, broker=workers.broker), host=host, port=port)
@@ -424,6 +433,12 @@ def serve(
     broker = make_broker(cfg.broker)
     broker.client.ping()  # type: ignore[attr-defined]  # a clear error now, not on the first event
     engine.dispose()
+    if processes > 1:
+        # Callbacks are CPU-bound Python (P7): one process per core. uvicorn forks its
+        # workers only from an import string; each builds its own app from the config.
+        os.environ["NURTURE_CONFIG"] = str(Path(config).resolve())
+        uvicorn.run("workers.serve_app:create", factory=True, host=host, port=port, workers=processes)
+        return
     uvicorn.run(create_app(cfg, broker=broker), host=host, port=port)
 
 

@@ -48,6 +48,11 @@ MAX_EVENTS = 1000
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
+def _server_pool(url: str) -> dict[str, int]:
+    """Pool sizes for the server's own engine (SQLite keeps its defaults)."""
+    return {} if url.startswith("sqlite") else {"pool_size": 20, "max_overflow": 20}
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -63,7 +68,10 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
         config, engine, owns_engine = runtime_or_config.config, runtime_or_config.engine, False
         clock = runtime_or_config.clock
     else:
-        config, engine, owns_engine = runtime_or_config, make_engine(runtime_or_config.database.url), True
+        # Starlette runs handlers on a 40-thread pool: a pool of 5 (+10) connections made
+        # PostgreSQL open and close sessions under callback load (P7).
+        config, engine, owns_engine = runtime_or_config, make_engine(
+            runtime_or_config.database.url, **_server_pool(runtime_or_config.database.url)), True
         clock = utcnow
     key_env = config.api.key_env
     queue = config.broker.queue

@@ -563,3 +563,11 @@ def test_report_campaign_table_shows_lift_as_not_available_without_a_holdout(pro
     assert result.exit_code == 0, result.output
     text = flat(result.output)
     assert "enrolled (treated) 4" in text and "held out 0" in text and "n/a (no holdout)" in text
+
+
+def test_serve_refuses_several_processes_with_the_in_process_broker(project):
+    # With stub:// the server's own threads send; a second process would have no workers.
+    result = invoke("serve", "-c", project.config, "--workers", "2")
+    assert result.exit_code == 1
+    assert "--workers above 1 needs broker.url" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
