@@ -9,11 +9,13 @@ so an undefined variable is an error here rather than a failed send.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import UTC, datetime, time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from campaigns.config import AppConfig, _format_loc, load_config, secret_warnings
 from campaigns.errors import ConfigError, ConfigIssue, RenderError
+from campaigns.policy import earliest_in_windows
 from campaigns.rendering import TemplateRenderer, sample_context
 from campaigns.tomlpos import KeyLines
 
@@ -89,9 +91,10 @@ def _window_issues(config: AppConfig, c_index: int, path: str | Path, lines: Key
 
 
 def windows_overlap(windows: list[tuple[time, time]]) -> bool:
-    """True when some minute of the day lies inside every window."""
-    def inside(minute: int, bounds: tuple[time, time]) -> bool:
-        start, end = (b.hour * 60 + b.minute for b in bounds)
-        return start <= minute < end if start < end else (minute >= start or minute < end)
+    """True when some moment of the day lies inside every window (the send-time policy's
+    own search, from an arbitrary day: only the local times matter)."""
+    return earliest_in_windows(_ANY_DAY, _UTC, windows) is not None
 
-    return any(all(inside(minute, bounds) for bounds in windows) for minute in range(24 * 60))
+
+_ANY_DAY = datetime(2026, 1, 1, tzinfo=UTC)
+_UTC = ZoneInfo("UTC")

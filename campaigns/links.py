@@ -22,6 +22,8 @@ import hashlib
 import hmac
 from urllib.parse import urlsplit
 
+from campaigns.unsubscribe import make_send_key_token, verify_send_key_token
+
 #: Domain-separation prefix of the signed bytes.
 CLICK_CONTEXT = b"nurture-click-v1:"
 #: Longest target URL a token carries (browsers and mail clients balk beyond ~2,000).
@@ -98,10 +100,6 @@ OPEN_CONTEXT = b"nurture-open-v1:"
 _MAX_OPEN_TOKEN = 512
 
 
-def _open_mac(send_key: bytes, secret: str) -> bytes:
-    return hmac.new(secret.encode("utf-8"), OPEN_CONTEXT + send_key, hashlib.sha256).digest()
-
-
 def make_open_token(send_key: str, secret: str) -> str:
     """The URL-safe token of the open pixel of message ``send_key``:
     ``base64url(send_key + HMAC-SHA256(secret, b"nurture-open-v1:" + send_key))``.
@@ -110,27 +108,12 @@ def make_open_token(send_key: str, secret: str) -> str:
     """
     if not secret:
         raise ValueError("an open-token secret is required")
-    raw = send_key.encode("utf-8")
-    if not raw:
+    if not send_key:
         raise ValueError("the send key must not be empty")
-    return base64.urlsafe_b64encode(raw + _open_mac(raw, secret)).rstrip(b"=").decode("ascii")
+    return make_send_key_token(OPEN_CONTEXT, send_key, secret)
 
 
 def verify_open_token(token: str, secret: str) -> str | None:
     """The send key carried by an open token signed with ``secret``, else None; never
     raises for malformed input."""
-    if not secret or not token or len(token) > _MAX_OPEN_TOKEN:
-        return None
-    try:
-        data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    if len(data) <= _MAC_BYTES:
-        return None
-    raw, mac = data[:-_MAC_BYTES], data[-_MAC_BYTES:]
-    if not hmac.compare_digest(mac, _open_mac(raw, secret)):
-        return None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    return verify_send_key_token(OPEN_CONTEXT, token, secret, max_length=_MAX_OPEN_TOKEN)

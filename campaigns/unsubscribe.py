@@ -26,24 +26,22 @@ TOKEN_CONTEXT = b"nurture-unsubscribe-v1:"
 _MAC_BYTES = hashlib.sha256().digest_size
 
 
-def _mac(send_key: bytes, secret: str) -> bytes:
-    return hmac.new(secret.encode("utf-8"), TOKEN_CONTEXT + send_key, hashlib.sha256).digest()
+def _mac(context: bytes, send_key: bytes, secret: str) -> bytes:
+    return hmac.new(secret.encode("utf-8"), context + send_key, hashlib.sha256).digest()
 
 
-def make_unsubscribe_token(send_key: str, secret: str) -> str:
-    """The URL-safe token for ``send_key`` signed with ``secret``."""
-    if not secret:
-        raise ValueError("an unsubscribe secret is required")
+def make_send_key_token(context: bytes, send_key: str, secret: str) -> str:
+    """``base64url(send_key + HMAC-SHA256(secret, context + send_key))``: a token naming
+    one message, signed under ``context`` so a token of one kind (unsubscribe, open pixel)
+    never verifies as another under the same secret."""
     raw = send_key.encode("utf-8")
-    return base64.urlsafe_b64encode(raw + _mac(raw, secret)).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(raw + _mac(context, raw, secret)).rstrip(b"=").decode("ascii")
 
 
-def verify_unsubscribe_token(token: str, secret: str) -> str | None:
-    """The send key carried by ``token`` if ``secret`` signed it, else None.
-
-    Never raises for malformed input: any garbage simply fails verification.
-    """
-    if not secret or not token or len(token) > 4096:
+def verify_send_key_token(context: bytes, token: str, secret: str, *, max_length: int = 4096) -> str | None:
+    """The send key carried by ``token`` if ``secret`` signed it under ``context``, else
+    None. Never raises for malformed input: any garbage simply fails verification."""
+    if not secret or not token or len(token) > max_length:
         return None
     try:
         data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
@@ -52,12 +50,27 @@ def verify_unsubscribe_token(token: str, secret: str) -> str | None:
     if len(data) <= _MAC_BYTES:
         return None
     raw, mac = data[:-_MAC_BYTES], data[-_MAC_BYTES:]
-    if not hmac.compare_digest(mac, _mac(raw, secret)):
+    if not hmac.compare_digest(mac, _mac(context, raw, secret)):
         return None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def make_unsubscribe_token(send_key: str, secret: str) -> str:
+    """The URL-safe token for ``send_key`` signed with ``secret``."""
+    if not secret:
+        raise ValueError("an unsubscribe secret is required")
+    return make_send_key_token(TOKEN_CONTEXT, send_key, secret)
+
+
+def verify_unsubscribe_token(token: str, secret: str) -> str | None:
+    """The send key carried by ``token`` if ``secret`` signed it, else None.
+
+    Never raises for malformed input: any garbage simply fails verification.
+    """
+    return verify_send_key_token(TOKEN_CONTEXT, token, secret)
 
 
 def unsubscribe_url(template: str, send_key: str, secret: str) -> str:

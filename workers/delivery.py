@@ -58,8 +58,9 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
     interaction_channels = _interaction_channels(config)
     # Channels apply compliance rules by purpose (opt-out text on marketing SMS, no
     # marketing over WeChat template messages); looked up once per batch.
-    purposes = {campaign.name: campaign.purpose for campaign in config.campaigns}
     campaigns = {campaign.name: campaign for campaign in config.campaigns}
+    # Click and open tracking needs the link secret: read once per batch, not per message.
+    link_secret = read_secret(config.api.link_secret_env) if config.api.public_url else None
 
     def send_one(delivery: Any) -> tuple[SendResult, datetime, datetime]:
         started = runtime.clock()
@@ -75,15 +76,16 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
             if not recipient:
                 result = SendResult(Outcome.PERMANENT, error=f"customer has no {options.recipient}")
             else:
-                extra = {"purpose": purposes.get(delivery.campaign, "marketing")}
+                campaign = campaigns.get(delivery.campaign)
+                extra = {"purpose": campaign.purpose if campaign else "marketing"}
                 # Providers that queue (Twilio) are told to drop the message rather than
                 # deliver it into the customer's quiet hours.
-                quiet_from = quiet_hours_start(config, campaigns.get(delivery.campaign), delivery.customer, now=started)
+                quiet_from = quiet_hours_start(config, campaign, delivery.customer, now=started)
                 if quiet_from is not None:
                     extra["deliver_within_s"] = max(1, int((quiet_from - started).total_seconds()))
                 if delivery.channel in interaction_channels:
                     extra["last_interaction_at"] = _iso(interactions.get(delivery.customer["id"]))
-                result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra)
+                result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra, link_secret)
         return result, started, runtime.clock()
 
     to_send = [delivery for delivery in claimed.deliveries if delivery.id not in skips]
@@ -206,7 +208,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: datetime,  # type: ignore[no-untyped-def]
-                     metadata: dict[str, Any]) -> SendResult:
+                     metadata: dict[str, Any], link_secret: str | None) -> SendResult:
     try:
         context = build_context(
             customer=delivery.customer,
@@ -220,11 +222,9 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
     except RenderError as exc:
         return SendResult(Outcome.PERMANENT, error=f"render failed: {exc}", code="render")
     api = runtime.config.api
-    if "html" in parts and api.public_url:
-        secret = read_secret(api.link_secret_env)
-        if secret:
-            parts = {**parts, "html": track_html(parts["html"], send_key=delivery.send_key, base_url=api.public_url,
-                                                 secret=secret, opens=api.track_opens)}
+    if "html" in parts and api.public_url and link_secret:
+        parts = {**parts, "html": track_html(parts["html"], send_key=delivery.send_key, base_url=api.public_url,
+                                             secret=link_secret, opens=api.track_opens)}
     message = OutboundMessage(
         send_key=delivery.send_key,
         delivery_id=delivery.id,

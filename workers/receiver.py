@@ -17,7 +17,6 @@ endpoint refuses every request (503) rather than accept events from anyone.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -30,11 +29,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from campaigns.config import AppConfig, read_secret
+from campaigns.config import AppConfig
 from campaigns.db import make_engine
 from campaigns.events import EventResult, record_events
 from campaigns.models import utcnow
 from workers.broker import enqueue_many, events_message
+from workers.receivers.http import BodyTooLarge, bearer_refusal, read_limited
 from workers.receivers.sms import sms_routes
 from workers.receivers.web import web_routes
 from workers.receivers.wechat import wechat_routes
@@ -76,27 +76,13 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
     key_env = config.api.key_env
     queue = config.broker.queue
 
-    def authorise(request: Request) -> JSONResponse | None:
-        expected = read_secret(key_env)
-        if expected is None:
-            return _error(503, f"event API disabled: set the environment variable {key_env} "
-                               "(named by [api] key_env) to the key clients must send")
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-            return JSONResponse({"error": "missing or wrong API key (Authorization: Bearer <key>)"},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return None
-
     async def post_events(request: Request) -> JSONResponse:
-        refused = authorise(request)
+        refused = bearer_refusal(request, key_env, api="event API")
         if refused is not None:
             return refused
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
+        try:
+            body = await read_limited(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
             return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
         events, problem = _parse_body(body)
         if problem is not None:

@@ -51,6 +51,7 @@ from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, Twi
 from campaigns.config import AppConfig, read_secret
 from campaigns.responses import InboundResponse, record_responses
 from workers.channels.sms import ALIYUN_SUPPRESS, TENCENT_SUPPRESS, TWILIO_SUPPRESS
+from workers.receivers.http import BodyTooLarge, read_limited
 
 logger = logging.getLogger("nurture.receivers.sms")
 
@@ -393,16 +394,10 @@ def _error(status: int, message: str) -> JSONResponse:
 async def read_body(request: Request) -> bytes:
     """The request body, CallbackError(413) past :data:`MAX_BODY_BYTES`; read in chunks so
     an oversized body (even one without Content-Length) is never held whole."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise CallbackError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise CallbackError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_limited(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise CallbackError(413, f"request body larger than {MAX_BODY_BYTES} bytes") from None
 
 
 def check_callback_token(request: Request, env: str = CALLBACK_TOKEN_ENV) -> None:

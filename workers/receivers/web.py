@@ -43,7 +43,6 @@ import base64
 import email
 import email.policy
 import hashlib
-import hmac
 import html
 import logging
 from collections.abc import Awaitable, Callable
@@ -86,6 +85,7 @@ from campaigns.models import Consent, Customer, Delivery
 from campaigns.optout import FAMILY_FIELDS, set_consent
 from campaigns.responses import InboundResponse, ResponseResult, record_responses
 from campaigns.unsubscribe import verify_unsubscribe_token
+from workers.receivers.http import BodyTooLarge, bearer_refusal, read_limited
 
 logger = logging.getLogger("nurture.receivers.web")
 
@@ -118,10 +118,6 @@ _PAGE_HEADERS = {
 #: Display names of the channel families on the preference page.
 FAMILY_LABELS = {"email": "Email", "sms": "Text messages (SMS)", "wechat": "WeChat"}
 _MAC_BYTES = hashlib.sha256().digest_size
-
-
-class _BodyTooLarge(Exception):
-    """The request body exceeds :data:`MAX_BODY_BYTES`."""
 
 
 def click_ref(send_key: str, url: str) -> str:
@@ -178,19 +174,8 @@ def _load_recipient(engine: Engine, config: AppConfig, send_key: str) -> _Recipi
 
 
 async def _read_body(request: Request) -> bytes:
-    """The body, read in chunks and refused as soon as it passes the limit (a client
-    lying about, or omitting, Content-Length cannot make us buffer more)."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise _BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The body within :data:`MAX_BODY_BYTES` (:class:`BodyTooLarge` past it)."""
+    return await read_limited(request, MAX_BODY_BYTES)
 
 
 def _form(content_type: str | None, body: bytes) -> dict[str, list[str]] | None:
@@ -240,7 +225,7 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]],
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
         except ClientDisconnect:
             return _error(400, "client disconnected")
@@ -536,17 +521,6 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
 
     # -- bounces --------------------------------------------------------------------------
 
-    def authorise(request: Request) -> JSONResponse | None:
-        expected = read_secret(key_env)
-        if expected is None:
-            return _error(503, f"bounce API disabled: set the environment variable {key_env} "
-                               "(named by [api] key_env) to the key clients must send")
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-            return _error(401, "missing or wrong API key (Authorization: Bearer <key>)",
-                          **{"WWW-Authenticate": "Bearer"})
-        return None
-
     def record_bounce(report: DsnReport, moment: datetime) -> dict[str, Any]:
         matched = _match_delivery(engine, config, report)
         planned = _bounce_items(report, matched, now=moment)
@@ -573,7 +547,7 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
 
     async def bounces(request: Request) -> Response:
         """Record a DSN (bounce) as received."""
-        refused = authorise(request)
+        refused = bearer_refusal(request, key_env, api="bounce API")
         if refused is not None:
             return refused
         content_type = request.headers.get("content-type", "")
