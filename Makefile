@@ -25,10 +25,10 @@ check: install
 
 # Unit and end-to-end tests need nothing but Python; integration tests use the real
 # Redis and PostgreSQL on 127.0.0.1 (skipped locally when missing, failures under CI=true).
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
-test-unit: install
+test-unit: install browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/e2e
 
 test-integration: install
@@ -41,6 +41,20 @@ test-integration: install
 .PHONY: reliability
 reliability: install
 	$(BIN)/python -m bench.reliability --recipients 10000 --workers 2 --scenario all
+
+# The dashboard test (tests/e2e/test_dashboard_browser.py) loads the page in Debian's
+# Chromium, driven by Playwright. Installed here when missing (as root, or with
+# passwordless sudo); otherwise the test skips locally and fails under CI=true.
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  if command -v apt-get >/dev/null 2>&1 && { [ -z "$$SUDO" ] || sudo -n true 2>/dev/null; }; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; } || \
+	    echo "note: could not install chromium; the dashboard browser test will skip (fail under CI)"; \
+	  else echo "note: chromium is missing and cannot be installed here (apt-get as root); the dashboard browser test will skip (fail under CI)"; fi; }
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -547,6 +547,10 @@ class ApiConfig(_Model):
     #: Environment variable holding the Token of the WeChat account's server configuration
     #: (signs the event pushes of every ``wechat_oa`` channel).
     wechat_token_env: str = "NURTURE_WECHAT_TOKEN"
+    #: Environment variable holding the password of the read-only dashboard
+    #: (``/dashboard``, HTTP Basic, any user name); while it is unset the dashboard
+    #: answers 503, so campaign figures are never served to anyone by default.
+    dashboard_password_env: str = "NURTURE_DASHBOARD_PASSWORD"
     #: Public base URL of ``nurture serve`` (e.g. ``https://t.example.com``). With it and
     #: the link secret, HTML messages get click-tracking links and an open pixel.
     public_url: str | None = None
