@@ -88,75 +88,140 @@ class ResponseResult:
 
 
 def record_responses(engine: Engine, items: Sequence[InboundResponse], *, now: datetime) -> list[ResponseResult]:
-    """Match, record and apply ``items`` in one transaction; a duplicate changes nothing."""
+    """Match, record and apply ``items`` in one transaction; a duplicate changes nothing.
+
+    Set-based, so a receiver may hand in whatever arrived in the last few milliseconds
+    from many requests: one ``SELECT`` matches every item's delivery, one multi-row
+    ``INSERT … ON CONFLICT DO NOTHING`` stores the new ones, one ``UPDATE`` batch sets
+    their receipts, whatever the number of items. Results come back in the order of
+    ``items``; an item repeating the key of an earlier one in the same call is a duplicate.
+    """
     for item in items:
         if item.kind not in RESPONSE_KINDS:
             raise ValueError(f"unknown response kind {item.kind!r}")
+    if not items:
+        return []
     with engine.begin() as conn:
-        return [_record(conn, item, now=now) for item in items]
+        return record_responses_in(conn, items, now=now)
 
 
-def _record(conn: sa.Connection, item: InboundResponse, *, now: datetime) -> ResponseResult:
-    delivery = _delivery(conn, item)
-    family = item.family
-    customer_id = delivery.customer_id if delivery is not None else None
-    if customer_id is None and item.address and family in FAMILY_FIELDS:
-        customer_id = _customer_by_address(conn, family, item.address)
+def record_responses_in(conn: sa.Connection, items: Sequence[InboundResponse], *,
+                        now: datetime) -> list[ResponseResult]:
+    """:func:`record_responses` inside the caller's transaction."""
+    deliveries = _deliveries(conn, items)
+    customers: list[int | None] = []
+    rows: list[dict[str, Any]] = []
+    for item, delivery in zip(items, deliveries, strict=True):
+        customer_id = delivery.customer_id if delivery is not None else None
+        if customer_id is None and item.address and item.family in FAMILY_FIELDS:
+            customer_id = _customer_by_address(conn, item.family, item.address)
+        customers.append(customer_id)
+        rows.append({
+            "delivery_id": delivery.id if delivery is not None else None, "customer_id": customer_id,
+            "kind": item.kind, "provider": item.provider, "provider_ref": item.provider_ref[:256],
+            "occurred_at": item.occurred_at, "payload": _stored_payload(item),
+        })
+    # The first item of each key is the one that may be new; later ones repeat it.
+    first_of: dict[tuple[str, str, str], int] = {}
+    for index, row in enumerate(rows):
+        first_of.setdefault((row["provider"], row["provider_ref"], row["kind"]), index)
+    table = Response.__table__
+    # One statement for all rows (SQLAlchemy's "insertmanyvalues"); rows that conflict
+    # return nothing, so what came back is matched to the items by the dedupe key.
+    inserted_ids = {
+        (provider, ref, kind): response_id
+        for response_id, provider, ref, kind in conn.execute(
+            dialect_insert(conn, table)
+            .on_conflict_do_nothing(index_elements=["provider", "provider_ref", "kind"])
+            .returning(table.c.id, table.c.provider, table.c.provider_ref, table.c.kind),
+            [rows[index] for index in first_of.values()],
+        )
+    }
+    new = [first_of[(row["provider"], row["provider_ref"], row["kind"])] == index
+           and (row["provider"], row["provider_ref"], row["kind"]) in inserted_ids
+           for index, row in enumerate(rows)]
+    receipts = [
+        {"b_id": row["delivery_id"], "b_status": item.kind, "b_at": item.occurred_at}
+        for item, row, is_new in zip(items, rows, new, strict=True)
+        if is_new and row["delivery_id"] is not None and item.kind in RECEIPT_KINDS
+    ]
+    if receipts:
+        # Pushes arrive out of order (a retried "sent" after "delivered"): the latest wins.
+        conn.execute(
+            sa.update(Delivery.__table__)
+            .where(Delivery.__table__.c.id == sa.bindparam("b_id"),
+                   sa.or_(Delivery.__table__.c.receipt_at.is_(None),
+                          Delivery.__table__.c.receipt_at <= sa.bindparam("b_at")))
+            .values(receipt_status=sa.bindparam("b_status"), receipt_at=sa.bindparam("b_at")),
+            receipts,
+        )
+    results: list[ResponseResult] = []
+    for item, row, customer_id, is_new in zip(items, rows, customers, new, strict=True):
+        delivery_id = row["delivery_id"]
+        if not is_new:
+            results.append(ResponseResult(None, True, delivery_id, customer_id, False, False))
+            continue
+        key = (row["provider"], row["provider_ref"], row["kind"])
+        suppressed, opted_out = _apply_effects(conn, item, customer_id, now=now)
+        results.append(ResponseResult(inserted_ids[key], False, delivery_id, customer_id, suppressed, opted_out))
+    return results
+
+
+def _stored_payload(item: InboundResponse) -> dict[str, Any]:
     payload = dict(item.payload)
     if item.error:
         payload["error"] = mask_text(item.error)[:500]
     if item.text is not None:
         # A reply is kept (the marketer reads replies), masked like everything stored.
         payload["text"] = mask_text(item.text)[:1000]
-    inserted = conn.execute(
-        dialect_insert(conn, Response.__table__)
-        .values(delivery_id=delivery.id if delivery is not None else None, customer_id=customer_id, kind=item.kind,
-                provider=item.provider, provider_ref=item.provider_ref[:256], occurred_at=item.occurred_at,
-                payload=payload)
-        .on_conflict_do_nothing(index_elements=["provider", "provider_ref", "kind"])
-        .returning(Response.__table__.c.id)
-    ).scalar()
-    if inserted is None:
-        return ResponseResult(None, True, delivery.id if delivery is not None else None, customer_id, False, False)
+    return payload
 
-    if delivery is not None and item.kind in RECEIPT_KINDS:
-        # Pushes arrive out of order (a retried "sent" after "delivered"): the latest wins.
-        conn.execute(
-            sa.update(Delivery)
-            .where(Delivery.id == delivery.id,
-                   sa.or_(Delivery.receipt_at.is_(None), Delivery.receipt_at <= item.occurred_at))
-            .values(receipt_status=item.kind, receipt_at=item.occurred_at)
-        )
-    address = item.address or _customer_address(conn, customer_id, family)
-    suppressed = opted_out = False
-    reason = f"{item.provider} {item.kind}" + (f": {mask_text(item.error)}" if item.error else "")
-    if item.kind == "replied" and item.text is not None and is_opt_out(item.text) and address and family:
-        result = opt_out_in(conn, family=family, address=address, reason=f"opt-out reply via {item.provider}",
-                            source=f"{item.provider} reply", now=now)
-        suppressed, opted_out = result.suppressed, True
-    elif (item.permanent or item.kind in SUPPRESSING_KINDS) and address and family in FAMILY_FIELDS:
-        result = opt_out_in(conn, family=family, address=address, reason=reason, source=f"{item.provider} {item.kind}",
-                            now=now)
-        suppressed, opted_out = result.suppressed, item.kind == "complained"
-    elif item.kind == "unsubscribed" and customer_id is not None and family in FAMILY_FIELDS:
+
+def _apply_effects(conn: sa.Connection, item: InboundResponse, customer_id: int | None, *,
+                   now: datetime) -> tuple[bool, bool]:
+    """Suppression and consent changes a new response calls for: (suppressed, opted_out).
+
+    Only opt-outs, unsubscribes and permanent failures have any, so a receipt costs no
+    statement here (the address is read only when it is needed)."""
+    family = item.family
+    opt_out_reply = item.kind == "replied" and item.text is not None and is_opt_out(item.text)
+    suppressing = item.permanent or item.kind in SUPPRESSING_KINDS
+    if opt_out_reply or suppressing:
+        address = item.address or _customer_address(conn, customer_id, family)
+        if not address or family not in FAMILY_FIELDS:
+            return False, False
+        if opt_out_reply:
+            result = opt_out_in(conn, family=family, address=address, reason=f"opt-out reply via {item.provider}",
+                                source=f"{item.provider} reply", now=now)
+            return result.suppressed, True
+        reason = f"{item.provider} {item.kind}" + (f": {mask_text(item.error)}" if item.error else "")
+        result = opt_out_in(conn, family=family, address=address, reason=reason,
+                            source=f"{item.provider} {item.kind}", now=now)
+        return result.suppressed, item.kind == "complained"
+    if item.kind == "unsubscribed" and customer_id is not None and family in FAMILY_FIELDS:
         set_consent_in(conn, customer_id, family, "withdrawn", source=f"{item.provider} unsubscribe", now=now)
-        opted_out = True
-    return ResponseResult(inserted, False, delivery.id if delivery is not None else None, customer_id,
-                          suppressed, opted_out)
+        return False, True
+    return False, False
 
 
-def _delivery(conn: sa.Connection, item: InboundResponse) -> Any:
+def _deliveries(conn: sa.Connection, items: Sequence[InboundResponse]) -> list[Any]:
+    """Each item's delivery (None when unknown), found by send key first, else by the
+    provider's message id (the newest delivery carrying it); two statements at most."""
     columns = (Delivery.id, Delivery.customer_id, Delivery.channel)
-    if item.send_key:
-        row = conn.execute(sa.select(*columns).where(Delivery.send_key == item.send_key)).first()
-        if row is not None:
-            return row
-    if item.provider_message_id:
-        return conn.execute(
-            sa.select(*columns).where(Delivery.provider_message_id == item.provider_message_id)
-            .order_by(Delivery.id.desc()).limit(1)
-        ).first()
-    return None
+    send_keys = sorted({item.send_key for item in items if item.send_key})
+    by_key = {
+        row.send_key: row
+        for row in conn.execute(sa.select(*columns, Delivery.send_key).where(Delivery.send_key.in_(send_keys)))
+    } if send_keys else {}
+    message_ids = sorted({item.provider_message_id for item in items
+                          if item.provider_message_id and by_key.get(item.send_key or "") is None})
+    by_message: dict[str, Any] = {}
+    if message_ids:
+        for row in conn.execute(sa.select(*columns, Delivery.provider_message_id)
+                                .where(Delivery.provider_message_id.in_(message_ids))
+                                .order_by(Delivery.id)):
+            by_message[row.provider_message_id] = row  # ascending ids: the newest is kept
+    return [by_key.get(item.send_key or "") or by_message.get(item.provider_message_id or "") for item in items]
 
 
 def _customer_by_address(conn: sa.Connection, family: str, address: str) -> int | None:

@@ -49,3 +49,44 @@ def test_concurrent_copies_of_a_push_are_recorded_once(postgres_url):
             assert conn.execute(sa.select(Suppression.address)).scalars().all() == ["+8613800000001"]
     finally:
         engine.dispose()
+
+
+def test_a_batch_of_300_receipts_with_50_retries_lands_each_once(postgres_url):
+    """PostgreSQL's multi-row INSERT … ON CONFLICT DO NOTHING RETURNING returns only the
+    new rows; each must still be matched to its own item and delivery."""
+    from campaigns.models import Delivery
+
+    engine = make_engine(postgres_url)
+    try:
+        with engine.begin() as conn:
+            customer_id = conn.execute(sa.insert(Customer.__table__).values(
+                external_id="ann", phone="+15550000001", attributes={}, created_at=NOW, updated_at=NOW)
+                .returning(Customer.__table__.c.id)).scalar_one()
+            conn.execute(sa.insert(Delivery.__table__), [
+                {"campaign": "promo", "customer_id": customer_id, "channel": "sms_us", "template": "t",
+                 "due_at": NOW, "dispatch_after": NOW, "send_key": f"promo:{i}:{customer_id}:once", "step": i,
+                 "status": "sent", "provider_message_id": f"SM{i:04d}", "sent_at": NOW}
+                for i in range(300)
+            ])
+
+        def receipt(i: int) -> InboundResponse:
+            return InboundResponse(kind="delivered", provider="twilio", provider_ref=f"SM{i:04d}:delivered",
+                                   occurred_at=NOW, provider_message_id=f"SM{i:04d}", family="sms")
+
+        earlier = record_responses(engine, [receipt(i) for i in range(0, 300, 6)], now=NOW)  # 50 retried later
+        results = record_responses(engine, [receipt(i) for i in reversed(range(300))], now=NOW)
+
+        assert [r.duplicate for r in earlier] == [False] * 50
+        assert [r.duplicate for r in results] == [i % 6 == 0 for i in reversed(range(300))]
+        with engine.connect() as conn:
+            by_id = dict(conn.execute(sa.select(Response.id, Response.provider_ref)).all())
+            steps = dict(conn.execute(sa.select(Delivery.id, Delivery.step)).all())
+            assert conn.execute(sa.select(sa.func.count()).select_from(Delivery)
+                                .where(Delivery.receipt_status == "delivered")).scalar_one() == 300
+        for i, result in zip(reversed(range(300)), results, strict=True):
+            assert steps[result.delivery_id] == i
+            if not result.duplicate:
+                assert by_id[result.response_id] == f"SM{i:04d}:delivered"
+        assert len(by_id) == 300
+    finally:
+        engine.dispose()

@@ -128,3 +128,44 @@ def test_an_unknown_kind_is_refused_before_anything_is_written(world):
     with pytest.raises(ValueError, match="unknown response kind"):
         record_responses(world, [receipt("delivered", "a"), receipt("read", "b")], now=NOW)
     assert rows(world, Response, "id") == []
+
+
+def test_one_call_with_new_repeated_and_already_recorded_items_keeps_each_once(world):
+    """A receiver hands in what many requests brought: results follow the items' order."""
+    record_responses(world, [receipt("delivered", "SM1:delivered")], now=NOW)
+    hello = InboundResponse(kind="replied", provider="twilio", provider_ref="SMreply1", occurred_at=NOW,
+                            address="+8613800000001", family="sms", text="hello")
+    stranger = InboundResponse(kind="delivered", provider="twilio", provider_ref="SM404:delivered", occurred_at=NOW,
+                               provider_message_id="SM404", family="sms")
+    results = record_responses(world, [
+        receipt("delivered", "SM1:delivered"),  # recorded by an earlier call
+        hello,
+        hello,  # the same push twice within one batch
+        stranger,  # a message we never sent: stored, matched to nothing
+        receipt("undelivered", "SM1:undelivered", at=NOW + timedelta(minutes=1)),
+    ], now=NOW)
+
+    assert [r.duplicate for r in results] == [True, False, True, False, False]
+    assert results[1].customer_id is not None and results[1].response_id is not None
+    assert results[3].delivery_id is None and results[3].customer_id is None
+    assert len({r.response_id for r in results if not r.duplicate}) == 3
+    assert sorted(rows(world, Response, "provider_ref")) == [
+        ("SM1:delivered",), ("SM1:undelivered",), ("SM404:delivered",), ("SMreply1",)]
+    assert rows(world, Delivery, "receipt_status")[0] == ("undelivered",)
+
+
+@pytest.mark.parametrize("order", ["latest first", "latest last"])
+def test_two_receipts_of_one_message_in_one_call_keep_the_latest(world, order):
+    later = receipt("delivered", "SM1:delivered", at=NOW + timedelta(minutes=2))
+    earlier = receipt("undelivered", "SM1:undelivered", at=NOW + timedelta(minutes=1))
+    batch = [later, earlier] if order == "latest first" else [earlier, later]
+    assert [r.duplicate for r in record_responses(world, batch, now=NOW)] == [False, False]
+    assert rows(world, Delivery, "receipt_status", "receipt_at")[0] == ("delivered", NOW + timedelta(minutes=2))
+
+
+def test_an_opt_out_in_a_batch_of_receipts_still_suppresses(world):
+    reply = InboundResponse(kind="replied", provider="twilio", provider_ref="SMstop", occurred_at=NOW,
+                            address="+8613800000001", family="sms", text="STOP")
+    results = record_responses(world, [receipt("delivered", "SM1:delivered"), reply], now=NOW)
+    assert [(r.suppressed, r.opted_out) for r in results] == [(False, False), (True, True)]
+    assert rows(world, Suppression, "channel", "address") == [("sms", "+8613800000001")]
