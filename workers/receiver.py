@@ -34,6 +34,7 @@ from campaigns.db import make_engine
 from campaigns.events import EventResult, record_events
 from campaigns.models import utcnow
 from workers.broker import enqueue_many, events_message
+from workers.receivers.batching import ResponseWriter
 from workers.receivers.http import BodyTooLarge, bearer_refusal, read_limited
 from workers.receivers.sms import sms_routes
 from workers.receivers.web import web_routes
@@ -75,6 +76,8 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
         clock = utcnow
     key_env = config.api.key_env
     queue = config.broker.queue
+    # One group-commit writer for every callback route: concurrent pushes share batches.
+    writer = ResponseWriter(engine=engine, clock=clock)
 
     async def post_events(request: Request) -> JSONResponse:
         refused = bearer_refusal(request, key_env, api="event API")
@@ -103,6 +106,7 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
         try:
             yield
         finally:
+            await writer.wait_idle()
             if owns_engine:
                 engine.dispose()
 
@@ -111,11 +115,11 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
             Route("/events", post_events, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             # Provider receipts and replies (issue 7); each route authenticates its provider.
-            *sms_routes(config=config, engine=engine, clock=clock),
+            *sms_routes(config=config, engine=engine, clock=clock, writer=writer),
             # One-click unsubscribe, preference page, click redirects, open pixel, DSN bounces.
-            *web_routes(config=config, engine=engine, clock=clock),
+            *web_routes(config=config, engine=engine, clock=clock, writer=writer),
             # WeChat event pushes: template receipts, unfollows, replies.
-            *wechat_routes(config=config, engine=engine, clock=clock),
+            *wechat_routes(config=config, engine=engine, clock=clock, writer=writer),
         ],
         lifespan=lifespan,
     )

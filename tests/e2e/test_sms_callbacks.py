@@ -33,7 +33,7 @@ with warnings.catch_warnings():
 from campaigns.config import AppConfig, parse_config
 from campaigns.models import Consent, Customer, Delivery, Response, Suppression
 from tests.conftest import grant_consent
-from workers.receivers import sms as sms_receiver
+from workers.receivers import batching as response_writer
 from workers.receivers.sms import (
     CALLBACK_TOKEN_ENV,
     MAX_BODY_BYTES,
@@ -498,12 +498,12 @@ def test_a_database_failure_is_a_503_so_the_provider_pushes_again(client: TestCl
     def broken(*args: Any, **kwargs: Any) -> None:
         raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
 
-    working = sms_receiver.record_responses
-    monkeypatch.setattr(sms_receiver, "record_responses", broken)
+    working = response_writer.record_responses
+    monkeypatch.setattr(response_writer, "record_responses", broken)
     answer = push(client, "/callbacks/aliyun/sms_cn/report", [aliyun_report(ALIYUN_BIZ, CN_PHONE)])
     assert answer.status_code == 503
     assert "retry" in answer.json()["error"]
     assert responses(sqlite_engine) == []
-    monkeypatch.setattr(sms_receiver, "record_responses", working)  # the push comes again and is recorded
+    monkeypatch.setattr(response_writer, "record_responses", working)  # the push comes again and is recorded
     assert push(client, "/callbacks/aliyun/sms_cn/report", [aliyun_report(ALIYUN_BIZ, CN_PHONE)]).status_code == 200
     assert len(responses(sqlite_engine)) == 1

@@ -32,7 +32,7 @@ with warnings.catch_warnings():
 from campaigns.config import AppConfig, parse_config
 from campaigns.models import Consent, Customer, Delivery, Response, Suppression
 from tests.conftest import grant_consent
-from workers.receivers import wechat as wechat_receiver
+from workers.receivers import batching as response_writer
 from workers.receivers.wechat import (
     MAX_XML_BYTES,
     WECHAT_PUSH_TOKEN_ENV,
@@ -421,11 +421,11 @@ def test_a_database_failure_is_a_503_and_the_retry_is_recorded(client: TestClien
     def broken(*args: Any, **kwargs: Any) -> None:
         raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
 
-    working = wechat_receiver.record_responses
-    monkeypatch.setattr(wechat_receiver, "record_responses", broken)
+    working = response_writer.record_responses
+    monkeypatch.setattr(response_writer, "record_responses", broken)
     answer = post(client, template_finish("success"))
     assert answer.status_code == 503
     assert responses(sqlite_engine) == []
-    monkeypatch.setattr(wechat_receiver, "record_responses", working)
+    monkeypatch.setattr(response_writer, "record_responses", working)
     assert post(client, template_finish("success")).text == "success"
     assert len(responses(sqlite_engine)) == 1

@@ -42,15 +42,15 @@ from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
 from campaigns.config import AppConfig, read_secret
-from campaigns.responses import InboundResponse, record_responses
+from campaigns.responses import InboundResponse
 from workers.channels.sms import ALIYUN_SUPPRESS, TENCENT_SUPPRESS, TWILIO_SUPPRESS
+from workers.receivers.batching import ResponseWriter
 from workers.receivers.http import BodyTooLarge, read_limited
 
 logger = logging.getLogger("nurture.receivers.sms")
@@ -413,9 +413,12 @@ def check_callback_token(request: Request, env: str = CALLBACK_TOKEN_ENV) -> Non
         raise CallbackError(403, "missing or wrong callback token")
 
 
-def sms_routes(*, config: AppConfig, engine: Engine, clock: Clock) -> list[Route]:
+def sms_routes(*, config: AppConfig, engine: Engine, clock: Clock,
+               writer: ResponseWriter | None = None) -> list[Route]:
     """The SMS callback routes (see the module docstring) for the channels of ``config``;
-    responses are recorded through ``engine`` at ``clock()``, which must be aware UTC."""
+    responses are recorded through ``engine`` at ``clock()``, which must be aware UTC, by
+    ``writer`` (the app's shared one; else a writer of these routes' own)."""
+    writer = writer or ResponseWriter(engine=engine, clock=clock)
 
     def channel_of(request: Request, kind: type) -> str:
         name = request.path_params["channel"]
@@ -427,9 +430,9 @@ def sms_routes(*, config: AppConfig, engine: Engine, clock: Clock) -> list[Route
         if not items:
             return
         try:
-            await run_in_threadpool(record_responses, engine, items, now=now)
+            await writer.record(items)
         except Exception:
-            # Nothing was recorded (one transaction): a 503 makes the provider push again.
+            # Nothing of this request was recorded: a 503 makes the provider push again.
             logger.exception("could not record %d SMS response(s)", len(items))
             raise CallbackError(503, "could not record the responses; retry later") from None
 

@@ -85,6 +85,7 @@ from campaigns.models import Consent, Customer, Delivery
 from campaigns.optout import FAMILY_FIELDS, set_consent
 from campaigns.responses import InboundResponse, ResponseResult, record_responses
 from campaigns.unsubscribe import verify_unsubscribe_token
+from workers.receivers.batching import ResponseWriter
 from workers.receivers.http import BodyTooLarge, bearer_refusal, read_limited
 
 logger = logging.getLogger("nurture.receivers.web")
@@ -378,16 +379,20 @@ def _bounce_items(report: DsnReport, matched: _Matched | None, *, now: datetime
 # -- routes -----------------------------------------------------------------------------------
 
 
-def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetime]) -> list[Route]:
+def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetime],
+               writer: ResponseWriter | None = None) -> list[Route]:
     """The routes of unsubscribe, preference page, click, open and bounce endpoints.
 
     ``clock`` gives the current time (aware; tests pass a fixed one); ``engine`` is the
-    caller's, never disposed here.
+    caller's, never disposed here. Clicks and opens, the many small requests, are
+    recorded by ``writer`` (the app's shared one; else a writer of these routes' own).
     """
     key_env = config.api.key_env
 
     def now() -> datetime:
         return _aware(clock())
+
+    writer = writer or ResponseWriter(engine=engine, clock=now)
 
     def unsubscribe_secrets() -> list[str]:
         secrets: list[str] = []
@@ -500,7 +505,7 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
             send_key=send_key, payload={"url": mask_text(url)[:2048]},
         )
         try:
-            await run_in_threadpool(record_responses, engine, [item], now=moment)
+            await writer.record([item])
         except Exception:
             # The reader came for the page, not for our statistics.
             logger.exception("could not record a click")
@@ -514,7 +519,7 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
             item = InboundResponse(kind="opened", provider=WEB_PROVIDER, provider_ref=send_key, occurred_at=moment,
                                    send_key=send_key)
             try:
-                await run_in_threadpool(record_responses, engine, [item], now=moment)
+                await writer.record([item])
             except Exception:
                 logger.exception("could not record an open")
         return _gif()

@@ -50,14 +50,14 @@ from typing import Any
 from xml.etree import ElementTree
 
 from sqlalchemy.engine import Engine
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from campaigns.channel_options.wechat import WeChatOAChannelConfig
 from campaigns.config import AppConfig, read_secret
-from campaigns.responses import InboundResponse, record_responses
+from campaigns.responses import InboundResponse
+from workers.receivers.batching import ResponseWriter
 from workers.receivers.sms import MAX_BODY_BYTES, CallbackError, read_body
 
 logger = logging.getLogger("nurture.receivers.wechat")
@@ -263,10 +263,12 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def wechat_routes(*, config: AppConfig, engine: Engine, clock: Clock) -> list[Route]:
+def wechat_routes(*, config: AppConfig, engine: Engine, clock: Clock,
+                  writer: ResponseWriter | None = None) -> list[Route]:
     """The WeChat push routes (see the module docstring) for the ``wechat_oa`` channels of
     ``config``; responses are recorded through ``engine`` at ``clock()``, which must be
-    aware UTC."""
+    aware UTC, by ``writer`` (the app's shared one; else a writer of these routes' own)."""
+    writer = writer or ResponseWriter(engine=engine, clock=clock)
 
     def channel_of(request: Request) -> str:
         name = request.path_params["channel"]
@@ -305,7 +307,7 @@ def wechat_routes(*, config: AppConfig, engine: Engine, clock: Clock) -> list[Ro
         item = parse_push_response(parse_push(await read_body(request)), channel=name)
         if item is not None:
             try:
-                await run_in_threadpool(record_responses, engine, [item], now=now)
+                await writer.record([item])
             except Exception:
                 # Nothing was recorded (one transaction). WeChat documents retries only for
                 # pushes it sees no answer to; a 503 at least does not claim "success".
