@@ -547,6 +547,9 @@ class ApiConfig(_Model):
     #: Environment variable holding the Token of the WeChat account's server configuration
     #: (signs the event pushes of every ``wechat_oa`` channel).
     wechat_token_env: str = "NURTURE_WECHAT_TOKEN"
+    #: Environment variable holding the EncodingAESKey (43 characters) of the account's
+    #: server configuration, for pushes in encrypted mode (安全模式 or 兼容模式).
+    wechat_aes_key_env: str = "NURTURE_WECHAT_AES_KEY"
     #: Environment variable holding the password of the read-only dashboard
     #: (``/dashboard``, HTTP Basic, any user name); while it is unset the dashboard
     #: answers 503, so campaign figures are never served to anyone by default.

@@ -3,7 +3,8 @@
 Requests are built the way WeChat documents them: the server URL verification GET and the
 plaintext message pushes, both signed in the query string with the hex SHA-1 of token,
 timestamp and nonce sorted and concatenated (computed here independently and checked
-against wechatpy's published test vector). The XML bodies follow the TEMPLATESENDJOBFINISH
+against wechatpy's published test vector); the encrypted pushes are sealed here too, and
+the opening is checked against Tencent's WXBizMsgCrypt sample. The XML bodies follow the TEMPLATESENDJOBFINISH
 examples of WeChat's template-message documentation (CHANNELS.md §2b). WeChat pushes again
 when it does not see an answer within 5 s, so every test replays its push and counts rows
 in ``response``.
@@ -352,12 +353,130 @@ def test_pushes_with_bad_signatures_are_refused(client: TestClient, sqlite_engin
     assert suppressed(sqlite_engine) == set()
 
 
-def test_encrypted_mode_is_501(client: TestClient, sqlite_engine: sa.Engine) -> None:
-    body = (f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
-            "<Encrypt><![CDATA[bm90IHJlYWxseSBlbmNyeXB0ZWQ=]]></Encrypt></xml>")
-    answer = post(client, body, encrypt_type="aes", msg_signature="0" * 40)
-    assert answer.status_code == 501
-    assert "plaintext" in answer.json()["error"]
+# --------------------------------------------------------------------------- encrypted mode
+
+AES_KEY_ENV = "NURTURE_WECHAT_AES_KEY"
+ENCODING_AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters, as the settings page shows
+APPID = "wx0000000000000001"  # the channel's
+
+
+def seal(xml: str, *, key_text: str = ENCODING_AES_KEY, appid: str = APPID, prefix: bytes = b"0123456789abcdef") -> str:
+    """``Encrypt`` as WeChat builds it (WXBizMsgCrypt): 16 random bytes, the length (4
+    bytes, big-endian), the XML and the appid, PKCS#7-padded to 32 bytes, AES-256-CBC
+    with the decoded EncodingAESKey and its first 16 bytes as IV, base64."""
+    import base64
+    import struct
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = base64.b64decode(key_text + "=")
+    message = xml.encode()
+    plain = prefix + struct.pack(">I", len(message)) + message + appid.encode()
+    pad = 32 - len(plain) % 32
+    plain += bytes([pad]) * pad
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode()
+
+
+def encrypted_post(client: TestClient, xml: str, *, encrypt: str | None = None, signature: str | None = None,
+                   outer_extra: str = "", **query: Any) -> Any:
+    """An encrypted-mode push: the sealed message in ``<Encrypt>``, ``encrypt_type=aes`` and
+    ``msg_signature`` (SHA-1 of token, timestamp, nonce and the ciphertext, sorted) besides
+    the plaintext ``signature``."""
+    sealed = encrypt if encrypt is not None else seal(xml)
+    nonce, timestamp = "1320562132", NOW_S
+    msg_sig = signature if signature is not None else hashlib.sha1(
+        "".join(sorted((TOKEN, timestamp, nonce, sealed))).encode()).hexdigest()
+    body = f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>{outer_extra}<Encrypt><![CDATA[{sealed}]]></Encrypt></xml>"
+    return post(client, body, nonce=nonce, timestamp=timestamp, encrypt_type="aes", msg_signature=msg_sig,
+                openid=OPENID, **query)
+
+
+def test_decryption_matches_tencents_published_sample() -> None:
+    """WXBizMsgCrypt's Python sample (Tencent): token "spamtest", this EncodingAESKey, appid
+    wx2c2769f8efd9abc2; the sample's msg_signature and ciphertext, opened here."""
+    from workers.receivers.wechat import parse_push
+    from workers.receivers.wechat_crypto import (
+        aes_key,
+        decrypt_push,
+        msg_signature,
+        msg_signature_valid,
+    )
+
+    encrypted = (
+        "hyzAe4OzmOMbd6TvGdIOO6uBmdJoD0Fk53REIHvxYtJlE2B655HuD0m8KUePWB3+LrPXo87wzQ1QLvbeUgmBM4x6F8PGHQHFVAFmOD2LdJF9"
+        "FrXpbUAh0B5GIItb52sn896wVsMSHGuPE328HnRGBcrS7C41IzDWyWNlZkyyXwon8T332jisa+h6tEDYsVticbSnyU8dKOIbgU6ux5VTjg3y"
+        "t+WGzjlpKn6NPhRjpA912xMezR4kw6KWwMrCVKSVCZciVGCgavjIQ6X8tCOp3yZbGpy0VxpAe+77TszTfRd5RJSVO/HTnifJpXgCSUdUue1v"
+        "6h0EIBYYI1BD1DlD+C0CR8e6OewpusjZ4uBl9FyJvnhvQl+q5rv1ixrcpCumEPo5MJSgM9ehVsNPfUM669WuMyVWQLCzpu9GhglF2PE="
+    )
+    assert msg_signature("spamtest", "1409735669", "1320562132", encrypted) == "5d197aaffba7e9b25a30732f161a50dee96bd5fa"
+    assert not msg_signature_valid("spamtest", "1409735669", "1320562133", encrypted,
+                                   "5d197aaffba7e9b25a30732f161a50dee96bd5fa")
+    fields = parse_push(decrypt_push(encrypted, key=aes_key(ENCODING_AES_KEY), appid="wx2c2769f8efd9abc2"))
+    assert fields == {"ToUserName": "gh_10f6c3c3ac5a", "FromUserName": "oyORnuP8q7ou2gfYjqLzSIWZf0rs",
+                      "CreateTime": "1409735668", "MsgType": "text", "Content": "abcdteT",
+                      "MsgId": "6054768590064713728"}
+
+
+@pytest.fixture
+def aes_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(AES_KEY_ENV, ENCODING_AES_KEY)
+
+
+def test_an_encrypted_receipt_is_opened_and_recorded_once(client: TestClient, sqlite_engine: sa.Engine,
+                                                          seeded: dict[str, int], aes_env: None) -> None:
+    push = template_finish("success")
+    for _ in range(2):  # WeChat pushes again when it sees no answer in time
+        answer = encrypted_post(client, push)
+        assert answer.status_code == 200 and answer.text == "success"
+    [row] = responses(sqlite_engine)
+    assert (row["kind"], row["provider_ref"], row["delivery_id"]) == ("delivered", f"{MSG_ID}:success",
+                                                                      seeded["delivery_ann"])
+    assert receipt(sqlite_engine, seeded["delivery_ann"]) == "delivered"
+
+
+def test_compatibility_mode_believes_only_the_encrypted_fields(client: TestClient, sqlite_engine: sa.Engine,
+                                                               seeded: dict[str, int], aes_env: None) -> None:
+    """兼容模式 sends the plaintext fields beside <Encrypt>; they are not covered by
+    msg_signature, so a forged plaintext "user block" must change nothing."""
+    forged = (f"<FromUserName><![CDATA[{OTHER_OPENID}]]></FromUserName><CreateTime>1772424003</CreateTime>"
+              f"<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event>"
+              f"<MsgID>{OTHER_MSG_ID}</MsgID><Status><![CDATA[failed:user block]]></Status>")
+    assert encrypted_post(client, template_finish("success"), outer_extra=forged).status_code == 200
+    assert [(r["kind"], r["delivery_id"]) for r in responses(sqlite_engine)] == [("delivered", seeded["delivery_ann"])]
+    assert suppressed(sqlite_engine) == set()
+
+
+def test_an_encrypted_opt_out_text_suppresses(client: TestClient, sqlite_engine: sa.Engine,
+                                              seeded: dict[str, int], aes_env: None) -> None:
+    assert encrypted_post(client, text_message("退订")).status_code == 200
+    assert suppressed(sqlite_engine) == {OPENID}
+
+
+def test_encrypted_pushes_that_do_not_check_out_are_refused(client: TestClient, sqlite_engine: sa.Engine,
+                                                            seeded: dict[str, int], aes_env: None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    push = template_finish("failed:user block")
+    sealed = seal(push)
+    # msg_signature over another ciphertext, or none: the body is not the one signed.
+    assert encrypted_post(client, push, encrypt=sealed, signature=hashlib.sha1(b"x").hexdigest()).status_code == 403
+    assert encrypted_post(client, push, encrypt=sealed, signature="").status_code == 403
+    # Sealed for another account sharing the key.
+    assert encrypted_post(client, push, encrypt=seal(push, appid="wx9999999999999999")).status_code == 403
+    # Sealed with another key: the padding or the length gives it away.
+    other_key = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut"
+    assert encrypted_post(client, push, encrypt=seal(push, key_text=other_key)).status_code in (400, 403)
+    assert encrypted_post(client, push, encrypt="not base64!").status_code == 400
+    assert encrypted_post(client, push, encrypt="AAAA").status_code == 400  # base64, but not a whole block
+    assert responses(sqlite_engine) == [] and suppressed(sqlite_engine) == set()
+    # The key unset, or not a key: a 503 naming the variable, nothing recorded.
+    monkeypatch.setenv(AES_KEY_ENV, "too-short")
+    answer = encrypted_post(client, push)
+    assert answer.status_code == 503 and AES_KEY_ENV in answer.json()["error"]
+    monkeypatch.delenv(AES_KEY_ENV)
+    answer = encrypted_post(client, push)
+    assert answer.status_code == 503 and AES_KEY_ENV in answer.json()["error"]
+    assert post(client, push, encrypt_type="sm4").status_code == 501
     assert responses(sqlite_engine) == []
 
 

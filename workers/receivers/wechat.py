@@ -6,8 +6,8 @@
 * ``GET``: WeChat's URL verification when an operator saves the server configuration:
   ``?signature=&timestamp=&nonce=&echostr=``; a valid signature is answered with
   ``echostr`` verbatim (text/plain), anything else with 403.
-* ``POST``: a message push (plaintext mode): an XML document signed in the query string
-  the same way. Recorded (CHANNELS.md §2b):
+* ``POST``: a message push: an XML document signed in the query string the same way,
+  plaintext or encrypted (below). Recorded (CHANNELS.md §2b):
 
   - ``MsgType=event``, ``Event=TEMPLATESENDJOBFINISH``: the receipt of a template message,
     ``Status`` ``success`` (delivered), ``failed:user block`` (blocked: the openid is
@@ -29,9 +29,12 @@ unset the routes answer 503 rather than accept pushes from anyone.
 
 In plaintext mode the signature covers the query string only, not the body: whoever sees
 one signed URL could post any XML with it. Timestamps further than
-:data:`MAX_TIMESTAMP_SKEW` from our clock are therefore refused too. The encrypted "safe
-mode" (``encrypt_type=aes``, whose ``msg_signature`` covers the body) is not implemented
-yet and is answered 501, so an operator who switches it on sees at once that pushes fail.
+:data:`MAX_TIMESTAMP_SKEW` from our clock are therefore refused too. In encrypted mode
+(安全模式 and 兼容模式, ``encrypt_type=aes``) the push is opened with the account's
+EncodingAESKey (``[api] wechat_aes_key_env``) after its ``msg_signature``, which covers
+the ciphertext, is checked (:mod:`workers.receivers.wechat_crypto`); the plaintext
+fields a 兼容模式 push also carries are ignored, only the encrypted ones are believed.
+The answer ``success`` needs no encryption in either mode.
 
 WeChat waits 5 s for an answer and otherwise pushes again (three tries in all); the
 answer ``success`` tells it the push was handled and makes it show the user nothing. A
@@ -59,6 +62,12 @@ from campaigns.config import AppConfig, read_secret
 from campaigns.responses import InboundResponse
 from workers.receivers.batching import ResponseWriter
 from workers.receivers.sms import MAX_BODY_BYTES, CallbackError, read_body
+from workers.receivers.wechat_crypto import (
+    PushDecryptError,
+    aes_key,
+    decrypt_push,
+    msg_signature_valid,
+)
 
 logger = logging.getLogger("nurture.receivers.wechat")
 
@@ -286,6 +295,33 @@ def wechat_routes(*, config: AppConfig, engine: Engine, clock: Clock,
         run.__doc__ = handler.__doc__
         return run
 
+    def open_encrypted(request: Request, outer: Mapping[str, str], *, channel: str) -> dict[str, str]:
+        """The fields inside an encrypted push, once ``msg_signature`` (which covers the
+        ciphertext) and the appid inside it are checked."""
+        token = read_secret(config.api.wechat_token_env) or ""  # check_push_signature ensured it is set
+        key_env = config.api.wechat_aes_key_env
+        encoding_aes_key = read_secret(key_env)
+        if encoding_aes_key is None:
+            raise CallbackError(503, f"encrypted WeChat pushes need the account's EncodingAESKey in the "
+                                     f"environment variable {key_env} ([api] wechat_aes_key_env)")
+        try:
+            key = aes_key(encoding_aes_key)
+        except ValueError as exc:
+            logger.error("%s does not hold an EncodingAESKey: %s", key_env, exc)
+            raise CallbackError(503, f"{key_env} does not hold a valid EncodingAESKey") from None
+        encrypted = _required(outer, "Encrypt")
+        query = request.query_params
+        if not msg_signature_valid(token, query.get("timestamp", ""), query.get("nonce", ""), encrypted,
+                                   query.get("msg_signature", "")):
+            raise CallbackError(403, "missing or wrong msg_signature")
+        options = config.channels[channel]
+        assert isinstance(options, WeChatOAChannelConfig)
+        try:
+            inner = decrypt_push(encrypted, key=key, appid=options.appid)
+        except PushDecryptError as refused:
+            raise CallbackError(refused.status, refused.message) from None
+        return parse_push(inner)
+
     async def verify(request: Request) -> Response:
         """WeChat's server URL verification: echo ``echostr`` when the signature is right."""
         # Signature before the channel, so strangers cannot probe channel names.
@@ -297,14 +333,18 @@ def wechat_routes(*, config: AppConfig, engine: Engine, clock: Clock,
         return PlainTextResponse(echostr)
 
     async def push(request: Request) -> Response:
-        """A message push (plaintext mode): receipts, unfollows and text messages are recorded."""
+        """A message push (plaintext or encrypted): receipts, unfollows and text messages are recorded."""
         now = clock()
         check_push_signature(request, now, config.api.wechat_token_env)
         name = channel_of(request)
-        if request.query_params.get("encrypt_type", "raw").lower() not in ("", "raw"):
-            raise CallbackError(501, "encrypted pushes (safe mode, encrypt_type=aes) are not supported: "
-                                     "set the account's message encryption to plaintext mode (明文模式)")
-        item = parse_push_response(parse_push(await read_body(request)), channel=name)
+        mode = request.query_params.get("encrypt_type", "raw").lower()
+        if mode not in ("", "raw", "aes"):
+            raise CallbackError(501, f"encrypt_type={mode!r} is not supported (raw and aes are)")
+        encrypted = mode == "aes"
+        fields = parse_push(await read_body(request))
+        if encrypted:
+            fields = open_encrypted(request, fields, channel=name)
+        item = parse_push_response(fields, channel=name)
         if item is not None:
             try:
                 await writer.record([item])
