@@ -139,3 +139,27 @@ def test_a_request_whose_client_went_away_does_not_stop_the_others(engine, calls
 def test_nothing_to_record_touches_nothing(engine, calls):
     assert asyncio.run(ResponseWriter(engine=engine, clock=lambda: NOW).record([])) == []
     assert calls == []
+
+
+def test_a_writer_cancelled_mid_batch_answers_every_waiting_request(engine, monkeypatch):
+    """Server shutdown cancels the writer's task: nobody may be left waiting forever."""
+    started = asyncio.Event()
+
+    async def stuck(*args, **kwargs):
+        started.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(batching, "run_in_threadpool", stuck)
+    writer = ResponseWriter(engine=engine, clock=lambda: NOW)
+
+    async def main():
+        first = asyncio.ensure_future(writer.record([receipt(1)]))
+        await started.wait()
+        second = asyncio.ensure_future(writer.record([receipt(2)]))  # waits for the next batch
+        await asyncio.sleep(0)
+        writer._drainer.cancel()
+        # A bound, not a timing: without the fix both would wait forever.
+        return await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 30)
+
+    outcomes = asyncio.run(main())
+    assert [type(outcome) for outcome in outcomes] == [batching.WriterStopped, batching.WriterStopped]

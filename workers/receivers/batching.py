@@ -36,6 +36,10 @@ logger = logging.getLogger("nurture.receivers.batching")
 MAX_BATCH_ITEMS = 500
 
 
+class WriterStopped(RuntimeError):
+    """The writer was stopped (its task cancelled) before a request could be recorded."""
+
+
 @dataclass
 class _Waiting:
     """One request's responses and the future its handler awaits."""
@@ -80,9 +84,20 @@ class ResponseWriter:
     async def _drain(self) -> None:
         # Runs while requests are waiting and ends with the last of them, so no task is
         # left behind between bursts (or when a test's event loop closes).
-        while self._waiting:
-            batch = self._take_batch()
-            await self._write(batch)
+        batch: list[_Waiting] = []
+        try:
+            while self._waiting:
+                batch = self._take_batch()
+                await self._write(batch)
+                batch = []
+        except BaseException:
+            # Cancelled (server shutdown) mid-batch: no waiting handler may hang; each is
+            # answered with an error, so the provider pushes again.
+            stopped = WriterStopped("the response writer stopped before recording this request")
+            for waiting in (*batch, *self._waiting):
+                _settle(waiting, exception=stopped)
+            self._waiting.clear()
+            raise
 
     def _take_batch(self) -> list[_Waiting]:
         batch, size = [], 0
