@@ -12,6 +12,7 @@ import os
 import random
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,12 +22,35 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import uvicorn
 
 from campaigns.db import make_engine, upgrade
 from campaigns.models import Customer, Order
 
 POSTGRES_ADMIN_URL = os.environ.get("NURTURE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("NURTURE_TEST_REDIS", "redis://127.0.0.1:6379/13")
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on an ephemeral loopback port, in a thread."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="none", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join()
 
 
 def missing_service(reason: str) -> None:
@@ -140,7 +164,7 @@ def http_sink() -> Iterator[HttpSink]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             if sink.delay_s:

@@ -10,10 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from campaigns.models import Event
-from tests.e2e.test_event_receiver import KEY, ServerThread, add_customers, runtime, served  # noqa: F401
-from workers.receivers import http as receiver_http
+from tests.conftest import ServerThread
+from tests.e2e.test_event_receiver import KEY, add_customers, runtime, served  # noqa: F401
 from workers.inprocess import InProcessWorkers
 from workers.receiver import create_app
+from workers.receivers import http as receiver_http
 
 BODY = {"events": [{"event_id": "e-1", "customer_id": "ann", "name": "pageview"}]}
 

@@ -3,24 +3,21 @@ record events, the handle_events actor plans and enqueues, in-process workers se
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from typer.testing import CliRunner
 
 from campaigns.config import load_config
 from campaigns.models import Customer, Delivery, Event, utcnow
+from tests.conftest import ServerThread, grant_consent
 from workers.cli import app as cli_app
 from workers.inprocess import InProcessWorkers
 from workers.receiver import create_app
 from workers.runtime import Runtime
-from tests.conftest import grant_consent
 
 KEY = "test-key-123"
 
@@ -77,28 +74,6 @@ def runtime(tmp_path, sqlite_url) -> Iterator[Runtime]:
     rt = Runtime.from_config(load_config(write_project(tmp_path, sqlite_url)))
     yield rt
     rt.close()
-
-
-class ServerThread:
-    """uvicorn serving ``app`` on an ephemeral loopback port, in a thread."""
-
-    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws="none", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join()
 
 
 @pytest.fixture
