@@ -402,7 +402,8 @@ def serve(
     """Receive events, provider callbacks and customer links over HTTP.
 
     POST /events (Bearer key from [api] key_env), GET /health, SMS and WeChat callbacks,
-    /u/ unsubscribe and preferences, /c/ clicks, /o/ opens, POST /bounces
+    /u/ unsubscribe and preferences, /c/ clicks, /o/ opens, POST /bounces, and the
+    read-only dashboard at /dashboard (password from [api] dashboard_password_env)
     (docs/operations.md).
 
     With broker.url = "stub://" the triggered messages are sent by worker threads in this
@@ -420,6 +421,9 @@ def serve(
     if read_secret(cfg.api.key_env) is None:
         err_console.print(f"[yellow]warning:[/] {cfg.api.key_env} is not set: POST /events answers 503 "
                           "until it is (set it to the key clients send as 'Authorization: Bearer <key>')")
+    if read_secret(cfg.api.dashboard_password_env) is None:
+        err_console.print(f"[yellow]note:[/] {cfg.api.dashboard_password_env} is not set: /dashboard answers 503 "
+                          "until it is (set it to the password the dashboard should ask for)")
     if cfg.broker.url.startswith("stub://"):
         from workers.inprocess import InProcessWorkers
 
@@ -834,6 +838,6 @@ def main() -> None:
     quiet_request_logs()
     app()
 from workers import (
-    cli_compliance,  # noqa: E402,F401  (registers suppress, consent and reply)
-    cli_views,  # noqa: E402,F401  (registers the report commands)
+    cli_compliance,  # noqa: F401  (registers suppress, consent and reply)
+    cli_views,  # noqa: F401  (registers the report commands)
 )

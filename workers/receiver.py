@@ -1,6 +1,7 @@
 """The HTTP receiver (``nurture serve``): ``POST /events``, ``GET /health`` and the
 provider callbacks and customer links of :mod:`workers.receivers` (SMS receipts and
-replies; one-click unsubscribe, preference page, clicks, opens, DSN bounces).
+replies; one-click unsubscribe, preference page, clicks, opens, DSN bounces), and the
+read-only dashboard of :mod:`workers.dashboard`.
 
 An ASGI app (Starlette) built by :func:`create_app`; nothing lives at module level, so
 tests and the CLI each build their own. Events are recorded in the database first (the
@@ -34,6 +35,7 @@ from campaigns.db import make_engine
 from campaigns.events import EventResult, record_events
 from campaigns.models import utcnow
 from workers.broker import enqueue_many, events_message
+from workers.dashboard import dashboard_routes
 from workers.receivers.batching import ResponseWriter
 from workers.receivers.http import BodyTooLarge, bearer_refusal, read_limited
 from workers.receivers.sms import sms_routes
@@ -120,6 +122,8 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
             *web_routes(config=config, engine=engine, clock=clock, writer=writer),
             # WeChat event pushes: template receipts, unfollows, replies.
             *wechat_routes(config=config, engine=engine, clock=clock, writer=writer),
+            # The read-only dashboard: HTTP Basic with [api] dashboard_password_env (503 while unset).
+            *dashboard_routes(config=config, engine=engine, clock=clock),
         ],
         lifespan=lifespan,
     )
