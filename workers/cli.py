@@ -824,6 +824,8 @@ def demo(
     console.print(f"database: {db_path}   ·   run again: `make demo`")
     console.print("explore: .venv/bin/nurture status | segments | audience win_back | customer C000042 | "
                   "report channels | report campaign win_back")
+    console.print("in a browser: NURTURE_DASHBOARD_PASSWORD=demo .venv/bin/nurture serve, then "
+                  "http://127.0.0.1:8000/dashboard (any user name, password demo)")
 
 
 def main() -> None:
