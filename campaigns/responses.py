@@ -134,7 +134,10 @@ def record_responses_in(conn: sa.Connection, items: Sequence[InboundResponse], *
             dialect_insert(conn, table)
             .on_conflict_do_nothing(index_elements=["provider", "provider_ref", "kind"])
             .returning(table.c.id, table.c.provider, table.c.provider_ref, table.c.kind),
-            [rows[index] for index in first_of.values()],
+            # In key order, as the receipts below in delivery order: two processes
+            # committing overlapping batches then lock rows in the same order, and
+            # cannot deadlock on each other.
+            [rows[index] for _, index in sorted(first_of.items())],
         )
     }
     new = [first_of[(row["provider"], row["provider_ref"], row["kind"])] == index
@@ -145,6 +148,7 @@ def record_responses_in(conn: sa.Connection, items: Sequence[InboundResponse], *
         for item, row, is_new in zip(items, rows, new, strict=True)
         if is_new and row["delivery_id"] is not None and item.kind in RECEIPT_KINDS
     ]
+    receipts.sort(key=lambda receipt: (receipt["b_id"], receipt["b_at"]))
     if receipts:
         # Pushes arrive out of order (a retried "sent" after "delivered"): the latest wins.
         conn.execute(
