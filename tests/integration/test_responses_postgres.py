@@ -118,7 +118,7 @@ def test_overlapping_batches_in_opposite_orders_do_not_deadlock(postgres_url):
         items = [InboundResponse(kind="delivered", provider="twilio", provider_ref=f"SM{i:04d}:delivered",
                                  occurred_at=NOW, provider_message_id=f"SM{i:04d}", family="sms")
                  for i in range(N)]
-        errors: list[BaseException] = []
+        errors: list[sa.exc.DBAPIError] = []
         new: list[int] = []
         barrier = threading.Barrier(2)
 
@@ -126,7 +126,7 @@ def test_overlapping_batches_in_opposite_orders_do_not_deadlock(postgres_url):
             barrier.wait()
             try:
                 new.append(sum(not r.duplicate for r in record_responses(engine, batch, now=NOW)))
-            except BaseException as exc:  # unsorted, this was DeadlockDetected on "response"
+            except sa.exc.DBAPIError as exc:  # unsorted, this was DeadlockDetected on "response"
                 errors.append(exc)
 
         threads = [threading.Thread(target=push, args=(batch,)) for batch in (items, items[::-1])]
