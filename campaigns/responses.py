@@ -20,6 +20,7 @@ provider's request and hand :class:`InboundResponse` values to :func:`record_res
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,21 +126,13 @@ def record_responses_in(conn: sa.Connection, items: Sequence[InboundResponse], *
     first_of: dict[tuple[str, str, str], int] = {}
     for index, row in enumerate(rows):
         first_of.setdefault((row["provider"], row["provider_ref"], row["kind"]), index)
-    table = Response.__table__
-    # One statement for all rows (SQLAlchemy's "insertmanyvalues"); rows that conflict
-    # return nothing, so what came back is matched to the items by the dedupe key.
-    inserted_ids = {
-        (provider, ref, kind): response_id
-        for response_id, provider, ref, kind in conn.execute(
-            dialect_insert(conn, table)
-            .on_conflict_do_nothing(index_elements=["provider", "provider_ref", "kind"])
-            .returning(table.c.id, table.c.provider, table.c.provider_ref, table.c.kind),
-            # In key order, as the receipts below in delivery order: two processes
-            # committing overlapping batches then lock rows in the same order, and
-            # cannot deadlock on each other.
-            [rows[index] for _, index in sorted(first_of.items())],
-        )
-    }
+    # In key order, as the receipts below in delivery order: two processes committing
+    # overlapping batches then lock rows in the same order, and cannot deadlock.
+    candidates = [rows[index] for _, index in sorted(first_of.items())]
+    # Rows that conflict return nothing, so what came back is matched to the items by
+    # the dedupe key.
+    inserted_ids = {(provider, ref, kind): response_id
+                    for response_id, provider, ref, kind in _insert_new(conn, candidates)}
     new = [first_of[(row["provider"], row["provider_ref"], row["kind"])] == index
            and (row["provider"], row["provider_ref"], row["kind"]) in inserted_ids
            for index, row in enumerate(rows)]
@@ -148,17 +141,8 @@ def record_responses_in(conn: sa.Connection, items: Sequence[InboundResponse], *
         for item, row, is_new in zip(items, rows, new, strict=True)
         if is_new and row["delivery_id"] is not None and item.kind in RECEIPT_KINDS
     ]
-    receipts.sort(key=lambda receipt: (receipt["b_id"], receipt["b_at"]))
     if receipts:
-        # Pushes arrive out of order (a retried "sent" after "delivered"): the latest wins.
-        conn.execute(
-            sa.update(Delivery.__table__)
-            .where(Delivery.__table__.c.id == sa.bindparam("b_id"),
-                   sa.or_(Delivery.__table__.c.receipt_at.is_(None),
-                          Delivery.__table__.c.receipt_at <= sa.bindparam("b_at")))
-            .values(receipt_status=sa.bindparam("b_status"), receipt_at=sa.bindparam("b_at")),
-            receipts,
-        )
+        _update_receipts(conn, receipts)
     results: list[ResponseResult] = []
     for item, row, customer_id, is_new in zip(items, rows, customers, new, strict=True):
         delivery_id = row["delivery_id"]
@@ -169,6 +153,66 @@ def record_responses_in(conn: sa.Connection, items: Sequence[InboundResponse], *
         suppressed, opted_out = _apply_effects(conn, item, customer_id, now=now)
         results.append(ResponseResult(inserted_ids[key], False, delivery_id, customer_id, suppressed, opted_out))
     return results
+
+
+#: The columns :func:`_insert_new` writes, in the order of the PostgreSQL statement.
+_INSERT_COLUMNS = ("delivery_id", "customer_id", "kind", "provider", "provider_ref", "occurred_at", "payload")
+#: PostgreSQL: the whole batch as one array per column. The statement text is the same
+#: for any batch size, so psycopg caches its parsing; a multi-row VALUES list of 500
+#: rows is a new 50 KB statement every time, whose parsing cost more than the insert
+#: (P7 in docs/benchmarks.md). WITH ORDINALITY keeps the rows in the order given.
+_INSERT_UNNEST = sa.text(
+    "INSERT INTO response (delivery_id, customer_id, kind, provider, provider_ref, occurred_at, payload) "
+    "SELECT delivery_id, customer_id, kind, provider, provider_ref, occurred_at, payload "
+    "FROM unnest(CAST(:delivery_id AS integer[]), CAST(:customer_id AS integer[]), CAST(:kind AS text[]), "
+    "CAST(:provider AS text[]), CAST(:provider_ref AS text[]), CAST(:occurred_at AS timestamptz[]), "
+    "CAST(:payload AS json[])) WITH ORDINALITY "
+    "AS batch(delivery_id, customer_id, kind, provider, provider_ref, occurred_at, payload, position) "
+    "ORDER BY position "
+    "ON CONFLICT (provider, provider_ref, kind) DO NOTHING "
+    "RETURNING id, provider, provider_ref, kind"
+)
+
+
+def _insert_new(conn: sa.Connection, rows: list[dict[str, Any]]) -> Any:
+    """INSERT ``rows`` into ``response``, skipping those whose key exists; returns the
+    new rows' ``(id, provider, provider_ref, kind)``."""
+    table = Response.__table__
+    if conn.dialect.name != "postgresql":
+        # One statement for all rows (SQLAlchemy's "insertmanyvalues").
+        return conn.execute(
+            dialect_insert(conn, table)
+            .on_conflict_do_nothing(index_elements=["provider", "provider_ref", "kind"])
+            .returning(table.c.id, table.c.provider, table.c.provider_ref, table.c.kind),
+            rows,
+        )
+    columns: dict[str, list[Any]] = {name: [row[name] for row in rows] for name in _INSERT_COLUMNS}
+    # Times go through the column's own bind processing (aware, converted to UTC) as the
+    # Core insert would; payloads as JSON text (json.dumps, SQLAlchemy's default too).
+    to_utc = table.c.occurred_at.type.bind_processor(conn.dialect)
+    if to_utc is not None:
+        columns["occurred_at"] = [to_utc(value) for value in columns["occurred_at"]]
+    columns["payload"] = [json.dumps(payload) for payload in columns["payload"]]
+    return conn.execute(_INSERT_UNNEST, columns)
+
+
+def _update_receipts(conn: sa.Connection, receipts: list[dict[str, Any]]) -> None:
+    """Set each receipt's delivery status, unless the delivery has a later receipt:
+    pushes arrive out of order (a retried "sent" after "delivered"), and the latest wins.
+
+    One executemany (psycopg sends it as a pipeline). A single ``UPDATE … FROM
+    unnest(…)`` was measured too and was no faster: updating the delivery rows is the
+    cost, not the round trips."""
+    # Delivery order (see _insert_new); of one delivery's receipts the latest comes last.
+    receipts = sorted(receipts, key=lambda receipt: (receipt["b_id"], receipt["b_at"]))
+    delivery = Delivery.__table__
+    conn.execute(
+        sa.update(delivery)
+        .where(delivery.c.id == sa.bindparam("b_id"),
+               sa.or_(delivery.c.receipt_at.is_(None), delivery.c.receipt_at <= sa.bindparam("b_at")))
+        .values(receipt_status=sa.bindparam("b_status"), receipt_at=sa.bindparam("b_at")),
+        receipts,
+    )
 
 
 def _stored_payload(item: InboundResponse) -> dict[str, Any]:
