@@ -100,7 +100,8 @@ class ResponseWriter:
             raise
 
     def _take_batch(self) -> list[_Waiting]:
-        batch, size = [], 0
+        batch: list[_Waiting] = []
+        size = 0
         while self._waiting and (not batch or size + len(self._waiting[0].items) <= self._max_batch_items):
             waiting = self._waiting.pop(0)
             batch.append(waiting)
