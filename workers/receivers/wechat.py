@@ -45,7 +45,6 @@ for messages.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -67,6 +66,8 @@ from workers.receivers.wechat_crypto import (
     aes_key,
     decrypt_push,
     msg_signature_valid,
+    sorted_sha1,
+    sorted_sha1_matches,
 )
 
 logger = logging.getLogger("nurture.receivers.wechat")
@@ -98,13 +99,12 @@ Clock = Callable[[], datetime]
 def wechat_signature(token: str, timestamp: str, nonce: str) -> str:
     """WeChat's ``signature``: hex SHA-1 of ``token``, ``timestamp`` and ``nonce`` sorted
     (as strings) and concatenated."""
-    return hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode("utf-8")).hexdigest()
+    return sorted_sha1(token, timestamp, nonce)
 
 
 def wechat_signature_valid(token: str, timestamp: str, nonce: str, signature: str) -> bool:
     """True when ``signature`` is WeChat's for these values, compared in constant time."""
-    expected = wechat_signature(token, timestamp, nonce).encode("ascii")
-    return hmac.compare_digest(expected, signature.strip().lower().encode("utf-8"))
+    return sorted_sha1_matches((token, timestamp, nonce), signature)
 
 
 def check_push_signature(request: Request, now: datetime, env: str = WECHAT_PUSH_TOKEN_ENV) -> None:

@@ -40,15 +40,26 @@ class PushDecryptError(ValueError):
         self.message = message
 
 
+def sorted_sha1(*parts: str) -> str:
+    """WeChat's signature scheme, shared by both modes: the hex SHA-1 of ``parts`` sorted
+    (as strings) and concatenated."""
+    return hashlib.sha1("".join(sorted(parts)).encode("utf-8")).hexdigest()
+
+
+def sorted_sha1_matches(parts: tuple[str, ...], signature: str) -> bool:
+    """True when ``signature`` is :func:`sorted_sha1` of ``parts`` (any case), compared in
+    constant time."""
+    return hmac.compare_digest(sorted_sha1(*parts).encode("ascii"), signature.strip().lower().encode("utf-8"))
+
+
 def msg_signature(token: str, timestamp: str, nonce: str, encrypted: str) -> str:
     """WeChat's ``msg_signature`` for an encrypted push."""
-    return hashlib.sha1("".join(sorted([token, timestamp, nonce, encrypted])).encode("utf-8")).hexdigest()
+    return sorted_sha1(token, timestamp, nonce, encrypted)
 
 
 def msg_signature_valid(token: str, timestamp: str, nonce: str, encrypted: str, signature: str) -> bool:
     """True when ``signature`` is the ``msg_signature`` of these values (constant time)."""
-    expected = msg_signature(token, timestamp, nonce, encrypted).encode("ascii")
-    return hmac.compare_digest(expected, signature.strip().lower().encode("utf-8"))
+    return sorted_sha1_matches((token, timestamp, nonce, encrypted), signature)
 
 
 def aes_key(encoding_aes_key: str) -> bytes:
