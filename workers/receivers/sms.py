@@ -426,7 +426,7 @@ def sms_routes(*, config: AppConfig, engine: Engine, clock: Clock,
             raise CallbackError(404, f"no {kind.__name__.removesuffix('Config').lower()} channel named {name!r}")
         return name
 
-    async def record(items: list[InboundResponse], now: datetime) -> None:
+    async def record(items: list[InboundResponse]) -> None:
         if not items:
             return
         try:
@@ -467,14 +467,14 @@ def sms_routes(*, config: AppConfig, engine: Engine, clock: Clock,
         name, fields = await twilio_fields(request)
         now = clock()
         item = parse_twilio_status(fields, channel=name, received_at=now)
-        await record([item] if item else [], now)
+        await record([item] if item else [])
         return Response(status_code=200)
 
     async def twilio_inbound(request: Request) -> Response:
         """Twilio incoming message: recorded as a reply; answered with empty TwiML."""
         name, fields = await twilio_fields(request)
         now = clock()
-        await record([parse_twilio_inbound(fields, channel=name, received_at=now)], now)
+        await record([parse_twilio_inbound(fields, channel=name, received_at=now)])
         return Response(EMPTY_TWIML, media_type="text/xml")
 
     async def china_items(request: Request, kind: type, *, array: bool) -> tuple[str, list[dict[str, Any]]]:
@@ -486,28 +486,28 @@ def sms_routes(*, config: AppConfig, engine: Engine, clock: Clock,
         """Aliyun SmsReport push (JSON array of receipts)."""
         name, items = await china_items(request, AliyunSmsConfig, array=True)
         now = clock()
-        await record(parse_aliyun_report(items, channel=name, received_at=now), now)
+        await record(parse_aliyun_report(items, channel=name, received_at=now))
         return JSONResponse(ALIYUN_OK)
 
     async def aliyun_up(request: Request) -> Response:
         """Aliyun SmsUp push (JSON array of replies)."""
         name, items = await china_items(request, AliyunSmsConfig, array=True)
         now = clock()
-        await record(parse_aliyun_up(items, channel=name, received_at=now), now)
+        await record(parse_aliyun_up(items, channel=name, received_at=now))
         return JSONResponse(ALIYUN_OK)
 
     async def tencent_status(request: Request) -> Response:
         """Tencent receipt push (JSON array)."""
         name, items = await china_items(request, TencentSmsConfig, array=True)
         now = clock()
-        await record(parse_tencent_status(items, channel=name, received_at=now), now)
+        await record(parse_tencent_status(items, channel=name, received_at=now))
         return JSONResponse(TENCENT_OK)
 
     async def tencent_reply(request: Request) -> Response:
         """Tencent reply push (one JSON object)."""
         name, items = await china_items(request, TencentSmsConfig, array=False)
         now = clock()
-        await record([parse_tencent_reply(items[0], channel=name, received_at=now)], now)
+        await record([parse_tencent_reply(items[0], channel=name, received_at=now)])
         return JSONResponse(TENCENT_OK)
 
     return [
