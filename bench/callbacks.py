@@ -65,7 +65,6 @@ from urllib.parse import urlencode
 
 from bench.common import (
     CONFIG_OVERRIDES,
-    POSTGRES_ADMIN_URL,
     PROJECT_ROOT,
     QUEUE,
     REDIS_URL,
@@ -74,6 +73,7 @@ from bench.common import (
     logger,
     stop_all,
     subprocesses,
+    throwaway_database,
 )
 
 log = logger("callbacks")
@@ -560,12 +560,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import psycopg
 
     from campaigns.config import load_config
-    from campaigns.db import make_engine, upgrade
 
-    name = f"nurture_bench_{secrets.token_hex(6)}"
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
-    dsn = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    database_url = dsn.replace("postgresql://", "postgresql+psycopg://")
     token = secrets.token_hex(16)
     n, w = args.callbacks, args.warmup
     # Delivery numbers: 1..n measured (project), n+1..n+w warm-up (project),
@@ -576,13 +572,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sequence = plan_sequence(project_first, n, args.replays, seed_value=7)
     warmup = list(range(warm_first, warm_first + w))
 
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    log(f"created {name}")
-    try:
-        engine = make_engine(database_url)
-        upgrade(engine)
-        engine.dispose()
+    with throwaway_database(log=log) as database:
+        log(f"created {database.name}")
+        dsn, database_url = database.dsn, database.url
         started_at = time.perf_counter()
         seed(dsn, 1, n + w + profile_count)
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -649,10 +641,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "cpus": os.cpu_count(), "project": project, "baseline": baseline, "executemany": executemany,
                 "writes": writes,
                 "serve_tracebacks": tracebacks, "profile": prof}
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        log(f"dropped {name}")
 
 
 # --------------------------------------------------------------------------- output

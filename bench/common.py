@@ -1,14 +1,17 @@
-"""What every benchmark needs: the machine's servers, a clean environment, helper
-processes that are always stopped, and the moment just after the bench campaign's slot."""
+"""What every benchmark needs: the machine's servers, a throwaway database, a clean
+environment, helper processes that are always stopped, and the moment just after the
+bench campaign's slot."""
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,6 +45,50 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ThrowawayDatabase:
+    """A PostgreSQL database of one bench run."""
+
+    name: str
+    #: ``postgresql://…``, for psycopg.
+    dsn: str
+    #: ``postgresql+psycopg://…``, for SQLAlchemy and the project's config.
+    url: str
+
+
+@contextlib.contextmanager
+def throwaway_database(*, prefix: str = "nurture_bench", keep: bool = False,
+                       log: Callable[[str], None] | None = None) -> Iterator[ThrowawayDatabase]:
+    """A new database ``<prefix>_<hex>`` on 127.0.0.1:5432 with the project's schema,
+    dropped ``WITH (FORCE)`` on exit whatever happens, unless ``keep`` (then ``log`` says
+    how to drop it)."""
+    import psycopg
+
+    from campaigns.db import make_engine, upgrade
+
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    dsn = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    database = ThrowawayDatabase(name=name, dsn=dsn, url=dsn.replace("postgresql://", "postgresql+psycopg://"))
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        engine = make_engine(database.url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+        yield database
+    finally:
+        if keep:
+            if log is not None:
+                log(f'kept {name} (drop it with: DROP DATABASE "{name}" WITH (FORCE))')
+        else:
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if log is not None:
+                log(f"dropped {name}")
 
 
 def flush_redis(url: str = REDIS_URL) -> None:

@@ -55,7 +55,6 @@ from typing import Any, Self
 from bench.common import (
     BENCH_COMPLIANCE,
     CONFIG_OVERRIDES,
-    POSTGRES_ADMIN_URL,
     PROJECT_ROOT,
     QUEUE,
     REDIS_URL,
@@ -64,6 +63,7 @@ from bench.common import (
     free_port,
     logger,
     subprocesses,
+    throwaway_database,
 )
 
 log = logger("event_latency")
@@ -413,97 +413,84 @@ def breakdown(url: str, project: dict[str, Any], lease_s: float) -> dict[str, An
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
-    import psycopg
 
     from campaigns.config import load_config
-    from campaigns.db import make_engine, upgrade
 
-    name = f"nurture_bench_{secrets.token_hex(6)}"
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    database_url = url.replace("postgresql://", "postgresql+psycopg://")
     customers = [f"S{i:06d}" for i in range(1, args.events + 1)]
     warmup = [f"W{i:03d}" for i in range(1, args.warmup + 1)]
     key = secrets.token_hex(16)
 
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    flush_redis()
-    try:
-        engine = make_engine(database_url)
-        upgrade(engine)
-        engine.dispose()
-        seed(database_url, customers + warmup)
-        log(f"seeded {len(customers) + len(warmup)} customers in {name}")
-
-        with Sink() as sink, tempfile.TemporaryDirectory(prefix="nurture-bench-") as tmp, subprocesses(log=log) as started:
-            directory = Path(tmp)
-            config_path = write_project(directory, database_url=database_url, namespace=namespace,
-                                        sink_url=f"{sink.base}/hook")
-            config = load_config(config_path)  # fail here, clearly, if the bench's config is invalid
-            env = {k: v for k, v in os.environ.items() if k not in CONFIG_OVERRIDES}
-            env.update({API_KEY_ENV: key, "NURTURE_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"})
-            port = free_port()
-            bin_dir = Path(sys.executable).parent
-            nurture = str(bin_dir / "nurture") if (bin_dir / "nurture").exists() else None
-            serve_cmd = ([nurture] if nurture else [sys.executable, "-m", "workers.cli"]) + [
-                "serve", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port)]
-            spawn(started, "serve", serve_cmd, env, directory)
-            spawn(started, "worker", [sys.executable, "-m", "dramatiq", "workers.app", "--processes", "1",
-                                      "--threads", str(args.threads), "--queues", QUEUE], env, directory)
-            base_url = f"http://127.0.0.1:{port}"
-
-            def healthy() -> bool:
-                try:
-                    return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_for(healthy, 60, "nurture serve /health", started)
-            log("receiver up; warming up the worker ...")
-            with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}) as client:
-                for c in warmup:
-                    answer = client.post("/events", json={"events": [
-                        {"event_id": f"signup-{c}", "customer_id": c, "name": "signup"}]})
-                    if answer.status_code != 202 or answer.json().get("accepted") != 1:
-                        raise RuntimeError(f"warm-up event refused: {answer.status_code} {answer.text[:300]}")
-            wait_for(lambda: sink.count("/hook", warmup) == len(warmup), 60, "the warm-up welcome messages", started)
-            time.sleep(1.0)  # let the worker fall back into its idle polling
-
-            log(f"project: {len(customers)} signup events at {args.rate:g}/s, {args.batch} per request ...")
-            project = run_project(sink, base_url=base_url, key=key, customers=customers, rate=args.rate,
-                                  batch=args.batch, timeout=args.timeout, grace=args.grace)
-            project["_seen"] = sink.seen("/hook")
-            check_alive(started)
-            ledger = breakdown(database_url, project, config.worker.lease.total_seconds())
-            log(f"project: p99 {project.get('p99', float('nan')):.3f} s, lost {project['lost']}, "
-                f"duplicates {project['duplicates']}")
-
-            # Floors, after the project's processes are stopped, so they do not compete.
-            for pname, process, _ in started:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for pname, process, _ in started:
-                process.wait(timeout=15)
-            started.clear()
-
-            log("floor 1: direct keep-alive POST to the sink ...")
-            direct = run_direct(sink, customers=customers, rate=args.rate)
-            log("floor 2: one Dramatiq hop (actor.send -> worker subprocess -> POST) ...")
-            hop = run_hop(sink, started, env=env, logs=directory, customers=customers,
-                          warmup=[f"HW{i}" for i in range(args.warmup)], rate=args.rate, threads=args.threads)
-        for result in (project,):
-            result.pop("_seen", None)
-        return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "events": len(customers),
-                "rate": args.rate, "batch": args.batch, "threads": args.threads, "cpus": os.cpu_count(),
-                "project": project, "ledger": ledger, "direct": direct, "hop": hop}
-    finally:
+    with throwaway_database(log=log) as database:
+        name, database_url = database.name, database.url
+        flush_redis()
         try:
-            flush_redis()
+            seed(database_url, customers + warmup)
+            log(f"seeded {len(customers) + len(warmup)} customers in {name}")
+
+            with Sink() as sink, tempfile.TemporaryDirectory(prefix="nurture-bench-") as tmp, subprocesses(log=log) as started:
+                directory = Path(tmp)
+                config_path = write_project(directory, database_url=database_url, namespace=namespace,
+                                            sink_url=f"{sink.base}/hook")
+                config = load_config(config_path)  # fail here, clearly, if the bench's config is invalid
+                env = {k: v for k, v in os.environ.items() if k not in CONFIG_OVERRIDES}
+                env.update({API_KEY_ENV: key, "NURTURE_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"})
+                port = free_port()
+                bin_dir = Path(sys.executable).parent
+                nurture = str(bin_dir / "nurture") if (bin_dir / "nurture").exists() else None
+                serve_cmd = ([nurture] if nurture else [sys.executable, "-m", "workers.cli"]) + [
+                    "serve", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port)]
+                spawn(started, "serve", serve_cmd, env, directory)
+                spawn(started, "worker", [sys.executable, "-m", "dramatiq", "workers.app", "--processes", "1",
+                                          "--threads", str(args.threads), "--queues", QUEUE], env, directory)
+                base_url = f"http://127.0.0.1:{port}"
+
+                def healthy() -> bool:
+                    try:
+                        return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                wait_for(healthy, 60, "nurture serve /health", started)
+                log("receiver up; warming up the worker ...")
+                with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}) as client:
+                    for c in warmup:
+                        answer = client.post("/events", json={"events": [
+                            {"event_id": f"signup-{c}", "customer_id": c, "name": "signup"}]})
+                        if answer.status_code != 202 or answer.json().get("accepted") != 1:
+                            raise RuntimeError(f"warm-up event refused: {answer.status_code} {answer.text[:300]}")
+                wait_for(lambda: sink.count("/hook", warmup) == len(warmup), 60, "the warm-up welcome messages", started)
+                time.sleep(1.0)  # let the worker fall back into its idle polling
+
+                log(f"project: {len(customers)} signup events at {args.rate:g}/s, {args.batch} per request ...")
+                project = run_project(sink, base_url=base_url, key=key, customers=customers, rate=args.rate,
+                                      batch=args.batch, timeout=args.timeout, grace=args.grace)
+                project["_seen"] = sink.seen("/hook")
+                check_alive(started)
+                ledger = breakdown(database_url, project, config.worker.lease.total_seconds())
+                log(f"project: p99 {project.get('p99', float('nan')):.3f} s, lost {project['lost']}, "
+                    f"duplicates {project['duplicates']}")
+
+                # Floors, after the project's processes are stopped, so they do not compete.
+                for pname, process, _ in started:
+                    if process.poll() is None:
+                        process.send_signal(signal.SIGTERM)
+                for pname, process, _ in started:
+                    process.wait(timeout=15)
+                started.clear()
+
+                log("floor 1: direct keep-alive POST to the sink ...")
+                direct = run_direct(sink, customers=customers, rate=args.rate)
+                log("floor 2: one Dramatiq hop (actor.send -> worker subprocess -> POST) ...")
+                hop = run_hop(sink, started, env=env, logs=directory, customers=customers,
+                              warmup=[f"HW{i}" for i in range(args.warmup)], rate=args.rate, threads=args.threads)
+            for result in (project,):
+                result.pop("_seen", None)
+            return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "events": len(customers),
+                    "rate": args.rate, "batch": args.batch, "threads": args.threads, "cpus": os.cpu_count(),
+                    "project": project, "ledger": ledger, "direct": direct, "hop": hop}
         finally:
-            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            log(f"dropped {name}")
+            flush_redis()
 
 
 # --------------------------------------------------------------------------- output

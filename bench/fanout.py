@@ -43,13 +43,13 @@ from typing import Any
 from bench.common import (
     BENCH_COMPLIANCE,
     CONFIG_OVERRIDES,
-    POSTGRES_ADMIN_URL,
     PROJECT_ROOT,
     QUEUE,
     REDIS_URL,
     flush_redis,
     grant_consent,
     logger,
+    throwaway_database,
     tick_moment,
 )
 
@@ -194,9 +194,9 @@ def child_tick(config_path: str, now_iso: str) -> None:
     """Run one real scheduler tick in this (fresh) process; print a JSON report on stdout."""
     import sqlalchemy as sa
 
-    import workers.scheduler as scheduler
     from campaigns.config import load_config
     from campaigns.db import make_engine
+    from workers import scheduler
     from workers.broker import make_broker
 
     phases: dict[str, float] = {}
@@ -334,61 +334,46 @@ def verify(url: str, namespace: str, customers: int, batch_size: int) -> dict[st
 
 
 def run_size(customers: int, *, sample: int, batch_size: int, with_profiles: bool) -> dict[str, Any]:
-    import psycopg
-
-    from campaigns.db import make_engine, upgrade
-
-    name = f"nurture_bench_{secrets.token_hex(6)}"
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     now = tick_moment(CAMPAIGN_CRON_HOUR)
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    flush_redis()
-    try:
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-
-        log(f"{customers:,} customers: seeding {name} ...")
-        started = time.perf_counter()
-        seed(url, customers, now)
-        seed_seconds = time.perf_counter() - started
-        log(f"{customers:,} customers: seeded in {seed_seconds:.1f} s; baseline actor.send() x {sample:,} ...")
-
-        base = baseline(sample)
+    with throwaway_database(log=log) as database:
+        name, url = database.name, database.dsn
         flush_redis()
-        log(f"{customers:,} customers: baseline {base['rate']:,.0f} msg/s; running tick() in a fresh process ...")
-
-        with tempfile.TemporaryDirectory(prefix="nurture-bench-") as directory:
-            config = write_project(Path(directory), database_url=url, namespace=namespace, batch_size=batch_size,
-                                   with_profiles=with_profiles)
-            from campaigns.config import load_config
-
-            load_config(config)  # fail here, clearly, if the bench's config is invalid
-            tick_result = run_tick_subprocess(config, now)
-        log(f"{customers:,} customers: tick took {tick_result['seconds']:.1f} s; verifying ...")
-        checks = verify(url, namespace, customers, batch_size)
-        return {
-            "customers": customers,
-            "database": name,
-            "now": now.isoformat(),
-            "batch_size": batch_size,
-            "seed_seconds": seed_seconds,
-            "tick": tick_result,
-            "deliveries_per_s": tick_result["enqueued_deliveries"] / tick_result["seconds"],
-            "baseline": base,
-            "ratio": (tick_result["enqueued_deliveries"] / tick_result["seconds"]) / base["rate"],
-            "naive_seconds": customers / base["rate"],
-            "verify": checks,
-        }
-    finally:
         try:
+            log(f"{customers:,} customers: seeding {name} ...")
+            started = time.perf_counter()
+            seed(url, customers, now)
+            seed_seconds = time.perf_counter() - started
+            log(f"{customers:,} customers: seeded in {seed_seconds:.1f} s; baseline actor.send() x {sample:,} ...")
+
+            base = baseline(sample)
             flush_redis()
+            log(f"{customers:,} customers: baseline {base['rate']:,.0f} msg/s; running tick() in a fresh process ...")
+
+            with tempfile.TemporaryDirectory(prefix="nurture-bench-") as directory:
+                config = write_project(Path(directory), database_url=url, namespace=namespace, batch_size=batch_size,
+                                       with_profiles=with_profiles)
+                from campaigns.config import load_config
+
+                load_config(config)  # fail here, clearly, if the bench's config is invalid
+                tick_result = run_tick_subprocess(config, now)
+            log(f"{customers:,} customers: tick took {tick_result['seconds']:.1f} s; verifying ...")
+            checks = verify(url, namespace, customers, batch_size)
+            return {
+                "customers": customers,
+                "database": name,
+                "now": now.isoformat(),
+                "batch_size": batch_size,
+                "seed_seconds": seed_seconds,
+                "tick": tick_result,
+                "deliveries_per_s": tick_result["enqueued_deliveries"] / tick_result["seconds"],
+                "baseline": base,
+                "ratio": (tick_result["enqueued_deliveries"] / tick_result["seconds"]) / base["rate"],
+                "naive_seconds": customers / base["rate"],
+                "verify": checks,
+            }
         finally:
-            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            log(f"dropped {name}")
+            flush_redis()
 
 
 # --------------------------------------------------------------------------- output

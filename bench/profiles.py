@@ -44,13 +44,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.common import CONFIG_OVERRIDES, POSTGRES_ADMIN_URL, logger
+from bench.common import CONFIG_OVERRIDES, logger, throwaway_database
 
 log = logger("profiles")
 
@@ -366,19 +365,10 @@ def parse_settings(values: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import psycopg
 
-    from campaigns.db import make_engine, upgrade
-
-    name = f"nurture_bench_{secrets.token_hex(6)}"
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     now = datetime.now(UTC).replace(microsecond=0)
     settings = parse_settings(args.set)
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-
+    with throwaway_database(keep=args.keep, log=log) as database:
+        name, url = database.name, database.dsn
         log(f"seeding {name}: {args.customers:,} customers, ~{args.orders:,} orders ...")
         started = time.perf_counter()
         seeded = seed(url, args.customers, args.orders, now)
@@ -427,13 +417,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "inserts": inserts, "upserts": upserts, "tries": tries, "settings": settings,
             "verify": checks, "plans": plans,
         }
-    finally:
-        if args.keep:
-            log(f"kept {name} (drop it with: DROP DATABASE \"{name}\" WITH (FORCE))")
-        else:
-            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            log(f"dropped {name}")
 
 
 # --------------------------------------------------------------------------- output

@@ -81,11 +81,11 @@ from typing import Any
 
 from bench.common import (
     CONFIG_OVERRIDES,
-    POSTGRES_ADMIN_URL,
     PROJECT_ROOT,
     QUEUE,
     free_port,
     logger,
+    throwaway_database,
 )
 
 log = logger("reliability")
@@ -512,60 +512,59 @@ def faults_for(scenario: str) -> list[tuple[float, str]]:
     }[scenario]
 
 
+def _stop_all(procs: list[Proc]) -> None:
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.stop()
+
+
+def _remove_unless_kept(directory: Path, *, keep: bool) -> None:
+    if keep:
+        log(f"kept {directory}")
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def run_scenario(scenario: str, options: Options) -> dict[str, Any]:
     """Run one scenario end to end; returns its figures and the list of failed checks."""
-    import psycopg
-
-    from campaigns.db import make_engine, upgrade
+    from campaigns.db import make_engine
     from campaigns.importing import import_file
 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
     flaky = scenario in ("flaky", "combined")
-    name = f"nurture_rel_{secrets.token_hex(6)}"
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    database_url = url.replace("postgresql://", "postgresql+psycopg://")
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     directory = Path(tempfile.mkdtemp(prefix=f"nurture-rel-{scenario}-"))
-    log(f"[{scenario}] {options.recipients:,} recipients, {options.workers} workers, database {name}, in {directory}")
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    redis_server = RedisServer(directory)
-    sink: Sink | None = None
     procs: list[Proc] = []
-    try:
-        engine = make_engine(database_url)
-        upgrade(engine)
+    # Undone in reverse on the way out, whatever happens: the processes, the sink, Redis,
+    # the database, then the folder (the last two kept with --keep).
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(_remove_unless_kept, directory, keep=options.keep)
+        database = cleanup.enter_context(throwaway_database(prefix="nurture_rel", keep=options.keep, log=log))
+        log(f"[{scenario}] {options.recipients:,} recipients, {options.workers} workers, database {database.name}, "
+            f"in {directory}")
+        engine = make_engine(database.url)
         customers = directory / "customers.csv"
         write_customers(customers, options.recipients)
         imported = import_file(engine, "customers", customers)
         engine.dispose()
         if imported.rejected:
             raise RuntimeError(f"customer import rejected rows: {imported.rejected[:3]}")
+        redis_server = RedisServer(directory)
+        cleanup.callback(redis_server.stop)
         redis_server.start()
         sink = Sink(secret=secret, fault_rate=options.fault_rate if flaky else 0.0,
                     hang_s=options.webhook_timeout_s + 1.0, latency_s=options.sink_latency_ms / 1000,
                     seed=options.seed)
+        cleanup.callback(sink.close)
+        cleanup.callback(_stop_all, procs)
         redis_server.namespace = f"nurture-rel-{secrets.token_hex(3)}"
-        config_path = write_project(directory, database_url=database_url, broker_url=redis_server.url,
+        config_path = write_project(directory, database_url=database.url, broker_url=redis_server.url,
                                     sink_url=sink.url, options=options, namespace=redis_server.namespace)
         env = {k: v for k, v in os.environ.items() if k not in CONFIG_OVERRIDES}
         env.update({"NURTURE_CONFIG": str(config_path), SECRET_ENV: secret, "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": str(PROJECT_ROOT)})
-        result = _drive(scenario, options, directory, config_path, env, url, redis_server, sink, procs)
-    finally:
-        for proc in procs:
-            with contextlib.suppress(Exception):
-                proc.stop()
-        if sink is not None:
-            sink.close()
-        redis_server.stop()
-        if not options.keep:
-            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            shutil.rmtree(directory, ignore_errors=True)
-        else:
-            log(f"[{scenario}] kept database {name} and {directory}")
+        result = _drive(scenario, options, directory, config_path, env, database.dsn, redis_server, sink, procs)
     result["scenario"] = scenario
     return result
 

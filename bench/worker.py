@@ -54,7 +54,6 @@ from typing import Any
 from bench.common import (
     BENCH_COMPLIANCE,
     CONFIG_OVERRIDES,
-    POSTGRES_ADMIN_URL,
     PROJECT_ROOT,
     QUEUE,
     REDIS_URL,
@@ -63,6 +62,7 @@ from bench.common import (
     logger,
     stop_all,
     subprocesses,
+    throwaway_database,
     tick_moment,
 )
 
@@ -439,45 +439,31 @@ def run_raw(args: argparse.Namespace, sink: Sink, directory: Path) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import psycopg
-
     from campaigns.config import load_config
-    from campaigns.db import make_engine, upgrade
 
-    name = f"nurture_bench_{secrets.token_hex(6)}"
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    database_url = url.replace("postgresql://", "postgresql+psycopg://")
     now = tick_moment(CAMPAIGN_CRON_HOUR)
     latency = args.latency_ms / 1000
     sink = Sink(args.sink_processes, latency)
     log(f"sink on {sink.base} ({args.sink_processes} process(es), latency {args.latency_ms:g} ms)")
     try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        flush_redis()
-        try:
-            engine = make_engine(database_url)
-            upgrade(engine)
-            engine.dispose()
-            seed(database_url, args.messages, now)
-            log(f"seeded {args.messages:,} customers in {name}")
-            with tempfile.TemporaryDirectory(prefix="nurture-bench-") as tmp:
-                directory = Path(tmp)
-                config_path = write_project(directory, database_url=database_url, namespace=namespace,
-                                            sink_url=f"{sink.base}/hook", threads=args.threads,
-                                            processes=args.processes, batch_size=args.batch_size,
-                                            send_concurrency=args.send_concurrency)
-                load_config(config_path)
-                project = run_project(args, sink, directory, database_url, url, config_path, now)
-                raw = run_raw(args, sink, directory)
-        finally:
+        with throwaway_database(log=log) as database:
+            name, url, database_url = database.name, database.dsn, database.url
+            flush_redis()
             try:
-                flush_redis()
+                seed(database_url, args.messages, now)
+                log(f"seeded {args.messages:,} customers in {name}")
+                with tempfile.TemporaryDirectory(prefix="nurture-bench-") as tmp:
+                    directory = Path(tmp)
+                    config_path = write_project(directory, database_url=database_url, namespace=namespace,
+                                                sink_url=f"{sink.base}/hook", threads=args.threads,
+                                                processes=args.processes, batch_size=args.batch_size,
+                                                send_concurrency=args.send_concurrency)
+                    load_config(config_path)
+                    project = run_project(args, sink, directory, database_url, url, config_path, now)
+                    raw = run_raw(args, sink, directory)
             finally:
-                with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                log(f"dropped {name}")
+                flush_redis()
     finally:
         sink.close()
     return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
