@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from campaigns.db import make_engine
-from campaigns.models import Customer, Response, Suppression
+from campaigns.models import Customer, Delivery, Response, Suppression
 from campaigns.responses import InboundResponse, record_responses
 
 NOW = datetime(2026, 6, 1, 4, 0, tzinfo=UTC)
@@ -51,27 +51,33 @@ def test_concurrent_copies_of_a_push_are_recorded_once(postgres_url):
         engine.dispose()
 
 
-def test_a_batch_of_300_receipts_with_50_retries_lands_each_once(postgres_url):
-    """PostgreSQL's multi-row INSERT … ON CONFLICT DO NOTHING RETURNING returns only the
-    new rows; each must still be matched to its own item and delivery."""
-    from campaigns.models import Delivery
+def seed_sent_sms(engine: sa.Engine, count: int) -> None:
+    """One customer with ``count`` sent SMS, provider ids SM0000, SM0001, ..."""
+    with engine.begin() as conn:
+        customer_id = conn.execute(sa.insert(Customer.__table__).values(
+            external_id="ann", phone="+15550000001", attributes={}, created_at=NOW, updated_at=NOW)
+            .returning(Customer.__table__.c.id)).scalar_one()
+        conn.execute(sa.insert(Delivery.__table__), [
+            {"campaign": "promo", "customer_id": customer_id, "channel": "sms_us", "template": "t",
+             "due_at": NOW, "dispatch_after": NOW, "send_key": f"promo:{i}:{customer_id}:once", "step": i,
+             "status": "sent", "provider_message_id": f"SM{i:04d}", "sent_at": NOW}
+            for i in range(count)
+        ])
 
+
+def receipt(i: int) -> InboundResponse:
+    """Twilio's "delivered" for the i-th SMS of :func:`seed_sent_sms`."""
+    return InboundResponse(kind="delivered", provider="twilio", provider_ref=f"SM{i:04d}:delivered",
+                           occurred_at=NOW, provider_message_id=f"SM{i:04d}", family="sms")
+
+
+def test_a_batch_of_300_receipts_with_50_retries_lands_each_once(postgres_url):
+    """PostgreSQL's batch insert (INSERT … SELECT FROM unnest … ON CONFLICT DO NOTHING
+    RETURNING) returns only the new rows; each must still be matched to its own item and
+    delivery."""
     engine = make_engine(postgres_url)
     try:
-        with engine.begin() as conn:
-            customer_id = conn.execute(sa.insert(Customer.__table__).values(
-                external_id="ann", phone="+15550000001", attributes={}, created_at=NOW, updated_at=NOW)
-                .returning(Customer.__table__.c.id)).scalar_one()
-            conn.execute(sa.insert(Delivery.__table__), [
-                {"campaign": "promo", "customer_id": customer_id, "channel": "sms_us", "template": "t",
-                 "due_at": NOW, "dispatch_after": NOW, "send_key": f"promo:{i}:{customer_id}:once", "step": i,
-                 "status": "sent", "provider_message_id": f"SM{i:04d}", "sent_at": NOW}
-                for i in range(300)
-            ])
-
-        def receipt(i: int) -> InboundResponse:
-            return InboundResponse(kind="delivered", provider="twilio", provider_ref=f"SM{i:04d}:delivered",
-                                   occurred_at=NOW, provider_message_id=f"SM{i:04d}", family="sms")
+        seed_sent_sms(engine, 300)
 
         earlier = record_responses(engine, [receipt(i) for i in range(0, 300, 6)], now=NOW)  # 50 retried later
         results = record_responses(engine, [receipt(i) for i in reversed(range(300))], now=NOW)
@@ -101,23 +107,10 @@ def test_overlapping_batches_in_opposite_orders_do_not_deadlock(postgres_url):
     """Two receiver processes commit batches holding the same receipts in opposite orders
     (a provider retrying while the first push is still being written): rows are locked in
     one order, so neither transaction waits for the other in a cycle."""
-    from campaigns.models import Delivery
-
     engine = make_engine(postgres_url, pool_size=4)
     try:
-        with engine.begin() as conn:
-            customer_id = conn.execute(sa.insert(Customer.__table__).values(
-                external_id="ann", phone="+15550000001", attributes={}, created_at=NOW, updated_at=NOW)
-                .returning(Customer.__table__.c.id)).scalar_one()
-            conn.execute(sa.insert(Delivery.__table__), [
-                {"campaign": "promo", "customer_id": customer_id, "channel": "sms_us", "template": "t",
-                 "due_at": NOW, "dispatch_after": NOW, "send_key": f"promo:{i}:{customer_id}:once", "step": i,
-                 "status": "sent", "provider_message_id": f"SM{i:04d}", "sent_at": NOW}
-                for i in range(N)
-            ])
-        items = [InboundResponse(kind="delivered", provider="twilio", provider_ref=f"SM{i:04d}:delivered",
-                                 occurred_at=NOW, provider_message_id=f"SM{i:04d}", family="sms")
-                 for i in range(N)]
+        seed_sent_sms(engine, N)
+        items = [receipt(i) for i in range(N)]
         errors: list[sa.exc.DBAPIError] = []
         new: list[int] = []
         barrier = threading.Barrier(2)
