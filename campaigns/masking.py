@@ -163,7 +163,7 @@ class MaskingFilter(logging.Filter):
             return True
         masked = self.redact(message)
         if masked != message:
-            record.msg, record.args = masked, ()
+            self._mask_message(record, masked)
         if isinstance(record.exc_info, tuple) and record.exc_info[0] is not None and not record.exc_text:
             # Exception messages carry addresses too ("<bob@x>: Recipient address rejected").
             # Formatted as logging.Formatter.formatException does, which formatters then reuse.
@@ -173,6 +173,33 @@ class MaskingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         return True
+
+    def _mask_message(self, record: logging.LogRecord, masked: str) -> None:
+        """Make ``record`` format to ``masked``, keeping the shape of its ``args``.
+
+        Formatters may read ``record.args`` themselves (uvicorn's AccessFormatter unpacks
+        them as a 5-tuple), so the arguments are masked one by one, in place. Only when
+        that does not give the masked message (a secret spread over two arguments, or an
+        argument a format like ``%d`` needs unchanged) is the message replaced whole."""
+        args = record.args
+        if isinstance(args, tuple) and args:
+            masked_args: tuple[object, ...] | Mapping[str, object] = tuple(self._mask_arg(a) for a in args)
+        elif isinstance(args, Mapping) and args:
+            masked_args = {key: self._mask_arg(value) for key, value in args.items()}
+        else:
+            masked_args = args or ()
+        try:
+            same = bool(masked_args) and (str(record.msg) % masked_args) == masked
+        except (TypeError, ValueError, KeyError):
+            same = False
+        if same:
+            record.args = masked_args  # type: ignore[assignment]
+        else:
+            record.msg, record.args = masked, ()
+
+    def _mask_arg(self, value: object) -> object:
+        """A string argument redacted; any other argument as it is (``%d`` needs an int)."""
+        return self.redact(value) if isinstance(value, str) else value
 
 
 def secrets_from_config(config: AppConfig, *, environ: Mapping[str, str] | None = None) -> list[str]:

@@ -22,7 +22,7 @@ from tests.conftest import TICK_NOW, seed_customers
 from workers.delivery import deliver_batch
 from workers.runtime import Runtime
 
-HOOK_SECRET = "hook-secret-for-masking-test"
+HOOK_SECRET = "whsec_aG9vay1zZWNyZXQtZm9yLW1hc2tpbmctdGVzdC0wMTIz"  # a whsec_ secret: the channel signs with nothing else
 #: Customer 0 of seed_customers: p0@example.com, +8613800000000.
 EMAIL, PHONE = "p0@example.com", "+8613800000000"
 
@@ -185,3 +185,57 @@ def test_errors_a_channel_did_not_mask_are_masked_before_the_ledger_stores_them(
         reason = conn.execute(sa.select(CampaignState.paused_reason)).scalar_one()
     runtime.close()
     assert stored == reason == "invalid openid or user p***@example.com blocked"
+
+
+def test_masked_access_lines_keep_the_arguments_uvicorns_access_formatter_unpacks(capfd):
+    # uvicorn's own logging config (AccessFormatter unpacks record.args as a 5-tuple) and a
+    # real request through a real server: a callback URL carrying ?token= must come out as
+    # one masked access line, not as "--- Logging error ---" with a traceback.
+    import copy
+    import io
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def ok(request):  # type: ignore[no-untyped-def]
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/callbacks/aliyun/sms/report", ok, methods=["POST"])])
+    token, before = "callback-token-for-access-test", logging.getLogRecordFactory()
+    install_masking(secrets=[token])
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=copy.deepcopy(uvicorn.config.LOGGING_CONFIG),
+                            log_level="info", access_log=True, lifespan="off", ws="none", use_colors=False)
+    access = logging.getLogger("uvicorn.access")
+    stream = io.StringIO()
+    access.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    try:
+        thread.start()
+        while not server.started:
+            assert thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        answer = httpx.post(f"http://127.0.0.1:{port}/callbacks/aliyun/sms/report?token={token}&to=bob@example.com",
+                            content=b"[]")
+        assert answer.status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join()
+        uninstall_masking()
+        logging.setLogRecordFactory(before)
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).handlers.clear()
+    lines = stream.getvalue().splitlines()
+    stderr = capfd.readouterr().err
+    assert "Logging error" not in stderr
+    request_lines = [line for line in lines if "/callbacks/aliyun/sms/report" in line]
+    assert len(request_lines) == 1, lines
+    assert request_lines[0].endswith(
+        '"POST /callbacks/aliyun/sms/report?token=***&to=b***@example.com HTTP/1.1" 200 OK'), request_lines
+    assert token not in stream.getvalue() + stderr and "bob@example.com" not in stream.getvalue() + stderr

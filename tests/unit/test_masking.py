@@ -218,3 +218,20 @@ def test_callback_token_and_link_secret_are_masked_like_every_configured_secret(
     secrets = secrets_from_config(AppConfig(), environ={"NURTURE_CALLBACK_TOKEN": "cb-token-123456",
                                                         "NURTURE_LINK_SECRET": "link-secret-987654"})
     assert {"cb-token-123456", "link-secret-987654"} <= set(secrets)
+
+
+def test_filter_masks_arguments_one_by_one_so_formatters_can_still_read_them() -> None:
+    # uvicorn's access line: AccessFormatter unpacks record.args as a 5-tuple.
+    entry = record('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST",
+                   "/callbacks/aliyun/sms/report?token=tok-123456&to=bob@example.com", "1.1", 200)
+    MaskingFilter(secrets=["tok-123456"]).filter(entry)
+    assert entry.args == ("127.0.0.1:5000", "POST", "/callbacks/aliyun/sms/report?token=***&to=b***@example.com",
+                          "1.1", 200)
+    assert entry.getMessage() == '127.0.0.1:5000 - "POST /callbacks/aliyun/sms/report?token=***&to=b***@example.com HTTP/1.1" 200'
+
+
+def test_filter_replaces_the_message_whole_when_arguments_alone_cannot_be_masked() -> None:
+    # "Bearer" and the token are separate arguments: only the whole message shows the token.
+    entry = record("Authorization: %s %s", "Bearer", "eyJhbGciOi.abc")
+    MaskingFilter().filter(entry)
+    assert entry.getMessage() == "Authorization: Bearer ***"
