@@ -568,6 +568,16 @@ class ApiConfig(_Model):
         return value.rstrip("/") if value else value
 
 
+class SecurityConfig(_Model):
+    """The per-installation secret (campaigns.keys): keys the VERP tag and Message-ID of
+    each email, and the digests ``nurture forget`` keeps instead of addresses."""
+
+    #: Environment variable holding the secret (at least 16 characters, the same on every
+    #: machine of a deployment). While it is unset ``nurture forget`` and ``POST /bounces``
+    #: refuse, and VERP senders are not used.
+    secret_env: str = "NURTURE_SECRET"
+
+
 class AppConfig(_Model):
     """The whole of ``config.toml``."""
 
@@ -580,6 +590,7 @@ class AppConfig(_Model):
     rfm: RfmConfig = RfmConfig()
     profiles: ProfilesConfig = ProfilesConfig()
     api: ApiConfig = ApiConfig()
+    security: SecurityConfig = SecurityConfig()
     compliance: ComplianceConfig = ComplianceConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     #: Per-channel send rate limits, e.g. ``sms = { limit = 5000, per = "1s" }``.
@@ -725,6 +736,12 @@ def _secret_warnings(config: AppConfig) -> list[str]:
         for key, value in channel.model_dump(by_alias=False).items():
             if key.endswith("_env") and isinstance(value, str) and value and not os.environ.get(value):
                 warnings.append(f"channels.{name}.{key}: environment variable {value} is not set")
+    secret_env = config.security.secret_env
+    secret = os.environ.get(secret_env)
+    if not secret or len(secret) < 16:  # campaigns.keys.MIN_SECRET_LENGTH
+        warnings.append(f"security.secret_env: environment variable {secret_env} is "
+                        f"{'shorter than 16 characters' if secret else 'not set'}: nurture forget and "
+                        "POST /bounces refuse, and VERP senders are not used, until it is")
     return warnings
 
 

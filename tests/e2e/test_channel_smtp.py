@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from campaigns.channel_options.smtp import SmtpChannelConfig
 from campaigns.messages import OutboundMessage, Outcome
@@ -177,6 +179,17 @@ def outbound(recipient: str = "alice@example.org", *, n: int = 1, purpose: str =
     )
 
 
+def test_without_the_installation_secret_no_verp_sender_is_used(server: Server) -> None:
+    # An unkeyed VERP tag would let anyone forge bounces for our messages: bounces then go
+    # to the plain From address, which POST /bounces never sees.
+    channel = SmtpChannel(name="email", options=options(server.port, envelope_from="bounce+{send_key_hash}@shop.example.com"))
+    result = channel.send(outbound())
+    channel.close()
+    assert result.outcome is Outcome.OK, result
+    [received] = server.handler.messages
+    assert received.mail_from == "news@shop.example.com"
+
+
 def independent_token(send_key: str, secret: str) -> str:
     """The token recomputed from the documented algorithm, without the project's code."""
     mac = hmac.new(secret.encode(), b"nurture-unsubscribe-v1:" + send_key.encode(), hashlib.sha256).digest()
@@ -187,7 +200,9 @@ def independent_token(send_key: str, secret: str) -> str:
 
 
 def test_marketing_message_is_multipart_with_message_id_and_one_click_unsubscribe(server: Server) -> None:
-    channel = SmtpChannel(name="email", options=options(server.port, envelope_from="bounce+{send_key_hash}@shop.example.com"))
+    secret = "installation-secret-for-tests"
+    channel = SmtpChannel(name="email", options=options(server.port, envelope_from="bounce+{send_key_hash}@shop.example.com"),
+                          secret=secret)
     message = outbound()
 
     result = channel.send(message)
@@ -197,7 +212,11 @@ def test_marketing_message_is_multipart_with_message_id_and_one_click_unsubscrib
     assert result.code == "250 Q1"
     [received] = server.handler.messages
     assert received.rcpt_tos == ["alice@example.org"]
-    key_hash = hashlib.sha256(message.send_key.encode()).hexdigest()[:32]
+    # HMAC-SHA256 under the HKDF-derived VERP key, recomputed without campaigns.keys.
+    verp_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=b"nurture/verp-message-tag").derive(secret.encode())
+    key_hash = hmac.new(verp_key, message.send_key.encode(), hashlib.sha256).hexdigest()[:32]
+    assert key_hash != hashlib.sha256(message.send_key.encode()).hexdigest()[:32]
     assert received.mail_from == f"bounce+{key_hash}@shop.example.com"
     mail = received.parsed()
     assert mail["From"] == "Shop <news@shop.example.com>"

@@ -3,6 +3,7 @@ open pixel and bounces, over Starlette's TestClient and a migrated SQLite databa
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,10 @@ unsubscribe_secret_env = "NURTURE_TEST_UNSUB_SECRET"
 BOB = "bob@example.org"
 SEND_KEY = "3f" * 32
 OTHER_KEY = "a1" * 32
+#: The installation secret ([security] secret_env) keying Message-IDs and VERP tags.
+SECRET = "installation-secret-for-tests"
+#: A send key as the planner writes them: guessable from the customer's row id.
+GUESSABLE_KEY = "win_back:0:1:once"
 
 
 @pytest.fixture
@@ -57,6 +62,7 @@ def setup(sqlite_engine, monkeypatch) -> Iterator[tuple[TestClient, sa.Engine]]:
     monkeypatch.setenv("NURTURE_TEST_UNSUB_SECRET", UNSUB_SECRET)
     monkeypatch.setenv(LINK_SECRET_ENV, LINK_SECRET)
     monkeypatch.setenv("NURTURE_TEST_WEB_API_KEY", API_KEY)
+    monkeypatch.setenv("NURTURE_SECRET", SECRET)
     engine = sqlite_engine
     with engine.begin() as conn:
         conn.execute(sa.insert(Customer.__table__), [
@@ -70,8 +76,13 @@ def setup(sqlite_engine, monkeypatch) -> Iterator[tuple[TestClient, sa.Engine]]:
             {"send_key": key, "campaign": "win_back", "step": 0, "customer_id": ids[customer], "channel": "mail",
              "template": "win_back/miss_you", "status": "sent", "due_at": NOW - timedelta(hours=1),
              "dispatch_after": NOW - timedelta(hours=1), "sent_at": NOW - timedelta(hours=1),
-             "provider_message_id": f"<{message_hash(key)}@shop.example>", "created_at": NOW, "updated_at": NOW}
-            for key, customer in ((SEND_KEY, "C1"), (OTHER_KEY, "C2"))
+             "provider_message_id": message_id, "created_at": NOW, "updated_at": NOW}
+            for key, customer, message_id in (
+                (SEND_KEY, "C1", f"<{message_hash(SEND_KEY, SECRET)}@shop.example>"),
+                (OTHER_KEY, "C2", f"<{message_hash(OTHER_KEY, SECRET)}@shop.example>"),
+                # Sent before the installation secret existed: an unkeyed Message-ID.
+                (GUESSABLE_KEY, "C1", f"<{hashlib.sha256(GUESSABLE_KEY.encode()).hexdigest()[:32]}@shop.example>"),
+            )
         ])
     grant_consent(engine, now=NOW - timedelta(days=30), families=("email", "sms"))
     app = Starlette(routes=web_routes(config=parse_config(CONFIG), engine=engine, clock=lambda: NOW))
@@ -268,9 +279,16 @@ def post_bounce(client: TestClient, raw: bytes, key: str | None = API_KEY, conte
     return client.post("/bounces", content=raw, headers=headers)
 
 
+def genuine_dsn(recipients: list[dict[str, str]], *, send_key: str = SEND_KEY, returned: str = "headers") -> bytes:
+    """A bounce of one of our messages: its Message-ID and VERP tag keyed with SECRET."""
+    tag = message_hash(send_key, SECRET)
+    return build_dsn(recipients, returned=returned, to=f"bounce+{tag}@shop.example",
+                     original_headers={"Message-ID": f"<{tag}@shop.example>"})
+
+
 def test_a_hard_bounce_suppresses_the_address_once(setup):
     client, engine = setup
-    raw = build_dsn([HARD_BOUNCE])
+    raw = genuine_dsn([HARD_BOUNCE])
     answer = post_bounce(client, raw)
     assert answer.status_code == 202
     summary = answer.json()
@@ -293,7 +311,7 @@ def test_a_hard_bounce_suppresses_the_address_once(setup):
 def test_a_verp_address_alone_finds_the_delivery(setup):
     client, engine = setup
     # No returned headers at all: only the report's To (our VERP address) names the message.
-    raw = build_dsn([HARD_BOUNCE], returned="none")
+    raw = genuine_dsn([HARD_BOUNCE], returned="none")
     assert post_bounce(client, raw).json()["suppressed"] == 1
     assert suppressions(engine) == [("email", BOB)]
 
@@ -301,7 +319,7 @@ def test_a_verp_address_alone_finds_the_delivery(setup):
 def test_dmarc_5_7_26_records_a_bounce_but_suppresses_nothing(setup):
     client, engine = setup
     dmarc = {**DMARC, "Final-Recipient": f"rfc822; {BOB}"}
-    summary = post_bounce(client, build_dsn([dmarc])).json()
+    summary = post_bounce(client, genuine_dsn([dmarc])).json()
     assert summary["suppressed"] == 0 and summary["recipients"][0]["severity"] == "policy"
     assert suppressions(engine) == []
     assert consent(engine)["email"][0] == "granted"
@@ -311,7 +329,7 @@ def test_dmarc_5_7_26_records_a_bounce_but_suppresses_nothing(setup):
 def test_a_soft_bounce_is_undelivered_without_suppression(setup):
     client, engine = setup
     soft = {**MAILBOX_FULL, "Final-Recipient": f"rfc822; {BOB}"}
-    summary = post_bounce(client, build_dsn([soft])).json()
+    summary = post_bounce(client, genuine_dsn([soft])).json()
     assert summary["recipients"][0]["kind"] == "undelivered" and summary["suppressed"] == 0
     assert suppressions(engine) == []
 
@@ -321,9 +339,58 @@ def test_a_forged_bounce_for_a_stranger_suppresses_nobody(setup):
     # Bob's message hash, but a report about Carol: anyone can mail the bounce address.
     stranger = {**HARD_BOUNCE, "Final-Recipient": "rfc822; carol@example.net",
                 "Original-Recipient": "rfc822; carol@example.net"}
-    summary = post_bounce(client, build_dsn([stranger])).json()
+    summary = post_bounce(client, genuine_dsn([stranger])).json()
     assert summary["suppressed"] == 0 and summary["recipients"][0]["matched"] is False
     assert suppressions(engine) == []
+
+
+def test_the_forged_dsn_of_issue_12_is_refused_and_suppresses_nothing(setup):
+    client, engine = setup
+    # What an outsider can compute for customer 1: the guessable send key, its unkeyed
+    # SHA-256 as VERP tag and Message-ID, the key itself in the headers that may carry it.
+    unkeyed = hashlib.sha256(GUESSABLE_KEY.encode()).hexdigest()[:32]
+    forged = build_dsn([HARD_BOUNCE], envelope_id=GUESSABLE_KEY, to=f"bounce+{unkeyed}@shop.example",
+                       original_headers={"Message-ID": f"<{unkeyed}@shop.example>",
+                                         "X-Nurture-Send-Key": GUESSABLE_KEY})
+    answer = post_bounce(client, forged)
+    assert answer.status_code == 422 and "none of our messages" in answer.json()["error"]
+    assert BOB not in answer.text
+    assert suppressions(engine) == [] and responses(engine) == []
+    assert consent(engine)["email"][0] == "granted"
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(Delivery.receipt_status).where(Delivery.receipt_status.is_not(None))).all() == []
+
+
+def test_a_tag_keyed_with_another_secret_is_refused(setup):
+    client, engine = setup
+    tag = message_hash(SEND_KEY, "some-other-installation-secret")
+    forged = build_dsn([HARD_BOUNCE], to=f"bounce+{tag}@shop.example",
+                       original_headers={"Message-ID": f"<{tag}@shop.example>"})
+    assert post_bounce(client, forged).status_code == 422
+    assert suppressions(engine) == [] and responses(engine) == []
+
+
+def test_one_bounce_suppresses_only_the_address_its_message_went_to(setup):
+    client, engine = setup
+    # A genuine tag of Bob's message, with extra blocks naming Carol and an
+    # Original-Recipient of Bob on a block whose Final-Recipient is Carol's.
+    rerouted = {**HARD_BOUNCE, "Final-Recipient": "rfc822; carol@example.net",
+                "Original-Recipient": f"rfc822; {BOB}"}
+    carol = {**HARD_BOUNCE, "Final-Recipient": "rfc822; carol@example.net",
+             "Original-Recipient": "rfc822; carol@example.net"}
+    summary = post_bounce(client, genuine_dsn([rerouted, carol, HARD_BOUNCE])).json()
+    assert [r["matched"] for r in summary["recipients"]] == [False, False, True]
+    assert summary["suppressed"] == 1
+    assert suppressions(engine) == [("email", BOB)]
+    assert consent(engine, "C2")["email"][0] == "granted"
+
+
+def test_bounces_are_refused_while_the_installation_secret_is_unset(setup, monkeypatch):
+    client, engine = setup
+    monkeypatch.delenv("NURTURE_SECRET")
+    answer = post_bounce(client, genuine_dsn([HARD_BOUNCE]))
+    assert answer.status_code == 503 and "NURTURE_SECRET is not set" in answer.json()["error"]
+    assert suppressions(engine) == [] and responses(engine) == []
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key", API_KEY.upper()])

@@ -171,7 +171,8 @@ def test_check_reports_template_with_undefined_variable(runner: CliRunner, in_tm
     assert f"config.toml:{line}: campaigns[1].steps[1].template:" in flat(result.stderr)
 
 
-def test_check_ok_config_in_tmp(runner: CliRunner, in_tmp: Path) -> None:
+def test_check_ok_config_in_tmp(runner: CliRunner, in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NURTURE_SECRET", "an-installation-secret")
     demo = in_tmp / "templates" / "demo"
     demo.mkdir(parents=True)
     (demo / "fine.txt.j2").write_text("Hi {{ customer.first_name }}\n", encoding="utf-8")
@@ -181,6 +182,19 @@ def test_check_ok_config_in_tmp(runner: CliRunner, in_tmp: Path) -> None:
     assert result.exit_code == 0, result.stdout
     report = json.loads(result.stdout)
     assert report == {"ok": True, "errors": [], "warnings": [], "templates_rendered": 3}
+
+
+def test_check_says_the_installation_secret_is_unset(runner: CliRunner, in_tmp: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NURTURE_SECRET", raising=False)
+    (in_tmp / "config.toml").write_text("", encoding="utf-8")
+    result = runner.invoke(app, ["check", "-c", "config.toml", "--json"])
+    assert result.exit_code == 0, result.stdout
+    [warning] = json.loads(result.stdout)["warnings"]
+    assert warning.startswith("security.secret_env: environment variable NURTURE_SECRET is not set")
+    monkeypatch.setenv("NURTURE_SECRET", "short")
+    [warning] = json.loads(runner.invoke(app, ["check", "-c", "config.toml", "--json"]).stdout)["warnings"]
+    assert "NURTURE_SECRET is shorter than 16 characters" in warning
 
 
 def test_check_repo_config_passes(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:

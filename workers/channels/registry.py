@@ -10,6 +10,7 @@ from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, Twi
 from campaigns.channel_options.smtp import SmtpChannelConfig
 from campaigns.channel_options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 from campaigns.config import AppConfig, OutboxChannelConfig, WebhookChannelConfig
+from campaigns.keys import installation_secret
 from workers.channels.base import Channel
 from workers.channels.limited import RateLimitedChannel
 from workers.channels.outbox import OutboxChannel
@@ -46,7 +47,6 @@ _SIMPLE = {
     AliyunSmsConfig: AliyunSmsChannel,
     TencentSmsConfig: TencentSmsChannel,
     TwilioConfig: TwilioChannel,
-    SmtpChannelConfig: SmtpChannel,
 }
 
 
@@ -66,6 +66,9 @@ def build_channels(config: AppConfig, *, clock: Callable[[], datetime] | None = 
         elif isinstance(options, WeChatOAChannelConfig):
             cache = make_token_cache(redis_url=config.broker.url, prefix=config.broker.namespace)
             channels[name] = WeChatOAChannel(name=name, options=options, token_cache=cache, **timed)
+        elif isinstance(options, SmtpChannelConfig):
+            # Keys the Message-ID and VERP tag, so POST /bounces can verify a bounce.
+            channels[name] = SmtpChannel(name=name, options=options, secret=installation_secret(config))
         elif type(options) in _SIMPLE:
             channels[name] = _SIMPLE[type(options)](name=name, options=options)
         else:  # pragma: no cover - the config's discriminated union admits nothing else

@@ -39,6 +39,7 @@ from email.utils import formatdate
 
 from campaigns.channel_options.smtp import SmtpChannelConfig
 from campaigns.config import read_secret
+from campaigns.keys import message_tag
 from campaigns.messages import OutboundMessage, Outcome, SendResult
 from campaigns.unsubscribe import unsubscribe_mailto, unsubscribe_url
 
@@ -88,8 +89,16 @@ def _text_part(content: str, subtype: str) -> str:
     )
 
 
-def message_hash(send_key: str) -> str:
-    """32 hex chars identifying ``send_key``: the Message-ID's local part and VERP tag."""
+def message_hash(send_key: str, secret: str | None = None) -> str:
+    """32 hex chars identifying ``send_key``: the Message-ID's local part and VERP tag.
+
+    Keyed with the installation secret (:func:`campaigns.keys.message_tag`) when there is
+    one: only then can ``POST /bounces`` tell our messages from forged ones (send keys are
+    guessable). Without it, the unkeyed SHA-256 of the key, which no bounce is accepted
+    for; it still keeps a retried message's Message-ID the same.
+    """
+    if secret:
+        return message_tag(secret, send_key)
     return hashlib.sha256(send_key.encode("utf-8")).hexdigest()[:32]
 
 
@@ -175,9 +184,12 @@ class SmtpChannel:
         name: str,
         options: SmtpChannelConfig,
         ssl_context: ssl.SSLContext | None = None,
+        secret: str | None = None,
     ) -> None:
         self.name = name
         self.options = options
+        #: The installation secret (``[security] secret_env``) keying Message-ID and VERP tag.
+        self._secret = secret
         self._password = read_secret(options.password_env)
         self._unsubscribe_secret = read_secret(options.unsubscribe_secret_env)
         if ssl_context is None:
@@ -219,7 +231,7 @@ class SmtpChannel:
             f"To: {message.recipient}",
             f"Subject: {_encode_header(subject)}",
             f"Date: {formatdate(usegmt=True)}",
-            f"Message-ID: <{message_hash(message.send_key)}@{self.options.id_domain}>",
+            f"Message-ID: <{message_hash(message.send_key, self._secret)}@{self.options.id_domain}>",
             "MIME-Version: 1.0",
         ]
         if message.metadata.get("purpose", "marketing") == "marketing":
@@ -253,11 +265,13 @@ class SmtpChannel:
         return f"List-Unsubscribe: {value}\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
 
     def envelope_sender(self, message: OutboundMessage) -> str:
-        """MAIL FROM for ``message`` (VERP when ``envelope_from`` has ``{send_key_hash}``)."""
+        """MAIL FROM for ``message`` (VERP when ``envelope_from`` has ``{send_key_hash}``
+        and the installation secret is set: an unkeyed tag would let anyone forge bounces,
+        so without the secret bounces go to the plain From address)."""
         template = self.options.envelope_from
-        if not template:
+        if not template or ("{send_key_hash}" in template and not self._secret):
             return self.options.from_address
-        return template.replace("{send_key_hash}", message_hash(message.send_key))
+        return template.replace("{send_key_hash}", message_hash(message.send_key, self._secret))
 
     # -- connections -----------------------------------------------------------------------
 
@@ -323,7 +337,7 @@ class SmtpChannel:
         except ValueError as exc:
             return SendResult(Outcome.PERMANENT, error=f"cannot build message: {exc}", code="message")
         sender = self.envelope_sender(message)
-        message_id = f"<{message_hash(message.send_key)}@{self.options.id_domain}>"
+        message_id = f"<{message_hash(message.send_key, self._secret)}@{self.options.id_domain}>"
         for _ in range(2):
             try:
                 conn = self._connection()

@@ -24,6 +24,11 @@ opens and bounces.
 * ``POST /bounces``: a bounce (RFC 3464 DSN) as received, e.g. piped from the MTA that
   receives mail for the VERP address, authenticated like ``POST /events`` with
   ``Authorization: Bearer <value of [api] key_env>``; parsed by :mod:`campaigns.dsn`.
+  Anyone can mail the bounce address, so a report is only believed when it carries the
+  keyed tag of one of our messages (VERP or Message-ID, :func:`campaigns.keys.message_tag`)
+  and its Final-Recipient is the address that message went to; it then affects that one
+  address only. Anything else is a 422 that records nothing; without the installation
+  secret (``[security] secret_env``) every bounce is refused (503).
 
 Secrets, all read from the environment at request time:
 
@@ -45,6 +50,7 @@ import email.policy
 import hashlib
 import html
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,6 +85,7 @@ from campaigns.dsn import (
     parse_dsn,
     verp_hash,
 )
+from campaigns.keys import derive_key, installation_secret, keyed_hex, tags_match
 from campaigns.links import verify_click_token, verify_open_token
 from campaigns.masking import mask_email, mask_phone, mask_text
 from campaigns.models import Consent, Customer, Delivery
@@ -92,6 +99,8 @@ logger = logging.getLogger("nurture.receivers.web")
 
 #: Environment variable holding the HMAC key of click and open tokens.
 LINK_SECRET_ENV = "NURTURE_LINK_SECRET"
+#: Purpose label (campaigns.keys) of the key hashing a bounced address into its response ref.
+BOUNCE_REF_PURPOSE = "bounce-ref"
 #: Largest request body accepted, in bytes (a bounce quoting a big message is cut by the
 #: MTA long before this; a one-click form is a few bytes).
 MAX_BODY_BYTES = 1024 * 1024
@@ -306,48 +315,66 @@ class _Matched:
     email: str | None
 
 
-def _match_delivery(engine: Engine, config: AppConfig, report: DsnReport) -> _Matched | None:
-    """The delivery a bounce is about: by a send key it carries (X-Nurture-Send-Key,
-    Original-Envelope-Id), else by Message-ID, else by the VERP hash in its address."""
-    keys = [key for key in (report.send_key_header, report.original_envelope_id) if key]
+_TAG = re.compile(r"<([0-9a-fA-F]{32})@([^<>@\s]+)>")
+
+
+def _match_delivery(engine: Engine, config: AppConfig, report: DsnReport, secret: str) -> _Matched | None:
+    """The delivery a bounce is about, found by the keyed tag it carries: the local part
+    of the returned Message-ID, or the VERP tag in the report's own address.
+
+    The tag must be ``message_tag(secret, send_key)`` of the delivery it names. Send keys
+    are guessable (``win_back:0:<customer id>:once``), so a send key in clear
+    (X-Nurture-Send-Key, Original-Envelope-Id) or an unkeyed SHA-256 of one (what was
+    sent before the installation secret existed) proves nothing and is not accepted.
+    """
     smtp = [ch for ch in config.channels.values() if isinstance(ch, SmtpChannelConfig)]
-    message_ids = [report.original_message_id] if report.original_message_id else []
+    tags: dict[str, str] = {}  # provider message id -> tag
+    if report.original_message_id:
+        found = _TAG.fullmatch(report.original_message_id)
+        for channel in smtp if found else ():
+            if found.group(2).lower() == channel.id_domain.lower():  # type: ignore[union-attr]
+                tag = found.group(1).lower()  # type: ignore[union-attr]
+                tags[f"<{tag}@{channel.id_domain}>"] = tag
     for channel in smtp:
         if not channel.envelope_from:
             continue
         for address in report.report_to:
             digest = verp_hash(address, channel.envelope_from)
             if digest:
-                # The SMTP channel's Message-ID is <message_hash@id_domain> with the same hash.
-                message_ids.append(f"<{digest}@{channel.id_domain}>")
+                # The SMTP channel's Message-ID is <tag@id_domain> with the same tag.
+                tags[f"<{digest}@{channel.id_domain}>"] = digest
+    if not tags:
+        return None
     columns = (Delivery.id, Delivery.send_key, Delivery.provider_message_id, Customer.email)
     base = sa.select(*columns).join(Customer, Customer.id == Delivery.customer_id)
     with engine.connect() as conn:
-        row = None
-        if keys:
-            row = conn.execute(base.where(Delivery.send_key.in_(keys)).limit(1)).first()
-        if row is None and message_ids:
-            row = conn.execute(
-                base.where(Delivery.provider_message_id.in_(message_ids)).order_by(Delivery.id.desc()).limit(1)
-            ).first()
-    return _Matched(row.id, row.send_key, row.provider_message_id, row.email) if row is not None else None
+        rows = conn.execute(
+            base.where(Delivery.provider_message_id.in_(sorted(tags))).order_by(Delivery.id.desc())
+        ).all()
+    for row in rows:
+        if tags_match(secret, row.send_key, tags[row.provider_message_id]):
+            return _Matched(row.id, row.send_key, row.provider_message_id, row.email)
+    return None
 
 
-def _bounce_items(report: DsnReport, matched: _Matched | None, *, now: datetime
+def _bounce_items(report: DsnReport, matched: _Matched, *, now: datetime, ref_key: bytes
                   ) -> list[tuple[DsnRecipient, InboundResponse | None, bool, str | None]]:
     """Per recipient: (recipient, response to record or None, matched, why ignored)."""
     out: list[tuple[DsnRecipient, InboundResponse | None, bool, str | None]] = []
     for recipient in report.recipients:
         severity = recipient.severity
+        # Only the block about the very address the matched message went to counts (its
+        # Final-Recipient; an Original-Recipient is whatever the report says it is): one
+        # bounce affects one address, the one in our ledger, never one the report names.
+        ours = bool(matched.email) and normalize_address(matched.email or "") == normalize_address(
+            recipient.final_recipient)
+        if not ours:
+            out.append((recipient, None, False, "not the address the bounced message was sent to"))
+            continue
         if severity == DELAYED:
             # A warning: the MTA is still trying. The final report will follow.
-            out.append((recipient, None, matched is not None, "delayed: the MTA is still retrying"))
+            out.append((recipient, None, True, "delayed: the MTA is still retrying"))
             continue
-        addresses = {normalize_address(a) for a in (recipient.final_recipient, recipient.original_recipient) if a}
-        # A bounce is only attached to our delivery when it is about that delivery's
-        # recipient: anyone can mail the bounce address, and a forged report naming a
-        # stranger's address must not suppress it.
-        ours = matched is not None and bool(matched.email) and normalize_address(matched.email or "") in addresses
         if severity == DELIVERED:
             kind = "delivered"
         elif severity == SOFT:
@@ -356,20 +383,21 @@ def _bounce_items(report: DsnReport, matched: _Matched | None, *, now: datetime
             # hard, policy (5.7.x) and other permanent failures: the message bounced; only
             # a hard bounce of our own recipient suppresses (``blocked`` would suppress).
             kind = "bounced"
-        recipient_hash = hashlib.sha256(normalize_address(recipient.final_recipient).encode("utf-8")).hexdigest()[:16]
+        # No address in the ref, not even its plain SHA-256 (guessable back from a list of
+        # addresses): forgetting a customer erases payloads, not refs.
+        recipient_hash = keyed_hex(ref_key, normalize_address(recipient.final_recipient))[:16]
         attempted = recipient.attempted_at
         item = InboundResponse(
             kind=kind,
             provider=EMAIL_PROVIDER,
-            # No address in the ref: forgetting a customer erases payloads, not refs.
             provider_ref=f"{report.message_ref()}:{recipient_hash}:{recipient.status}",
             occurred_at=min(attempted, now) if attempted is not None else now,
-            provider_message_id=matched.provider_message_id if ours and matched else None,
-            send_key=matched.send_key if ours and matched else None,
-            address=recipient.final_recipient,
+            provider_message_id=matched.provider_message_id,
+            send_key=matched.send_key,
+            address=matched.email,
             family="email",
             error=recipient.masked_error() if kind != "delivered" else None,
-            permanent=ours and severity == HARD,
+            permanent=severity == HARD,
             payload={"status": recipient.status, "action": recipient.action, "severity": severity},
         )
         out.append((recipient, item, ours, None))
@@ -526,9 +554,12 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
 
     # -- bounces --------------------------------------------------------------------------
 
-    def record_bounce(report: DsnReport, moment: datetime) -> dict[str, Any]:
-        matched = _match_delivery(engine, config, report)
-        planned = _bounce_items(report, matched, now=moment)
+    def record_bounce(report: DsnReport, moment: datetime, secret: str) -> dict[str, Any] | None:
+        """The summary of what was recorded, or None when the report names no message of ours."""
+        matched = _match_delivery(engine, config, report, secret)
+        if matched is None:
+            return None
+        planned = _bounce_items(report, matched, now=moment, ref_key=derive_key(secret, BOUNCE_REF_PURPOSE))
         items = [item for _, item, _, _ in planned if item is not None]
         results = iter(record_responses(engine, items, now=moment) if items else [])
         summary: list[dict[str, Any]] = []
@@ -559,12 +590,19 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
         media = content_type.split(";", 1)[0].strip().lower()
         if media not in ("message/rfc822", "multipart/report"):
             return _error(415, "send the bounce as received, as message/rfc822 or multipart/report")
+        secret = installation_secret(config)
+        if secret is None:
+            logger.warning("bounce refused: %s is not set, no bounce can be verified", config.security.secret_env)
+            return _error(503, f"{config.security.secret_env} is not set: bounces cannot be verified")
         body = await _read_body(request)
         try:
             report = parse_dsn(body, content_type=content_type)
         except DsnError as exc:
             return _error(400, str(exc))
-        summary = await run_in_threadpool(record_bounce, report, now())
+        summary = await run_in_threadpool(record_bounce, report, now(), secret)
+        if summary is None:
+            return _error(422, "the bounce names none of our messages (no Message-ID or VERP tag signed with "
+                               "this installation's secret); nothing was recorded")
         return JSONResponse(summary, status_code=202)
 
     def json_failure() -> Response:
