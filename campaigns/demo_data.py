@@ -10,9 +10,12 @@ few signed up in the past day.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import random
+import sqlite3
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +38,81 @@ CATEGORIES = {
     "gift": ["GFT-BOX-S", "GFT-BOX-L"],
 }
 PURCHASE_CHANNELS = ["ecommerce", "store", "social", "distributor", "direct"]
+
+#: Written into the SQLite header (``PRAGMA application_id``, "nurt" in ASCII) of a
+#: database ``nurture demo`` created: only such a database may be reset by a later run.
+DEMO_APPLICATION_ID = 0x6E757274
+#: The shapes of the ids ``write_demo_files`` gives (SQLite GLOB patterns).
+DEMO_CUSTOMER_GLOB = "C" + "[0-9]" * 6
+DEMO_ORDER_GLOB = "O" + "[0-9]" * 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoDatabase:
+    """What a SQLite file holds, as far as ``nurture demo`` is concerned."""
+
+    #: The file exists.
+    exists: bool
+    #: The demo created it (its header carries :data:`DEMO_APPLICATION_ID`).
+    created_by_demo: bool
+    #: Table -> rows the demo did not write; non-empty means the demo must leave it alone.
+    foreign: dict[str, int] = field(default_factory=dict)
+    #: (channel, campaign, send_key) of every delivery in a demo database: the outbox
+    #: files a reset may remove, and no others.
+    deliveries: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def inspect_demo_database(path: Path) -> DemoDatabase:
+    """Read (never create or change) the SQLite file at ``path`` and say whether the demo
+    may reset it: missing or empty, or created by the demo and holding only its data.
+
+    In a database the demo created, customers and orders the demo did not generate (other
+    id shapes) are foreign; forgotten customers' placeholders are not. In any other
+    database every row of every table but Alembic's is foreign.
+    """
+    from campaigns.forget import FORGOTTEN_PREFIX
+
+    if not path.exists():
+        return DemoDatabase(exists=False, created_by_demo=False)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return DemoDatabase(exists=True, created_by_demo=False, foreign={"(unreadable file)": 1})
+    with contextlib.closing(conn):
+        try:
+            created_by_demo = conn.execute("PRAGMA application_id").fetchone()[0] == DEMO_APPLICATION_ID
+            tables = {name for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+            foreign: dict[str, int] = {}
+            if created_by_demo:
+                checks = {
+                    "customer": ("SELECT count(*) FROM customer WHERE external_id NOT GLOB ? "
+                                 "AND substr(external_id, 1, ?) != ?",
+                                 (DEMO_CUSTOMER_GLOB, len(FORGOTTEN_PREFIX), FORGOTTEN_PREFIX)),
+                    "orders": ("SELECT count(*) FROM orders WHERE order_id NOT GLOB ?", (DEMO_ORDER_GLOB,)),
+                }
+                for table, (sql, params) in checks.items():
+                    if table in tables:
+                        foreign[table] = conn.execute(sql, params).fetchone()[0]
+            else:
+                for table in sorted(tables - {"alembic_version"}):
+                    quoted = '"' + table.replace('"', '""') + '"'
+                    foreign[table] = conn.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0]  # noqa: S608
+            deliveries: list[tuple[str, str, str]] = []
+            if created_by_demo and "delivery" in tables:
+                deliveries = [(row[0], row[1], row[2])
+                              for row in conn.execute("SELECT channel, campaign, send_key FROM delivery")]
+        except sqlite3.DatabaseError:  # not a SQLite file at all
+            return DemoDatabase(exists=True, created_by_demo=False, foreign={"(not a SQLite database)": 1})
+    return DemoDatabase(exists=True, created_by_demo=created_by_demo,
+                        foreign={table: rows for table, rows in foreign.items() if rows}, deliveries=deliveries)
+
+
+def mark_demo_database(path: Path) -> None:
+    """Stamp the SQLite file at ``path`` as created by the demo (see :func:`inspect_demo_database`)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
+        conn.commit()
 
 
 def demo_moment(wall: datetime, *, zone: str = "Asia/Shanghai", hour: int = 10) -> datetime:

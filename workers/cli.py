@@ -742,6 +742,42 @@ def forget(
     )
 
 
+def _demo_refusal(cfg: AppConfig, db_path: Path, target: Any) -> str | None:
+    """Why the demo must not run on this config's database and outbox, or None.
+
+    The demo sends only to outbox channels (never to a real provider), and resets only a
+    database it created that holds nothing but its data (``inspect_demo_database``).
+    """
+    from campaigns.config import OutboxChannelConfig
+
+    used = {name for campaign in cfg.campaigns for name in campaign.channels}
+    real = sorted(name for name in used if not isinstance(cfg.channels.get(name), OutboxChannelConfig))
+    if real:
+        return (f"the demo sends only to outbox channels (files), and channel(s) {', '.join(real)} would reach "
+                "real people; run it with a config whose campaigns use outbox channels only")
+    where = os.path.relpath(db_path)
+    own_db = "give the demo a database of its own, e.g. NURTURE_DATABASE_URL=sqlite:///var/demo.db nurture demo"
+    if target.foreign:
+        main = [table for table in ("customer", "orders", "delivery") if table in target.foreign]
+        others = [table for table in target.foreign if table not in main]
+        held = ", ".join([f"{target.foreign[table]} {table} row(s)" for table in main]
+                         + [table.strip("()") for table in others if table.startswith("(")]
+                         + ([f"rows in {len(others)} other table(s)"] if any(t[0] != "(" for t in others) else []))
+        return f"{where} holds data the demo did not write ({held}); the demo leaves it alone: {own_db}"
+    if target.created_by_demo:
+        return None
+    for name, options in cfg.channels.items():
+        if not isinstance(options, OutboxChannelConfig):
+            continue
+        for campaign in cfg.campaigns:
+            folder = Path(options.dir) / campaign.name
+            files = sum(1 for path in folder.iterdir() if path.is_file()) if folder.is_dir() else 0
+            if files:
+                return (f"{os.path.relpath(folder)} holds {files} file(s) that no demo database records; the demo "
+                        f"leaves them alone: move them away, or give channel {name} another outbox dir for the demo")
+    return None
+
+
 @app.command()
 @friendly_errors
 def demo(
@@ -753,8 +789,10 @@ def demo(
 
     Uses the embedded default (SQLite + stub broker + outbox) and resets its own data.
     """
-    from campaigns.demo_data import write_demo_files
+    from campaigns.config import OutboxChannelConfig
+    from campaigns.demo_data import inspect_demo_database, mark_demo_database, write_demo_files
     from campaigns.importing import import_file
+    from workers.channels.outbox import remove_messages
     from workers.inprocess import InProcessWorkers
     from workers.runtime import Runtime
 
@@ -769,14 +807,20 @@ def demo(
                           "use `nurture scheduler` for other set-ups")
         raise typer.Exit(1)
     db_path = Path(cfg.database.url.split("///", 1)[1])
-    if db_path.exists():
+    target = inspect_demo_database(db_path)
+    refusal = _demo_refusal(cfg, db_path, target)
+    if refusal is not None:
+        # Never touch what the demo did not write: the user's own database, ledger or outbox.
+        err_console.print(f"[bold red]error:[/] {refusal}", highlight=False)
+        raise typer.Exit(2)
+    if target.created_by_demo:
+        # A demo database, holding only demo data: reset it, and remove the outbox files its
+        # ledger records (not whole folders: other files there are not the demo's).
+        for name, options in cfg.channels.items():
+            if isinstance(options, OutboxChannelConfig):
+                remove_messages(Path(options.dir), [(c, k) for ch, c, k in target.deliveries if ch == name])
         for suffix in ("", "-wal", "-shm"):
             Path(str(db_path) + suffix).unlink(missing_ok=True)
-    # Remove only what the demo writes: each campaign's folder in each outbox channel.
-    for channel in cfg.channels.values():
-        directory = getattr(channel, "dir", None)
-        for campaign in cfg.campaigns if directory is not None else ():
-            shutil.rmtree(Path(directory) / campaign.name, ignore_errors=True)
     data_dir = db_path.parent / "demo-data"
     from campaigns.demo_data import demo_moment
 
@@ -786,6 +830,7 @@ def demo(
     console.print(f"[bold]1.[/] generating {customers} customers with two years of orders → {data_dir}")
     files = write_demo_files(data_dir, customers=customers, seed=seed, now=now)
     engine = _engine_for(cfg)
+    mark_demo_database(db_path)  # before any data: a later run may reset this database
     console.print("[bold]2.[/] importing through `nurture import` code paths")
     for kind, path in files.items():
         report = import_file(engine, kind, path)  # type: ignore[arg-type]

@@ -139,13 +139,15 @@ def test_running_the_demo_twice_resets_its_data_and_gives_the_same_counts(demo_p
 
     first = run_demo(root)
     first_ledger, first_files = ledger(root), outbox_counts(root)
-    # Leftovers of an earlier run that the reset must remove.
-    stale = root / "var" / "outbox" / "win_back" / "stale.eml"
-    stale.write_text("To: old@example.com\nSubject: old\n\nold\n")
+    # The reset removes the files its ledger records, and only those: a file the demo did
+    # not write stays, and is all that is left before the second run writes again.
+    not_the_demos = root / "var" / "outbox" / "win_back" / "not_the_demos.eml"
+    not_the_demos.write_text("To: old@example.com\nSubject: old\n\nold\n")
 
     second = run_demo(root)
 
-    assert not stale.exists()
+    assert not_the_demos.read_text() == "To: old@example.com\nSubject: old\n\nold\n"
+    not_the_demos.unlink()
     assert ledger(root) == first_ledger
     assert outbox_counts(root) == first_files
     # The second run planned everything again from an empty ledger, not "0 new".
@@ -153,3 +155,109 @@ def test_running_the_demo_twice_resets_its_data_and_gives_the_same_counts(demo_p
     assert planned(first.output)["win_back"] > 0
     assert table_rows(second.output) == table_rows(first.output)
     assert sum(first_files.values()) == sum(n for (_, _, status), n in first_ledger.items() if status == "sent")
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """relative path -> SHA-256 of every file under ``root/var``: the database, its WAL and
+    the outbox. Not SQLite's ``-shm`` file: an index of the WAL rebuilt by any reader,
+    holding no data (reading the database at all rewrites it)."""
+    import hashlib
+
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted((root / "var").rglob("*"))
+        if path.is_file() and not path.name.endswith("-shm")
+    }
+
+
+def users_own_project(root: Path) -> tuple[int, int]:
+    """The user's own data in the config's database: 200 customers, their orders and a
+    ledger of deliveries written to the outbox by a real (clock-pinned) scheduler tick.
+    Returns (customers, deliveries)."""
+    from campaigns.db import make_engine, upgrade
+    from tests.conftest import TICK_NOW, seed_customers
+
+    (root / "var").mkdir()
+    engine = make_engine(f"sqlite:///{root / 'var' / 'nurture.db'}")
+    upgrade(engine)
+    seed_customers(engine, count=200, now=TICK_NOW, lapsed_share=0.5)
+    engine.dispose()
+    # TICK_NOW is 10:05 in Shanghai: inside marketing hours, so the win-back run sends.
+    tick = CliRunner().invoke(app, ["scheduler", "-c", str(root / "config.toml"), "--once",
+                                    "--now", TICK_NOW.isoformat()])
+    assert tick.exit_code == 0, tick.output
+    with sqlite3.connect(root / "var" / "nurture.db") as conn:
+        customers = conn.execute("SELECT count(*) FROM customer").fetchone()[0]
+        deliveries = conn.execute("SELECT count(*) FROM delivery WHERE status = 'sent'").fetchone()[0]
+    conn.close()
+    return customers, deliveries
+
+
+def refused(result: Result) -> str:
+    """The demo's refusal: exit 2 and one clear line, no traceback, no address."""
+    assert "Traceback" not in result.output
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "@" not in lines[0] and "+86" not in lines[0], lines[0]
+    return lines[0]
+
+
+def test_the_demo_refuses_a_database_holding_the_users_own_customers_and_ledger(demo_project):
+    root = demo_project
+    customers, deliveries = users_own_project(root)
+    assert customers == 200 and deliveries > 0  # the lapsed half, less the holdout
+    before = snapshot(root)
+    assert any(name.startswith("var/outbox/") for name in before)  # the user's own sent mail
+
+    result = CliRunner().invoke(app, ["demo", "-c", str(root / "config.toml"), "--customers", "300"])
+
+    line = refused(result)
+    assert "nurture.db" in line and "did not write" in line
+    assert snapshot(root) == before  # database, WAL and outbox byte for byte as they were
+    with sqlite3.connect(root / "var" / "nurture.db") as conn:
+        assert conn.execute("SELECT count(*) FROM customer").fetchone()[0] == customers
+        assert conn.execute("SELECT count(*) FROM delivery WHERE status = 'sent'").fetchone()[0] == deliveries
+    conn.close()
+
+
+def test_the_demo_refuses_a_database_it_created_once_the_user_added_their_own_customers(demo_project, tmp_path):
+    root = demo_project
+    run_demo(root)
+    own = tmp_path / "own.csv"
+    own.write_text("customer_id,name,email\nACME-1,Ann Lee,ann@acme.example\n")
+    imported = CliRunner().invoke(app, ["import", "customers", str(own), "-c", str(root / "config.toml")])
+    assert imported.exit_code == 0, imported.output
+    before = snapshot(root)
+
+    line = refused(CliRunner().invoke(app, ["demo", "-c", str(root / "config.toml"), "--customers", "300"]))
+
+    assert "1 customer" in line
+    assert snapshot(root) == before
+
+
+def test_the_demo_leaves_outbox_files_alone_that_no_demo_database_records(demo_project):
+    root = demo_project
+    mine = root / "var" / "outbox" / "win_back" / "win_back_0_1_1.eml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("To: someone@example.com\nSubject: mine\n\nmine\n")
+
+    line = refused(CliRunner().invoke(app, ["demo", "-c", str(root / "config.toml"), "--customers", "300"]))
+
+    assert "outbox" in line
+    assert mine.read_text() == "To: someone@example.com\nSubject: mine\n\nmine\n"
+    assert not (root / "var" / "nurture.db").exists()
+
+
+def test_the_demo_refuses_to_send_through_a_real_provider(demo_project):
+    root = demo_project
+    config = root / "config.toml"
+    config.write_text(config.read_text().replace(
+        '[channels.sms]\nkind = "outbox"\ndir = "var/outbox-sms"',
+        '[channels.sms]\nkind = "webhook"\nurl = "http://127.0.0.1:9/sms"\nsecret_env = "NURTURE_TEST_UNSET_SECRET"',
+    ))
+
+    line = refused(CliRunner().invoke(app, ["demo", "-c", str(config), "--customers", "300"]))
+
+    assert "sms" in line and "outbox" in line
+    assert not (root / "var").exists()
