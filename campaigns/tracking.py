@@ -2,7 +2,8 @@
 
 With ``[api] public_url`` (where ``nurture serve`` is reachable) and a link secret, every
 ``http(s)`` link of an HTML part is replaced by ``{public_url}/c/{token}``, the token
-signing the send key and the original URL together (:func:`campaigns.links.make_click_token`),
+sealing the send key and the original URL together, encrypted and authenticated so that
+neither shows in the message or an access log (:func:`campaigns.links.make_click_token`),
 and a 1x1 pixel ``{public_url}/o/{token}.gif`` is added before ``</body>``. The receiver
 turns those into ``clicked`` and ``opened`` responses.
 

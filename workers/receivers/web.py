@@ -15,9 +15,10 @@ opens and bounces.
   unticked (source ``preference page``) and records an ``unsubscribed`` response for each.
   The page only withdraws: a link in a forwarded mail must not be able to grant consent
   in somebody else's name, so families without consent are shown but cannot be ticked.
-* ``GET /c/{token}``: click redirect. The click token (:mod:`campaigns.links`) signs the
-  send key and the target URL together, so the redirect only ever goes where one of our
-  messages pointed (never an open redirect); a bad token is a 404 without a Location.
+* ``GET /c/{token}``: click redirect. The click token (:mod:`campaigns.links`) seals the
+  send key and the target URL together (AES-SIV: neither is readable in the URL or an
+  access log), so the redirect only ever goes where one of our messages pointed (never
+  an open redirect); a bad token is a 404 without a Location.
 * ``GET /o/{token}.gif``: open pixel, a 1x1 transparent GIF answered to every request
   (the image must never break a mail), recording an ``opened`` response only for a valid
   token (:func:`campaigns.links.make_open_token`).
