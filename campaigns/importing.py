@@ -20,6 +20,14 @@ Conventions shared by all kinds:
 * Dates are ISO 8601 dates or datetimes; naive values are taken as UTC; everything is
   stored as aware UTC.
 * ``rows_read == imported + len(rejected)``; blank lines are not rows.
+* Values must be storable (:mod:`campaigns.jsonvalues`: finite numbers, integers within
+  int64, no NUL, no lone surrogates, bounded nesting and size) and dates within
+  :data:`EARLIEST_DATE`..:data:`LATEST_DATE`; a row over :data:`MAX_ROW_BYTES` and a CSV
+  header over :data:`MAX_COLUMNS` columns are refused. Messages name the field, never its
+  value.
+* Should the database still refuse a batch, it is retried in halves down to the single
+  row, so only the refused row is rejected (its reason names the error class, never the
+  SQL parameters, which hold emails and phone numbers).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import hashlib
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -39,8 +48,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from campaigns import jsonvalues
 from campaigns.db import dialect_insert
 from campaigns.errors import DataImportError
+from campaigns.jsonvalues import UnstorableValue
 from campaigns.models import Consent, Customer, Event, Order, OrderItem, utcnow
 
 ImportKind = Literal["customers", "orders", "events"]
@@ -87,6 +98,19 @@ _MAX_AMOUNT = 10**12
 # whatever batch_size is. Statements of one batch still share one transaction.
 _STATEMENT_ROWS = 500
 _DATE_HINT = "use ISO 8601, e.g. 2025-03-01 or 2025-03-01T10:00:00+08:00"
+#: Largest row in bytes: one JSONL line, or one CSV record (all its lines). A longer row is
+#: rejected by line without being held in memory.
+MAX_ROW_BYTES = 1024 * 1024
+#: Most columns a CSV header may have.
+MAX_COLUMNS = 1000
+#: Dates accepted (created_at, ordered_at, occurred_at, consent_at): earlier or later ones
+#: are typing mistakes, and year-1 or year-9999 dates overflow once moved to UTC.
+EARLIEST_DATE = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_DATE = datetime(2200, 1, 1, tzinfo=UTC)
+# order_item.quantity is a 32-bit INTEGER column.
+_MAX_QUANTITY = 2**31 - 1
+# Columns holding a JSON object (JSONL natively, CSV as JSON text): checked key by key.
+_NESTED_COLUMNS = frozenset(("attributes", "properties"))
 
 
 @dataclass(frozen=True)
@@ -175,7 +199,7 @@ def import_file(
 
     def flush() -> None:
         if pending:
-            written, errors = writer(engine, pending)
+            written, errors = _write_or_split(writer, engine, pending)
             report.imported += written
             report.rejected.extend(errors)
             pending.clear()
@@ -239,7 +263,9 @@ class _LineReader:
     """Yields decoded text lines from a binary file, counting bytes and physical lines.
 
     Decoding line by line (rather than through a TextIOWrapper) gives an exact byte count
-    for progress and the line number of any invalid UTF-8.
+    for progress and the line number of any invalid UTF-8. A line longer than
+    :data:`MAX_ROW_BYTES` is never held whole: it is skipped, yielded as an empty line, and
+    its number kept in ``last_overlong`` for the row readers to reject.
     """
 
     def __init__(self, handle: Any, path: Path) -> None:
@@ -247,11 +273,26 @@ class _LineReader:
         self.path = path
         self.bytes_read = 0
         self.line_no = 0
+        #: Number of the last line longer than MAX_ROW_BYTES (0: none yet).
+        self.last_overlong = 0
 
     def __iter__(self) -> Iterator[str]:
-        for raw in self.handle:
+        while True:
+            limit = MAX_ROW_BYTES
+            raw = self.handle.readline(limit + 1)
+            if not raw:
+                return
             self.bytes_read += len(raw)
             self.line_no += 1
+            if len(raw) > limit:
+                while not raw.endswith(b"\n"):  # skip the rest of the line, chunk by chunk
+                    raw = self.handle.readline(64 * 1024)
+                    if not raw:
+                        break
+                    self.bytes_read += len(raw)
+                self.last_overlong = self.line_no
+                yield "\n"
+                continue
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -265,6 +306,10 @@ class _LineReader:
             yield text
 
 
+def _too_long() -> str:
+    return f"row longer than {MAX_ROW_BYTES} bytes (the import's limit per row); nothing of it was imported"
+
+
 def _csv_rows(
     lines: _LineReader, kind: str, path: Path
 ) -> Iterator[tuple[int, dict[str, str] | str]]:
@@ -272,18 +317,27 @@ def _csv_rows(
 
     csv.reader (not DictReader) so the start line is exact: blank lines come back as empty
     records, so "previous line_num + 1" is always the first physical line of a record.
+    ``strict`` makes the reader fail on a quote it cannot close instead of silently
+    reading to the end of the file: that record is rejected with its line range and
+    reading resumes on the next line.
     """
-    reader = csv.reader(lines)
+    reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
         while header is not None and not any(cell.strip() for cell in header):
+            if lines.last_overlong:
+                break
             header = next(reader, None)  # tolerate blank lines before the header
     except csv.Error as exc:
         raise DataImportError(f"{path}:{reader.line_num}: cannot parse CSV header: {exc}") from None
+    if lines.last_overlong:
+        raise DataImportError(f"{path}:{lines.last_overlong}: CSV header line longer than {MAX_ROW_BYTES} bytes")
     if header is None:
         raise DataImportError(f"{path}: the file is empty (expected a CSV header row)")
     columns = [cell.strip() for cell in header]
-    duplicates = sorted({name for name in columns if columns.count(name) > 1 and name})
+    if len(columns) > MAX_COLUMNS:
+        raise DataImportError(f"{path}: CSV header has {len(columns)} columns; at most {MAX_COLUMNS}")
+    duplicates = sorted(name for name, seen in Counter(columns).items() if seen > 1 and name)
     if duplicates:
         raise DataImportError(f"{path}: duplicate CSV column(s): {', '.join(duplicates)}")
     missing = [name for name in REQUIRED_COLUMNS[kind] if name not in columns]
@@ -294,12 +348,20 @@ def _csv_rows(
         )
     while True:
         start = reader.line_num + 1
+        before = lines.bytes_read
+        problem: str | None = None
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise DataImportError(f"{path}:{start}: cannot parse CSV: {exc}") from None
+            cells, problem = [], _csv_problem(str(exc), start, reader.line_num)
+        if lines.last_overlong >= start or lines.bytes_read - before > MAX_ROW_BYTES:
+            yield start, _too_long()
+            continue
+        if problem is not None:
+            yield start, problem
+            continue
         if not cells:
             continue  # blank line
         if len(cells) != len(columns):
@@ -308,15 +370,30 @@ def _csv_rows(
         yield start, {name: value for name, value in zip(columns, cells, strict=True) if name}
 
 
+def _csv_problem(error: str, start: int, end: int) -> str:
+    lines = f"line {start}" if end <= start else f"lines {start}-{end}"
+    if "unexpected end of data" in error:
+        return (f"unterminated quoted field: the quote opened in this row is never closed, so {lines} "
+                'were read as one row and none of them imported; close the quote (write a " inside a '
+                'quoted field as "")')
+    return f"cannot parse CSV ({error}) in {lines}; nothing of them was imported"
+
+
 def _jsonl_rows(lines: _LineReader) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line, object) per non-blank JSONL line; a str instead of a dict is a rejection reason."""
     for text in lines:
+        if lines.last_overlong == lines.line_no:
+            yield lines.line_no, _too_long()
+            continue
         if not text.strip():
             continue
         try:
-            value = json.loads(text)
+            value = jsonvalues.loads(text)
         except json.JSONDecodeError as exc:
             yield lines.line_no, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            continue
+        except UnstorableValue as exc:
+            yield lines.line_no, str(exc)
             continue
         if not isinstance(value, dict):
             yield lines.line_no, f"expected a JSON object, got {type(value).__name__}"
@@ -333,13 +410,40 @@ def _text(row: dict[str, Any], name: str, *, max_length: int | None = None) -> s
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _RowInvalid(f"{name}: expected text, got {json.dumps(value)[:40]}")
+        raise _RowInvalid(f"{name}: expected text, got {_json_kind(value)}")
     text = value.strip() if isinstance(value, str) else str(value)
     if not text:
         return None
     if max_length is not None and len(text) > max_length:
         raise _RowInvalid(f"{name}: longer than {max_length} characters")
     return text
+
+
+def _json_kind(value: Any) -> str:
+    # What a value is, for messages that must not quote it (it may be personal data).
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return "a JSON array"
+    if isinstance(value, bool):
+        return "true/false"
+    return type(value).__name__
+
+
+def _check_row(row: dict[str, Any]) -> None:
+    """Reject the row unless every value in it is storable (see :mod:`campaigns.jsonvalues`)."""
+    try:
+        jsonvalues.check_keys(row, "")
+        for name, value in row.items():
+            if name in _NESTED_COLUMNS and isinstance(value, dict):
+                jsonvalues.check_fields(value, name)
+            elif name == "items" and isinstance(value, list):
+                for index, item in enumerate(value):
+                    jsonvalues.check(item, f"items[{index}]")
+            else:
+                jsonvalues.check(value, name)
+    except UnstorableValue as exc:
+        raise _RowInvalid(str(exc)) from None
 
 
 def _required_text(row: dict[str, Any], name: str, *, max_length: int | None = None) -> str:
@@ -367,6 +471,15 @@ def _datetime(row: dict[str, Any], name: str, *, required: bool) -> datetime | N
         raise _RowInvalid(f"{name}: invalid date {value!r} ({_DATE_HINT})") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)  # naive values are taken as UTC
+    try:
+        in_range = EARLIEST_DATE <= parsed.astimezone(UTC) < LATEST_DATE
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+08:00 is before year 1 in UTC
+        in_range = False
+    if not in_range:
+        raise _RowInvalid(
+            f"{name}: {value.strip()!r} is out of range (dates from {EARLIEST_DATE.year} "
+            f"to {LATEST_DATE.year - 1} are accepted)"
+        )
     return parsed.astimezone(UTC)
 
 
@@ -389,15 +502,19 @@ def _number(value: Any, name: str, *, maximum: float | None = None) -> float:
     """A finite, non-negative number (JSON number or numeric text)."""
     number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float's range
+            number = None
     elif isinstance(value, str) and (
         _INT_RE.fullmatch(value.strip()) or _FLOAT_RE.fullmatch(value.strip())
     ):
         number = float(value)
     if number is None or not math.isfinite(number) or number < 0:
-        raise _RowInvalid(f"{name}: must be a non-negative number, got {json.dumps(value)}")
+        shown = json.dumps(value) if len(str(value)) <= 40 else "a number out of range"
+        raise _RowInvalid(f"{name}: must be a non-negative number, got {shown}")
     if maximum is not None and number >= maximum:
-        raise _RowInvalid(f"{name}: {value} is too large")
+        raise _RowInvalid(f"{name}: too large (at most {maximum:.0f} exclusive)")
     return number
 
 
@@ -409,9 +526,15 @@ def _json_value(row: dict[str, Any], name: str, expected: type, csv_source: bool
             return None
         if csv_source or value.strip()[:1] in "[{":
             try:
-                value = json.loads(value)
+                value = jsonvalues.loads(value)
+                if isinstance(value, dict):
+                    jsonvalues.check_fields(value, name)
+                else:
+                    jsonvalues.check(value, name)
             except json.JSONDecodeError as exc:
                 raise _RowInvalid(f"{name}: invalid JSON ({exc.msg})") from None
+            except UnstorableValue as exc:
+                raise _RowInvalid(str(exc) if exc.field else f"{name}: {exc}") from None
     if value is None:
         return None
     if not isinstance(value, expected):
@@ -425,10 +548,16 @@ def _typed_csv_value(value: str) -> Any:
     lowered = value.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    if _INT_RE.fullmatch(value):
-        return int(value)
-    if _FLOAT_RE.fullmatch(value):
-        return float(value)
+    # A number that cannot be stored as one (beyond int64, or beyond float's range) is
+    # more likely a code than a quantity: it stays text, like "007".
+    if _INT_RE.fullmatch(value) and len(value) <= 20:
+        number = int(value)
+        if jsonvalues.MIN_INTEGER <= number <= jsonvalues.MAX_INTEGER:
+            return number
+    elif _FLOAT_RE.fullmatch(value):
+        real = float(value)
+        if math.isfinite(real):
+            return real
     return value
 
 
@@ -482,6 +611,7 @@ def _timezone(text: str | None) -> str | None:
 
 
 def _parse_customer(row: dict[str, Any], *, csv_source: bool) -> tuple[str, dict[str, Any]]:
+    _check_row(row)
     columns = Customer.__table__.c
     external_id = _required_text(row, "customer_id", max_length=_column_length(columns.external_id))
     record: dict[str, Any] = {"external_id": external_id}
@@ -516,8 +646,9 @@ def _parse_items(value: list[Any]) -> list[dict[str, Any]]:
             quantity = item.get("quantity", 1)
             if isinstance(quantity, str) and quantity.strip().isdigit():
                 quantity = int(quantity)
-            if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
-                raise _RowInvalid("quantity: must be a positive whole number")
+            if (isinstance(quantity, bool) or not isinstance(quantity, int)
+                    or not 1 <= quantity <= _MAX_QUANTITY):
+                raise _RowInvalid(f"quantity: must be a whole number from 1 to {_MAX_QUANTITY}")
             if item.get("price") is None:
                 raise _RowInvalid("price: required")
             items.append(
@@ -536,6 +667,7 @@ def _parse_items(value: list[Any]) -> list[dict[str, Any]]:
 
 
 def _parse_order(row: dict[str, Any], *, csv_source: bool) -> tuple[str, dict[str, Any]]:
+    _check_row(row)
     columns = Order.__table__.c
     order_id = _required_text(row, "order_id", max_length=_column_length(columns.order_id))
     customer = _required_text(
@@ -563,6 +695,7 @@ def _parse_order(row: dict[str, Any], *, csv_source: bool) -> tuple[str, dict[st
 
 
 def _parse_event(row: dict[str, Any], *, csv_source: bool) -> tuple[str, dict[str, Any]]:
+    _check_row(row)
     columns = Event.__table__.c
     customer = _required_text(
         row, "customer_id", max_length=_column_length(Customer.__table__.c.external_id)
@@ -608,6 +741,34 @@ _PARSERS: dict[str, Callable[..., tuple[str, dict[str, Any]]]] = {
 
 # --------------------------------------------------------------------------- writers
 # Each takes one batch, writes it in ONE transaction and returns (rows imported, errors).
+
+
+#: What a bad row can make the database (or its driver) raise: a value it refuses. Anything
+#: else (a lost connection, a missing table) still stops the import.
+_ROW_ERRORS = (sa.exc.DataError, sa.exc.IntegrityError, ValueError, OverflowError)
+
+
+def _write_or_split(
+    writer: Callable[[Engine, list[_Pending]], tuple[int, list[RowError]]],
+    engine: Engine,
+    batch: list[_Pending],
+) -> tuple[int, list[RowError]]:
+    """``writer(engine, batch)``; should the database refuse the batch, its halves are
+    written instead, down to single rows, so one bad row costs only itself.
+
+    The rejection names the error's class only: the message of a database error quotes the
+    statement's parameters, which hold emails and phone numbers.
+    """
+    try:
+        return writer(engine, batch)
+    except _ROW_ERRORS as exc:
+        if len(batch) == 1:
+            cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+            return 0, [RowError(batch[0].line, f"the database refused this row ({type(cause).__name__})")]
+    middle = len(batch) // 2
+    written, errors = _write_or_split(writer, engine, batch[:middle])
+    more, more_errors = _write_or_split(writer, engine, batch[middle:])
+    return written + more, errors + more_errors
 
 
 def _chunks(items: list[Any], size: int = _STATEMENT_ROWS) -> Iterator[list[Any]]:

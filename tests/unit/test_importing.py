@@ -515,3 +515,185 @@ def test_large_csv_is_batched(engine: Engine, tmp_path: Path) -> None:
     assert seen[-1] == path.stat().st_size
     last = customer(engine, f"cust-{rows - 1}")
     assert last.attributes == {"city": f"City {(rows - 1) % 7}", "points": rows - 1}
+
+
+# --------------------------------------------------------------------------- hostile input
+# Every unstorable value is rejected by line, naming the field and never its value; the
+# rows around it are imported; nothing raises.
+
+UNSTORABLE_CUSTOMERS = [
+    '{"customer_id": "h1", "email": "h1@example.com", "attributes": {"tier": "gold"}}',
+    '{"customer_id": "h2", "email": "h2@example.com", "attributes": {"score": NaN}}',
+    '{"customer_id": "h3", "attributes": {"score": -Infinity}}',
+    '{"customer_id": "h4", "name": "nul\\u0000byte"}',
+    '{"customer_id": "h5", "name": "lone \\ud800 surrogate"}',
+    '{"customer_id": "h6", "attributes": {"n": ' + "7" * 5000 + "}}",
+    '{"customer_id": "h7", "attributes": {"n": 9223372036854775808}}',
+    '{"customer_id": "h8", "attributes": {"deep": ' + "[" * 40 + "]" * 40 + "}}",
+    '{"customer_id": "h9", "attributes": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    '{"customer_id": "h10", "created_at": "0001-01-01T00:00:00+08:00"}',
+    '{"customer_id": "h11", "created_at": "9999-12-31T23:00:00-05:00"}',
+    '{"customer_id": "h12", "attributes": {"k\\u0000ey": 1}}',
+    '{"customer_id": "h13", "email": "h13@example.com", "attributes": {"tier": "silver", "n": 9223372036854775807}}',
+]
+
+
+def test_unstorable_json_values_are_rejected_by_line_and_the_rest_imported(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "c.jsonl", "\n".join(UNSTORABLE_CUSTOMERS) + "\n")
+
+    report = import_file(engine, "customers", path, batch_size=3)
+
+    assert report.rows_read == 13
+    assert report.imported == 2
+    reasons = {error.line: error.reason for error in report.rejected}
+    assert sorted(reasons) == list(range(2, 13))
+    assert reasons[2].startswith("attributes.score: NaN")
+    assert reasons[3].startswith("attributes.score: -Infinity")
+    assert reasons[4].startswith("name: contains a NUL character")
+    assert reasons[5].startswith("name: contains a lone surrogate")
+    assert reasons[6].startswith("attributes.n: integer of 5000 digits")
+    assert reasons[7].startswith("attributes.n: integer outside the storable range")
+    assert reasons[8].startswith("attributes.deep") and "nested deeper than 32" in reasons[8]
+    assert "nested deeper than 32" in reasons[9]
+    assert reasons[10].startswith("created_at:") and "out of range" in reasons[10]
+    assert reasons[11].startswith("created_at:") and "out of range" in reasons[11]
+    assert reasons[12].startswith("attributes: a key contains a NUL")
+    assert not any("example.com" in reason for reason in reasons.values())
+    # The stored JSON stays valid: an attributes.* audience still works on every row.
+    from campaigns.jsonattr import typed_attribute
+
+    with engine.connect() as conn:
+        tiers = conn.execute(
+            sa.select(Customer.external_id, typed_attribute(Customer.attributes, "tier", "str"))
+            .order_by(Customer.external_id)
+        ).all()
+    assert tiers == [("h1", "gold"), ("h13", "silver")]
+    assert customer(engine, "h13").attributes["n"] == 2**63 - 1
+
+
+def test_csv_numbers_that_do_not_fit_stay_text_and_json_columns_are_checked(engine: Engine, tmp_path: Path) -> None:
+    long_int, long_float = "9" * 5000, "1" * 400 + ".5"
+    path = write(tmp_path, "c.csv", (
+        "customer_id,code,ratio,attributes\n"
+        f"c1,{long_int},{long_float},\n"
+        'c2,1,2,"{""x"": NaN}"\n'
+        f'c3,1,2,"{{""x"": {"[" * 5000}{"]" * 5000}}}"\n'
+        'c4,1,2,"{""x"": 1}"\n'
+    ))
+
+    report = import_file(engine, "customers", path)
+
+    assert report.imported == 2
+    assert [error.line for error in report.rejected] == [3, 4]
+    assert report.rejected[0].reason.startswith("attributes.x: NaN")
+    assert "nested deeper than 32" in report.rejected[1].reason
+    assert customer(engine, "c1").attributes == {"code": long_int, "ratio": long_float}
+    assert customer(engine, "c4").attributes == {"code": 1, "ratio": 2, "x": 1}
+
+
+def test_unstorable_values_in_orders_and_events_are_rejected(engine: Engine, tmp_path: Path) -> None:
+    seed_customers(engine, tmp_path, "c1")
+    orders = write(tmp_path, "o.jsonl", "\n".join([
+        '{"order_id": "o1", "customer_id": "c1", "ordered_at": "2025-03-01", "amount": 1e400}',
+        '{"order_id": "o2", "customer_id": "c1", "ordered_at": "2025-03-01", "amount": ' + "9" * 400 + "}",
+        '{"order_id": "o3", "customer_id": "c1", "ordered_at": "2025-03-01", "amount": 5,'
+        ' "items": [{"sku": "A", "price": 5, "quantity": 9999999999}]}',
+        '{"order_id": "o4", "customer_id": "c1", "ordered_at": "2025-03-01", "amount": 5}',
+    ]) + "\n")
+    events = write(tmp_path, "e.jsonl", "\n".join([
+        '{"customer_id": "c1", "name": "visit", "occurred_at": "2025-03-01", "properties": {"x": NaN}}',
+        '{"customer_id": "c1", "name": "vis\\u0000it", "occurred_at": "2025-03-01"}',
+        '{"customer_id": "c1", "name": "visit", "occurred_at": "0001-01-01T00:00:00+01:00"}',
+        '{"customer_id": "c1", "name": "visit", "occurred_at": "2025-03-01", "page": "\\udfff"}',
+        '{"customer_id": "c1", "name": "visit", "occurred_at": "2025-03-01", "properties": {"x": 1}}',
+    ]) + "\n")
+
+    order_report = import_file(engine, "orders", orders)
+    event_report = import_file(engine, "events", events)
+
+    assert order_report.imported == 1
+    assert [(e.line, e.reason.split(":")[0]) for e in order_report.rejected] == [
+        (1, "amount"), (2, "amount"), (3, "items[0].quantity")]
+    assert event_report.imported == 1
+    assert [(e.line, e.reason.split(":")[0]) for e in event_report.rejected] == [
+        (1, "properties.x"), (2, "name"), (3, "occurred_at"), (4, "page")]
+
+
+def test_an_unterminated_quote_is_reported_not_swallowed(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "c.csv", 'customer_id,name\nX0029,Ann\nX0030,"unterminated\nX0031,never\n')
+
+    report = import_file(engine, "customers", path)
+
+    assert report.imported == 1
+    assert len(report.rejected) == 1
+    error = report.rejected[0]
+    assert error.line == 3
+    assert "unterminated quoted field" in error.reason and "lines 3-4" in error.reason
+    assert customer(engine, "X0029").name == "Ann"
+    assert count(engine, Customer) == 1  # X0031 is not hidden inside X0030's name
+
+
+def test_a_stray_quote_mid_file_rejects_its_row_and_parsing_resumes(engine: Engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "c.csv", 'customer_id,name\nA1,"Ann"x\nA2,Bob\nA3,"Multi\nline"\n')
+
+    report = import_file(engine, "customers", path)
+
+    assert [error.line for error in report.rejected] == [2]
+    assert "CSV" in report.rejected[0].reason
+    assert customer(engine, "A2").name == "Bob"
+    assert customer(engine, "A3").name == "Multi\nline"  # a closed multi-line field is fine
+
+
+def test_wide_header_is_refused_by_a_cap_and_duplicates_are_named(engine: Engine, tmp_path: Path) -> None:
+    wide = write(tmp_path, "wide.csv", "customer_id," + ",".join(f"c{i}" for i in range(60_000)) + "\n")
+    with pytest.raises(DataImportError, match=r"60001 columns; at most 1000"):
+        import_file(engine, "customers", wide)
+    dup = write(tmp_path, "dup.csv", "customer_id,b,a,b,a,c\n")
+    with pytest.raises(DataImportError, match=r"duplicate CSV column\(s\): a, b$"):
+        import_file(engine, "customers", dup)
+
+
+def test_oversized_lines_and_values_are_rejected_by_line(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import campaigns.importing as importing
+
+    monkeypatch.setattr(importing, "MAX_ROW_BYTES", 4096)
+    path = write(tmp_path, "c.jsonl", "\n".join([
+        '{"customer_id": "a1"}',
+        '{"customer_id": "a2", "attributes": {"blob": "' + "x" * 10_000 + '"}}',
+        '{"customer_id": "a3"}',
+    ]) + "\n")
+    report = import_file(engine, "customers", path)
+    assert report.imported == 2
+    assert [(e.line, "4096 bytes" in e.reason) for e in report.rejected] == [(2, True)]
+
+    csv_path = write(tmp_path, "c.csv", 'customer_id,note\nb1,"' + "y" * 3000 + '\n' + "y" * 3000 + '"\nb2,ok\n')
+    report = import_file(engine, "customers", csv_path)
+    assert report.imported == 1
+    assert [(e.line, "4096 bytes" in e.reason) for e in report.rejected] == [(2, True)]
+
+    monkeypatch.undo()
+    big = write(tmp_path, "big.jsonl", '{"customer_id": "d1", "attributes": {"blob": "' + "z" * 70_000 + '"}}\n')
+    report = import_file(engine, "customers", big)
+    assert report.imported == 0
+    assert report.rejected[0].reason.startswith("attributes.blob: value is 70002 bytes of JSON; at most 65536")
+
+
+def test_a_row_the_database_refuses_is_rejected_alone(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line of defence: should validation miss a value the database refuses, the
+    batch is retried in halves so the valid rows around the bad one are still written."""
+    import campaigns.importing as importing
+
+    monkeypatch.setattr(importing, "_check_row", lambda row: None)  # let the bad value through
+    rows = [{"customer_id": f"c{i}", "email": f"c{i}@example.com"} for i in range(1, 8)]
+    rows[4]["name"] = "\ud800"  # SQLite cannot encode it
+    path = write(tmp_path, "c.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+
+    report = import_file(engine, "customers", path, batch_size=7)
+
+    assert report.imported == 6
+    assert report.rejected == [RowError(5, "the database refused this row (UnicodeEncodeError)")]
+    assert count(engine, Customer) == 6
