@@ -32,8 +32,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     SQLite gets WAL journaling and a busy timeout so the in-process worker threads and the
     scheduler can share one file without "database is locked" errors.
+
+    Errors never quote the statement's parameters (``hide_parameters``): they hold emails
+    and phone numbers, and error text reaches terminals and logs.
     """
     url = normalize_url(url)
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

@@ -162,3 +162,93 @@ def test_idempotent_upserts_on_postgres(pg_engine: Engine, tmp_path: Path) -> No
         )
         assert conn.execute(sa.select(Order.amount)).scalar_one() == 75.5
         assert conn.execute(sa.select(OrderItem.sku, OrderItem.quantity)).one() == ("C", 3)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+HOSTILE_CUSTOMERS = "\n".join([
+    '{"customer_id": "p1", "email": "p1@example.com", "phone": "+8613812345671", "attributes": {"tier": "gold"}}',
+    '{"customer_id": "p2", "email": "p2@example.com", "attributes": {"score": NaN}}',
+    '{"customer_id": "p3", "email": "p3@example.com", "name": "nul\\u0000byte"}',
+    '{"customer_id": "p4", "email": "p4@example.com", "attributes": {"k": "\\u0000"}}',
+    '{"customer_id": "p5", "email": "p5@example.com", "name": "\\udc80"}',
+    '{"customer_id": "p6", "email": "p6@example.com", "attributes": {"n": ' + "1" * 5000 + "}}",
+    '{"customer_id": "p7", "email": "p7@example.com", "attributes": ' + "[" * 50_000 + "]" * 50_000 + "}",
+    '{"customer_id": "p8", "email": "p8@example.com", "created_at": "0001-01-01T00:00:00+08:00"}',
+    '{"customer_id": "p9", "email": "p9@example.com", "phone": "+8613812345679", "attributes": {"tier": "silver"}}',
+]) + "\n"
+
+
+def test_unstorable_values_cost_only_their_row_on_postgres(pg_engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "customers.jsonl"
+    path.write_text(HOSTILE_CUSTOMERS, encoding="utf-8")
+
+    report = import_file(pg_engine, "customers", path)  # one batch holding every row
+
+    assert report.imported == 2
+    assert [error.line for error in report.rejected] == [2, 3, 4, 5, 6, 7, 8]
+    assert not any("example.com" in error.reason for error in report.rejected)
+    with pg_engine.connect() as conn:
+        tiers = conn.execute(
+            sa.select(Customer.external_id, Customer.attributes["tier"].as_string()).order_by(Customer.external_id)
+        ).all()
+    assert tiers == [("p1", "gold"), ("p9", "silver")]
+
+
+def test_a_row_postgres_refuses_is_rejected_alone(
+    pg_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation bypassed: the database itself refuses NaN and NUL; the batch is retried
+    in halves and the valid rows beside the refused ones are still written."""
+    import campaigns.importing as importing
+
+    monkeypatch.setattr(importing, "_check_row", lambda row: None)
+    monkeypatch.setattr(importing.jsonvalues, "loads", json.loads)  # NaN parses as float("nan")
+    lines = HOSTILE_CUSTOMERS.splitlines()[:4] + [HOSTILE_CUSTOMERS.splitlines()[8]]
+    path = tmp_path / "customers.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    report = import_file(pg_engine, "customers", path)
+
+    # Line 4's escaped NUL passes the json column (only its validation stops it, above).
+    assert report.imported == 3
+    assert [error.line for error in report.rejected] == [2, 3]
+    assert all(error.reason.startswith("the database refused this row (") for error in report.rejected)
+    assert counts(pg_engine)["customer"] == 3
+
+
+def test_database_errors_never_show_sql_parameters(pg_engine: Engine) -> None:
+    """SQLAlchemy's error text quotes the statement's parameters (emails, phones) unless
+    the engine hides them."""
+    with pytest.raises(sa.exc.StatementError) as caught, pg_engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO customer (external_id, email, created_at, updated_at, attributes) "
+                    "VALUES (:id, :email, now(), now(), '{}')"),
+            {"id": "x\x00", "email": "secret.person@example.com"},
+        )
+    assert "secret.person" not in str(caught.value)
+
+
+def test_cli_import_on_postgres_lists_bad_lines_without_traceback_or_personal_data(
+    pg_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from workers.cli import app
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "{pg_engine.url.render_as_string(hide_password=False)}"\n',
+                      encoding="utf-8")
+    path = tmp_path / "customers.jsonl"
+    path.write_text(HOSTILE_CUSTOMERS, encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["import", "customers", str(path), "-c", str(config)])
+
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "2 imported, 7 rejected of 9 rows" in result.output
+    listed = {int(line.strip()[len(f"{path}:"):].split(":", 1)[0])
+              for line in result.output.splitlines() if line.strip().startswith(f"{path}:")}
+    assert listed == {2, 3, 4, 5, 6, 7, 8}
+    assert "example.com" not in result.output and "138123456" not in result.output
