@@ -10,15 +10,21 @@ Erased, in one transaction:
   blanked; ``external_id`` becomes ``forgotten:<random hex>`` (random, not a hash of the
   old id, which could be guessed back). The row and its ``id`` stay.
 * ``event``: properties emptied (name and time stay); the dedupe key, which may be the
-  source's own event id, is replaced by a hash of itself.
+  source's own event id, is replaced by a keyed hash of itself.
 * ``consent``: every channel family set to ``withdrawn`` with source ``forget``.
 * ``delivery.last_error``, ``delivery_attempt.error``: addresses and numbers masked
   (providers echo them back); ``campaign_state.paused_reason`` likewise for the
   customer's own addresses.
-* ``response``: payloads emptied.
-* ``suppression``: the customer's addresses are replaced by :func:`address_digest`
-  values, so an address that opted out stays suppressed (the send-time check matches
-  digests) without being readable.
+* ``response``: payloads emptied; refs (a provider's dedupe key, which may embed a hash
+  of the phone number or openid) replaced by a keyed hash of themselves.
+* ``suppression``: the customer's addresses, and unkeyed digests of them left by earlier
+  versions, are replaced by :func:`address_digest` values, so an address that opted out
+  stays suppressed (the send-time check matches digests) without being readable.
+
+Every hash kept is keyed with the installation secret (``[security] secret_env``,
+:mod:`campaigns.keys`), one derived key per purpose: an unkeyed SHA-256 of a phone number
+gives the number back by brute force in seconds. Without the secret nothing is erased
+(:class:`campaigns.keys.MissingSecretError`).
 * Queued deliveries become ``skipped`` ("customer forgotten") and active enrolments end
   (``exited_unsubscribe``): nothing more is ever sent to this customer.
 
@@ -29,7 +35,6 @@ acquisition channel and sign-up date; none of them names the person.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from dataclasses import asdict, dataclass
@@ -39,8 +44,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.addresses import address_digest, normalize_address
+from campaigns.addresses import address_digest, legacy_address_digest, normalize_address
 from campaigns.errors import UnknownCustomerError
+from campaigns.keys import FORGOTTEN_KEY_PURPOSE, derive_key, keyed_hex
 from campaigns.masking import mask_email, mask_phone, mask_text
 from campaigns.models import (
     CampaignState,
@@ -90,13 +96,18 @@ class ForgetReport:
         return asdict(self)
 
 
-def forget_customer(engine: Engine, external_id: str, *, now: datetime) -> ForgetReport:
-    """Erase the personal data of the customer ``external_id``, in one transaction.
+def forget_customer(engine: Engine, external_id: str, *, now: datetime, secret: str) -> ForgetReport:
+    """Erase the personal data of the customer ``external_id``, in one transaction;
+    ``secret`` is the installation secret keying the digests kept.
 
     Raises:
+        ValueError: ``secret`` is empty.
         UnknownCustomerError: no customer has that ``external_id`` (a forgotten customer's
             old id included: it is gone).
     """
+    if not secret:
+        raise ValueError("forgetting a customer needs the installation secret")
+    hash_key = derive_key(secret, FORGOTTEN_KEY_PURPOSE)
     with engine.begin() as conn:
         row = conn.execute(
             sa.select(Customer.id, Customer.name, Customer.email, Customer.phone, Customer.wechat_openid)
@@ -120,7 +131,7 @@ def forget_customer(engine: Engine, external_id: str, *, now: datetime) -> Forge
         return ForgetReport(
             customer_id=customer_id,
             placeholder=placeholder,
-            events_scrubbed=_scrub_events(conn, customer_id),
+            events_scrubbed=_scrub_events(conn, customer_id, hash_key),
             consents_withdrawn=_withdraw_consents(conn, customer_id, now=now),
             deliveries_scrubbed=_scrub_texts(conn, Delivery.__table__.c.last_error,
                                              Delivery.__table__.c.customer_id == customer_id, addresses, names),
@@ -136,19 +147,16 @@ def forget_customer(engine: Engine, external_id: str, *, now: datetime) -> Forge
                 .where(Enrollment.customer_id == customer_id, Enrollment.state == "active")
                 .values(state="exited_unsubscribe", exited_at=now)
             ).rowcount,
-            suppressions_digested=_digest_suppressions(conn, addresses),
-            responses_scrubbed=conn.execute(
-                sa.update(Response)
-                .where(sa.or_(Response.customer_id == customer_id, Response.delivery_id.in_(delivery_ids)))
-                .values(payload={})
-            ).rowcount,
+            suppressions_digested=_digest_suppressions(conn, addresses, secret),
+            responses_scrubbed=_scrub_responses(
+                conn, sa.or_(Response.customer_id == customer_id, Response.delivery_id.in_(delivery_ids)), hash_key),
             paused_reasons_scrubbed=_scrub_texts(conn, CampaignState.__table__.c.paused_reason,
                                                  CampaignState.__table__.c.paused_reason.is_not(None), addresses,
                                                  names, only_addresses=True),
         )
 
 
-def _scrub_events(conn: sa.Connection, customer_id: int) -> int:
+def _scrub_events(conn: sa.Connection, customer_id: int, hash_key: bytes) -> int:
     """Empty the properties of the customer's events and hash their dedupe keys."""
     table = Event.__table__
     rows = conn.execute(sa.select(table.c.id, table.c.dedupe_key).where(table.c.customer_id == customer_id)).all()
@@ -156,17 +164,36 @@ def _scrub_events(conn: sa.Connection, customer_id: int) -> int:
         conn.execute(
             sa.update(table).where(table.c.id == sa.bindparam("b_id"))
             .values(properties={}, dedupe_key=sa.bindparam("b_key")),
-            [{"b_id": event_id, "b_key": _hashed_key(key)} for event_id, key in rows],
+            [{"b_id": event_id, "b_key": _hashed_key(key, hash_key)} for event_id, key in rows],
         )
     return len(rows)
 
 
-def _hashed_key(key: str) -> str:
-    # Unique as the key was (the column is UNIQUE), readable by no one; idempotent so
-    # forgetting twice (or a hashed key) changes nothing.
+def _scrub_responses(conn: sa.Connection, where: sa.ColumnElement[bool], hash_key: bytes) -> int:
+    """Empty the payloads of the customer's responses and hash their refs.
+
+    A ref is a provider's dedupe key and may embed a short unkeyed hash of the phone
+    number or openid (SMS receipts, WeChat unsubscribes): 64 bits of SHA-256 of a phone
+    number is a search of seconds, so it is hashed again under the key.
+    """
+    table = Response.__table__
+    rows = conn.execute(sa.select(table.c.id, table.c.provider_ref).where(where)).all()
+    if rows:
+        conn.execute(
+            sa.update(table).where(table.c.id == sa.bindparam("b_id"))
+            .values(payload={}, provider_ref=sa.bindparam("b_ref")),
+            [{"b_id": response_id, "b_ref": _hashed_key(ref, hash_key)} for response_id, ref in rows],
+        )
+    return len(rows)
+
+
+def _hashed_key(key: str, hash_key: bytes) -> str:
+    # Unique as the key was (the columns are UNIQUE), readable by no one: keyed, so a
+    # guessable original (an event id, a phone number's hash) cannot be searched for.
+    # Idempotent, so forgetting twice (or a hashed key) changes nothing.
     if key.startswith(FORGOTTEN_PREFIX):
         return key
-    return FORGOTTEN_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return FORGOTTEN_PREFIX + keyed_hex(hash_key, key)
 
 
 def _withdraw_consents(conn: sa.Connection, customer_id: int, *, now: datetime) -> int:
@@ -231,18 +258,20 @@ def _without_personal(text: str, addresses: list[str], names: list[str]) -> str:
     return text
 
 
-def _digest_suppressions(conn: sa.Connection, addresses: list[str]) -> int:
-    """Replace suppression rows of ``addresses`` (as written, or normalized) by digests;
-    where the digest is already listed for that channel, the plain row just goes."""
-    forms = {form for address in addresses for form in (address, address.strip(), address.strip().lower(),
-                                                        normalize_address(address))}
+def _digest_suppressions(conn: sa.Connection, addresses: list[str], secret: str) -> int:
+    """Replace suppression rows of ``addresses`` (as written, normalized, or as the unkeyed
+    digest of earlier versions) by keyed digests; where the keyed digest is already listed
+    for that channel, the old row just goes."""
+    forms = {form: address for address in addresses
+             for form in (address, address.strip(), address.strip().lower(), normalize_address(address),
+                          legacy_address_digest(address))}
     if not forms:
         return 0
     table = Suppression.__table__
     rows = conn.execute(sa.select(table.c.id, table.c.channel, table.c.address)
                         .where(table.c.address.in_(sorted(forms)))).all()
     for row_id, channel, address in rows:
-        digest = address_digest(address)
+        digest = address_digest(forms[address], secret)
         taken = conn.execute(sa.select(table.c.id).where(table.c.channel == channel, table.c.address == digest)).first()
         if taken is None:
             conn.execute(sa.update(table).where(table.c.id == row_id).values(address=digest))

@@ -21,6 +21,7 @@ refuses, ``POST /bounces`` refuses, and ``nurture check`` says so.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
@@ -68,6 +69,7 @@ def require_secret(config: AppConfig, purpose: str) -> str:
     return secret
 
 
+@functools.lru_cache(maxsize=64)  # computed per address and per token otherwise
 def derive_key(secret: str | bytes, purpose: str, *, length: int = 32) -> bytes:
     """A ``length``-byte key for ``purpose`` from ``secret`` (HKDF-SHA256, info
     ``nurture/<purpose>``). Deterministic: every machine with the secret derives it."""

@@ -17,7 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.addresses import address_digest, normalize_address
+from campaigns.addresses import address_digests, normalize_address
 from campaigns.db import COUNT_ROWS, dialect_insert
 from campaigns.models import Consent, Customer, Suppression
 
@@ -83,13 +83,14 @@ def opt_out_in(conn: sa.Connection, *, family: str, address: str, reason: str, s
     return OptOut(family=family, address=address, suppressed=inserted.rowcount == 1, customers=len(customer_ids))
 
 
-def lift_suppression(engine: Engine, *, family: str, address: str) -> bool:
-    """Remove ``address`` (plain or digest form) from the list; True if it was there.
-    Consent is not re-granted: the customer must give it again."""
+def lift_suppression(engine: Engine, *, family: str, address: str, secret: str | None = None) -> bool:
+    """Remove ``address`` (plain or digest form; the keyed digest needs the installation
+    ``secret``) from the list; True if it was there. Consent is not re-granted: the
+    customer must give it again."""
     with engine.begin() as conn:
         deleted = conn.execution_options(**COUNT_ROWS).execute(
             sa.delete(Suppression).where(Suppression.channel == family,
-                                         Suppression.address.in_([address, address_digest(address)]))
+                                         Suppression.address.in_([address, *address_digests(address, secret)]))
         )
         return deleted.rowcount > 0
 

@@ -29,9 +29,10 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from campaigns.addresses import address_digest
+from campaigns.addresses import address_digests
 from campaigns.audience import CHANNEL_FAMILY
 from campaigns.config import AppConfig, CampaignConfig, FrequencyCapsConfig, window_bounds
+from campaigns.keys import installation_secret
 from campaigns.models import (
     Consent,
     Customer,
@@ -310,11 +311,13 @@ def _suppressed(conn: sa.Connection, deliveries: Sequence[object], config: AppCo
             wanted[d.id] = (family[0], address)  # type: ignore[attr-defined]
     if not wanted:
         return set()
-    # A forgotten customer's suppressions are kept as digests (campaigns.addresses).
-    digests = {address: address_digest(address) for _, address in wanted.values()}
+    # A forgotten customer's suppressions are kept as digests (campaigns.addresses): keyed
+    # with the installation secret, or unkeyed when written before it existed.
+    secret = installation_secret(config)
+    digests = {address: address_digests(address, secret) for _, address in wanted.values()}
     rows = set(conn.execute(
         sa.select(Suppression.channel, Suppression.address)
-        .where(Suppression.address.in_(sorted({*digests, *digests.values()})))
+        .where(Suppression.address.in_(sorted({*digests, *(d for forms in digests.values() for d in forms)})))
     ).all())
     return {delivery_id for delivery_id, (family, address) in wanted.items()
-            if (family, address) in rows or (family, digests[address]) in rows}
+            if any((family, form) in rows for form in (address, *digests[address]))}

@@ -701,16 +701,27 @@ def forget(
     """Erase a customer's personal data for good; aggregate reports stay correct.
 
     Blanks name, addresses, attributes and event properties, masks addresses in delivery
-    errors, keeps suppressed addresses only as digests, withdraws every consent and
+    errors, keeps suppressed addresses only as digests keyed with the installation secret
+    (security.secret_env; refused while it is unset), withdraws every consent and
     removes the customer's outbox files. Orders, deliveries and enrolments stay, attached
     to an anonymous row, so revenue and campaign numbers do not change. Cannot be undone.
     """
+    import rich.markup
+
     from campaigns.config import OutboxChannelConfig
     from campaigns.errors import UnknownCustomerError
     from campaigns.forget import forget_customer
+    from campaigns.keys import MissingSecretError, require_secret
     from workers.channels.outbox import remove_messages
 
     cfg = _load(config)
+    try:
+        # Before anything else: without the key, the digests kept would be unkeyed hashes
+        # that give a phone number back by brute force, which is no erasure.
+        secret = require_secret(cfg, "forgetting a customer")
+    except MissingSecretError as exc:
+        err_console.print("[bold red]error:[/] " + rich.markup.escape(f"{exc}; nothing was changed"), highlight=False)
+        raise typer.Exit(2) from None
     engine = _engine_for(cfg)
     with engine.connect() as conn:
         customer_id = conn.execute(sa.select(Customer.id).where(Customer.external_id == customer)).scalar()
@@ -721,7 +732,7 @@ def forget(
     ):
         err_console.print("nothing was changed")
         raise typer.Exit(1)
-    report = forget_customer(engine, customer, now=utcnow())
+    report = forget_customer(engine, customer, now=utcnow(), secret=secret)
     with engine.connect() as conn:
         sent = conn.execute(sa.select(Delivery.channel, Delivery.campaign, Delivery.send_key)
                             .where(Delivery.customer_id == report.customer_id)).all()

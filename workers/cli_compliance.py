@@ -77,9 +77,13 @@ def suppress_remove(
 
     Consent is not re-granted: marketing resumes only once the customer gives it again.
     """
-    engine = _engine_for(_load(config))
+    from campaigns.keys import installation_secret
+
+    cfg = _load(config)
+    engine = _engine_for(cfg)
     chosen = _family(address, family)
-    if not lift_suppression(engine, family=chosen, address=address):
+    # With the installation secret a forgotten customer's (keyed) digest is found too.
+    if not lift_suppression(engine, family=chosen, address=address, secret=installation_secret(cfg)):
         raise NurtureError(f"{address} is not on the {chosen} suppression list")
     console.print(f"{chosen} {address} removed from the suppression list", highlight=False)
 

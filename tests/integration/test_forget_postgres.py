@@ -8,7 +8,7 @@ import pytest
 
 import campaigns.forget as forget_module
 from campaigns.forget import forget_customer
-from tests.unit.test_forget import LATER, TARGET, all_text, build_world, check_forget
+from tests.unit.test_forget import LATER, SECRET, TARGET, all_text, build_world, check_forget
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +26,6 @@ def test_forget_is_one_transaction(tmp_path, postgres_url, http_sink, monkeypatc
 
     monkeypatch.setattr(forget_module, "_digest_suppressions", fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        forget_customer(world.engine, TARGET, now=LATER)
+        forget_customer(world.engine, TARGET, now=LATER, secret=SECRET)
     assert all_text(world.engine) == dump
     world.engine.dispose()

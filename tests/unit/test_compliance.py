@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from campaigns.addresses import address_digest
+from campaigns.addresses import address_digest, legacy_address_digest
 from campaigns.config import load_config
 from campaigns.models import Consent, Customer, Delivery, Suppression
 from campaigns.policy import earliest_in_windows
@@ -187,9 +187,12 @@ def test_unless_withdrawn_mode_sends_to_customers_without_a_record(tmp_path, sql
 # --- suppression -----------------------------------------------------------------------
 
 
-def test_a_suppression_added_after_planning_is_honoured_in_plain_and_digest_form(world):
+def test_a_suppression_added_after_planning_is_honoured_in_plain_and_digest_form(world, monkeypatch):
+    # Digests: keyed with the installation secret (nurture forget), or unkeyed (earlier versions).
+    monkeypatch.setenv("NURTURE_SECRET", "installation-secret-for-tests")
     world.add("bounced", email="bounced@x.cn")
     world.add("erased", email="Erased@X.cn")
+    world.add("keyed", email="Keyed@X.cn")
     from campaigns.planning import claim_run, plan_run
 
     run_id = claim_run(world.engine, "receipt", MORNING, lease=timedelta(minutes=5))
@@ -198,13 +201,15 @@ def test_a_suppression_added_after_planning_is_honoured_in_plain_and_digest_form
     with world.engine.begin() as conn:
         conn.execute(sa.insert(Suppression.__table__), [
             {"channel": "email", "address": "bounced@x.cn", "reason": "hard bounce 5.1.1", "created_at": MORNING},
-            {"channel": "email", "address": address_digest(" erased@x.CN "), "reason": "opt-out (forgotten)",
+            {"channel": "email", "address": legacy_address_digest(" erased@x.CN "), "reason": "opt-out (forgotten)",
              "created_at": MORNING},
+            {"channel": "email", "address": address_digest(" keyed@x.CN ", "installation-secret-for-tests"),
+             "reason": "opt-out (forgotten)", "created_at": MORNING},
         ])
     deliver_all(world)
 
     rows = world.rows("receipt")  # transactional: suppression binds every purpose
-    assert rows["bounced"].status == rows["erased"].status == "skipped"
+    assert rows["bounced"].status == rows["erased"].status == rows["keyed"].status == "skipped"
     assert rows["bounced"].last_error == "address suppressed"
 
 

@@ -11,11 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import hashlib
+
 import pytest
 import sqlalchemy as sa
 
 import campaigns.forget as forget_module
 from campaigns.addresses import address_digest as addresses_digest
+from campaigns.addresses import legacy_address_digest
 from campaigns.campaign_report import campaign_report
 from campaigns.config import AppConfig, load_config
 from campaigns.db import make_engine
@@ -43,6 +46,10 @@ TARGET = "C00003"
 PERSONAL = ["p3@example.com", "+8613800000003", "13800000003", "Test Person3", TARGET, "o-wx-target-openid",
             "Hangzhou-Xihu-77", "COUPON-FOR-TARGET", "signup-for-p3"]
 LATER = TICK_NOW + timedelta(days=10)
+#: The installation secret ([security] secret_env) keying every digest forget keeps.
+SECRET = "installation-secret-for-forget-tests"
+#: The target's phone number hashed the way the SMS receiver puts it into a receipt's ref.
+PHONE_REF = f"biz-1:{hashlib.sha256(b'+8613800000003').hexdigest()[:16]}:DELIVRD"
 
 
 @dataclass
@@ -134,7 +141,7 @@ def build_world(tmp_path: Path, database_url: str, sink_url: str) -> World:
             delivery_id=target_delivery, attempt=0, outcome="retry", code="550",
             error="550 <P3@Example.COM> rejected (Test Person3)", started_at=TICK_NOW, finished_at=TICK_NOW))
         conn.execute(sa.insert(Response.__table__).values(
-            delivery_id=target_delivery, customer_id=ids[TARGET], kind="click", provider="hook", provider_ref="r-1",
+            delivery_id=target_delivery, customer_id=ids[TARGET], kind="click", provider="hook", provider_ref=PHONE_REF,
             occurred_at=TICK_NOW, payload={"ip": "203.0.113.9", "email": "p3@example.com"}))
         conn.execute(sa.insert(Suppression.__table__), [
             {"channel": "email", "address": "p3@example.com", "reason": "hard bounce", "created_at": TICK_NOW},
@@ -165,6 +172,15 @@ def all_text(engine: sa.Engine) -> str:
     return "\n".join(values).lower()
 
 
+def brute_forced(dump: str) -> list[str]:
+    """The candidates whose plain SHA-256 (whole, or the 16-digit prefix a ref keeps) is
+    in ``dump``: the search an attacker with a copy of the database runs in seconds over
+    every phone number of a prefix, every address of a list, every guessable event id."""
+    candidates = [f"+86138000000{n:02d}" for n in range(100)]
+    candidates += [f"p{n}@example.com" for n in range(10)] + [f"signup-for-p{n}@example.com" for n in range(10)]
+    return [text for text in candidates if hashlib.sha256(text.encode()).hexdigest()[:16] in dump]
+
+
 def reports(world: World) -> dict[str, Any]:
     return {
         "campaign": campaign_report(world.engine, world.config, "win_back", now=LATER),
@@ -188,11 +204,14 @@ def check_forget(tmp_path: Path, database_url: str, sink: Any) -> None:
         dump = all_text(engine)
         assert all(text.lower() in dump for text in PERSONAL), "the scenario must store every personal value"
 
-        report = forget_customer(engine, TARGET, now=LATER)
+        report = forget_customer(engine, TARGET, now=LATER, secret=SECRET)
 
         # Personal data: gone from every column of every table.
         dump = all_text(engine)
         assert [text for text in PERSONAL if text.lower() in dump] == []
+        # Nor can it be found again by hashing candidates: every digest kept is keyed
+        # (an unkeyed SHA-256 of a phone number came back by brute force in seconds).
+        assert brute_forced(dump) == []
         assert report.customer_id == world.target_id
         assert report.placeholder.startswith("forgotten:") and len(report.placeholder) == len("forgotten:") + 32
         assert (report.events_scrubbed, report.consents_withdrawn, report.deliveries_scrubbed, report.attempts_scrubbed,
@@ -225,8 +244,8 @@ def check_forget(tmp_path: Path, database_url: str, sink: Any) -> None:
         assert consents == [("email", "withdrawn", "forget"), ("sms", "withdrawn", "forget"),
                             ("wechat", "withdrawn", "forget")]
         # Opt-outs outlive the data: kept as digests the send-time check can still match.
-        assert suppressions == {address_digest("p3@example.com"): "email",
-                                address_digest("+8613800000003"): "sms", "p1@example.com": "email"}
+        assert suppressions == {address_digest("p3@example.com", SECRET): "email",
+                                address_digest("+8613800000003", SECRET): "sms", "p1@example.com": "email"}
         # Errors keep what an operator needs, minus the person.
         assert delivery == "HTTP 503: mailbox p***@example.com full; sms +86*******0003"
         assert attempt == "550 <p***@example.com> rejected (***)"
@@ -246,7 +265,7 @@ def check_forget(tmp_path: Path, database_url: str, sink: Any) -> None:
 
         # The old id is gone for good.
         with pytest.raises(UnknownCustomerError, match="no customer with customer_id 'C00003'"):
-            forget_customer(engine, TARGET, now=LATER)
+            forget_customer(engine, TARGET, now=LATER, secret=SECRET)
     finally:
         engine.dispose()
 
@@ -265,16 +284,16 @@ def test_forget_is_one_transaction(tmp_path, sqlite_url, http_sink, monkeypatch)
     # One of the last steps fails: everything before it must be rolled back.
     monkeypatch.setattr(forget_module, "_digest_suppressions", fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        forget_customer(world.engine, TARGET, now=LATER)
+        forget_customer(world.engine, TARGET, now=LATER, secret=SECRET)
     assert all_text(world.engine) == dump
     world.engine.dispose()
 
 
 def test_forgetting_a_customer_twice_by_placeholder_changes_nothing_more(tmp_path, sqlite_url, http_sink):
     world = build_world(tmp_path, sqlite_url, http_sink.url)
-    first = forget_customer(world.engine, TARGET, now=LATER)
+    first = forget_customer(world.engine, TARGET, now=LATER, secret=SECRET)
     dump = all_text(world.engine)
-    second = forget_customer(world.engine, first.placeholder, now=LATER)
+    second = forget_customer(world.engine, first.placeholder, now=LATER, secret=SECRET)
     assert second.customer_id == first.customer_id
     assert (second.deliveries_cancelled, second.enrollments_ended, second.suppressions_digested) == (0, 0, 0)
     # Only the placeholder (random) and the times moved; no personal value came back.
@@ -289,21 +308,44 @@ def test_a_shared_address_already_kept_as_a_digest_does_not_collide(tmp_path, sq
     world = build_world(tmp_path, sqlite_url, http_sink.url)
     with world.engine.begin() as conn:
         conn.execute(sa.update(Customer).where(Customer.external_id == "C00001").values(email="p3@example.com"))
-    forget_customer(world.engine, TARGET, now=LATER)
+    forget_customer(world.engine, TARGET, now=LATER, secret=SECRET)
     with world.engine.begin() as conn:
         conn.execute(sa.insert(Suppression.__table__).values(channel="email", address="p3@example.com",
                                                             reason="bounce", created_at=LATER))
-    forget_customer(world.engine, "C00001", now=LATER)
+    forget_customer(world.engine, "C00001", now=LATER, secret=SECRET)
     with world.engine.connect() as conn:
         rows = conn.execute(sa.select(Suppression.channel, Suppression.address).order_by(Suppression.id)).all()
-    assert sorted(rows) == sorted([("email", address_digest("p3@example.com")), ("sms", address_digest("+8613800000003")),
+    assert sorted(rows) == sorted([("email", address_digest("p3@example.com", SECRET)),
+                                   ("sms", address_digest("+8613800000003", SECRET)),
                                    ("email", "p1@example.com")])  # no longer C00001's address: untouched
     world.engine.dispose()
 
 
 def test_an_unknown_customer_is_a_clear_error(sqlite_engine):
     with pytest.raises(UnknownCustomerError, match="no customer with customer_id 'nobody'"):
-        forget_customer(sqlite_engine, "nobody", now=LATER)
+        forget_customer(sqlite_engine, "nobody", now=LATER, secret=SECRET)
+
+
+def test_forgetting_needs_the_installation_secret(sqlite_engine):
+    with pytest.raises(ValueError, match="installation secret"):
+        forget_customer(sqlite_engine, "nobody", now=LATER, secret="")
+
+
+def test_unkeyed_digests_of_earlier_versions_are_replaced_and_still_matched(tmp_path, sqlite_url, http_sink):
+    # A suppression written by an earlier forget (unkeyed SHA-256), for an address the
+    # target has now: forgetting the target replaces it by the keyed digest.
+    world = build_world(tmp_path, sqlite_url, http_sink.url)
+    with world.engine.begin() as conn:
+        conn.execute(sa.insert(Suppression.__table__).values(
+            channel="sms", address=legacy_address_digest("+86 138 0000 0003"), reason="STOP", created_at=TICK_NOW))
+        conn.execute(sa.delete(Suppression.__table__).where(Suppression.address == "+8613800000003"))
+    forget_customer(world.engine, TARGET, now=LATER, secret=SECRET)
+    with world.engine.connect() as conn:
+        rows = set(conn.execute(sa.select(Suppression.channel, Suppression.address)).all())
+    assert ("sms", address_digest("+8613800000003", SECRET)) in rows
+    assert not any(address.startswith("sha256:") for _, address in rows)
+    assert brute_forced(all_text(world.engine)) == []
+    world.engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -315,7 +357,11 @@ def test_an_unknown_customer_is_a_clear_error(sqlite_engine):
     ],
 )
 def test_address_digest_matches_the_normalized_address(address, same_as):
-    digest = address_digest(address)
-    assert digest == address_digest(same_as) == addresses_digest(same_as)
-    assert digest.startswith("sha256:") and len(digest) == len("sha256:") + 64
+    digest = address_digest(address, SECRET)
+    assert digest == address_digest(same_as, SECRET) == addresses_digest(same_as, SECRET)
+    assert digest.startswith("hmac-sha256:") and len(digest) == len("hmac-sha256:") + 64
     assert same_as not in digest
+    # Keyed: another installation's digest differs, and the plain SHA-256 is not in it.
+    assert address_digest(address, SECRET + "x") != digest
+    assert hashlib.sha256(same_as.encode()).hexdigest() not in digest
+    assert legacy_address_digest(address) == "sha256:" + hashlib.sha256(same_as.encode()).hexdigest()

@@ -21,6 +21,7 @@ from workers.cli import app
 def _no_operator_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("NURTURE_DATABASE_URL", "NURTURE_BROKER_URL", "NURTURE_CONFIG"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NURTURE_SECRET", "installation-secret-for-tests")
 
 
 def invoke(*args: object, input: str | None = None) -> Result:
@@ -138,6 +139,23 @@ def test_a_forgotten_customer_cannot_be_forgotten_again_by_their_old_id(project:
     result = invoke("forget", "C00003", "-c", project, "--yes")
     assert result.exit_code == 1
     assert "no customer with customer_id 'C00003'" in result.stderr
+
+
+@pytest.mark.parametrize("value", [None, "short"])
+def test_forget_refuses_without_the_installation_secret(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         value: str | None) -> None:
+    # Digests kept without a key would give the phone number back by brute force.
+    if value is None:
+        monkeypatch.delenv("NURTURE_SECRET")
+    else:
+        monkeypatch.setenv("NURTURE_SECRET", value)
+    target = customer_id_of(project, "C00003")
+    result = invoke("forget", "C00003", "-c", project, "--yes")
+    assert result.exit_code == 2
+    assert "NURTURE_SECRET" in result.stderr and "nothing was changed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "p3@example.com" not in result.output
+    assert customer(project, target).email == "p3@example.com"
 
 
 def test_a_missing_config_is_reported_like_other_commands(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from campaigns.addresses import address_digest
+from campaigns.addresses import address_digest, legacy_address_digest
 from campaigns.models import Consent, Customer, Suppression
 from campaigns.optout import family_of_address, is_opt_out, lift_suppression, opt_out
 from workers.cli import app
@@ -66,11 +66,18 @@ def test_opt_out_suppresses_and_withdraws_consent_of_everyone_with_the_number_on
 
 
 def test_lifting_a_suppression_matches_its_digest_form_too(sqlite_engine):
+    secret = "installation-secret-for-tests"
     with sqlite_engine.begin() as conn:
-        conn.execute(sa.insert(Suppression.__table__).values(channel="email", address=address_digest("x@y.cn"),
-                                                             reason="forgotten", created_at=NOW))
-    assert lift_suppression(sqlite_engine, family="email", address="x@y.cn")
+        conn.execute(sa.insert(Suppression.__table__), [
+            {"channel": "email", "address": address_digest("x@y.cn", secret), "reason": "forgotten", "created_at": NOW},
+            {"channel": "email", "address": legacy_address_digest("old@y.cn"), "reason": "forgotten",
+             "created_at": NOW},
+        ])
+    # The keyed digest needs the secret; the unkeyed one of earlier versions does not.
     assert not lift_suppression(sqlite_engine, family="email", address="x@y.cn")
+    assert lift_suppression(sqlite_engine, family="email", address="x@y.cn", secret=secret)
+    assert not lift_suppression(sqlite_engine, family="email", address="x@y.cn", secret=secret)
+    assert lift_suppression(sqlite_engine, family="email", address="old@y.cn")
 
 
 @pytest.fixture
