@@ -90,6 +90,11 @@ def make_project(tmp_path: Path) -> Callable[..., Project]:
             backoff_base = "0s"
             backoff_cap = "0s"
 
+            # Stated, off: `nurture run` sends at the real time (it has no --now), and the
+            # default quiet hours would hold its messages back from 21:00 to 08:00 Shanghai.
+            [compliance]
+            quiet_hours = ""
+
             [templates]
             dir = "templates"
 
