@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import secrets
 import threading
 import time
@@ -276,7 +277,11 @@ def project(tmp_path: Path) -> Callable[..., Path]:
 
     def write(*, database_url: str, broker_url: str = "stub://", sink_url: str = "http://127.0.0.1:9/none",
               extra: str = "", audience: str = "min_orders = 1\nlast_order_more_than_days = 90",
-              max_attempts: int = 4, namespace: str = "nurture-test") -> Path:
+              max_attempts: int = 4, namespace: str = "nurture-test", quiet_hours: str = "") -> Path:
+        # Quiet hours are stated, off by default: the worker processes a test starts read the
+        # real clock, and the default 21:00-08:00 Asia/Shanghai would hold their sends back
+        # whenever the suite runs then (tests about quiet hours pin the clock instead).
+        compliance, extra = state_quiet_hours(extra, quiet_hours)
         templates = tmp_path / "templates" / "win_back"
         templates.mkdir(parents=True, exist_ok=True)
         (templates / "ping.json.j2").write_text(WEBHOOK_TEMPLATE)
@@ -295,7 +300,7 @@ threads = 4
 max_attempts = {max_attempts}
 backoff_base = "0s"
 backoff_cap = "0s"
-
+{compliance}
 [templates]
 dir = "templates"
 
@@ -321,6 +326,18 @@ channels = ["hook"]
         return config
 
     return write
+
+
+def state_quiet_hours(extra: str, quiet_hours: str) -> tuple[str, str]:
+    """(a ``[compliance]`` table, ``extra``) with ``quiet_hours`` stated once: in ``extra``'s
+    own ``[compliance]`` table when it has one (unless it states quiet hours itself)."""
+    line = f'quiet_hours = "{quiet_hours}"'
+    if re.search(r"^\s*quiet_hours\s*=", extra, re.MULTILINE):
+        return "", extra
+    header = re.search(r"^\s*\[compliance\][^\n]*\n?", extra, re.MULTILINE)
+    if header:
+        return "", f"{extra[:header.end()].rstrip()}\n{line}\n{extra[header.end():]}"
+    return f"\n[compliance]\n{line}\n", extra
 
 
 def line_of(text: str, marker: str, occurrence: int = 1) -> int:
