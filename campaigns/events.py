@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config import AppConfig, EventTrigger
 from campaigns.db import dialect_insert
-from campaigns.importing import _chunks, _customer_ids, _parse_event, _RowInvalid
+from campaigns.importing import _ROW_ERRORS, _chunks, _customer_ids, _parse_event, _RowInvalid
 from campaigns.ledger import paused_campaigns
 from campaigns.models import Delivery, Event, utcnow
 from campaigns.planning import plan_events
@@ -70,6 +70,9 @@ def record_events(
 
     A bad event is rejected with its reason while the others are stored; an event whose
     ``event_id`` (or content) is already stored is a ``duplicate`` and is left as it is.
+    Values that cannot be stored (:mod:`campaigns.jsonvalues`) reject their event; should
+    the database still refuse the batch, it is retried in halves so that only the refused
+    event is rejected.
     """
     moment = now or utcnow()
     parsed: list[tuple[int, str, dict[str, Any]]] = []
@@ -90,44 +93,70 @@ def record_events(
 
     result = EventResult()
     if parsed:
-        table = Event.__table__
         with engine.connect() as conn:
             customers = _customer_ids(conn, {record["customer"] for _, _, record in parsed})
-        # The write transaction starts with its first INSERT (SQLite: no read-then-write).
-        with engine.begin() as conn:
-            first_of_key: dict[str, int] = {}
-            values: list[dict[str, Any]] = []
-            for index, key, record in parsed:
-                customer = record["customer"]
-                if customer not in customers:
-                    statuses[index] = EventStatus(
-                        index, "rejected", key, f"customer_id {customer!r} not found: import customers first"
-                    )
-                elif key in first_of_key:
-                    statuses[index] = EventStatus(index, "duplicate", key)
-                else:
-                    first_of_key[key] = index
-                    values.append({**record["event"], "customer_id": customers[customer]})
-            inserted: dict[str, int] = {}
-            for chunk in _chunks(values):
-                # Events are facts: an already stored event is left exactly as it is, and
-                # RETURNING names only the rows this statement inserted.
-                insert = (
-                    dialect_insert(conn, table)
-                    .values(chunk)
-                    .on_conflict_do_nothing(index_elements=["dedupe_key"])
-                    .returning(table.c.id, table.c.dedupe_key)
+        first_of_key: dict[str, int] = {}
+        values: list[dict[str, Any]] = []
+        for index, key, record in parsed:
+            customer = record["customer"]
+            if customer not in customers:
+                statuses[index] = EventStatus(
+                    index, "rejected", key, f"customer_id {customer!r} not found: import customers first"
                 )
-                inserted.update({key: pk for pk, key in conn.execute(insert)})
-            for key, index in first_of_key.items():
-                if key in inserted:
-                    statuses[index] = EventStatus(index, "accepted", key)
-                    result.accepted_ids.append(inserted[key])
-                else:
-                    statuses[index] = EventStatus(index, "duplicate", key)
+            elif key in first_of_key:
+                statuses[index] = EventStatus(index, "duplicate", key)
+            else:
+                first_of_key[key] = index
+                values.append({**record["event"], "customer_id": customers[customer]})
+        inserted, refused = _store_or_split(engine, values)
+        for key, index in first_of_key.items():
+            if key in refused:
+                statuses[index] = EventStatus(index, "rejected", key, refused[key])
+            elif key in inserted:
+                statuses[index] = EventStatus(index, "accepted", key)
+                result.accepted_ids.append(inserted[key])
+            else:
+                statuses[index] = EventStatus(index, "duplicate", key)
     result.statuses = [statuses[index] for index in sorted(statuses)]
     result.accepted_ids.sort()
     return result
+
+
+def _store(engine: Engine, values: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert ``values`` in one transaction; dedupe_key -> id of the rows it inserted."""
+    table = Event.__table__
+    inserted: dict[str, int] = {}
+    # The write transaction starts with its first INSERT (SQLite: no read-then-write).
+    with engine.begin() as conn:
+        for chunk in _chunks(values):
+            # Events are facts: an already stored event is left exactly as it is, and
+            # RETURNING names only the rows this statement inserted.
+            insert = (
+                dialect_insert(conn, table)
+                .values(chunk)
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                .returning(table.c.id, table.c.dedupe_key)
+            )
+            inserted.update({key: pk for pk, key in conn.execute(insert)})
+    return inserted
+
+
+def _store_or_split(engine: Engine, values: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, str]]:
+    """:func:`_store`, retried in halves down to single events should the database refuse
+    the batch: (inserted ids, dedupe_key -> reason of each event it refused). The reason
+    names the error's class only, never the parameters (they hold personal data)."""
+    if not values:
+        return {}, {}
+    try:
+        return _store(engine, values), {}
+    except _ROW_ERRORS as exc:
+        if len(values) == 1:
+            cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+            return {}, {values[0]["dedupe_key"]: f"the database refused this event ({type(cause).__name__})"}
+    middle = len(values) // 2
+    inserted, refused = _store_or_split(engine, values[:middle])
+    more, more_refused = _store_or_split(engine, values[middle:])
+    return {**inserted, **more}, {**refused, **more_refused}
 
 
 def plan_for_events(engine: Engine, config: AppConfig, event_ids: Sequence[int], *, now: datetime) -> list[int]:

@@ -117,8 +117,8 @@ def check(value: Any, field: str) -> None:
             if problem:
                 raise UnstorableValue(path, problem)
         elif isinstance(item, dict | list):
-            if depth >= MAX_JSON_DEPTH:
-                raise UnstorableValue(path, f"nested deeper than {MAX_JSON_DEPTH} levels")
+            if depth >= MAX_JSON_DEPTH:  # named by the value's own field: the path is as long
+                raise UnstorableValue(field, f"nested deeper than {MAX_JSON_DEPTH} levels")
             if isinstance(item, dict):
                 check_keys(item, path)
                 for key, child in item.items():

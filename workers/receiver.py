@@ -33,6 +33,8 @@ from starlette.routing import Route
 from campaigns.config import AppConfig
 from campaigns.db import make_engine
 from campaigns.events import EventResult, record_events
+from campaigns.jsonvalues import UnstorableValue
+from campaigns.jsonvalues import loads as load_json
 from campaigns.models import utcnow
 from workers.broker import enqueue_many, events_message
 from workers.dashboard import dashboard_routes
@@ -130,10 +132,17 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
 
 
 def _parse_body(body: bytes) -> tuple[list[Any], tuple[int, str] | None]:
-    """The events of a request body, or (status, reason) when the body is unusable."""
+    """The events of a request body, or (status, reason) when the body is unusable.
+
+    Parsed by :func:`campaigns.jsonvalues.loads`: NaN, Infinity and over-long integers
+    inside an event reject that event (by index) rather than the request; nesting too deep
+    for the parser is a 400.
+    """
     try:
-        payload = json.loads(body)
+        payload = load_json(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return [], (400, f"invalid JSON: {exc}")
+    except UnstorableValue as exc:
         return [], (400, f"invalid JSON: {exc}")
     if not isinstance(payload, dict) or "events" not in payload:
         return [], (400, 'expected a JSON object {"events": [...]}')

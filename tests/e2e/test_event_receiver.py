@@ -193,3 +193,95 @@ def test_nurture_track_sends_before_the_command_exits(tmp_path, sqlite_url):
     assert "customer_id 'ghost' not found" in unknown.output
     bad = runner.invoke(cli_app, ["track", "ann", "signup", "-c", str(config), "--property", "oops"])
     assert bad.exit_code == 2
+
+
+# --------------------------------------------------------------------------- hostile input
+# A body the parser cannot take is a 400 naming the problem; an event holding a value that
+# cannot be stored is rejected by index and the others are stored. Never a 500.
+
+HOSTILE_EVENTS = [
+    '{"event_id": "ok-1", "customer_id": "ann", "name": "visit"}',
+    '{"event_id": "nan", "customer_id": "ann", "name": "visit", "properties": {"x": NaN}}',
+    '{"event_id": "inf", "customer_id": "ann", "name": "visit", "score": Infinity}',
+    '{"event_id": "digits", "customer_id": "ann", "name": "visit", "properties": {"n": ' + "9" * 5000 + "}}",
+    '{"event_id": "year1", "customer_id": "ann", "name": "visit", "occurred_at": "0001-01-01T00:00:00+08:00"}',
+    '{"event_id": "surrogate", "customer_id": "ann", "name": "visit\\ud800"}',
+    '{"event_id": "nul", "customer_id": "ann", "name": "vis\\u0000it"}',
+    '{"event_id": "deep", "customer_id": "ann", "name": "visit", "properties": {"d": ' + "[" * 40 + "]" * 40 + "}}",
+    '{"event_id": "ok-2", "customer_id": "ann", "name": "visit", "properties": {"n": 9223372036854775807}}',
+]
+HOSTILE_FIELDS = {1: "properties.x", 2: "score", 3: "properties.n", 4: "occurred_at", 5: "name", 6: "name",
+                  7: "properties.d"}
+
+
+def hostile_body() -> bytes:
+    return ('{"events": [' + ", ".join(HOSTILE_EVENTS) + "]}").encode("utf-8")
+
+
+def assert_hostile_answer(answer: httpx.Response, engine) -> None:  # type: ignore[no-untyped-def]
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert (body["accepted"], body["rejected"]) == (2, 7)
+    rejected = {e["index"]: e["reason"] for e in body["events"] if e["status"] == "rejected"}
+    assert sorted(rejected) == sorted(HOSTILE_FIELDS)
+    for index, field in HOSTILE_FIELDS.items():
+        assert rejected[index].startswith(f"{field}:"), (index, rejected[index])
+    with engine.connect() as conn:
+        assert sorted(conn.execute(sa.select(Event.dedupe_key)).scalars()) == ["ok-1", "ok-2"]
+
+
+def test_unstorable_values_in_events_are_rejected_by_index_and_the_rest_stored(served, runtime):
+    url, workers = served
+    add_customers(runtime.engine, "ann")
+
+    answer = post(url, hostile_body())
+
+    assert_hostile_answer(answer, runtime.engine)
+    workers.join()
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper than 32"),
+    (b'{"events": ' + b"1" * 5000 + b"}", "events: expected a JSON array"),
+    (b'{"events": NaN}', "events: expected a JSON array"),
+    (b'\xff\xfe{"events": []}', "invalid JSON"),
+])
+def test_bodies_the_parser_cannot_take_are_400_naming_the_problem(served, body, message):
+    url, _ = served
+    answer = post(url, body)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
+
+
+@pytest.fixture
+def pg_runtime(tmp_path, postgres_url) -> Iterator[Runtime]:
+    rt = Runtime.from_config(load_config(write_project(tmp_path, postgres_url)))
+    yield rt
+    rt.close()
+
+
+def test_on_postgres_one_bad_event_does_not_lose_the_others(pg_runtime, monkeypatch):
+    monkeypatch.setenv("NURTURE_TEST_API_KEY", KEY)
+    add_customers(pg_runtime.engine, "ann")
+    workers = InProcessWorkers(runtime=pg_runtime)
+    with workers.running(), ServerThread(create_app(pg_runtime, broker=workers.broker)) as url:
+        answer = post(url, hostile_body())
+        workers.join()
+    assert_hostile_answer(answer, pg_runtime.engine)
+
+
+def test_on_postgres_an_event_the_database_refuses_is_rejected_alone(pg_runtime, monkeypatch):
+    """Validation bypassed: PostgreSQL itself refuses the NUL; the others are still stored."""
+    import campaigns.importing as importing
+    from campaigns.events import record_events
+
+    monkeypatch.setattr(importing, "_check_row", lambda row: None)
+    add_customers(pg_runtime.engine, "ann")
+    events = [{"event_id": f"e{i}", "customer_id": "ann", "name": "visit"} for i in range(5)]
+    events[2]["name"] = "vis\x00it"
+
+    result = record_events(pg_runtime.engine, events)
+
+    assert [s.status for s in result.statuses] == ["accepted", "accepted", "rejected", "accepted", "accepted"]
+    assert result.statuses[2].reason == "the database refused this event (DataError)"
+    assert len(result.accepted_ids) == 4
