@@ -60,6 +60,12 @@ _HASH = re.compile(r"[0-9a-f]{32}")
 MAX_DIAGNOSTIC = 300
 
 
+#: Report dates outside this window are refused: forged or broken, and stored they break
+#: every conversion to a local time zone.
+EARLIEST_DATE = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_DATE = datetime(2100, 1, 1, tzinfo=UTC)
+
+
 class DsnError(ValueError):
     """The input is not a delivery status notification we can read."""
 
@@ -213,6 +219,9 @@ def parse_dsn(raw: bytes, *, content_type: str | None = None) -> DsnReport:
         )
     if not _is_report(message):
         raise DsnError("not a delivery status notification (multipart/report; report-type=delivery-status)")
+    if b"\x00" in raw:
+        # No MTA writes NUL into a report, and no database column can hold one.
+        raise DsnError("the report contains NUL bytes")
     status_part = returned = None
     for part in message.get_payload():
         if not isinstance(part, Message):
@@ -230,7 +239,7 @@ def parse_dsn(raw: bytes, *, content_type: str | None = None) -> DsnReport:
         raise DsnError("the delivery-status part has no per-recipient fields")
     per_message = blocks[0]
     envelope_id = _clean(per_message.get("Original-Envelope-Id"))
-    arrival = _date(per_message.get("Arrival-Date"))
+    arrival = _date(per_message.get("Arrival-Date"), "Arrival-Date")
     recipients = []
     for block in blocks[1:]:
         recipient = _recipient(block, envelope_id=envelope_id, arrival=arrival)
@@ -302,7 +311,7 @@ def _recipient(block: Message, *, envelope_id: str | None, arrival: datetime | N
         diagnostic=diagnostic,
         original_envelope_id=envelope_id,
         original_recipient=_typed_address(block.get("Original-Recipient")),
-        attempted_at=_date(block.get("Last-Attempt-Date")) or arrival,
+        attempted_at=_date(block.get("Last-Attempt-Date"), "Last-Attempt-Date") or arrival,
         remote_mta=_clean(block.get("Remote-MTA")),
     )
 
@@ -350,7 +359,10 @@ def _message_id(value: object) -> str | None:
     return match.group(0) if match else f"<{text.strip('<>')}>"
 
 
-def _date(value: object) -> datetime | None:
+def _date(value: object, name: str) -> datetime | None:
+    """The date of header ``name``; None when absent or unreadable; DsnError for a date
+    outside :data:`EARLIEST_DATE`..:data:`LATEST_DATE` (year 0001 cannot even be
+    converted to UTC)."""
     text = _clean(value)
     if text is None:
         return None
@@ -360,4 +372,10 @@ def _date(value: object) -> datetime | None:
         return None
     if parsed.tzinfo is None:  # "-0000" or no zone: RFC 5322 says UTC, unknown local
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        moment = parsed.astimezone(UTC)
+    except OverflowError:
+        moment = None
+    if moment is None or not EARLIEST_DATE <= moment < LATEST_DATE:
+        raise DsnError(f"{name}: out of range (expected a date between {EARLIEST_DATE.year} and {LATEST_DATE.year})")
+    return moment

@@ -47,6 +47,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns import jsonvalues
 from campaigns.config import AppConfig, read_secret
 from campaigns.responses import InboundResponse
 from workers.channels.sms import ALIYUN_SUPPRESS, TENCENT_SUPPRESS, TWILIO_SUPPRESS
@@ -63,6 +64,13 @@ CALLBACK_TOKEN_ENV = "NURTURE_CALLBACK_TOKEN"
 MAX_BODY_BYTES = 1024 * 1024
 #: Most items accepted in one JSON push or form fields in one Twilio request.
 MAX_ITEMS = 10_000
+#: Longest identifier or code accepted in a push (message ids, phone numbers, error
+#: codes): providers' are under 64 characters, and the dedupe key that holds them has 256.
+MAX_FIELD_CHARS = 128
+#: Provider times outside this window are refused: a receipt from before 2000 or after
+#: 2100 is forged or broken, and a year-1 time cannot even be converted between zones.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 #: Aliyun and Tencent stamp their times in Beijing time without an offset.
 CHINA_ZONE = ZoneInfo("Asia/Shanghai")
@@ -138,10 +146,35 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
     except UnicodeDecodeError:
         raise CallbackError(400, "form body is not UTF-8") from None
     try:
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=False, encoding="utf-8",
-                         errors="strict", max_num_fields=MAX_ITEMS)
+        fields = parse_qsl(text, keep_blank_values=True, strict_parsing=False, encoding="utf-8",
+                           errors="strict", max_num_fields=MAX_ITEMS)
+    except UnicodeDecodeError:
+        raise CallbackError(400, "form body is not UTF-8 once percent-decoded") from None
     except ValueError as exc:
         raise CallbackError(400, f"unreadable form body: {exc}") from None
+    for name, value in fields:
+        if "\x00" in name or "\x00" in value:
+            raise CallbackError(400, f"{field_name(name)}: contains a NUL character, which cannot be stored")
+    return fields
+
+
+def field_name(name: str) -> str:
+    """A field's name as error messages show it: only when short and printable."""
+    return name if len(name) <= 64 and name.isprintable() else "<field>"
+
+
+def time_in_range(moment: datetime, where: str) -> datetime:
+    """``moment`` when within :data:`EARLIEST_TIME` and :data:`LATEST_TIME`; else
+    CallbackError(400) naming ``where``."""
+    if not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise out_of_range(where)
+    return moment
+
+
+def out_of_range(where: str) -> CallbackError:
+    """The refusal of a time outside :data:`EARLIEST_TIME`..:data:`LATEST_TIME`."""
+    return CallbackError(400, f"{where}: out of range (expected a time between "
+                              f"{EARLIEST_TIME.year} and {LATEST_TIME.year})")
 
 
 def _form_value(fields: Sequence[tuple[str, str]], key: str) -> str | None:
@@ -155,6 +188,8 @@ def _required(fields: Sequence[tuple[str, str]], key: str) -> str:
     value = _form_value(fields, key)
     if not value:
         raise CallbackError(400, f"{key}: required")
+    if len(value) > MAX_FIELD_CHARS:
+        raise CallbackError(400, f"{key}: longer than {MAX_FIELD_CHARS} characters")
     return value
 
 
@@ -168,7 +203,10 @@ def parse_twilio_status(fields: Sequence[tuple[str, str]], *, channel: str,
     if kind is None:
         return None
     code = (_form_value(fields, "ErrorCode") or "").strip() or None
-    permanent = kind == "undelivered" and code is not None and code.isdigit() and int(code) in TWILIO_SUPPRESS
+    if code is not None and not (code.isascii() and code.isdigit() and len(code) <= 9):
+        # Twilio's error codes are 5-digit numbers; int() of 4,301 digits would raise.
+        raise CallbackError(400, "ErrorCode: expected Twilio's numeric error code")
+    permanent = kind == "undelivered" and code is not None and int(code) in TWILIO_SUPPRESS
     payload: dict[str, Any] = {"channel": channel, "status": status}
     if code is not None:
         payload["error_code"] = code
@@ -204,20 +242,28 @@ def parse_twilio_inbound(fields: Sequence[tuple[str, str]], *, channel: str,
 
 def parse_json_items(body: bytes, *, array: bool) -> list[dict[str, Any]]:
     """The objects of a JSON push: a non-empty array of objects (``array``) or one object;
-    CallbackError(400) otherwise."""
+    CallbackError(400) otherwise, also for a value that could not be stored (NaN,
+    Infinity, an integer beyond 64 bits, a NUL character, a lone surrogate, nesting
+    deeper than :data:`campaigns.jsonvalues.MAX_JSON_DEPTH`), naming the field."""
     try:
-        payload = json.loads(body)
+        payload = jsonvalues.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CallbackError(400, f"invalid JSON: {exc}") from None
+    except jsonvalues.UnstorableValue as exc:
+        raise CallbackError(400, str(exc)) from None
     items = payload if array else [payload]
     if not isinstance(items, list) or (array and not items):
         raise CallbackError(400, "expected a non-empty JSON array of objects")
     if len(items) > MAX_ITEMS:
         raise CallbackError(413, f"{len(items)} items in one push; at most {MAX_ITEMS}")
     for position, item in enumerate(items):
+        where = f"item {position}" if array else "body"
         if not isinstance(item, dict):
-            where = f"item {position}" if array else "body"
             raise CallbackError(400, f"{where}: expected a JSON object")
+        try:
+            jsonvalues.check(item, where)
+        except jsonvalues.UnstorableValue as exc:
+            raise CallbackError(400, str(exc)) from None
     return items
 
 
@@ -230,17 +276,26 @@ def _text(item: Mapping[str, Any], key: str, where: str, *, required: bool = Tru
     text = str(value).strip()
     if not text and required:
         raise CallbackError(400, f"{where}.{key}: required")
+    if len(text) > MAX_FIELD_CHARS:
+        raise CallbackError(400, f"{where}.{key}: longer than {MAX_FIELD_CHARS} characters")
     return text or None
 
 
-def china_time(value: Any, fallback: datetime) -> datetime:
+def china_time(value: Any, fallback: datetime, *, where: str = "time") -> datetime:
     """A provider time written ``YYYY-MM-DD HH:MM:SS`` in Beijing time, as aware UTC;
-    ``fallback`` when absent or unreadable (a receipt is still worth keeping)."""
+    ``fallback`` when absent or unreadable (a receipt is still worth keeping);
+    CallbackError(400) naming ``where`` for a readable time outside
+    :data:`EARLIEST_TIME`..:data:`LATEST_TIME` (year 0001 included)."""
     if isinstance(value, str):
         try:
-            return datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=CHINA_ZONE).astimezone(UTC)
+            local = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
         except ValueError:
-            pass
+            return fallback
+        try:
+            moment = local.replace(tzinfo=CHINA_ZONE).astimezone(UTC)
+        except OverflowError:  # 0001-01-01 00:00 in Beijing would be year 0 in UTC
+            raise out_of_range(where) from None
+        return time_in_range(moment, where)
     return fallback
 
 
@@ -282,7 +337,7 @@ def parse_aliyun_report(items: Sequence[Mapping[str, Any]], *, channel: str,
             # digest so the key holds no personal data (one BizId may cover many numbers).
             kind=kind, provider="aliyun",
             provider_ref=f"{biz_id}:{hashlib.sha256((phone or '').encode()).hexdigest()[:16]}:{code}",
-            occurred_at=china_time(item.get("report_time"), received_at),
+            occurred_at=china_time(item.get("report_time"), received_at, where=f"{where}.report_time"),
             provider_message_id=biz_id, send_key=_text(item, "out_id", where, required=False),
             address=aliyun_phone(phone or ""), family="sms",
             error=None if success else (code or "UNDELIVERED"),
@@ -308,7 +363,7 @@ def parse_aliyun_up(items: Sequence[Mapping[str, Any]], *, channel: str,
                 payload[key] = item[key]
         responses.append(InboundResponse(
             kind="replied", provider="aliyun", provider_ref=str(sequence),
-            occurred_at=china_time(item.get("send_time"), received_at),
+            occurred_at=china_time(item.get("send_time"), received_at, where=f"{where}.send_time"),
             address=aliyun_phone(phone or ""), family="sms", text=content, payload=payload,
         ))
     return responses
@@ -346,7 +401,7 @@ def parse_tencent_status(items: Sequence[Mapping[str, Any]], *, channel: str,
         responses.append(InboundResponse(
             kind="delivered" if delivered else "undelivered", provider="tencent",
             provider_ref=f"{sid}:{status}",
-            occurred_at=china_time(item.get("user_receive_time"), received_at),
+            occurred_at=china_time(item.get("user_receive_time"), received_at, where=f"{where}.user_receive_time"),
             provider_message_id=sid, send_key=(ext.strip() or None) if isinstance(ext, str) else None,
             address=tencent_phone(nationcode, mobile or ""), family="sms",
             error=None if delivered else (errmsg or status),
@@ -365,11 +420,14 @@ def parse_tencent_reply(item: Mapping[str, Any], *, channel: str, received_at: d
     if not isinstance(text, str):
         raise CallbackError(400, "body.text: expected a string")
     sent = item.get("time")
-    if isinstance(sent, bool) or not isinstance(sent, (int, str)) or not str(sent).strip().isdigit():
+    digits = str(sent).strip() if isinstance(sent, (int, str)) and not isinstance(sent, bool) else ""
+    if not (digits.isascii() and digits.isdigit()):
         raise CallbackError(400, "body.time: expected unix seconds")
-    seconds = int(str(sent).strip())
+    if len(digits) > 12:  # past year 33658; int() of 4,301 digits would raise
+        raise CallbackError(400, "body.time: out of range")
+    seconds = int(digits)
     try:
-        occurred_at = datetime.fromtimestamp(seconds, UTC)
+        occurred_at = time_in_range(datetime.fromtimestamp(seconds, UTC), "body.time")
     except (OverflowError, OSError, ValueError):
         raise CallbackError(400, "body.time: out of range") from None
     address = tencent_phone(nationcode, mobile or "")

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,7 +61,13 @@ from campaigns.channel_options.wechat import WeChatOAChannelConfig
 from campaigns.config import AppConfig, read_secret
 from campaigns.responses import InboundResponse
 from workers.receivers.batching import ResponseWriter
-from workers.receivers.sms import MAX_BODY_BYTES, CallbackError, read_body
+from workers.receivers.sms import (
+    MAX_BODY_BYTES,
+    MAX_FIELD_CHARS,
+    CallbackError,
+    read_body,
+    time_in_range,
+)
 from workers.receivers.wechat_crypto import (
     PushDecryptError,
     aes_key,
@@ -83,6 +90,12 @@ MAX_XML_BYTES = MAX_BODY_BYTES
 MAX_TIMESTAMP_SKEW = timedelta(minutes=5)
 #: What WeChat expects back from a push it should not retry (it then shows the user nothing).
 SUCCESS = "success"
+#: Deepest element nesting accepted (WeChat's deepest event, a picture push, has 4 levels).
+MAX_XML_DEPTH = 16
+#: The encodings a push may declare: WeChat sends UTF-8, and expat cannot read multi-byte
+#: encodings such as gb2312 anyway.
+XML_ENCODINGS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+_DECLARED_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\bencoding\s*=\s*["']([^"']{0,64})["']""")
 
 #: The TEMPLATESENDJOBFINISH ``Status`` (as :func:`normalize_status` writes it) of a user
 #: who refuses the account's messages: recorded as blocked, which suppresses the openid.
@@ -132,16 +145,37 @@ class _DoctypeRefused(Exception):
     """Raised by :class:`_RefuseDoctype` to abort a parse."""
 
 
+class _TooDeep(Exception):
+    """Raised by :class:`_RefuseDoctype` past :data:`MAX_XML_DEPTH`."""
+
+
 class _RefuseDoctype(ElementTree.TreeBuilder):
-    """A tree builder that aborts the parse at the first DOCTYPE declaration.
+    """A tree builder that aborts the parse at the first DOCTYPE declaration, and past
+    :data:`MAX_XML_DEPTH` levels of elements.
 
     Entity declarations (billion laughs, external entities) can only appear inside a
     DOCTYPE, and expat reports its start before reading the internal subset, so nothing
     is ever expanded. This holds whatever encoding the document claims."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._depth = 0
+
     def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
         """Called by the parser at ``<!DOCTYPE``: refuse."""
         raise _DoctypeRefused
+
+    def start(self, tag: str, attrs: dict[str, str]) -> ElementTree.Element:
+        """An element opens: refused past :data:`MAX_XML_DEPTH`."""
+        self._depth += 1
+        if self._depth > MAX_XML_DEPTH:
+            raise _TooDeep
+        return super().start(tag, attrs)
+
+    def end(self, tag: str) -> ElementTree.Element:
+        """An element closes."""
+        self._depth -= 1
+        return super().end(tag)
 
 
 def parse_push(body: bytes) -> dict[str, str]:
@@ -151,6 +185,12 @@ def parse_push(body: bytes) -> dict[str, str]:
     anything that is not such a document, including any DOCTYPE or ENTITY declaration."""
     if len(body) > MAX_XML_BYTES:
         raise CallbackError(413, f"request body larger than {MAX_XML_BYTES} bytes")
+    declared = _DECLARED_ENCODING.match(body)
+    if declared is not None:
+        encoding = declared.group(1).decode("ascii", "replace").strip()
+        if encoding.lower() not in XML_ENCODINGS:
+            shown = encoding if encoding.isprintable() else "?"
+            raise CallbackError(400, f"XML encoding {shown!r} is not supported: WeChat pushes are UTF-8")
     lowered = body.lower()
     # A clear message for the plain case; _RefuseDoctype also covers encodings that hide it.
     if b"<!doctype" in lowered or b"<!entity" in lowered:
@@ -161,8 +201,15 @@ def parse_push(body: bytes) -> dict[str, str]:
         root = parser.close()
     except _DoctypeRefused:
         raise CallbackError(400, "XML with DOCTYPE or ENTITY declarations is refused") from None
+    except _TooDeep:
+        raise CallbackError(400, f"XML nested deeper than {MAX_XML_DEPTH} levels") from None
     except ElementTree.ParseError as exc:
+        _require_utf8(body)  # the likelier cause, named as such
         raise CallbackError(400, f"invalid XML: {exc}") from None
+    except (ValueError, LookupError) as exc:  # pyexpat on an encoding it cannot read
+        raise CallbackError(400, f"unreadable XML: {exc}") from None
+    # Checked after the parse, so a DOCTYPE in UTF-16 is still refused as a DOCTYPE.
+    _require_utf8(body)
     if root.tag != "xml":
         raise CallbackError(400, f"expected an <xml> document, got <{root.tag}>")
     fields: dict[str, str] = {}
@@ -172,22 +219,34 @@ def parse_push(body: bytes) -> dict[str, str]:
     return fields
 
 
-def _required(fields: Mapping[str, str], key: str) -> str:
+def _require_utf8(body: bytes) -> None:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CallbackError(400, f"XML body is not UTF-8 (byte {exc.start}): WeChat pushes are UTF-8") from None
+
+
+def _required(fields: Mapping[str, str], key: str, *, limit: int = MAX_FIELD_CHARS) -> str:
     value = fields.get(key, "")
     if not value:
         raise CallbackError(400, f"{key}: required")
+    if len(value) > limit:
+        raise CallbackError(400, f"{key}: longer than {limit} characters")
     return value
 
 
 def create_time(fields: Mapping[str, str]) -> datetime:
     """``CreateTime`` (unix seconds) as aware UTC; CallbackError(400) when absent or unreadable."""
     value = _required(fields, "CreateTime")
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise CallbackError(400, "CreateTime: expected unix seconds")
     try:
-        return datetime.fromtimestamp(int(value), UTC)
+        if len(value) > 12:  # past year 33658; int() of 4,301 digits would raise
+            raise ValueError(value)
+        moment = datetime.fromtimestamp(int(value), UTC)
     except (OverflowError, OSError, ValueError):
         raise CallbackError(400, "CreateTime: out of range") from None
+    return time_in_range(moment, "CreateTime")
 
 
 # --------------------------------------------------------------------------- pushes
@@ -309,7 +368,7 @@ def wechat_routes(*, config: AppConfig, engine: Engine, clock: Clock,
         except ValueError as exc:
             logger.error("%s does not hold an EncodingAESKey: %s", key_env, exc)
             raise CallbackError(503, f"{key_env} does not hold a valid EncodingAESKey") from None
-        encrypted = _required(outer, "Encrypt")
+        encrypted = _required(outer, "Encrypt", limit=MAX_XML_BYTES)
         query = request.query_params
         if not msg_signature_valid(token, query.get("timestamp", ""), query.get("nonce", ""), encrypted,
                                    query.get("msg_signature", "")):
