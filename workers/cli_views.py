@@ -11,7 +11,6 @@ address cannot be checked against a complaint or a suppression list.
 
 from __future__ import annotations
 
-import csv
 import json
 from datetime import date, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from campaigns import csvexport
 from campaigns.errors import NurtureError
 from campaigns.models import utcnow
 from campaigns.reports import channel_report, customer_view, segment_counts
@@ -242,11 +242,12 @@ def _csv_value(metric: str, value: Any) -> Any:
 
 def write_channel_csv(data: dict[str, Any], path: Path) -> int:
     """One row per (dimension, channel): the metrics, then one ``stage_<name>`` column per
-    stage. Returns the number of data rows written."""
+    stage. Returns the number of data rows written. Channel names come from imported data:
+    a cell a spreadsheet would run as a formula is written with a leading ``'``."""
     rows = 0
     try:
         with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
+            writer = csvexport.writer(handle)  # formula cells neutralised (CSV injection)
             writer.writerow(["dimension", "channel", *CSV_METRICS, *(f"stage_{s}" for s in data["stages"])])
             for dimension, _ in DIMENSIONS:
                 for row in data[dimension]:
