@@ -15,13 +15,15 @@ An MTA that cannot deliver a message mails a report back to the envelope sender:
 which of our messages bounced, since the SMTP channel (``workers/channels/smtp.py``)
 carries no send key in clear on the wire:
 
-* the returned ``Message-ID`` is ``<message_hash(send_key)@domain>``;
+* the returned ``Message-ID`` is ``<tag@domain>``, the tag an HMAC of the send key under
+  the installation secret (:func:`campaigns.keys.message_tag`);
 * a VERP envelope sender (``envelope_from = "bounce+{send_key_hash}@example.com"``)
-  comes back as the report's ``To`` (:func:`verp_hash` extracts the hash);
+  comes back as the report's ``To`` (:func:`verp_hash` extracts the same tag);
 * ``X-Nurture-Send-Key`` (the outbox channel's header) or an ``Original-Envelope-Id``
-  may carry the send key itself.
+  may carry the send key itself: parsed, but proof of nothing (send keys are guessable).
 
-Turning a hash into a delivery needs the ledger, so that is the receiver's job.
+Turning a tag into a delivery, and checking that the tag is the keyed one of that
+delivery, needs the ledger and the secret, so that is the receiver's job.
 
 Classification (CHANNELS.md §6) is per recipient, by :func:`classify_status`: ``5.1.x``
 (no such mailbox or domain) and ``5.2.1`` (disabled) are hard bounces whose address is
