@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from campaigns.addresses import address_digests
+from campaigns.addresses import DIGEST_PREFIX, address_digests
 from campaigns.audience import CHANNEL_FAMILY
 from campaigns.config import AppConfig, CampaignConfig, FrequencyCapsConfig, window_bounds
 from campaigns.keys import installation_secret
@@ -105,7 +105,7 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
 
     # 3. consent and 4. suppressed addresses, per channel family.
     consents = _consents(conn, deliveries, config)
-    suppressed = _suppressed(conn, deliveries, config)
+    suppressed, unverifiable = _suppressed(conn, deliveries, config)
 
     # 5. step conditions, one query per (campaign, step) with a `when`.
     failing: dict[tuple[str, int], set[int]] = {}
@@ -149,6 +149,9 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
             skip = Skip(f"no consent recorded for marketing on {family[0]}")
         elif delivery.id in suppressed:  # type: ignore[attr-defined]
             skip = Skip("address suppressed")
+        elif delivery.id in unverifiable:  # type: ignore[attr-defined]
+            skip = Skip(f"{config.security.secret_env} is not set: the keyed suppressions of forgotten customers "
+                        "cannot be checked", defer_until=now + SECRET_RETRY)
         elif customer_id in failing.get((delivery.campaign, delivery.step), ()):  # type: ignore[attr-defined]
             skip = Skip(f"step condition not met: {campaign.steps[delivery.step].when if campaign else ''}")  # type: ignore[attr-defined]
         else:
@@ -166,6 +169,8 @@ _WINDOW_ROUNDS = 8
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
+#: How long a message waits when the installation secret is missing (see _suppressed).
+SECRET_RETRY = timedelta(minutes=15)
 
 
 def earliest_in_windows(now: datetime, zone: ZoneInfo, windows: Sequence[tuple[time, time]]) -> datetime | None:
@@ -302,7 +307,10 @@ def _consents(conn: sa.Connection, deliveries: Sequence[Any], config: AppConfig)
     return {(row.customer_id, row.channel): row.status for row in rows}
 
 
-def _suppressed(conn: sa.Connection, deliveries: Sequence[object], config: AppConfig) -> set[int]:
+def _suppressed(conn: sa.Connection, deliveries: Sequence[object],
+                config: AppConfig) -> tuple[set[int], set[int]]:
+    """(suppressed delivery ids, ids whose suppression cannot be checked: the installation
+    secret is unset while keyed digests exist on their channel family)."""
     wanted = {}
     for d in deliveries:
         family = _family(config, d)
@@ -310,14 +318,26 @@ def _suppressed(conn: sa.Connection, deliveries: Sequence[object], config: AppCo
         if family and address:
             wanted[d.id] = (family[0], address)  # type: ignore[attr-defined]
     if not wanted:
-        return set()
+        return set(), set()
     # A forgotten customer's suppressions are kept as digests (campaigns.addresses): keyed
     # with the installation secret, or unkeyed when written before it existed.
     secret = installation_secret(config)
+    blind: set[str] = set()
+    if secret is None:
+        # Fail closed: without the key a keyed digest matches nothing, and the person
+        # it stands for would be messaged again. Messages on a family that has keyed
+        # digests wait (deferred, never dropped) until the secret is set.
+        families = sorted({family for family, _ in wanted.values()})
+        blind = set(conn.execute(
+            sa.select(Suppression.channel).where(Suppression.channel.in_(families),
+                                                 Suppression.address.startswith(DIGEST_PREFIX, autoescape=True))
+            .group_by(Suppression.channel)).scalars())
     digests = {address: address_digests(address, secret) for _, address in wanted.values()}
     rows = set(conn.execute(
         sa.select(Suppression.channel, Suppression.address)
         .where(Suppression.address.in_(sorted({*digests, *(d for forms in digests.values() for d in forms)})))
     ).all())
-    return {delivery_id for delivery_id, (family, address) in wanted.items()
-            if any((family, form) in rows for form in (address, *digests[address]))}
+    suppressed = {delivery_id for delivery_id, (family, address) in wanted.items()
+                  if any((family, form) in rows for form in (address, *digests[address]))}
+    return suppressed, {delivery_id for delivery_id, (family, _) in wanted.items()
+                        if family in blind and delivery_id not in suppressed}

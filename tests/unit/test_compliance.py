@@ -213,6 +213,34 @@ def test_a_suppression_added_after_planning_is_honoured_in_plain_and_digest_form
     assert rows["bounced"].last_error == "address suppressed"
 
 
+def test_without_the_installation_secret_keyed_digests_hold_messages_back(world, monkeypatch):
+    # nurture forget ran with the secret; this worker lacks it and cannot tell whether an
+    # address is one of the keyed digests: it waits rather than message someone erased.
+    monkeypatch.delenv("NURTURE_SECRET", raising=False)
+    world.add("again", email="Again@X.cn")
+    from campaigns.planning import claim_run, plan_run
+
+    run_id = claim_run(world.engine, "receipt", MORNING, lease=timedelta(minutes=5))
+    plan_run(world.engine, world.config, world.config.campaign("receipt"), run_id=run_id, scheduled_at=MORNING,
+             now=MORNING)
+    with world.engine.begin() as conn:
+        conn.execute(sa.insert(Suppression.__table__).values(
+            channel="email", address=address_digest("again@x.cn", "installation-secret-for-tests"),
+            reason="opt-out (forgotten)", created_at=MORNING))
+    deliver_all(world)
+    row = world.rows("receipt")["again"]
+    assert row.status == "queued" and row.sent_at is None
+    assert "NURTURE_SECRET is not set" in row.last_error
+    assert row.due_at > MORNING
+
+    monkeypatch.setenv("NURTURE_SECRET", "installation-secret-for-tests")
+    with world.engine.begin() as conn:
+        conn.execute(sa.update(Delivery).values(due_at=MORNING, dispatch_after=MORNING))
+    deliver_all(world)
+    row = world.rows("receipt")["again"]
+    assert row.status == "skipped" and row.last_error == "address suppressed"
+
+
 # --- frequency caps ------------------------------------------------------------------
 
 
