@@ -371,12 +371,14 @@ def _csv_rows(
 
 
 def _csv_problem(error: str, start: int, end: int) -> str:
-    lines = f"line {start}" if end <= start else f"lines {start}-{end}"
+    fix = 'close the quote (a " inside a quoted field is written "")'
     if "unexpected end of data" in error:
-        return (f"unterminated quoted field: the quote opened in this row is never closed, so {lines} "
-                'were read as one row and none of them imported; close the quote (write a " inside a '
-                'quoted field as "")')
-    return f"cannot parse CSV ({error}) in {lines}; nothing of them was imported"
+        if end <= start:
+            return f"unterminated quoted field: the quote is still open at the end of the file; {fix}"
+        return (f"unterminated quoted field: the quote opened on line {start} is never closed, so lines "
+                f"{start}-{end} were read as this one row and none of them was imported; {fix}")
+    where = f"line {start}" if end <= start else f"lines {start}-{end}, none of them imported"
+    return f"cannot parse CSV ({error}) in {where}"
 
 
 def _jsonl_rows(lines: _LineReader) -> Iterator[tuple[int, dict[str, Any] | str]]:
