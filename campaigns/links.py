@@ -6,12 +6,12 @@ A tracked link carries one token naming the delivery (its send key) and the targ
 Both are secret (a send key names a customer; a URL may carry an email or a phone
 number in its query), and the token must be unforgeable, so nobody can record a click
 for another delivery or turn the redirect into an open redirect. Since format 2 the
-token is authenticated encryption of both::
+token is authenticated encryption of both (:mod:`campaigns.sealing`)::
 
     key       = HKDF-SHA256(link secret, info = b"nurture/click-token-v2"), 64 bytes
     plaintext = len(send_key) (2 bytes) + send_key + len(url) (2 bytes) + url,
                 zero-padded to a multiple of 32 bytes (the length says little)
-    token     = base64url(b"\x02" + AES-SIV(key).encrypt(plaintext, [b"nurture-click-v2"]))
+    token     = base64url(0x02 + AES-SIV(key).encrypt(plaintext, [b"nurture-click-v2"]))
 
 AES-SIV (RFC 5297) is deterministic: the same link in a retried send gets the same token,
 and the only thing two tokens reveal is whether they are equal. Open tokens are the same
@@ -28,96 +28,54 @@ token does not already show to whoever holds it. They age out with the mail; rem
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
 import hashlib
 import hmac
 from urllib.parse import urlsplit
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESSIV
-
-from campaigns.keys import derive_key
+from campaigns import sealing
 from campaigns.unsubscribe import verify_send_key_token
 
 #: Purpose labels of the keys (campaigns.keys.derive_key) and associated data of format 2.
 CLICK_PURPOSE, OPEN_PURPOSE = "click-token-v2", "open-token-v2"
 CLICK_AD, OPEN_AD = b"nurture-click-v2", b"nurture-open-v2"
-#: First byte of a format-2 token (a format-1 click token starts with 0x00, the high byte
-#: of a send key's length; a format-1 open token with the send key's first character).
-VERSION = b"\x02"
 #: Domain-separation prefix of format-1 (legacy) click tokens' MAC.
 CLICK_CONTEXT = b"nurture-click-v1:"
+#: Domain-separation prefix of format-1 (legacy) open tokens.
+OPEN_CONTEXT = b"nurture-open-v1:"
 #: Longest target URL a token carries (browsers and mail clients balk beyond ~2,000).
 MAX_URL_LENGTH = 2048
 #: Longest send key, in bytes (the ledger's column holds 255 characters).
 MAX_SEND_KEY_BYTES = 255
 _MAC_BYTES = hashlib.sha256().digest_size
-_SIV_BYTES = 16
 _LENGTH_BYTES = 2
-_PAD = 32
-
-
-def _b64_length(size: int) -> int:
-    return -(-size // 3) * 4
-
-
-def _padded(size: int) -> int:
-    return -(-size // _PAD) * _PAD
-
-
-#: Longest token :func:`verify_click_token` decodes, in characters (base64 of the largest
-#: payload: a URL of non-ASCII characters takes up to 4 bytes each).
+#: Longest token :func:`verify_click_token` decodes, in characters (the largest payload:
+#: a URL of non-ASCII characters takes up to 4 bytes each).
 MAX_TOKEN_LENGTH = max(
-    _b64_length(1 + _SIV_BYTES + _padded(2 * _LENGTH_BYTES + MAX_SEND_KEY_BYTES + 4 * MAX_URL_LENGTH)),
-    _b64_length(_LENGTH_BYTES + MAX_SEND_KEY_BYTES + 4 * MAX_URL_LENGTH + _MAC_BYTES),  # format 1
+    sealing.token_length(2 * _LENGTH_BYTES + MAX_SEND_KEY_BYTES + 4 * MAX_URL_LENGTH),
+    -(-(_LENGTH_BYTES + MAX_SEND_KEY_BYTES + 4 * MAX_URL_LENGTH + _MAC_BYTES) // 3) * 4,  # format 1
 )
 _MAX_OPEN_TOKEN = 512
-
-
-@functools.lru_cache(maxsize=16)
-def _cipher(secret: str, purpose: str) -> AESSIV:
-    # AES-256-SIV takes a 512-bit key (two AES-256 keys: one for S2V, one for CTR).
-    return AESSIV(derive_key(secret, purpose, length=64))
-
-
-def _seal(secret: str, purpose: str, associated: bytes, plaintext: bytes) -> str:
-    padded = plaintext + b"\x00" * (_padded(len(plaintext)) - len(plaintext))
-    sealed = VERSION + _cipher(secret, purpose).encrypt(padded, [associated])
-    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
-
-
-def _decode(token: str, max_length: int) -> bytes | None:
-    if not token or len(token) > max_length:
-        return None
-    try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _open(secret: str, purpose: str, associated: bytes, data: bytes) -> bytes | None:
-    """The plaintext of a format-2 token's bytes, or None when it does not authenticate."""
-    if len(data) <= 1 + _SIV_BYTES or data[:1] != VERSION:
-        return None
-    try:
-        return _cipher(secret, purpose).decrypt(data[1:], [associated])
-    except InvalidTag:
-        return None
-
-
-def _field(plaintext: bytes, at: int) -> tuple[bytes, int] | None:
-    """The length-prefixed field at ``at`` and the offset after it."""
-    size = int.from_bytes(plaintext[at : at + _LENGTH_BYTES], "big")
-    start = at + _LENGTH_BYTES
-    value = plaintext[start : start + size]
-    return (value, start + size) if len(value) == size else None
 
 
 def _web_url(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _send_key_bytes(send_key: str) -> bytes:
+    key = send_key.encode("utf-8")
+    if not key or len(key) > MAX_SEND_KEY_BYTES:
+        raise ValueError(f"the send key must be 1 to {MAX_SEND_KEY_BYTES} bytes")
+    return key
+
+
+def _text(fields: list[bytes] | None) -> list[str] | None:
+    if fields is None or not fields[0]:
+        return None
+    try:
+        return [field.decode("utf-8") for field in fields]
+    except UnicodeDecodeError:
+        return None
 
 
 def make_click_token(send_key: str, url: str, secret: str) -> str:
@@ -130,15 +88,10 @@ def make_click_token(send_key: str, url: str, secret: str) -> str:
     """
     if not secret:
         raise ValueError("a click-token secret is required")
-    key = send_key.encode("utf-8")
-    if not key or len(key) > MAX_SEND_KEY_BYTES:
-        raise ValueError(f"the send key must be 1 to {MAX_SEND_KEY_BYTES} bytes")
+    key = _send_key_bytes(send_key)
     if len(url) > MAX_URL_LENGTH or not _web_url(url):
         raise ValueError(f"not an absolute http(s) URL of at most {MAX_URL_LENGTH} characters: {url[:80]!r}")
-    target = url.encode("utf-8")
-    plaintext = (len(key).to_bytes(_LENGTH_BYTES, "big") + key
-                 + len(target).to_bytes(_LENGTH_BYTES, "big") + target)
-    return _seal(secret, CLICK_PURPOSE, CLICK_AD, plaintext)
+    return sealing.seal(secret, CLICK_PURPOSE, CLICK_AD, [key, url.encode("utf-8")])
 
 
 def verify_click_token(token: str, secret: str) -> tuple[str, str] | None:
@@ -148,22 +101,13 @@ def verify_click_token(token: str, secret: str) -> tuple[str, str] | None:
     secret, an open or unsubscribe token all simply fail. Format-1 tokens (in mail sent
     before format 2) are still verified, with their HMAC: see the module docstring.
     """
-    data = _decode(token, MAX_TOKEN_LENGTH) if secret else None
+    data = sealing.decode(token, MAX_TOKEN_LENGTH) if secret else None
     if not data:
         return None
-    if data[:1] != VERSION:
+    if not sealing.is_sealed(data):
         return _verify_legacy_click(data, secret)
-    plaintext = _open(secret, CLICK_PURPOSE, CLICK_AD, data)
-    if plaintext is None:
-        return None
-    key = _field(plaintext, 0)
-    url = _field(plaintext, key[1]) if key else None
-    if key is None or url is None or not key[0]:
-        return None
-    try:
-        return key[0].decode("utf-8"), url[0].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    fields = _text(sealing.unseal(data, secret, CLICK_PURPOSE, CLICK_AD, 2))
+    return (fields[0], fields[1]) if fields else None
 
 
 def _legacy_mac(payload: bytes, secret: str) -> bytes:
@@ -179,13 +123,10 @@ def _verify_legacy_click(data: bytes, secret: str) -> tuple[str, str] | None:
     if not hmac.compare_digest(mac, _legacy_mac(payload, secret)):
         return None
     size = int.from_bytes(payload[:_LENGTH_BYTES], "big")
-    key, url = payload[_LENGTH_BYTES : _LENGTH_BYTES + size], payload[_LENGTH_BYTES + size :]
-    if len(key) != size or not key:
+    fields = _text([payload[_LENGTH_BYTES : _LENGTH_BYTES + size], payload[_LENGTH_BYTES + size :]])
+    if fields is None or len(fields[0].encode("utf-8")) != size:
         return None
-    try:
-        return key.decode("utf-8"), url.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    return fields[0], fields[1]
 
 
 def make_open_token(send_key: str, secret: str) -> str:
@@ -195,29 +136,16 @@ def make_open_token(send_key: str, secret: str) -> str:
     """
     if not secret:
         raise ValueError("an open-token secret is required")
-    key = send_key.encode("utf-8")
-    if not key or len(key) > MAX_SEND_KEY_BYTES:
-        raise ValueError(f"the send key must be 1 to {MAX_SEND_KEY_BYTES} bytes")
-    return _seal(secret, OPEN_PURPOSE, OPEN_AD, len(key).to_bytes(_LENGTH_BYTES, "big") + key)
-
-
-#: Domain-separation prefix of format-1 (legacy) open tokens.
-OPEN_CONTEXT = b"nurture-open-v1:"
+    return sealing.seal(secret, OPEN_PURPOSE, OPEN_AD, [_send_key_bytes(send_key)])
 
 
 def verify_open_token(token: str, secret: str) -> str | None:
     """The send key sealed in an open token with ``secret``, else None; never raises for
     malformed input. Format-1 open tokens (``base64url(send_key + HMAC)``) still verify."""
-    data = _decode(token, _MAX_OPEN_TOKEN) if secret else None
+    data = sealing.decode(token, _MAX_OPEN_TOKEN) if secret else None
     if not data:
         return None
-    if data[:1] != VERSION:
+    if not sealing.is_sealed(data):
         return verify_send_key_token(OPEN_CONTEXT, token, secret, max_length=_MAX_OPEN_TOKEN)
-    plaintext = _open(secret, OPEN_PURPOSE, OPEN_AD, data)
-    key = _field(plaintext, 0) if plaintext is not None else None
-    if key is None or not key[0]:
-        return None
-    try:
-        return key[0].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    fields = _text(sealing.unseal(data, secret, OPEN_PURPOSE, OPEN_AD, 1))
+    return fields[0] if fields else None

@@ -1,16 +1,22 @@
-"""Signed one-click unsubscribe tokens (RFC 8058), pure functions with no I/O.
+"""Sealed one-click unsubscribe tokens (RFC 8058), pure functions with no I/O.
 
 A token identifies one delivery by its send key and proves we issued it, so the
-unsubscribe endpoint needs no cookie or login (RFC 8058 §3.1):
+unsubscribe endpoint needs no cookie or login (RFC 8058 §3.1). The send key is sealed
+(:mod:`campaigns.sealing`: AES-SIV under a key derived from the channel's unsubscribe
+secret with purpose ``unsubscribe-token-v2``), because it may name the customer (its
+occurrence part can be the source's own event id, e.g. one containing an email) and the
+token lands in mail headers and access logs. The SMTP channel puts the token in
+``List-Unsubscribe``; the receiver calls :func:`verify_unsubscribe_token` to get the send
+key back (and from it the delivery, customer and campaign).
+
+Format 1, still accepted because it is in mail already delivered (an unsubscribe link
+must keep working for as long as the mail is kept) and never issued again::
 
     mac   = HMAC-SHA256(key = secret (UTF-8), msg = b"nurture-unsubscribe-v1:" + send_key (UTF-8))
     token = base64url(send_key (UTF-8) + mac), without "=" padding
 
-The MAC is the last 32 bytes of the decoded token, so the send key needs no separator.
 The fixed prefix keeps a token from doubling as a MAC for anything else signed with the
-same secret. The SMTP channel puts the token in ``List-Unsubscribe``; the receiver calls
-:func:`verify_unsubscribe_token` to get the send key back (and from it the delivery,
-customer and campaign).
+same secret (open tokens of format 1 use the same construction with their own prefix).
 """
 
 from __future__ import annotations
@@ -21,21 +27,18 @@ import hashlib
 import hmac
 from urllib.parse import quote
 
-#: Domain-separation prefix of the signed bytes.
+from campaigns import sealing
+
+#: Domain-separation prefix of the signed bytes of format 1.
 TOKEN_CONTEXT = b"nurture-unsubscribe-v1:"
+#: Key purpose and associated data of sealed (format 2) unsubscribe tokens.
+UNSUBSCRIBE_PURPOSE, UNSUBSCRIBE_AD = "unsubscribe-token-v2", b"nurture-unsubscribe-v2"
+_MAX_TOKEN = 4096
 _MAC_BYTES = hashlib.sha256().digest_size
 
 
 def _mac(context: bytes, send_key: bytes, secret: str) -> bytes:
     return hmac.new(secret.encode("utf-8"), context + send_key, hashlib.sha256).digest()
-
-
-def make_send_key_token(context: bytes, send_key: str, secret: str) -> str:
-    """``base64url(send_key + HMAC-SHA256(secret, context + send_key))``: a token naming
-    one message, signed under ``context`` so a token of one kind (unsubscribe, open pixel)
-    never verifies as another under the same secret."""
-    raw = send_key.encode("utf-8")
-    return base64.urlsafe_b64encode(raw + _mac(context, raw, secret)).rstrip(b"=").decode("ascii")
 
 
 def verify_send_key_token(context: bytes, token: str, secret: str, *, max_length: int = 4096) -> str | None:
@@ -59,18 +62,32 @@ def verify_send_key_token(context: bytes, token: str, secret: str, *, max_length
 
 
 def make_unsubscribe_token(send_key: str, secret: str) -> str:
-    """The URL-safe token for ``send_key`` signed with ``secret``."""
+    """The URL-safe, opaque token for ``send_key`` sealed with ``secret``."""
     if not secret:
         raise ValueError("an unsubscribe secret is required")
-    return make_send_key_token(TOKEN_CONTEXT, send_key, secret)
+    if not send_key:
+        raise ValueError("the send key must not be empty")
+    return sealing.seal(secret, UNSUBSCRIBE_PURPOSE, UNSUBSCRIBE_AD, [send_key.encode("utf-8")])
 
 
 def verify_unsubscribe_token(token: str, secret: str) -> str | None:
-    """The send key carried by ``token`` if ``secret`` signed it, else None.
+    """The send key in ``token`` if it was sealed (or, format 1, signed) with ``secret``,
+    else None.
 
     Never raises for malformed input: any garbage simply fails verification.
     """
-    return verify_send_key_token(TOKEN_CONTEXT, token, secret)
+    data = sealing.decode(token, _MAX_TOKEN) if secret else None
+    if not data:
+        return None
+    if not sealing.is_sealed(data):
+        return verify_send_key_token(TOKEN_CONTEXT, token, secret, max_length=_MAX_TOKEN)
+    fields = sealing.unseal(data, secret, UNSUBSCRIBE_PURPOSE, UNSUBSCRIBE_AD, 1)
+    if not fields or not fields[0]:
+        return None
+    try:
+        return fields[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def unsubscribe_url(template: str, send_key: str, secret: str) -> str:

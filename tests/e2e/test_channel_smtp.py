@@ -28,6 +28,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from campaigns.channel_options.smtp import SmtpChannelConfig
@@ -191,7 +192,18 @@ def test_without_the_installation_secret_no_verp_sender_is_used(server: Server) 
 
 
 def independent_token(send_key: str, secret: str) -> str:
-    """The token recomputed from the documented algorithm, without the project's code."""
+    """The sealed token recomputed from the documented algorithm (campaigns.unsubscribe,
+    campaigns.sealing), without the project's code."""
+    key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None,
+               info=b"nurture/unsubscribe-token-v2").derive(secret.encode())
+    plaintext = len(send_key.encode()).to_bytes(2, "big") + send_key.encode()
+    plaintext += b"\x00" * (-len(plaintext) % 32)
+    sealed = b"\x02" + AESSIV(key).encrypt(plaintext, [b"nurture-unsubscribe-v2"])
+    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+
+
+def legacy_token(send_key: str, secret: str) -> str:
+    """A format-1 token, as mail sent before sealed tokens carries."""
     mac = hmac.new(secret.encode(), b"nurture-unsubscribe-v1:" + send_key.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(send_key.encode() + mac).rstrip(b"=").decode()
 
@@ -244,15 +256,20 @@ def test_marketing_message_is_multipart_with_message_id_and_one_click_unsubscrib
     token = https.rsplit("/", 1)[1]
     assert token == independent_token(message.send_key, SECRET)
     assert verify_unsubscribe_token(token, SECRET) == message.send_key
+    # Sealed: the send key (which may name the customer) is not readable in the header.
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert message.send_key.encode() not in raw and message.send_key not in header
     assert mailto == f"mailto:unsubscribe@shop.example.com?subject=unsubscribe%20{token}"
 
 
 def test_unsubscribe_token_rejects_tampering_and_other_secrets() -> None:
     token = make_unsubscribe_token("spring_sale:0:42:1", SECRET)
     assert verify_unsubscribe_token(token, SECRET) == "spring_sale:0:42:1"
-    # the send key swapped for another customer's, MAC kept
-    forged = independent_token("spring_sale:0:43:1", "guessed")
-    assert verify_unsubscribe_token(forged, SECRET) is None
+    # another customer's send key, sealed or signed with a guessed secret
+    assert verify_unsubscribe_token(independent_token("spring_sale:0:43:1", "guessed"), SECRET) is None
+    assert verify_unsubscribe_token(legacy_token("spring_sale:0:43:1", "guessed"), SECRET) is None
+    # format-1 tokens in mail already delivered still work
+    assert verify_unsubscribe_token(legacy_token("spring_sale:0:43:1", SECRET), SECRET) == "spring_sale:0:43:1"
     flipped = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
     assert verify_unsubscribe_token(flipped, SECRET) is None
     assert verify_unsubscribe_token(token, "another-secret") is None
