@@ -216,8 +216,9 @@ def test_callback_token_and_link_secret_are_masked_like_every_configured_secret(
     from campaigns.config import AppConfig
 
     secrets = secrets_from_config(AppConfig(), environ={"NURTURE_CALLBACK_TOKEN": "cb-token-123456",
-                                                        "NURTURE_LINK_SECRET": "link-secret-987654"})
-    assert {"cb-token-123456", "link-secret-987654"} <= set(secrets)
+                                                        "NURTURE_LINK_SECRET": "link-secret-987654",
+                                                        "NURTURE_SECRET": "installation-secret-24680"})
+    assert {"cb-token-123456", "link-secret-987654", "installation-secret-24680"} <= set(secrets)
 
 
 def test_filter_masks_arguments_one_by_one_so_formatters_can_still_read_them() -> None:
