@@ -11,8 +11,6 @@ import functools
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -415,9 +413,14 @@ def serve(
     from workers.broker import make_broker
     from workers.receiver import create_app
     from workers.runtime import Runtime
+    from workers.serving import install_log_limits, uvicorn_options
 
     cfg = _load(config)
     engine = _engine_for(cfg)
+    # Header/body timeouts and the connection cap of [api] (docs/operations.md "Server
+    # limits"); repeated errors (accept() failing, invalid requests) are rate-limited.
+    limits = uvicorn_options(cfg.api)
+    install_log_limits()
     if read_secret(cfg.api.key_env) is None:
         err_console.print(f"[yellow]warning:[/] {cfg.api.key_env} is not set: POST /events answers 503 "
                           "until it is (set it to the key clients send as 'Authorization: Bearer <key>')")
@@ -432,7 +435,7 @@ def serve(
                                "process's own worker threads send what events trigger")
         workers = InProcessWorkers(runtime=Runtime.from_config(cfg, engine=engine))
         with workers.running():
-            uvicorn.run(create_app(workers.runtime, broker=workers.broker), host=host, port=port)
+            uvicorn.run(create_app(workers.runtime, broker=workers.broker), host=host, port=port, **limits)
         return
     broker = make_broker(cfg.broker)
     broker.client.ping()  # type: ignore[attr-defined]  # a clear error now, not on the first event
@@ -441,9 +444,11 @@ def serve(
         # Callbacks are CPU-bound Python (P7): one process per core. uvicorn forks its
         # workers only from an import string; each builds its own app from the config.
         os.environ["NURTURE_CONFIG"] = str(Path(config).resolve())
-        uvicorn.run("workers.serve_app:create", factory=True, host=host, port=port, workers=processes)
+        # The protocol class is built in each process from the same config.
+        uvicorn.run("workers.serve_app:create", factory=True, host=host, port=port, workers=processes,
+                    **{**limits, "http": "workers.serve_app:http_protocol"})
         return
-    uvicorn.run(create_app(cfg, broker=broker), host=host, port=port)
+    uvicorn.run(create_app(cfg, broker=broker), host=host, port=port, **limits)
 
 
 @app.command("run")
@@ -505,17 +510,26 @@ def worker(
             "`nurture scheduler` itself. Set broker.url = \"redis://...\" to run separate workers."
         )
         raise typer.Exit(1)
-    _engine_for(cfg)  # migrate once here rather than racing in every process
+    _engine_for(cfg).dispose()  # migrate once here rather than racing in every process
     make_broker(cfg.broker).client.ping()  # fail clearly now rather than retry forever
-    dramatiq_bin = shutil.which("dramatiq", path=str(Path(sys.executable).parent)) or "dramatiq"
+    # Dramatiq's own script next to this interpreter: on SIGHUP Dramatiq re-executes its
+    # argv[0], and "python -m dramatiq" would come back as whichever "python" is on PATH.
+    script = Path(sys.executable).parent / "dramatiq"
+    launcher = [str(script)] if script.is_file() else [sys.executable, "-m", "dramatiq"]
     command = [
-        dramatiq_bin, "workers.app",
+        *launcher, "workers.app",
         "--processes", str(processes or cfg.worker.processes),
         "--threads", str(threads or cfg.worker.threads),
         "--queues", cfg.broker.queue,
     ]
     env = {**os.environ, "NURTURE_CONFIG": str(Path(config).resolve())}
-    raise typer.Exit(subprocess.call(command, env=env))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become Dramatiq (same PID) rather than wait for a child: the SIGTERM, SIGINT or SIGHUP
+    # sent to `nurture worker` (systemd, Docker, Kubernetes, kill) then reaches Dramatiq,
+    # which stops its worker processes gracefully (SIGHUP: and starts fresh ones), and no
+    # process is left behind consuming jobs.
+    os.execve(command[0], command, env)
 
 
 @app.command()
