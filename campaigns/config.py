@@ -559,6 +559,25 @@ class ApiConfig(_Model):
     public_url: str | None = None
     #: Add the open pixel (clicks are tracked either way once ``public_url`` is set).
     track_opens: bool = True
+    #: Seconds a client has, from connecting (or from the first byte of its next request
+    #: on a kept-alive connection), to send a complete request head; then 408 and closed.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    #: Seconds a client has, once its request head is in, to send the body.
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    #: Seconds an idle kept-alive connection stays open between requests.
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    #: Most open client connections per server process; at the cap a new connection
+    #: displaces the one waiting longest for its request head (503 when none is waiting).
+    #: Lowered at start to what the file-descriptor limit (ulimit -n) allows.
+    max_connections: int = Field(default=4096, ge=16, le=1_000_000)
+    #: Largest request head (request line and headers), in bytes; larger is a 400.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    #: Failed dashboard passwords allowed per client address within
+    #: ``dashboard_lockout_s``; past them the dashboard answers 429 with Retry-After.
+    dashboard_max_failures: int = Field(default=5, ge=1, le=1000)
+    #: The window of ``dashboard_max_failures``, in seconds.
+    dashboard_lockout_s: float = Field(default=300.0, gt=0, le=86400)
+
 
     @field_validator("public_url")
     @classmethod
