@@ -593,8 +593,10 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
             return _error(415, "send the bounce as received, as message/rfc822 or multipart/report")
         secret = installation_secret(config)
         if secret is None:
-            logger.warning("bounce refused: %s is not set, no bounce can be verified", config.security.secret_env)
-            return _error(503, f"{config.security.secret_env} is not set: bounces cannot be verified")
+            logger.warning("bounce refused: %s is not set (or shorter than 16 characters), no bounce can be "
+                           "verified", config.security.secret_env)
+            return _error(503, f"{config.security.secret_env} is not set (or shorter than 16 characters): "
+                               "bounces cannot be verified")
         body = await _read_body(request)
         try:
             report = parse_dsn(body, content_type=content_type)
