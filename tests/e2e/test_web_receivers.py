@@ -339,6 +339,15 @@ def test_a_verp_address_alone_finds_the_delivery(setup):
     assert suppressions(engine) == [("email", BOB)]
 
 
+def test_the_keyed_message_id_alone_finds_the_delivery(setup):
+    client, engine = setup
+    # Bounced to the plain From address (no VERP): the returned Message-ID carries the tag.
+    tag = message_hash(SEND_KEY, SECRET)
+    raw = build_dsn([HARD_BOUNCE], to="news@shop.example", original_headers={"Message-ID": f"<{tag}@shop.example>"})
+    assert post_bounce(client, raw).json()["suppressed"] == 1
+    assert suppressions(engine) == [("email", BOB)]
+
+
 def test_dmarc_5_7_26_records_a_bounce_but_suppresses_nothing(setup):
     client, engine = setup
     dmarc = {**DMARC, "Final-Recipient": f"rfc822; {BOB}"}
