@@ -249,13 +249,14 @@ def test_the_demo_leaves_outbox_files_alone_that_no_demo_database_records(demo_p
     assert not (root / "var" / "nurture.db").exists()
 
 
-def test_the_demo_refuses_to_send_through_a_real_provider(demo_project):
+def test_the_demo_refuses_to_send_through_a_real_provider(demo_project, monkeypatch):
     root = demo_project
     config = root / "config.toml"
     config.write_text(config.read_text().replace(
         '[channels.sms]\nkind = "outbox"\ndir = "var/outbox-sms"',
-        '[channels.sms]\nkind = "webhook"\nurl = "http://127.0.0.1:9/sms"\nsecret_env = "NURTURE_TEST_UNSET_SECRET"',
+        '[channels.sms]\nkind = "webhook"\nurl = "http://127.0.0.1:9/sms"\nsecret_env = "NURTURE_TEST_DEMO_SMS_SECRET"',
     ))
+    monkeypatch.setenv("NURTURE_TEST_DEMO_SMS_SECRET", "whsec_ZGVtby1yZWZ1c2FsLXRlc3Qtc2lnbmluZy1rZXk=")
 
     line = refused(CliRunner().invoke(app, ["demo", "-c", str(config), "--customers", "300"]))
 
