@@ -21,7 +21,10 @@ every figure carries a ``data-metric`` attribute naming it, for tests and scrape
 Access: HTTP Basic with any user name and the password held by the environment variable
 ``[api] dashboard_password_env`` names (read at each request, compared in constant time).
 While the variable is unset every request is answered 503: campaign figures are never
-served to anyone by default.
+served to anyone by default. Wrong passwords are throttled per client address
+(:class:`FailureThrottle`): past ``[api] dashboard_max_failures`` within
+``dashboard_lockout_s`` the dashboard answers 429 with ``Retry-After``, even to the right
+password, until the oldest failure leaves the window.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +78,51 @@ SECURITY_HEADERS = {
 }
 
 
+class FailureThrottle:
+    """Failed attempts per key (a client address) in a sliding window of ``window_s``.
+
+    Parameters:
+        max_failures: failures allowed within the window; the next attempt must wait.
+        window_s: length of the window, in seconds.
+        clock: the current time (aware; tests pass their own).
+    """
+
+    #: Keys remembered at most; past it, keys whose failures have all expired are dropped
+    #: (a flood of addresses must not grow memory without bound).
+    MAX_KEYS = 10_000
+
+    def __init__(self, *, max_failures: int, window_s: float, clock: Callable[[], datetime]) -> None:
+        self.max_failures, self.window_s, self.clock = max_failures, window_s, clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        failures = self._failures.get(key, deque())
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        return failures
+
+    def retry_after(self, key: str) -> int | None:
+        """Whole seconds ``key`` must wait before trying again, or None when it may try."""
+        now = self.clock().timestamp()
+        failures = self._recent(key, now)
+        if len(failures) < self.max_failures:
+            return None
+        return max(1, math.ceil(failures[0] + self.window_s - now))
+
+    def failed(self, key: str) -> None:
+        """Count a failure of ``key``."""
+        now = self.clock().timestamp()
+        if len(self._failures) >= self.MAX_KEYS and key not in self._failures:
+            self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
+        failures = self._recent(key, now)
+        failures.append(now)
+        self._failures[key] = failures
+
+    def succeeded(self, key: str) -> None:
+        """Forget ``key``'s failures."""
+        self._failures.pop(key, None)
+
+
 def dashboard_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetime]) -> list[Route]:
     """The dashboard's routes over ``engine``; ``clock`` is the "as of" of every figure."""
     env = Environment(
@@ -89,6 +139,8 @@ def dashboard_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], d
                        moment=format_moment)
     env.globals.update(funnel_stages=FUNNEL_STAGES, trigger_text=trigger_text)
     password_env = config.api.dashboard_password_env
+    throttle = FailureThrottle(max_failures=config.api.dashboard_max_failures,
+                               window_s=config.api.dashboard_lockout_s, clock=clock)
 
     def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(template).render(**context)
@@ -102,12 +154,23 @@ def dashboard_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], d
                           message=f"Set the environment variable {password_env} (named by [api] "
                                   "dashboard_password_env) to the password the dashboard should ask for, "
                                   "then restart nurture serve.")
+        # Behind a proxy, run uvicorn with --proxy-headers so this is the client's address.
+        address = request.client.host if request.client else "unknown"
+        wait = throttle.retry_after(address)
+        if wait is not None:
+            response = render("message.html", 429, title="Too many wrong passwords",
+                              message=f"Too many wrong passwords from your address; try again in {wait} s.")
+            response.headers["Retry-After"] = str(wait)
+            return response
         given = _basic_password(request.headers.get("authorization", ""))
         if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            if given is not None:  # a guess; a request without a password is the browser asking
+                throttle.failed(address)
             response = render("message.html", 401, title="Password required",
                               message="The dashboard needs the password (any user name).")
             response.headers["WWW-Authenticate"] = REALM
             return response
+        throttle.succeeded(address)
         return None
 
     def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

@@ -22,13 +22,15 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 from dramatiq.broker import Broker
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse
+from starlette.routing import Match, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from campaigns.config import AppConfig
 from campaigns.db import make_engine
@@ -114,7 +116,7 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
             if owns_engine:
                 engine.dispose()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/events", post_events, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
@@ -129,6 +131,33 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
         ],
         lifespan=lifespan,
     )
+    # Starlette's trailing-slash redirect writes the request's Host header into Location
+    # (Host: evil.example made /dashboard/ redirect there): ours answers with the path only.
+    app.router.redirect_slashes = False
+    app.router.default = _slash_redirect(app.router)
+    return app
+
+
+def _slash_redirect(router: Router) -> ASGIApp:
+    """The router's fallback: a path that matches a route once its trailing slash is added
+    or removed is redirected (307, as Starlette does) with a relative ``Location`` naming
+    no host; anything else is the router's 404."""
+
+    async def fallback(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path not in ("", "/"):
+            other = path.rstrip("/") if path.endswith("/") else path + "/"
+            # "//host" in Location would be a protocol-relative URL: never redirect there.
+            if other.startswith("/") and not other.startswith("//"):
+                alternative = {**scope, "path": other}
+                if any(route.matches(alternative)[0] is not Match.NONE for route in router.routes):
+                    query = scope.get("query_string", b"").decode("latin-1")
+                    location = quote(other) + (f"?{query}" if query else "")
+                    await RedirectResponse(location, status_code=307)(scope, receive, send)
+                    return
+        await router.not_found(scope, receive, send)
+
+    return fallback
 
 
 def _parse_body(body: bytes) -> tuple[list[Any], tuple[int, str] | None]:

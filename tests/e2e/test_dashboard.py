@@ -269,3 +269,35 @@ def test_figures_are_formatted_for_people():
     assert (format_pct(0.12345), format_pct(1.0), format_pct(0.0), format_pct(None)) == ("12.3%", "100.0%", "0.0%", "–")
     assert (format_money(1234.5), format_money(0), format_money(None)) == ("1,234.50", "0.00", "–")
     assert (format_pts(0.0234), format_pts(-0.005), format_pts(None)) == ("+2.34", "-0.50", "–")
+
+
+def test_password_guesses_are_throttled_per_address_with_retry_after(config, engine, monkeypatch):
+    # [api] defaults: 5 wrong passwords per 300 s per client address. The clock is the
+    # app's own, moved by hand: nothing sleeps.
+    from datetime import timedelta
+
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    now = [NOW]
+    app = Starlette(routes=dashboard_routes(config=config, engine=engine, clock=lambda: now[0]))
+    with TestClient(app) as guesser, TestClient(app, client=("192.0.2.7", 50000)) as colleague:
+        for attempt in range(5):
+            assert guesser.get("/dashboard", auth=("x", f"guess {attempt}")).status_code == 401
+            now[0] += timedelta(seconds=10)
+        # The sixth try is refused, even with the right password, until the first guess
+        # (made 50 s ago) leaves the 300 s window.
+        for auth in (("x", "guess 6"), AUTH):
+            refused = guesser.get("/dashboard", auth=auth)
+            assert refused.status_code == 429
+            assert refused.headers["retry-after"] == "250"
+            assert "data-metric" not in refused.text
+            assert_secured(refused)
+        # Another address is not locked out by someone else's guesses.
+        assert colleague.get("/dashboard", auth=AUTH).status_code == 200
+        # A browser's first request carries no password: not a guess.
+        assert colleague.get("/dashboard").status_code == 401
+        now[0] += timedelta(seconds=250)
+        assert guesser.get("/dashboard", auth=AUTH).status_code == 200
+        # A success forgets the failures: five more guesses are allowed.
+        for attempt in range(5):
+            assert guesser.get("/dashboard", auth=("x", f"again {attempt}")).status_code == 401
+        assert guesser.get("/dashboard", auth=AUTH).status_code == 429

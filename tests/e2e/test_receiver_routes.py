@@ -29,3 +29,17 @@ def test_the_receiver_mounts_callbacks_and_links(sqlite_url, monkeypatch):
         assert client.post("/bounces", content=b"x", headers={"content-type": "message/rfc822"}).status_code in (401, 503)
         assert client.get("/health").json() == {"status": "ok"}
     broker.close()
+
+
+def test_the_trailing_slash_redirect_never_names_the_requests_host(sqlite_url):
+    config = parse_config(f'[database]\nurl = "{sqlite_url}"\n')
+    broker = StubBroker()
+    with TestClient(create_app(config, broker=broker), follow_redirects=False) as client:
+        for path, location in (("/dashboard/", "/dashboard"), ("/health/?x=1", "/health?x=1")):
+            answer = client.get(path, headers={"Host": "evil.example"})
+            assert answer.status_code == 307, path
+            # A relative reference: the browser stays on the host it asked.
+            assert answer.headers["location"] == location
+        assert client.get("//evil.example/", headers={"Host": "evil.example"}).status_code == 404
+        assert client.get("/nothing-here/").status_code == 404
+    broker.close()
