@@ -43,7 +43,7 @@ def check_config_file(path: str | Path) -> CheckResult:
         return CheckResult(config=None, issues=exc.issues)
     result = CheckResult(config=config, warnings=secret_warnings(config))
     lines = KeyLines(Path(path).read_text(encoding="utf-8"))
-    renderer = TemplateRenderer(directory=config.templates.dir)
+    renderer = TemplateRenderer.from_config(config.templates)
     context = sample_context()
     for c_index, campaign in enumerate(config.campaigns):
         result.issues.extend(_window_issues(config, c_index, path, lines))

@@ -164,9 +164,15 @@ class ComplianceConfig(_Model):
 
 
 class TemplatesConfig(_Model):
-    """Where message templates live."""
+    """Where message templates live, and the budget of one render."""
 
     dir: Path = Path("templates")
+    #: The most characters one render (one part of one message) may build in one value or
+    #: write in all; a template over it fails that message permanently.
+    max_output_chars: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
+    #: The most operations one render may take (loop iterations, look-ups, calls, filters,
+    #: operators, writes, and one per 100 characters built).
+    max_operations: int = Field(default=100_000, ge=1, le=1_000_000_000)
 
 
 class OutboxChannelConfig(_Model):

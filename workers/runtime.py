@@ -61,7 +61,7 @@ class Runtime:
         return cls(
             config=config,
             engine=engine or make_engine(config.database.url),
-            renderer=TemplateRenderer(directory=config.templates.dir),
+            renderer=TemplateRenderer.from_config(config.templates),
             channels=build_channels(config, clock=clock),
             clock=clock,
         )
