@@ -4,7 +4,9 @@ bench campaign's slot."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import os
 import secrets
 import signal
 import socket
@@ -23,6 +25,11 @@ QUEUE = "nurture"
 #: Benchmarks measure throughput at whatever hour they run, so quiet hours are off; the
 #: consent and frequency-cap checks still run on every message.
 BENCH_COMPLIANCE = '[compliance]\nquiet_hours = ""\n'
+#: The webhook channel sends nothing unsigned: bench configs name this variable as
+#: secret_env, and a fresh whsec_ secret is put in this process's environment (inherited
+#: by every helper process it starts).
+BENCH_HOOK_SECRET_ENV = "NURTURE_BENCH_HOOK_SECRET"
+os.environ.setdefault(BENCH_HOOK_SECRET_ENV, "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
 
 #: Environment variables that would point a bench's processes at another project.
 CONFIG_OVERRIDES = ("NURTURE_DATABASE_URL", "NURTURE_BROKER_URL", "NURTURE_CONFIG")

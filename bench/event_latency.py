@@ -181,6 +181,7 @@ dir = "templates"
 [channels.hook]
 kind = "webhook"
 url = "{sink_url}"
+secret_env = "NURTURE_BENCH_HOOK_SECRET"
 recipient = "external_id"
 
 [[campaigns]]

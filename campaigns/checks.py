@@ -13,10 +13,11 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from campaigns.config import AppConfig, _format_loc, load_config, secret_warnings
+from campaigns.config import AppConfig, WebhookChannelConfig, _format_loc, load_config, read_secret, secret_warnings
 from campaigns.errors import ConfigError, ConfigIssue, RenderError
 from campaigns.policy import earliest_in_windows
 from campaigns.rendering import TemplateRenderer, sample_context
+from campaigns.secretvalues import MAKE_WEBHOOK_SECRET, webhook_signing_key
 from campaigns.tomlpos import KeyLines
 
 
@@ -43,6 +44,7 @@ def check_config_file(path: str | Path) -> CheckResult:
         return CheckResult(config=None, issues=exc.issues)
     result = CheckResult(config=config, warnings=secret_warnings(config))
     lines = KeyLines(Path(path).read_text(encoding="utf-8"))
+    result.issues.extend(_webhook_secret_issues(config, path, lines))
     renderer = TemplateRenderer.from_config(config.templates)
     context = sample_context()
     for c_index, campaign in enumerate(config.campaigns):
@@ -63,6 +65,33 @@ def check_config_file(path: str | Path) -> CheckResult:
                     )
                 )
     return result
+
+
+def _webhook_secret_issues(config: AppConfig, path: str | Path, lines: KeyLines) -> list[ConfigIssue]:
+    """A webhook channel without a usable signing secret halts every send (nothing goes out
+    unsigned): an error here, not a warning. The secret itself is never shown."""
+    issues = []
+    for name, channel in config.channels.items():
+        if not isinstance(channel, WebhookChannelConfig):
+            continue
+        if not channel.secret_env:
+            key: tuple[str | int, ...] = ("channels", name)
+            message = ("webhook requests are always signed: set secret_env to the name of an environment "
+                       f"variable holding a whsec_ secret (make one with: {MAKE_WEBHOOK_SECRET})")
+        else:
+            key = ("channels", name, "secret_env")
+            secret = read_secret(channel.secret_env)
+            if not secret:
+                message = (f"environment variable {channel.secret_env} is not set (or empty): sends through "
+                           f"this channel halt until it holds a whsec_ secret (make one with: {MAKE_WEBHOOK_SECRET})")
+            else:
+                try:
+                    webhook_signing_key(secret)
+                    continue
+                except ValueError as exc:
+                    message = f"environment variable {channel.secret_env}: {exc}"
+        issues.append(ConfigIssue(str(path), lines.line_of(key), _format_loc(key), message))
+    return issues
 
 
 def _window_issues(config: AppConfig, c_index: int, path: str | Path, lines: KeyLines) -> list[ConfigIssue]:

@@ -7,6 +7,7 @@ reason, and fails it when ``CI`` is set.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -271,9 +272,17 @@ def grant_consent(engine: sa.Engine, *, now: datetime, families: tuple[str, ...]
 WEBHOOK_TEMPLATE = '{"to": {{ customer.external_id|tojson }}, "orders": {{ stats.orders_count }}, "campaign": {{ campaign.name|tojson }}}'
 
 
+#: The ``whsec_`` signing secret the ``project`` fixture's webhook channel reads from
+#: NURTURE_TEST_HOOK_SECRET (the channel sends nothing unsigned).
+TEST_HOOK_SECRET = "whsec_" + base64.b64encode(b"nurture-test-webhook-signing-key").decode()
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Callable[..., Path]:
-    """Write a config.toml (and a webhook template) into ``tmp_path``; returns its path."""
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Write a config.toml (and a webhook template) into ``tmp_path``; returns its path.
+
+    Sets NURTURE_TEST_HOOK_SECRET to :data:`TEST_HOOK_SECRET` (a test may set its own)."""
+    monkeypatch.setenv("NURTURE_TEST_HOOK_SECRET", TEST_HOOK_SECRET)
 
     def write(*, database_url: str, broker_url: str = "stub://", sink_url: str = "http://127.0.0.1:9/none",
               extra: str = "", audience: str = "min_orders = 1\nlast_order_more_than_days = 90",

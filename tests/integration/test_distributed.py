@@ -37,7 +37,6 @@ def wait_for(predicate, *, timeout_s: float, what: str) -> None:
 
 @pytest.fixture
 def distributed(project, postgres_url, redis_url, http_sink, monkeypatch):
-    monkeypatch.setenv("NURTURE_TEST_HOOK_SECRET", "integration-secret")
     path = project(database_url=postgres_url, broker_url=redis_url, sink_url=http_sink.url)
     config = load_config(path)
     engine = make_engine(config.database.url)

@@ -25,7 +25,7 @@ from workers.scheduler import tick
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "worker-hook-secret-1234"
+SECRET = "whsec_d29ya2VyLWhvb2stc2VjcmV0LTEyMzQtNTY3OC05MGFi"  # a whsec_ secret: the channel signs with nothing else
 EMAIL, PHONE = "p0@example.com", "+8613800000000"
 
 

@@ -21,7 +21,6 @@ pytestmark = pytest.mark.integration
 
 def test_two_worker_processes_together_send_no_more_than_the_limit(project, postgres_url, redis_url, http_sink,
                                                                     monkeypatch, tmp_path):
-    monkeypatch.setenv("NURTURE_TEST_HOOK_SECRET", "x")
     path: Path = project(database_url=postgres_url, broker_url=redis_url, sink_url=http_sink.url,
                          extra="", namespace=f"nurture-rl-{time.time_ns()}")
     # 30 customers, a limit of 12 sends a minute on the channel, two processes sending.

@@ -24,8 +24,17 @@ def message(**parts: str) -> OutboundMessage:
     )
 
 
+#: The webhook channel sends nothing unsigned: every test here gets a whsec_ secret.
+HOOK_SECRET_ENV = "NURTURE_TEST_UNIT_HOOK_SECRET"
+
+
+@pytest.fixture(autouse=True)
+def _hook_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(HOOK_SECRET_ENV, "whsec_dW5pdC10ZXN0LXdlYmhvb2stc2lnbmluZy1rZXktMDEy")
+
+
 def webhook(handler) -> WebhookChannel:
-    options = WebhookChannelConfig(kind="webhook", url="http://sink.test/hook")
+    options = WebhookChannelConfig(kind="webhook", url="http://sink.test/hook", secret_env=HOOK_SECRET_ENV)
     return WebhookChannel(name="hook", options=options, transport=httpx.MockTransport(handler))
 
 

@@ -37,7 +37,7 @@ from campaigns.models import (
 )
 from campaigns.profiles import recompute_profiles
 from campaigns.reports import channel_report, segment_counts
-from tests.conftest import TICK_NOW, seed_customers
+from tests.conftest import TEST_HOOK_SECRET, TICK_NOW, seed_customers
 from workers.inprocess import InProcessWorkers
 from workers.runtime import Runtime
 
@@ -60,6 +60,12 @@ class World:
     target_delivery: int
 
 
+@pytest.fixture(autouse=True)
+def _hook_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook channel sends nothing unsigned."""
+    monkeypatch.setenv("NURTURE_TEST_HOOK_SECRET", TEST_HOOK_SECRET)
+
+
 def write_config(tmp_path: Path, database_url: str, sink_url: str) -> Path:
     (tmp_path / "templates" / "win_back").mkdir(parents=True, exist_ok=True)
     for name in ("ping", "again"):
@@ -76,6 +82,7 @@ max_attempts = 1
 [channels.hook]
 kind = "webhook"
 url = "{sink_url}"
+secret_env = "NURTURE_TEST_HOOK_SECRET"
 [[campaigns]]
 name = "win_back"
 purpose = "transactional"

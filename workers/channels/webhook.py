@@ -5,8 +5,10 @@ parts). Each request carries:
 
 * ``Idempotency-Key: <send key>``, stable across retries, so the receiver can drop repeats;
 * Standard Webhooks headers ``webhook-id``, ``webhook-timestamp`` and
-  ``webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>``
-  when a secret is configured (a ``whsec_`` secret is base64-decoded first, as the spec says).
+  ``webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>``, the key
+  being the ``whsec_<base64>`` secret decoded exactly as the ``standardwebhooks`` library
+  does. Unsigned requests are never sent: without a valid secret every send halts the
+  campaign (``nurture check`` reports it first), as the SMS channels do without credentials.
 
 Answers are classified: 2xx ok; 408/425/429/5xx and network errors retry (Retry-After
 honoured); 401/403 halt the campaign (our credentials are wrong); 410 suppresses; any other
@@ -28,6 +30,7 @@ import httpx
 from campaigns.config import WebhookChannelConfig, read_secret
 from campaigns.masking import mask_text
 from campaigns.messages import OutboundMessage, Outcome, SendResult
+from campaigns.secretvalues import webhook_signing_key
 
 RETRY_STATUSES = frozenset({408, 425, 429})
 HALT_STATUSES = frozenset({401, 403})
@@ -35,10 +38,8 @@ SUPPRESS_STATUSES = frozenset({410})
 
 
 def signing_key(secret: str) -> bytes:
-    """The HMAC key for ``secret`` (``whsec_<base64>`` per Standard Webhooks, else raw UTF-8)."""
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_") :])
-    return secret.encode("utf-8")
+    """The HMAC key of a ``whsec_<base64>`` secret; ValueError for any other secret."""
+    return webhook_signing_key(secret)
 
 
 def webhook_id(send_key: str) -> str:
@@ -79,8 +80,20 @@ class WebhookChannel:
     ) -> None:
         self.name = name
         self.options = options
+        self._key: bytes | None = None
+        #: Why sends halt (no usable secret); None when requests can be signed.
+        self._key_problem: str | None = None
         secret = read_secret(options.secret_env)
-        self._key = signing_key(secret) if secret else None
+        if not options.secret_env:
+            self._key_problem = "webhook channel has no secret_env: unsigned requests are never sent"
+        elif not secret:
+            self._key_problem = (f"environment variable {options.secret_env} is not set: "
+                                 "unsigned requests are never sent")
+        else:
+            try:
+                self._key = signing_key(secret)
+            except ValueError as exc:
+                self._key_problem = f"{options.secret_env}: {exc}"
         self._transport = transport
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
@@ -116,18 +129,20 @@ class WebhookChannel:
 
     def send(self, message: OutboundMessage) -> SendResult:
         """POST the message and classify the answer."""
+        if self._key is None:
+            # Fail closed: a receiver that checks signatures would reject the request, one
+            # that does not would accept anyone's; halt until the secret is fixed.
+            return SendResult(Outcome.HALT, error=self._key_problem, code="config")
         body = self.body(message)
-        headers = {"Content-Type": "application/json", "Idempotency-Key": message.send_key}
-        if self._key is not None:
-            message_id = webhook_id(message.send_key)
-            timestamp = int(time.time())
-            headers.update(
-                {
-                    "webhook-id": message_id,
-                    "webhook-timestamp": str(timestamp),
-                    "webhook-signature": sign(self._key, message_id, timestamp, body),
-                }
-            )
+        message_id = webhook_id(message.send_key)
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": message.send_key,
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self._key, message_id, timestamp, body),
+        }
         try:
             response = self._client().post(self.options.url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
