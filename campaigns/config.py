@@ -12,13 +12,14 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator
-from datetime import time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -35,11 +36,21 @@ from campaigns.channel_options.smtp import SmtpChannelConfig
 from campaigns.channel_options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 from campaigns.config_base import Duration, RecipientField, _Model
 from campaigns.errors import ConfigError, ConfigIssue
+from campaigns.secretvalues import pasted_secret_issues
+from campaigns.tomlguard import shape_problem
 from campaigns.tomlpos import KeyLines
 
 #: Environment variables that override the file, for operators and tests.
 DATABASE_URL_ENV = "NURTURE_DATABASE_URL"
 BROKER_URL_ENV = "NURTURE_BROKER_URL"
+
+#: Bounds that keep configured numbers inside what the databases and date arithmetic take:
+#: days beyond MAX_DAYS overflowed ``now - timedelta(days=N)``, integers beyond int64
+#: overflowed SQLite's parameter binding; both stopped the scheduler mid-tick.
+MAX_DAYS = 36_500
+MAX_COUNT = 1_000_000_000
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class DatabaseConfig(_Model):
@@ -91,8 +102,16 @@ class RateLimitConfig(_Model):
     """At most ``limit`` sends per ``per`` on one channel, across every worker process
     (Redis when the broker is Redis); a send over it is deferred, never dropped."""
 
-    limit: int = Field(ge=1)
+    limit: int = Field(ge=1, le=1_000_000_000)
     per: Duration = timedelta(seconds=1)
+
+    @field_validator("per")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        # A zero window cannot hold a limit: the limiter refused to start, mid-run.
+        if value < timedelta(milliseconds=1):
+            raise ValueError('per must be at least 1ms, e.g. per = "1s"')
+        return value
 
 
 class SchedulerConfig(_Model):
@@ -134,9 +153,9 @@ class FrequencyCapsConfig(_Model):
     enabled: bool = True
     #: At most this many marketing messages per customer per channel family (email, sms,
     #: wechat) in any 24 hours.
-    per_channel_per_day: int = Field(default=1, ge=1)
+    per_channel_per_day: int = Field(default=1, ge=1, le=MAX_COUNT)
     #: At most this many marketing messages per customer across channels in any 7 days.
-    per_week: int = Field(default=3, ge=1)
+    per_week: int = Field(default=3, ge=1, le=MAX_COUNT)
 
 
 class ComplianceConfig(_Model):
@@ -219,6 +238,27 @@ ChannelConfig = Annotated[
 ]
 
 
+def check_cron(value: str, *, example: str = "0 10 * * *") -> str:
+    """``value`` if it is a cron expression that fires, else ValueError saying why.
+
+    ``croniter.is_valid`` accepts expressions that never fire (``0 0 31 2 *``: February
+    has no 31st), on which the scheduler's croniter search fails every tick; a search
+    bounded by croniter's 50 years finds that out here. A year field (7 fields) is
+    refused: it makes "fires" depend on today's date.
+    """
+    if len(value.split()) > 6 or not croniter.is_valid(value):
+        raise ValueError(f"invalid cron expression {value!r} (expected 5 fields, e.g. '{example}')")
+    try:
+        croniter(value, _CRON_PROBE).get_next(datetime)
+    except (CroniterError, ValueError, OverflowError):
+        raise ValueError(f"cron expression {value!r} never fires (no such date in 50 years, "
+                         f"e.g. the 31st of February); e.g. '{example}'") from None
+    return value
+
+
+_CRON_PROBE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 class CronTrigger(_Model):
     """Run on a cron schedule, evaluated in the campaign's time zone."""
 
@@ -227,9 +267,7 @@ class CronTrigger(_Model):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        if not croniter.is_valid(value):
-            raise ValueError(f"invalid cron expression {value!r} (expected 5 fields, e.g. '0 10 * * *')")
-        return value
+        return check_cron(value)
 
 
 #: A lifecycle stage name.
@@ -336,9 +374,9 @@ class LifecycleConfig(_Model):
     days ago; churned: longer.
     """
 
-    new_within: int = Field(default=30, ge=0)
-    at_risk_after: int = Field(default=90, ge=1)
-    churned_after: int = Field(default=180, ge=1)
+    new_within: int = Field(default=30, ge=0, le=MAX_DAYS)
+    at_risk_after: int = Field(default=90, ge=1, le=MAX_DAYS)
+    churned_after: int = Field(default=180, ge=1, le=MAX_DAYS)
 
     @model_validator(mode="after")
     def _ordered(self) -> LifecycleConfig:
@@ -405,9 +443,29 @@ class ProfilesConfig(_Model):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        if value and not croniter.is_valid(value):
-            raise ValueError(f"invalid cron expression {value!r} (expected 5 fields, e.g. '0 3 * * *')")
+        return check_cron(value, example="0 3 * * *") if value else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        # The scheduler builds ZoneInfo(timezone) every tick: an unknown zone stopped it.
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Asia/Shanghai')") from None
         return value
+
+
+def _attribute_key(value: str) -> str:
+    # Keys become JSON paths ($."key") in SQL: a quote or backslash in one would break out
+    # of the path; the expression language's attributes.NAME allows none either.
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", value):
+        raise ValueError(f"attribute names may hold letters, digits, '_', '-' and '.' (at most 64), "
+                         f"not {value[:40]!r}")
+    return value
+
+
+AttributeKey = Annotated[str, AfterValidator(_attribute_key)]
 
 
 class AudienceConfig(_Model):
@@ -421,24 +479,24 @@ class AudienceConfig(_Model):
     acquisition_channel: list[str] | None = None
     #: Customers with at least one order bought through one of these channels.
     purchase_channel: list[str] | None = None
-    min_orders: int | None = Field(default=None, ge=0)
-    max_orders: int | None = Field(default=None, ge=0)
+    min_orders: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    max_orders: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     #: Last order more than N days ago (lapsing customers).
-    last_order_more_than_days: int | None = Field(default=None, ge=0)
+    last_order_more_than_days: int | None = Field(default=None, ge=0, le=MAX_DAYS)
     #: Last order within the past N days.
-    last_order_within_days: int | None = Field(default=None, ge=0)
-    min_total_spent: float | None = Field(default=None, ge=0)
+    last_order_within_days: int | None = Field(default=None, ge=0, le=MAX_DAYS)
+    min_total_spent: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     #: Customer signed up (created) within the past N days.
-    created_within_days: int | None = Field(default=None, ge=0)
+    created_within_days: int | None = Field(default=None, ge=0, le=MAX_DAYS)
     #: Equality on free attributes, e.g. ``{ vip = true, city = "Shanghai" }``.
-    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    attributes: dict[AttributeKey, str | Int64 | FiniteFloat | bool] = Field(default_factory=dict)
 
 
 class VariantConfig(_Model):
     """One A/B variant of a step: its template and relative weight."""
 
     template: str
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
 
 class StepConfig(_Model):
@@ -584,7 +642,6 @@ class ApiConfig(_Model):
     #: The window of ``dashboard_max_failures``, in seconds.
     dashboard_lockout_s: float = Field(default=300.0, gt=0, le=86400)
 
-
     @field_validator("public_url")
     @classmethod
     def _absolute_url(cls, value: str | None) -> str | None:
@@ -685,6 +742,7 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
     from campaigns.segments import validate_segments  # imports this module
 
     yield from validate_segments(raw)
+    yield from pasted_secret_issues(raw)
     channels = raw.get("channels") if isinstance(raw.get("channels"), dict) else {}
     templates = raw.get("templates") if isinstance(raw.get("templates"), dict) else {}
     template_dir = base / str(templates.get("dir", "templates"))
@@ -759,6 +817,8 @@ def _secret_warnings(config: AppConfig) -> list[str]:
     warnings = []
     for name, channel in config.channels.items():
         for key, value in channel.model_dump(by_alias=False).items():
+            if key == "secret_env" and isinstance(channel, WebhookChannelConfig):
+                continue  # an error in nurture check (campaigns.checks): webhooks are never sent unsigned
             if key.endswith("_env") and isinstance(value, str) and value and not os.environ.get(value):
                 warnings.append(f"channels.{name}.{key}: environment variable {value} is not set")
     secret_env = config.security.secret_env
@@ -773,6 +833,10 @@ def _secret_warnings(config: AppConfig) -> list[str]:
 def parse_config(text: str, *, file: str = "config.toml", base: Path | None = None) -> AppConfig:
     """Validate TOML ``text``; raises :class:`ConfigError` listing every problem."""
     base = base or Path(".")
+    # Bounded work first: tomllib is quadratic in a dotted key's parts and recursive in nesting.
+    shape = shape_problem(text)
+    if shape is not None:
+        raise ConfigError([ConfigIssue(file, shape[0], "", shape[1])])
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -7,6 +7,12 @@ from datetime import timedelta
 
 _PART = re.compile(r"(\d+)\s*([wdhms])")
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+_SECONDS = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+#: Longest duration accepted (100 years): a step delayed by more is surely a typo, and
+#: ``now + delay`` must stay inside the dates Python and the databases can hold
+#: ("99999999999d" overflowed timedelta itself).
+MAX_DURATION = timedelta(days=36_500)
 
 
 def parse_duration(text: str | int | timedelta) -> timedelta:
@@ -16,20 +22,30 @@ def parse_duration(text: str | int | timedelta) -> timedelta:
     datetime.timedelta(days=1, seconds=43200)
 
     Raises:
-        ValueError: the text is not a duration.
+        ValueError: the text is not a duration, or is longer than :data:`MAX_DURATION`.
     """
     if isinstance(text, timedelta):
         return text
     if isinstance(text, int) and not isinstance(text, bool):
         if text < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=text)
+        return _bounded(text, text)
     if not isinstance(text, str):
         raise ValueError(f"expected a duration such as '2d' or '12h', got {text!r}")
     compact = text.strip().replace(" ", "")
     if not compact or _PART.sub("", compact) != "":
-        raise ValueError(f"invalid duration {text!r}: use numbers with w, d, h, m or s, e.g. '2d' or '1d12h'")
-    total = timedelta()
-    for amount, unit in _PART.findall(compact):
-        total += timedelta(**{_UNITS[unit]: int(amount)})
-    return total
+        raise ValueError(f"invalid duration {text[:40]!r}: use numbers with w, d, h, m or s, e.g. '2d' or '1d12h'")
+    # Summed as whole seconds (an int never overflows) and bounded before timedelta sees it.
+    parts = _PART.findall(compact)
+    if any(len(amount) > 15 for amount, _ in parts):
+        return _bounded(int(MAX_DURATION.total_seconds()) + 1, text)
+    seconds = sum(int(amount) * _SECONDS[unit] for amount, unit in parts)
+    return _bounded(seconds, text)
+
+
+def _bounded(seconds: int, text: object) -> timedelta:
+    if seconds > MAX_DURATION.total_seconds():
+        shown = (f"{text} seconds" if text.bit_length() < 64 else "a huge number of seconds") \
+            if isinstance(text, int) else repr(str(text)[:40])
+        raise ValueError(f"duration {shown} is longer than the maximum of {MAX_DURATION.days} days (100 years)")
+    return timedelta(seconds=seconds)

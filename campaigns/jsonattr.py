@@ -49,8 +49,15 @@ def _postgresql_json_type(element: json_type_of, compiler: Any, **kw: Any) -> st
 
 
 def typed_attribute(column: sa.ColumnElement[Any], key: str, kind: Kind) -> sa.ColumnElement[Any]:
-    """``column[key]`` as ``kind``, or NULL when the stored JSON value has another type."""
-    path = '$."' + key.replace('"', '""') + '"'
+    """``column[key]`` as ``kind``, or NULL when the stored JSON value has another type.
+
+    Raises:
+        ValueError: ``key`` holds a double quote or backslash, which the quoted JSON path
+            cannot carry on both databases (config and expressions refuse such names).
+    """
+    if '"' in key or "\\" in key:
+        raise ValueError("an attribute name cannot contain a double quote or a backslash")
+    path = '$."' + key + '"'
     element = column[key]
     value = {
         "bool": element.as_boolean,

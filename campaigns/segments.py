@@ -44,6 +44,16 @@ from campaigns.models import Consent, Customer, CustomerProfile, Event, Order
 #: pathological input, not style rules).
 MAX_LENGTH = 10_000
 MAX_DEPTH = 100
+#: Most syntax nodes an expression may have once every ``segment("...")`` it uses is
+#: inlined (segments inlining each other twice per level grew exponentially: 2**30 nodes).
+#: Its inlined depth is bounded by MAX_DEPTH, like a hand-written expression's.
+MAX_EXPANDED_NODES = 20_000
+#: Longest chain of segments using segments (a -> b -> c ...).
+MAX_SEGMENT_NESTING = 16
+#: Numbers an expression may compare with: integers must fit the databases' BIGINT
+#: (SQLite refused to bind larger ones mid-tick); day counts stay within date arithmetic.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_DAYS = 36_500
 
 _STAGES = STAGES
 
@@ -318,7 +328,7 @@ def compile_expression(
     """
     return _Compiler(
         text=expr.text, lines=_line_texts(expr.text), now=now, profile=profile, rfm_names=None,
-        segment_names=frozenset(segments), segments=segments, stack=(),
+        segment_names=frozenset(segments), segments=segments, stack=(), budget=[MAX_EXPANDED_NODES],
     ).condition(expr.tree.body)
 
 
@@ -341,7 +351,8 @@ class _Operand:
 class _Compiler:
     def __init__(self, *, text: str, lines: list[str], now: datetime, profile: sa.FromClause,
                  rfm_names: tuple[str, ...] | None, segment_names: frozenset[str],
-                 segments: Mapping[str, Expression] | None, stack: tuple[str, ...]) -> None:
+                 segments: Mapping[str, Expression] | None, stack: tuple[str, ...],
+                 budget: list[int] | None = None) -> None:
         self.text = text
         self.lines = lines
         self.now = now
@@ -350,6 +361,9 @@ class _Compiler:
         self.segment_names = segment_names
         self.segments = segments
         self.stack = stack
+        #: Conditions left to compile, shared with inlined segments (a guard for
+        #: expressions that bypassed validate_segments, which refuses them first).
+        self.budget = budget if budget is not None else [MAX_EXPANDED_NODES]
 
     # -- errors ------------------------------------------------------------------------
 
@@ -365,6 +379,10 @@ class _Compiler:
     # -- conditions --------------------------------------------------------------------
 
     def condition(self, node: ast.expr) -> sa.ColumnElement[bool]:
+        self.budget[0] -= 1
+        if self.budget[0] < 0:
+            raise self.error(node, f"expression is larger than {MAX_EXPANDED_NODES} conditions once "
+                             "its segments are inlined")
         if isinstance(node, ast.BoolOp):
             parts = [self.condition(value) for value in node.values]
             return sa.and_(*parts) if isinstance(node.op, ast.And) else sa.or_(*parts)
@@ -434,7 +452,7 @@ class _Compiler:
             if isinstance(node.value, (str, int, float)) and not isinstance(node.value, complex):
                 if isinstance(node.value, float) and not math.isfinite(node.value):
                     raise self.error(node, "numbers must be finite")
-                return _Literal(node.value, node)
+                return self.in_range(_Literal(node.value, node))
             raise self.error(node, f"{type(node.value).__name__} literals are not allowed",
                              "use strings, numbers, true or false")
         if isinstance(node, ast.Name) and node.id in ("true", "false", "True", "False"):
@@ -442,8 +460,15 @@ class _Compiler:
         if (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
                 and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)):
             value = node.operand.value
-            return _Literal(-value if isinstance(node.op, ast.USub) else value, node)
+            return self.in_range(_Literal(-value if isinstance(node.op, ast.USub) else value, node))
         return None
+
+    def in_range(self, literal: _Literal) -> _Literal:
+        value = literal.value
+        if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            raise self.error(literal.node, "integer out of range: numbers must lie between "
+                             "-9223372036854775808 and 9223372036854775807")
+        return literal
 
     def literal_list(self, node: ast.expr) -> list[_Literal]:
         if not isinstance(node, (ast.List, ast.Tuple)):
@@ -571,10 +596,13 @@ class _Compiler:
         if name in self.stack:
             chain = " -> ".join([*self.stack[self.stack.index(name):], name])
             raise self.error(node, f"segment {name!r} refers to itself ({chain})")
+        if len(self.stack) >= MAX_SEGMENT_NESTING:
+            raise self.error(node, f"segments use segments more than {MAX_SEGMENT_NESTING} levels deep")
         inner = self.segments[name]
         compiler = _Compiler(
             text=inner.text, lines=_line_texts(inner.text), now=self.now, profile=self.profile, rfm_names=None,
             segment_names=self.segment_names, segments=self.segments, stack=(*self.stack, name),
+            budget=self.budget,
         )
         try:
             return compiler.condition(inner.tree.body)
@@ -601,6 +629,9 @@ class _Compiler:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.error(literal.node, f"{operand.name} is a number: compare it with a number, "
                                  f"not {self.source_of(literal.node)}")
+            if kind == "days" and abs(value) > MAX_DAYS:
+                raise self.error(literal.node, f"{operand.name} counts days: compare it with at most "
+                                 f"{MAX_DAYS} (100 years), not {self.source_of(literal.node)}")
         elif kind in ("bool", "predicate"):
             if not isinstance(value, bool):
                 raise self.error(literal.node, f"{operand.name} is true or false: compare it with true or false, "
@@ -766,6 +797,11 @@ def validate_segments(config: Any) -> Iterator[tuple[tuple[str | int, ...], str]
         except ExpressionError as exc:
             yield ("segments", name), str(exc)
     yield from _cycle_issues(parsed)
+    memo: dict[str, tuple[int, int, int]] = {}
+    for name, expr in parsed.items():
+        problem = _expansion_problem(expr, parsed, memo)
+        if problem:
+            yield ("segments", name), problem
 
     campaigns = raw.get("campaigns") if isinstance(raw.get("campaigns"), list) else []
     for index, campaign in enumerate(campaigns):
@@ -776,9 +812,13 @@ def validate_segments(config: Any) -> Iterator[tuple[tuple[str | int, ...], str]
             where = audience.get("where")
             if isinstance(where, str):
                 try:
-                    parse_expression(where, rfm_names=rfm_names, segment_names=names)
+                    expr = parse_expression(where, rfm_names=rfm_names, segment_names=names)
                 except ExpressionError as exc:
                     yield ("campaigns", index, "audience", "where"), str(exc)
+                else:
+                    problem = _expansion_problem(expr, parsed, memo)
+                    if problem:
+                        yield ("campaigns", index, "audience", "where"), problem
             segment = audience.get("segment")
             if isinstance(segment, str) and segment not in names:
                 yield (("campaigns", index, "audience", "segment"),
@@ -788,15 +828,68 @@ def validate_segments(config: Any) -> Iterator[tuple[tuple[str | int, ...], str]
             when = step.get("when") if isinstance(step, Mapping) else None
             if isinstance(when, str):
                 try:
-                    parse_expression(when, rfm_names=rfm_names, segment_names=names)
+                    expr = parse_expression(when, rfm_names=rfm_names, segment_names=names)
                 except ExpressionError as exc:
                     yield ("campaigns", index, "steps", step_index, "when"), str(exc)
+                else:
+                    problem = _expansion_problem(expr, parsed, memo)
+                    if problem:
+                        yield ("campaigns", index, "steps", step_index, "when"), problem
         trigger = campaign.get("trigger")
         if isinstance(trigger, Mapping):
             entered = trigger.get("segment_entered")
             if isinstance(entered, str) and entered not in rfm_names:
                 yield (("campaigns", index, "trigger", "segment_entered"),
                        f"unknown RFM segment {entered!r} ({_known_hint(entered, rfm_names)})")
+
+
+def _expansion_problem(expr: Expression, parsed: Mapping[str, Expression],
+                       memo: dict[str, tuple[int, int, int]]) -> str | None:
+    """Why ``expr`` is too big or too deep once its ``segment("...")`` calls are inlined
+    as :func:`compile_expression` inlines them (None if it is not)."""
+    size, depth, nesting = _expansion(expr, parsed, memo, set())
+    if nesting > MAX_SEGMENT_NESTING:
+        return (f"segments use segments more than {MAX_SEGMENT_NESTING} levels deep here "
+                "(segment(\"a\") using segment(\"b\") using ...)")
+    if size > MAX_EXPANDED_NODES:
+        return (f"expression is too large once the segments it uses are inlined ({size} syntax nodes, "
+                f"more than {MAX_EXPANDED_NODES}): segments that use other segments several times "
+                "grow exponentially; write the condition once")
+    if depth > MAX_DEPTH:
+        return (f"expression is nested {depth} levels deep once the segments it uses are inlined "
+                f"(more than {MAX_DEPTH})")
+    return None
+
+
+def _expansion(expr: Expression, parsed: Mapping[str, Expression], memo: dict[str, tuple[int, int, int]],
+               visiting: set[str]) -> tuple[int, int, int]:
+    """(syntax nodes, depth, segment nesting) of ``expr`` with every segment it calls
+    inlined; memoised per segment, so the work is linear even when the inlined size is
+    exponential. Calls that close a cycle count as themselves (cycles are reported
+    separately); the search stops below MAX_SEGMENT_NESTING."""
+    size = depth = nesting = 0
+    pending: list[tuple[ast.AST, int]] = [(expr.tree.body, 1)]
+    while pending:
+        node, level = pending.pop()
+        size += 1
+        depth = max(depth, level)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "segment"
+                and len(node.args) == 1 and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value in parsed and node.args[0].value not in visiting):
+            name = node.args[0].value
+            if name not in memo:
+                if len(visiting) > MAX_SEGMENT_NESTING:
+                    return size, depth, len(visiting) + 1  # too deep already: no need to look further
+                visiting.add(name)
+                memo[name] = _expansion(parsed[name], parsed, memo, visiting)
+                visiting.discard(name)
+            inner_size, inner_depth, inner_nesting = memo[name]
+            size += inner_size
+            depth = max(depth, level + inner_depth - 1)
+            nesting = max(nesting, inner_nesting + 1)
+            continue
+        pending.extend((child, level + 1) for child in ast.iter_child_nodes(node))
+    return size, depth, nesting
 
 
 def _cycle_issues(parsed: Mapping[str, Expression]) -> Iterator[tuple[tuple[str | int, ...], str]]:

@@ -38,6 +38,9 @@ class KeyLines:
     def __init__(self, text: str) -> None:
         self._lines: dict[Path, int] = {}
         array_counts: dict[tuple[str, ...], int] = {}
+        # The array-of-tables keys under each prefix, so a new "[[a]]" resets the counts of
+        # "[[a.b]]" without scanning every key seen (that scan made 15,000 headers take 20 s).
+        nested_arrays: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
         table: Path = ()
         in_multiline: str | None = None
         bracket_depth = 0
@@ -57,10 +60,11 @@ class KeyLines:
                     key = tuple(names)
                     index = array_counts.get(key, -1) + 1
                     array_counts[key] = index
+                    for size in range(1, len(key)):
+                        nested_arrays.setdefault(key[:size], set()).add(key)
                     # Nested arrays of tables restart their count under a new parent.
-                    for other in list(array_counts):
-                        if len(other) > len(key) and other[: len(key)] == key:
-                            del array_counts[other]
+                    for other in nested_arrays.pop(key, ()):
+                        array_counts.pop(other, None)
                     table = self._resolve(names, array_counts) + (index,)
                 else:
                     table = self._resolve(names, array_counts)

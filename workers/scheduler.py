@@ -141,7 +141,7 @@ def _recompute_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> 
     from zoneinfo import ZoneInfo
 
     slot = latest_cron_slot(profiles.cron, ZoneInfo(profiles.timezone), now)
-    if now - slot > config.scheduler.max_lateness:
+    if slot is None or now - slot > config.scheduler.max_lateness:
         return None
     run_id = claim_run(engine, PROFILES_RUN, slot, lease=config.worker.lease)
     if run_id is None:
