@@ -812,7 +812,8 @@ def demo(
 ) -> None:
     """Generate demo data, import it, run the campaigns in-process and show what was sent.
 
-    Uses the embedded default (SQLite + stub broker + outbox) and resets its own data.
+    Uses the embedded default (SQLite + stub broker + outbox) and resets only its own
+    data: it refuses (exit 2) a database or outbox holding anything it did not write.
     """
     from campaigns.config import OutboxChannelConfig
     from campaigns.demo_data import inspect_demo_database, mark_demo_database, write_demo_files
