@@ -111,12 +111,12 @@ def china_request(path: str, body: bytes | str) -> dict[str, Any]:
             "headers": {"Content-Type": "application/json"}}
 
 
-def wechat_request(body: bytes | str) -> dict[str, Any]:
+def wechat_request(body: bytes | str, *, timestamp: str = NOW_S, method: str = "POST") -> dict[str, Any]:
     nonce = "1743502518"
-    signature = hashlib.sha1("".join(sorted([WECHAT_TOKEN, NOW_S, nonce])).encode()).hexdigest()
-    query = urlencode({"signature": signature, "timestamp": NOW_S, "nonce": nonce})
-    return {"url": f"/callbacks/wechat/wx?{query}", "content": body.encode() if isinstance(body, str) else body,
-            "headers": {"Content-Type": "text/xml"}}
+    signature = hashlib.sha1("".join(sorted([WECHAT_TOKEN, timestamp, nonce])).encode()).hexdigest()
+    query = urlencode({"signature": signature, "timestamp": timestamp, "nonce": nonce, "echostr": "e"})
+    return {"method": method, "url": f"/callbacks/wechat/wx?{query}",
+            "content": body.encode() if isinstance(body, str) else body, "headers": {"Content-Type": "text/xml"}}
 
 
 def bounce_request(body: bytes) -> dict[str, Any]:
@@ -270,6 +270,14 @@ CASES: list[Case] = [
     Case("wechat: superscript digit CreateTime", lambda: wechat_request(wechat_text(created="\u00b2")),
          ("createtime",)),
     Case("wechat: year 1970 CreateTime", lambda: wechat_request(wechat_text(created="0")), ("createtime", "range")),
+    # The signature covers the timestamp, so only WeChat (or whoever holds the token) can
+    # send these; still no 500.
+    Case("wechat: signed 5,000-digit timestamp", lambda: wechat_request(wechat_text(), timestamp=HUGE),
+         ("timestamp",)),
+    Case("wechat: signed superscript digit timestamp", lambda: wechat_request(wechat_text(), timestamp="\u00b2"),
+         ("timestamp",)),
+    Case("wechat verification: signed 5,000-digit timestamp", lambda: wechat_request(
+        b"", timestamp=HUGE, method="GET"), ("timestamp",)),
     Case("wechat: 5,000-digit MsgId", lambda: wechat_request(wechat_text(msg_id=HUGE)), ("msgid", "long")),
     # Bounces (RFC 3464 DSN).
     Case("bounce: NUL", lambda: bounce_request(dsn(diagnostic="smtp; 550 no\x00such user")), ("nul",)),
@@ -325,7 +333,7 @@ def test_the_genuine_requests_the_table_starts_from_are_accepted(client: TestCli
         bounce_request(dsn()),
     ]
     for request in genuine:
-        answer = client.post(**request)
+        answer = client.request(**{"method": "POST", **request})
         assert answer.status_code in (200, 202), (request["url"], answer.status_code, answer.text)
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(Response.__table__)).scalar_one() == 8
@@ -341,7 +349,7 @@ def test_hostile_input_is_a_4xx_naming_the_problem_and_stores_nothing(client: Te
     # would cost more than the cases) and reports every case that went wrong.
     wrong: list[str] = []
     for case in CASES:
-        answer = client.post(**case.request())
+        answer = client.request(**{"method": "POST", **case.request()})
         error = answer.json().get("error", "") if answer.headers.get("content-type") == "application/json" else ""
         missing = [word for word in case.names if word not in error.lower()]
         if not 400 <= answer.status_code < 500 or missing:
