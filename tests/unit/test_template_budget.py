@@ -274,3 +274,35 @@ def test_nurture_check_renders_under_the_configured_budget(
     assert error["key"] == "campaigns[0].steps[0].template"
     assert "evil/x.txt.j2:2: the rendered output would exceed 50 characters" in error["message"]
     assert OUTPUT in error["message"]
+
+
+def test_a_worker_fails_a_message_over_the_budget_permanently_and_keeps_its_other_sends(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    import sqlalchemy as sa
+
+    from campaigns.models import Delivery
+    from tests.conftest import TICK_NOW
+    from tests.unit.test_delivery import outbox_runtime
+    from workers.delivery import deliver_batch
+    from workers.runtime import Runtime
+
+    # Long names break the budget, short ones do not: one batch, both outcomes.
+    runtime, ids = outbox_runtime(tmp_path, sqlite_url, template=(
+        "Hi {% for i in range(10) %}{{ customer.name }}{% endfor %}"))
+    with runtime.engine.begin() as conn:
+        names = list(conn.execute(sa.text("SELECT id FROM customer ORDER BY id")).scalars())
+        conn.execute(sa.text("UPDATE customer SET name = :name WHERE id = :id"),
+                     [{"name": "x" * 200 if index % 2 else "Li", "id": id_} for index, id_ in enumerate(names)])
+    runtime.close()
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("[templates]\nmax_output_chars = 1000\n" + config_file.read_text())
+    worker = Runtime.from_config(load_config(config_file), clock=lambda: TICK_NOW)
+
+    assert deliver_batch(worker, ids).counts == {"ok": 3, "permanent": 2}
+    with worker.engine.connect() as conn:
+        errors = {e for e in conn.execute(sa.select(Delivery.last_error)).scalars() if e}
+    assert len(errors) == 1
+    error = errors.pop()
+    assert "c/m.txt.j2:1: the rendered output would exceed 1,000 characters" in error and OUTPUT in error
+    worker.close()
