@@ -332,6 +332,15 @@ def compile_expression(
     ).condition(expr.tree.body)
 
 
+def _number(value: Any) -> Any:
+    """An integer as a BIGINT parameter: bound as the compared column's type, PostgreSQL
+    cast it to INTEGER and aborted the audience query on anything beyond 2**31
+    (``orders_count >= 3000000000``, which check accepts)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return sa.literal(value, sa.BigInteger())
+    return value
+
+
 @dataclass(frozen=True)
 class _Literal:
     value: str | int | float | bool
@@ -655,13 +664,13 @@ class _Compiler:
         if kind == "days":
             return self.days_comparison(op_type, value, operand.column)
         if kind == "count":  # a COUNT is never NULL
-            return _SQL_OP[op_type](operand.column, value)
+            return _SQL_OP[op_type](operand.column, _number(value))
         column = operand.column
         if kind == "attribute":
             column = self.attribute_element(column, [literal])
             if isinstance(value, (bool, str)) and op_type in _ORDERING:
                 raise self.error(operand.node, f"{op_text} needs a number, not {self.source_of(literal.node)}")
-        return self.null_safe(column, op_type, value)
+        return self.null_safe(column, op_type, _number(value))
 
     def null_safe(self, column: Any, op_type: type, value: Any) -> sa.ColumnElement[bool]:
         """``column op value`` that is false (or, for !=, true) when ``column`` is NULL."""
@@ -705,11 +714,12 @@ class _Compiler:
             column = self.attribute_element(column, literals)
         if not values:
             return sa.true() if negate else sa.false()
+        bound = [_number(value) for value in values]
         if kind == "count":
-            return column.not_in(values) if negate else column.in_(values)
+            return column.not_in(bound) if negate else column.in_(bound)
         if negate:
-            return sa.or_(column.is_(None), column.not_in(values))
-        return sa.and_(column.is_not(None), column.in_(values))
+            return sa.or_(column.is_(None), column.not_in(bound))
+        return sa.and_(column.is_not(None), column.in_(bound))
 
     def days_comparison(self, op_type: type, value: float, moment: Any) -> sa.ColumnElement[bool]:
         """``days since moment op value`` as a range on the ``moment`` column (days are
