@@ -187,3 +187,59 @@ def test_at_the_connection_cap_the_longest_waiting_idle_connection_makes_room(sq
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_a_real_nurture_serve_under_a_low_descriptor_limit_keeps_answering_without_an_accept_flood(
+        tmp_path, sqlite_url):
+    # The incident: more idle connections than the process may open files. A `nurture
+    # serve` whose soft and hard limits are 300 (set in its own process only) fits its
+    # connection cap under them, so accept() never fails, /health answers and the log
+    # stays short, however many half-sent heads are held.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n[broker]\nurl = "stub://"\n'
+                      "[api]\nheader_timeout_s = 60\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))\n"
+            "from workers.cli import main\n"
+            f"sys.argv = ['nurture', 'serve', '--config', {str(config)!r}, '--port', '{port}']\n"
+            "main()\n")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen([sys.executable, "-c", code], stdout=output, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "NURTURE_LOG_LEVEL": "WARNING"})
+    held: list[socket.socket] = []
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=3.0)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < end, log.read_text()
+                time.sleep(0.2)
+        for _ in range(600):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            try:
+                sock.sendall(HALF_HEAD)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # displaced already
+            held.append(sock)
+        answer = httpx.get(f"http://127.0.0.1:{port}/health", timeout=3.0)
+        assert answer.status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    text = log.read_text()
+    assert "max_connections 4096 lowered to 44" in text
+    assert "out of system resource" not in text and "Too many open files" not in text
+    assert len(text.splitlines()) < 50, text[-3000:]
