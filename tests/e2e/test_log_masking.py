@@ -207,6 +207,9 @@ def test_masked_access_lines_keep_the_arguments_uvicorns_access_formatter_unpack
 
     app = Starlette(routes=[Route("/callbacks/aliyun/sms/report", ok, methods=["POST"])])
     token, before = "callback-token-for-access-test", logging.getLogRecordFactory()
+    # uvicorn's dictConfig rewires its loggers: put them back as they were afterwards.
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate,
+                    logging.getLogger(name).level) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")}
     install_masking(secrets=[token])
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=copy.deepcopy(uvicorn.config.LOGGING_CONFIG),
                             log_level="info", access_log=True, lifespan="off", ws="none", use_colors=False)
@@ -229,8 +232,10 @@ def test_masked_access_lines_keep_the_arguments_uvicorns_access_formatter_unpack
         thread.join()
         uninstall_masking()
         logging.setLogRecordFactory(before)
-        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-            logging.getLogger(name).handlers.clear()
+        for name, (handlers, propagate, level) in saved.items():
+            restored = logging.getLogger(name)
+            restored.handlers[:], restored.propagate = handlers, propagate
+            restored.setLevel(level)
     lines = stream.getvalue().splitlines()
     stderr = capfd.readouterr().err
     assert "Logging error" not in stderr
