@@ -7,9 +7,10 @@ descriptors: ``/health`` stopped answering and asyncio logged "socket.accept() o
 system resource" with a traceback on every accept retry (266 MB in 100 s). So:
 
 * :class:`GuardedH11Protocol`, uvicorn's h11 protocol with a deadline for the request
-  head (``[api] header_timeout_s``, from the connection's first byte or its opening, a
-  trickle of bytes does not extend it) and one for the body (``body_timeout_s``); a
-  client that misses the head deadline gets ``408`` and is disconnected;
+  head (``[api] header_timeout_s``, from the connection's opening or, between kept-alive
+  requests, from the next request's first byte; a trickle of bytes does not extend it)
+  and one for the body (``body_timeout_s``); a client that misses the head deadline gets
+  ``408`` and is disconnected;
 * a connection cap (``[api] max_connections``) kept below the process's file-descriptor
   limit (:func:`fit_connections_to_fd_limit`). At the cap, a new connection displaces the
   one that has waited longest for its request head, so a flood of idle sockets cannot
