@@ -59,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.clockshift", description=__doc__.split("\n\n")[0])
     parser.add_argument("at", help='"HH:MM" (today, in --zone) or an ISO 8601 time')
     parser.add_argument("--zone", default="Asia/Shanghai", help="time zone of HH:MM (default: %(default)s)")
-    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: arguments for pytest")
-    args = parser.parse_args(argv)
-    pytest_args = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    parser.usage = "%(prog)s [-h] [--zone ZONE] AT -- [pytest arguments]"
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    pytest_args = argv[split + 1:]
     try:
         target = target_moment(args.at, zone=args.zone, now=datetime.now(UTC))
     except (ValueError, KeyError) as exc:
