@@ -53,9 +53,9 @@ from jinja2 import (
     TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
+    nodes,
     select_autoescape,
 )
-from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError
@@ -237,7 +237,7 @@ def _str_method_size(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
         return max(len(text), _width(arguments[0] if arguments else kwargs.get("width")))
     if name == "expandtabs":
         tabsize = _width(arguments[0] if arguments else kwargs.get("tabsize", 8))
-        return len(text) + text.count("\t" if isinstance(text, str) else b"\t") * tabsize
+        return len(text) + int(text.count("\t" if isinstance(text, str) else b"\t")) * tabsize
     if name == "replace" and len(arguments) >= 2:
         old, new = arguments[0], arguments[1]
         if not isinstance(old, type(text)) or not isinstance(new, type(text)):
@@ -420,20 +420,20 @@ class _MessageSandbox(ImmutableSandboxedEnvironment):
         """The budget of the render under way (a throwaway one outside :meth:`Template.render`)."""
         return _BUDGET.get() or self.new_budget()
 
-    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Any call in a template (method, macro, global, ``loop()``), sized and counted."""
-        budget = __self.budget()
+        budget = self.budget()
         budget.spend(1)
-        if isinstance(__obj, LoopContext) and args:  # a recursive loop's loop(children)
-            args = (__self.iterate(args[0]), *args[1:])
-        elif isinstance(getattr(__obj, "__self__", None), str | bytes):
-            size = _str_method_size(__obj, args, kwargs, budget.max_chars)
+        if isinstance(obj, LoopContext) and args:  # a recursive loop's loop(children)
+            args = (self.iterate(args[0]), *args[1:])
+        elif isinstance(getattr(obj, "__self__", None), str | bytes):
+            size = _str_method_size(obj, args, kwargs, budget.max_chars)
             if size >= 0:
-                budget.build(size, f"{type(__obj.__self__).__name__}.{__obj.__name__}()")
-        result = super().call(__context, __obj, *args, **kwargs)
+                budget.build(size, f"{type(obj.__self__).__name__}.{obj.__name__}()")
+        result = super().call(context, obj, *args, **kwargs)
         size = _size(result, budget.max_chars)
         if size >= _CHARS_PER_OPERATION:
-            budget.build(size, f"{_callable_name(__obj)}()")
+            budget.build(size, f"{_callable_name(obj)}()")
         return result
 
     # getattr, getitem and the two writes run for nearly every expression: inlined counting.
