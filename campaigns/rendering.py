@@ -25,7 +25,8 @@ Beyond those, every render has a budget (:class:`RenderBudget`), whatever method
 or operator a template uses: no value it builds and not all it writes together may exceed
 ``max_output_chars`` characters (a list counts as its printed form), and it may take at
 most ``max_operations`` operations (loop iterations, attribute look-ups, calls, filters,
-operators, output writes, and one per hundred characters built). Each call, filter, ``+ * % **``, ``~`` and
+operators, output writes, and one per hundred characters built, or scanned by a string
+method or filter). Each call, filter, ``+ * % **``, ``~`` and
 output is sized before the worker allocates the result where the size follows from the
 arguments (``'x'.rjust(N)``, ``s.replace(a, b)``, ``'%Ns' % x``, ``[s] * n|join``, ``a ~ b``),
 and after it otherwise. Every violation is a :class:`~campaigns.errors.RenderError` naming
@@ -432,6 +433,8 @@ class _MessageSandbox(ImmutableSandboxedEnvironment):
         if isinstance(obj, LoopContext) and args:  # a recursive loop's loop(children)
             args = (self.iterate(args[0]), *args[1:])
         elif isinstance(getattr(obj, "__self__", None), str | bytes):
+            # A method scans its text (s.count, s.find, s.upper): the work grows with it.
+            budget.spend(len(obj.__self__) // _CHARS_PER_OPERATION)
             size = _str_method_size(obj, args, kwargs, budget.max_chars)
             if size >= 0:
                 budget.build(size, f"{type(obj.__self__).__name__}.{obj.__name__}()")

@@ -81,6 +81,8 @@ WORKING = {
                                           "{% set ns.d = dict(ns.d, **{i|string: i}) %}{% endfor %}"),
     "a recursive loop fanning out": ("{% for x in [1] recursive %}{% if loop.depth < 30 %}"
                                      "{{ loop([1, 1]) }}{% endif %}{% endfor %}"),
+    "searching a long string in a loop": ("{% set s = 'x' * 999999 %}{% for i in range(1000) %}"
+                                          "{% if s.count('y') %}{% endif %}{% endfor %}"),
     "macro recursion fanning out": ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}"
                                     "{% endmacro %}{{ f(40) }}"),
 }
