@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from croniter import CroniterError, croniter
 from pydantic import (
@@ -38,6 +38,7 @@ from campaigns.config_base import Duration, RecipientField, _Model
 from campaigns.errors import ConfigError, ConfigIssue
 from campaigns.secretvalues import pasted_secret_issues
 from campaigns.tomlguard import shape_problem
+from campaigns.timezones import zone_named
 from campaigns.tomlpos import KeyLines
 
 #: Environment variables that override the file, for operators and tests.
@@ -259,6 +260,13 @@ def check_cron(value: str, *, example: str = "0 10 * * *") -> str:
 _CRON_PROBE = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+def check_timezone(value: str) -> str:
+    """``value`` if it names an IANA time zone, else ValueError saying so."""
+    if zone_named(value) is None:
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Asia/Shanghai')")
+    return value
+
+
 class CronTrigger(_Model):
     """Run on a cron schedule, evaluated in the campaign's time zone."""
 
@@ -449,11 +457,7 @@ class ProfilesConfig(_Model):
     @classmethod
     def _valid_timezone(cls, value: str) -> str:
         # The scheduler builds ZoneInfo(timezone) every tick: an unknown zone stopped it.
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Asia/Shanghai')") from None
-        return value
+        return check_timezone(value)
 
 
 def _attribute_key(value: str) -> str:
@@ -585,11 +589,7 @@ class CampaignConfig(_Model):
     @field_validator("timezone")
     @classmethod
     def _valid_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Asia/Shanghai')") from None
-        return value
+        return check_timezone(value)
 
     @property
     def zone(self) -> ZoneInfo:
