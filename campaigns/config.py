@@ -35,7 +35,9 @@ from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, Twi
 from campaigns.channel_options.smtp import SmtpChannelConfig
 from campaigns.channel_options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 from campaigns.config_base import Duration, RecipientField, _Model
+from campaigns.durations import MAX_DAYS
 from campaigns.errors import ConfigError, ConfigIssue
+from campaigns.jsonvalues import MAX_INTEGER, MIN_INTEGER
 from campaigns.secretvalues import pasted_secret_issues
 from campaigns.tomlguard import shape_problem
 from campaigns.timezones import zone_named
@@ -48,9 +50,8 @@ BROKER_URL_ENV = "NURTURE_BROKER_URL"
 #: Bounds that keep configured numbers inside what the databases and date arithmetic take:
 #: days beyond MAX_DAYS overflowed ``now - timedelta(days=N)``, integers beyond int64
 #: overflowed SQLite's parameter binding; both stopped the scheduler mid-tick.
-MAX_DAYS = 36_500
 MAX_COUNT = 1_000_000_000
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+Int64 = Annotated[int, Field(ge=MIN_INTEGER, le=MAX_INTEGER)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 

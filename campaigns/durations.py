@@ -6,13 +6,15 @@ import re
 from datetime import timedelta
 
 _PART = re.compile(r"(\d+)\s*([wdhms])")
-_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 _SECONDS = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
 
-#: Longest duration accepted (100 years): a step delayed by more is surely a typo, and
-#: ``now + delay`` must stay inside the dates Python and the databases can hold
-#: ("99999999999d" overflowed timedelta itself).
-MAX_DURATION = timedelta(days=36_500)
+#: Most days any configured day count or duration may span (100 years): the one bound
+#: config, segment expressions and durations share, so ``now - timedelta(days=N)`` and
+#: ``now + delay`` stay inside the dates Python and the databases can hold.
+MAX_DAYS = 36_500
+#: Longest duration accepted: a step delayed by more is surely a typo ("99999999999d"
+#: overflowed timedelta itself).
+MAX_DURATION = timedelta(days=MAX_DAYS)
 
 
 def parse_duration(text: str | int | timedelta) -> timedelta:

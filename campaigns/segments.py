@@ -36,8 +36,9 @@ import sqlalchemy as sa
 
 from campaigns.jsonattr import typed_attribute
 from campaigns.config import DEFAULT_RFM_RULES, STAGES
-from campaigns.durations import parse_duration
+from campaigns.durations import MAX_DAYS, parse_duration
 from campaigns.errors import NurtureError
+from campaigns.jsonvalues import MAX_INTEGER, MIN_INTEGER
 from campaigns.models import Consent, Customer, CustomerProfile, Event, Order
 
 #: Longest expression accepted and deepest nesting of its tree (guards against
@@ -51,9 +52,9 @@ MAX_EXPANDED_NODES = 20_000
 #: Longest chain of segments using segments (a -> b -> c ...).
 MAX_SEGMENT_NESTING = 16
 #: Numbers an expression may compare with: integers must fit the databases' BIGINT
-#: (SQLite refused to bind larger ones mid-tick); day counts stay within date arithmetic.
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-MAX_DAYS = 36_500
+#: (SQLite refused to bind larger ones mid-tick); day counts stay within date arithmetic
+#: (MAX_DAYS, the bound config and durations use too).
+INT64_MIN, INT64_MAX = MIN_INTEGER, MAX_INTEGER
 
 _STAGES = STAGES
 
