@@ -822,12 +822,14 @@ def _secret_warnings(config: AppConfig) -> list[str]:
                 continue  # an error in nurture check (campaigns.checks): webhooks are never sent unsigned
             if key.endswith("_env") and isinstance(value, str) and value and not os.environ.get(value):
                 warnings.append(f"channels.{name}.{key}: environment variable {value} is not set")
-    secret_env = config.security.secret_env
-    secret = os.environ.get(secret_env)
-    if not secret or len(secret) < 16:  # campaigns.keys.MIN_SECRET_LENGTH
-        warnings.append(f"security.secret_env: environment variable {secret_env} is "
-                        f"{'shorter than 16 characters' if secret else 'not set'}: nurture forget and "
-                        "POST /bounces refuse, and VERP senders are not used, until it is")
+    from campaigns.keys import MIN_SECRET_LENGTH, installation_secret  # imports this module
+
+    # The same test the code that needs the secret applies, so the warning cannot disagree.
+    if installation_secret(config) is None:
+        secret_env = config.security.secret_env
+        problem = f"shorter than {MIN_SECRET_LENGTH} characters" if read_secret(secret_env) else "not set"
+        warnings.append(f"security.secret_env: environment variable {secret_env} is {problem}: nurture forget "
+                        "and POST /bounces refuse, and VERP senders are not used, until it is")
     return warnings
 
 

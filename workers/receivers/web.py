@@ -86,7 +86,7 @@ from campaigns.dsn import (
     parse_dsn,
     verp_hash,
 )
-from campaigns.keys import derive_key, installation_secret, keyed_hex, tags_match
+from campaigns.keys import MIN_SECRET_LENGTH, derive_key, installation_secret, keyed_hex, tags_match
 from campaigns.links import verify_click_token, verify_open_token
 from campaigns.masking import mask_email, mask_phone, mask_text
 from campaigns.models import Consent, Customer, Delivery
@@ -593,10 +593,10 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
             return _error(415, "send the bounce as received, as message/rfc822 or multipart/report")
         secret = installation_secret(config)
         if secret is None:
-            logger.warning("bounce refused: %s is not set (or shorter than 16 characters), no bounce can be "
-                           "verified", config.security.secret_env)
-            return _error(503, f"{config.security.secret_env} is not set (or shorter than 16 characters): "
-                               "bounces cannot be verified")
+            logger.warning("bounce refused: %s is not set (or shorter than %d characters), no bounce can be "
+                           "verified", config.security.secret_env, MIN_SECRET_LENGTH)
+            return _error(503, f"{config.security.secret_env} is not set (or shorter than {MIN_SECRET_LENGTH} "
+                               "characters): bounces cannot be verified")
         body = await _read_body(request)
         try:
             report = parse_dsn(body, content_type=content_type)
