@@ -9,6 +9,7 @@ newly stored events are returned so the caller can plan event campaigns for just
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config import AppConfig, EventTrigger
 from campaigns.db import dialect_insert
-from campaigns.importing import _ROW_ERRORS, _chunks, _customer_ids, _parse_event, _RowInvalid
+from campaigns.importing import _chunks, _customer_ids, _parse_event, _RowInvalid, write_in_halves
 from campaigns.ledger import paused_campaigns
 from campaigns.models import Delivery, Event, utcnow
 from campaigns.planning import plan_events
@@ -108,7 +109,12 @@ def record_events(
             else:
                 first_of_key[key] = index
                 values.append({**record["event"], "customer_id": customers[customer]})
-        inserted, refused = _store_or_split(engine, values)
+        # Should the database refuse the batch, it is retried in halves: only the refused
+        # event is rejected (by its error's class, never the parameters: personal data).
+        stored, refused_events = write_in_halves(functools.partial(_store, engine), values)
+        inserted = {key: pk for batch in stored for key, pk in batch.items()}
+        refused = {value["dedupe_key"]: f"the database refused this event ({cause})"
+                   for value, cause in refused_events}
         for key, index in first_of_key.items():
             if key in refused:
                 statuses[index] = EventStatus(index, "rejected", key, refused[key])
@@ -139,24 +145,6 @@ def _store(engine: Engine, values: list[dict[str, Any]]) -> dict[str, int]:
             )
             inserted.update({key: pk for pk, key in conn.execute(insert)})
     return inserted
-
-
-def _store_or_split(engine: Engine, values: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, str]]:
-    """:func:`_store`, retried in halves down to single events should the database refuse
-    the batch: (inserted ids, dedupe_key -> reason of each event it refused). The reason
-    names the error's class only, never the parameters (they hold personal data)."""
-    if not values:
-        return {}, {}
-    try:
-        return _store(engine, values), {}
-    except _ROW_ERRORS as exc:
-        if len(values) == 1:
-            cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-            return {}, {values[0]["dedupe_key"]: f"the database refused this event ({type(cause).__name__})"}
-    middle = len(values) // 2
-    inserted, refused = _store_or_split(engine, values[:middle])
-    more, more_refused = _store_or_split(engine, values[middle:])
-    return {**inserted, **more}, {**refused, **more_refused}
 
 
 def plan_for_events(engine: Engine, config: AppConfig, event_ids: Sequence[int], *, now: datetime) -> list[int]:

@@ -33,6 +33,7 @@ Conventions shared by all kinds:
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -42,7 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
@@ -55,6 +56,8 @@ from campaigns.jsonvalues import UnstorableValue
 from campaigns.models import Consent, Customer, Event, Order, OrderItem, utcnow
 
 ImportKind = Literal["customers", "orders", "events"]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: Accepted ``file_format`` values (and file extensions) mapped onto the two readers.
 FORMATS = {"csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl"}
@@ -199,9 +202,11 @@ def import_file(
 
     def flush() -> None:
         if pending:
-            written, errors = _write_or_split(writer, engine, pending)
-            report.imported += written
-            report.rejected.extend(errors)
+            results, refused = write_in_halves(functools.partial(writer, engine), pending)
+            report.imported += sum(written for written, _ in results)
+            report.rejected.extend(error for _, errors in results for error in errors)
+            report.rejected.extend(RowError(row.line, f"the database refused this row ({cause})")
+                                   for row, cause in refused)
             pending.clear()
 
     try:
@@ -750,27 +755,27 @@ _PARSERS: dict[str, Callable[..., tuple[str, dict[str, Any]]]] = {
 _ROW_ERRORS = (sa.exc.DataError, sa.exc.IntegrityError, ValueError, OverflowError)
 
 
-def _write_or_split(
-    writer: Callable[[Engine, list[_Pending]], tuple[int, list[RowError]]],
-    engine: Engine,
-    batch: list[_Pending],
-) -> tuple[int, list[RowError]]:
-    """``writer(engine, batch)``; should the database refuse the batch, its halves are
-    written instead, down to single rows, so one bad row costs only itself.
+def write_in_halves(write: Callable[[list[_T]], _R], items: list[_T]) -> tuple[list[_R], list[tuple[_T, str]]]:
+    """``write(items)``; should the database refuse them (:data:`_ROW_ERRORS`), their
+    halves are written instead, down to single items, so one bad item costs only itself.
+    Imports and ``POST /events`` both write this way.
 
-    The rejection names the error's class only: the message of a database error quotes the
-    statement's parameters, which hold emails and phone numbers.
+    Returns what each write that went through returned, and ``(item, error class name)``
+    for each item refused. Only the class is kept: the message of a database error quotes
+    the statement's parameters, which hold emails and phone numbers.
     """
+    if not items:
+        return [], []
     try:
-        return writer(engine, batch)
+        return [write(items)], []
     except _ROW_ERRORS as exc:
-        if len(batch) == 1:
+        if len(items) == 1:
             cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-            return 0, [RowError(batch[0].line, f"the database refused this row ({type(cause).__name__})")]
-    middle = len(batch) // 2
-    written, errors = _write_or_split(writer, engine, batch[:middle])
-    more, more_errors = _write_or_split(writer, engine, batch[middle:])
-    return written + more, errors + more_errors
+            return [], [(items[0], type(cause).__name__)]
+    middle = len(items) // 2
+    done, refused = write_in_halves(write, items[:middle])
+    more, more_refused = write_in_halves(write, items[middle:])
+    return done + more, refused + more_refused
 
 
 def _chunks(items: list[Any], size: int = _STATEMENT_ROWS) -> Iterator[list[Any]]:
