@@ -33,7 +33,7 @@ import hmac
 from urllib.parse import urlsplit
 
 from campaigns import sealing
-from campaigns.unsubscribe import verify_send_key_token
+from campaigns.unsubscribe import verify_sealed_send_key
 
 #: Purpose labels of the keys (campaigns.keys.derive_key) and associated data of format 2.
 CLICK_PURPOSE, OPEN_PURPOSE = "click-token-v2", "open-token-v2"
@@ -142,10 +142,5 @@ def make_open_token(send_key: str, secret: str) -> str:
 def verify_open_token(token: str, secret: str) -> str | None:
     """The send key sealed in an open token with ``secret``, else None; never raises for
     malformed input. Format-1 open tokens (``base64url(send_key + HMAC)``) still verify."""
-    data = sealing.decode(token, _MAX_OPEN_TOKEN) if secret else None
-    if not data:
-        return None
-    if not sealing.is_sealed(data):
-        return verify_send_key_token(OPEN_CONTEXT, token, secret, max_length=_MAX_OPEN_TOKEN)
-    fields = _text(sealing.unseal(data, secret, OPEN_PURPOSE, OPEN_AD, 1))
-    return fields[0] if fields else None
+    return verify_sealed_send_key(token, secret, purpose=OPEN_PURPOSE, associated=OPEN_AD,
+                                  legacy_context=OPEN_CONTEXT, max_length=_MAX_OPEN_TOKEN)

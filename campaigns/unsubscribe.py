@@ -76,12 +76,21 @@ def verify_unsubscribe_token(token: str, secret: str) -> str | None:
 
     Never raises for malformed input: any garbage simply fails verification.
     """
-    data = sealing.decode(token, _MAX_TOKEN) if secret else None
+    return verify_sealed_send_key(token, secret, purpose=UNSUBSCRIBE_PURPOSE, associated=UNSUBSCRIBE_AD,
+                                  legacy_context=TOKEN_CONTEXT, max_length=_MAX_TOKEN)
+
+
+def verify_sealed_send_key(token: str, secret: str, *, purpose: str, associated: bytes,
+                           legacy_context: bytes, max_length: int) -> str | None:
+    """The send key in a token naming one message (unsubscribe, open pixel): sealed under
+    ``purpose`` and ``associated`` (format 2), or signed under ``legacy_context`` (format 1,
+    still in delivered mail); None for anything else. Never raises for malformed input."""
+    data = sealing.decode(token, max_length) if secret else None
     if not data:
         return None
     if not sealing.is_sealed(data):
-        return verify_send_key_token(TOKEN_CONTEXT, token, secret, max_length=_MAX_TOKEN)
-    fields = sealing.unseal(data, secret, UNSUBSCRIBE_PURPOSE, UNSUBSCRIBE_AD, 1)
+        return verify_send_key_token(legacy_context, token, secret, max_length=max_length)
+    fields = sealing.unseal(data, secret, purpose, associated, 1)
     if not fields or not fields[0]:
         return None
     try:
