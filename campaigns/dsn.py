@@ -46,6 +46,7 @@ from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
 from campaigns.masking import mask_text
+from campaigns.responses import EARLIEST_PROVIDER_TIME, LATEST_PROVIDER_TIME
 
 #: Severities :func:`classify_status` returns.
 HARD, SOFT, POLICY, FAILED, DELAYED, DELIVERED = "hard", "soft", "policy", "failed", "delayed", "delivered"
@@ -63,9 +64,8 @@ MAX_DIAGNOSTIC = 300
 
 
 #: Report dates outside this window are refused: forged or broken, and stored they break
-#: every conversion to a local time zone.
-EARLIEST_DATE = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST_DATE = datetime(2100, 1, 1, tzinfo=UTC)
+#: every conversion to a local time zone (the window every receiver shares).
+EARLIEST_DATE, LATEST_DATE = EARLIEST_PROVIDER_TIME, LATEST_PROVIDER_TIME
 
 
 class DsnError(ValueError):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,6 +42,11 @@ RESPONSE_KINDS = frozenset({
 RECEIPT_KINDS = frozenset({"delivered", "undelivered", "bounced", "blocked"})
 #: Kinds that always suppress the address (a complaint, a user blocking the account).
 SUPPRESSING_KINDS = frozenset({"complained", "blocked"})
+#: The times a provider may report (SMS receipts, WeChat pushes, bounce reports); the
+#: receivers refuse others: forged or broken, and a year-1 time cannot even be converted
+#: between zones.
+EARLIEST_PROVIDER_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_PROVIDER_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

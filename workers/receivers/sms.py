@@ -49,7 +49,7 @@ from starlette.routing import Route
 from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
 from campaigns import jsonvalues
 from campaigns.config import AppConfig, read_secret
-from campaigns.responses import InboundResponse
+from campaigns.responses import EARLIEST_PROVIDER_TIME, LATEST_PROVIDER_TIME, InboundResponse
 from workers.channels.sms import ALIYUN_SUPPRESS, TENCENT_SUPPRESS, TWILIO_SUPPRESS
 from workers.receivers.batching import ResponseWriter
 from workers.receivers.http import BodyTooLarge, read_limited
@@ -67,10 +67,8 @@ MAX_ITEMS = 10_000
 #: Longest identifier or code accepted in a push (message ids, phone numbers, error
 #: codes): providers' are under 64 characters, and the dedupe key that holds them has 256.
 MAX_FIELD_CHARS = 128
-#: Provider times outside this window are refused: a receipt from before 2000 or after
-#: 2100 is forged or broken, and a year-1 time cannot even be converted between zones.
-EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+#: Provider times outside this window are refused (the window every receiver shares).
+EARLIEST_TIME, LATEST_TIME = EARLIEST_PROVIDER_TIME, LATEST_PROVIDER_TIME
 
 #: Aliyun and Tencent stamp their times in Beijing time without an offset.
 CHINA_ZONE = ZoneInfo("Asia/Shanghai")
