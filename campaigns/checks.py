@@ -17,7 +17,7 @@ from campaigns.config import AppConfig, WebhookChannelConfig, _format_loc, load_
 from campaigns.errors import ConfigError, ConfigIssue, RenderError
 from campaigns.policy import earliest_in_windows
 from campaigns.rendering import TemplateRenderer, sample_context
-from campaigns.secretvalues import MAKE_WEBHOOK_SECRET, webhook_signing_key
+from campaigns.secretvalues import webhook_channel_key
 from campaigns.tomlpos import KeyLines
 
 
@@ -74,22 +74,12 @@ def _webhook_secret_issues(config: AppConfig, path: str | Path, lines: KeyLines)
     for name, channel in config.channels.items():
         if not isinstance(channel, WebhookChannelConfig):
             continue
-        if not channel.secret_env:
-            key: tuple[str | int, ...] = ("channels", name)
-            message = ("webhook requests are always signed: set secret_env to the name of an environment "
-                       f"variable holding a whsec_ secret (make one with: {MAKE_WEBHOOK_SECRET})")
-        else:
-            key = ("channels", name, "secret_env")
-            secret = read_secret(channel.secret_env)
-            if not secret:
-                message = (f"environment variable {channel.secret_env} is not set (or empty): sends through "
-                           f"this channel halt until it holds a whsec_ secret (make one with: {MAKE_WEBHOOK_SECRET})")
-            else:
-                try:
-                    webhook_signing_key(secret)
-                    continue
-                except ValueError as exc:
-                    message = f"environment variable {channel.secret_env}: {exc}"
+        try:
+            webhook_channel_key(channel.secret_env, read_secret(channel.secret_env))
+            continue
+        except ValueError as exc:
+            message = str(exc)
+        key = ("channels", name, "secret_env") if channel.secret_env else ("channels", name)
         issues.append(ConfigIssue(str(path), lines.line_of(key), _format_loc(key), message))
     return issues
 

@@ -73,6 +73,27 @@ def _refuse(message: str) -> bytes:
     raise ValueError(message)
 
 
+def webhook_channel_key(secret_env: str | None, secret: str | None) -> bytes:
+    """The signing key of a webhook channel whose ``secret_env`` names a variable holding
+    ``secret``: the one judgement ``nurture check`` reports and the channel halts on.
+
+    Raises:
+        ValueError: no ``secret_env``, the variable unset or empty, or its value not a
+            usable ``whsec_`` secret; the message says how to fix it, never the secret.
+    """
+    how = f"make one with: {MAKE_WEBHOOK_SECRET}"
+    if not secret_env:
+        return _refuse("webhook requests are always signed: set secret_env to the name of an environment "
+                       f"variable holding a whsec_ secret ({how})")
+    if not secret:
+        return _refuse(f"environment variable {secret_env} is not set (or empty): sends through this channel "
+                       f"halt until it holds a whsec_ secret ({how})")
+    try:
+        return webhook_signing_key(secret)
+    except ValueError as exc:
+        return _refuse(f"environment variable {secret_env}: {exc}")
+
+
 def pasted_secret_issues(raw: object, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
     """``(key_path, message)`` for every ``*_env`` key of the raw TOML data whose value looks
     like a secret rather than a variable name; the message names the key, never the value."""

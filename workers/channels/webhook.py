@@ -30,7 +30,7 @@ import httpx
 from campaigns.config import WebhookChannelConfig, read_secret
 from campaigns.masking import mask_text
 from campaigns.messages import OutboundMessage, Outcome, SendResult
-from campaigns.secretvalues import webhook_signing_key
+from campaigns.secretvalues import webhook_channel_key, webhook_signing_key
 
 RETRY_STATUSES = frozenset({408, 425, 429})
 HALT_STATUSES = frozenset({401, 403})
@@ -83,17 +83,10 @@ class WebhookChannel:
         self._key: bytes | None = None
         #: Why sends halt (no usable secret); None when requests can be signed.
         self._key_problem: str | None = None
-        secret = read_secret(options.secret_env)
-        if not options.secret_env:
-            self._key_problem = "webhook channel has no secret_env: unsigned requests are never sent"
-        elif not secret:
-            self._key_problem = (f"environment variable {options.secret_env} is not set: "
-                                 "unsigned requests are never sent")
-        else:
-            try:
-                self._key = signing_key(secret)
-            except ValueError as exc:
-                self._key_problem = f"{options.secret_env}: {exc}"
+        try:
+            self._key = webhook_channel_key(options.secret_env, read_secret(options.secret_env))
+        except ValueError as exc:
+            self._key_problem = str(exc)
         self._transport = transport
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
