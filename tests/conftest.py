@@ -278,6 +278,14 @@ TEST_HOOK_SECRET = "whsec_" + base64.b64encode(b"nurture-test-webhook-signing-ke
 
 
 @pytest.fixture
+def hook_secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    """NURTURE_TEST_HOOK_SECRET set to :data:`TEST_HOOK_SECRET`, for tests that build
+    their own webhook channel (the channel sends nothing unsigned)."""
+    monkeypatch.setenv("NURTURE_TEST_HOOK_SECRET", TEST_HOOK_SECRET)
+    return TEST_HOOK_SECRET
+
+
+@pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
     """Write a config.toml (and a webhook template) into ``tmp_path``; returns its path.
 

@@ -10,7 +10,7 @@ import campaigns.forget as forget_module
 from campaigns.forget import forget_customer
 from tests.unit.test_forget import LATER, SECRET, TARGET, all_text, build_world, check_forget
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hook_secret")]
 
 
 def test_forget_erases_personal_data_and_keeps_every_report_number(tmp_path, postgres_url, http_sink):

@@ -37,9 +37,12 @@ from campaigns.models import (
 )
 from campaigns.profiles import recompute_profiles
 from campaigns.reports import channel_report, segment_counts
-from tests.conftest import TEST_HOOK_SECRET, TICK_NOW, seed_customers
+from tests.conftest import TICK_NOW, seed_customers
 from workers.inprocess import InProcessWorkers
 from workers.runtime import Runtime
+
+#: The scenario's webhook channel needs its signing secret (it sends nothing unsigned).
+pytestmark = pytest.mark.usefixtures("hook_secret")
 
 TARGET = "C00003"
 #: What seed_customers gives customer 3, and what the scenario adds about them.
@@ -59,11 +62,6 @@ class World:
     target_id: int
     target_delivery: int
 
-
-@pytest.fixture(autouse=True)
-def _hook_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The webhook channel sends nothing unsigned."""
-    monkeypatch.setenv("NURTURE_TEST_HOOK_SECRET", TEST_HOOK_SECRET)
 
 
 def write_config(tmp_path: Path, database_url: str, sink_url: str) -> Path:
