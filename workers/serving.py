@@ -26,6 +26,7 @@ system resource" with a traceback on every accept retry (266 MB in 100 s). So:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import resource
 import time
@@ -206,8 +207,7 @@ def uvicorn_options(api: ApiConfig, *, fit_to_fd_limit: bool = True) -> dict[str
     """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config`` enforcing ``api``'s limits."""
     limits = ServerLimits.from_config(api)
     if fit_to_fd_limit:
-        limits = ServerLimits(header_timeout_s=limits.header_timeout_s, body_timeout_s=limits.body_timeout_s,
-                              max_connections=fit_connections_to_fd_limit(limits.max_connections))
+        limits = dataclasses.replace(limits, max_connections=fit_connections_to_fd_limit(limits.max_connections))
     return {
         "http": protocol_class(limits),
         "timeout_keep_alive": api.keep_alive_timeout_s,
