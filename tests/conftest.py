@@ -135,6 +135,11 @@ class SinkRequest:
         return json.loads(self.body)
 
 
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
 @dataclass
 class HttpSink:
     """A loopback HTTP server recording requests; ``responses`` scripts its answers.
@@ -148,6 +153,11 @@ class HttpSink:
     responses: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
     delay_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Cleared by a test, the sink holds every request it receives (counted in
+    #: ``arrived`` first) until the test sets it again: "mid-send" without timing.
+    released: threading.Event = field(default_factory=lambda: _set(threading.Event()))
+    #: Requests received so far, held or answered.
+    arrived: int = 0
 
     def answer(self, status: int, body: bytes | str = b"", **headers: str) -> None:
         """Queue one scripted answer."""
@@ -169,6 +179,9 @@ def http_sink() -> Iterator[HttpSink]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
+            with sink.lock:
+                sink.arrived += 1
+            sink.released.wait()
             if sink.delay_s:
                 import time
 
@@ -196,6 +209,7 @@ def http_sink() -> Iterator[HttpSink]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield sink
+    sink.released.set()  # a test that failed while holding requests lets them go
     server.shutdown()
     server.server_close()
 

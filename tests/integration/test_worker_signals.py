@@ -116,13 +116,18 @@ def test_signalling_nurture_worker_stops_every_process_and_loses_no_message(
 ):
     path, engine, lapsed = sixty_queued_deliveries(project, postgres_url, redis_url, http_sink, monkeypatch)
     log = tmp_path / "worker.log"
+    http_sink.released.clear()  # the first sends are held: the signal surely lands mid-job
     first = start_nurture_worker(path, log)
     second: subprocess.Popen[bytes] | None = None
     try:
-        wait_for(lambda: len(http_sink.requests) >= 1, timeout_s=60, what="the first message sent", log=log)
+        wait_for(lambda: http_sink.arrived >= 1, timeout_s=60, what="the first message sent", log=log)
 
         # When the operator signals the `nurture worker` process itself (not its group)
         os.kill(first.pid, signum)
+        # (each worker process says so before it stops taking jobs; then the held jobs go on)
+        wait_for(lambda: log.read_text(errors="replace").count("Stopping worker process") >= 2,
+                 timeout_s=60, what=f"both worker processes to take {signum.name}", log=log)
+        http_sink.released.set()
 
         # Then every process it started is gone, before a generous bound
         wait_for(lambda: not group_members(first.pid), timeout_s=STOPPED_WITHIN_S,
@@ -135,7 +140,8 @@ def test_signalling_nurture_worker_stops_every_process_and_loses_no_message(
         assert set(sent_once.values()) <= {1}, sent_once
         assert sum(sent_once.values()) == after_stop["sent"], (after_stop, sent_once)
         # (4 threads each finish the 7-message job in hand, about 1.4 s at the sink's pace,
-        # and take no other: most of the 9 jobs are still on the queue.)
+        # and take no other: most of the 9 jobs are still on the queue. The sink held the
+        # first sends until both processes had the signal, so this holds on a slow machine.)
         assert after_stop["queued"] > 0, (after_stop, log.read_text())
 
         # And a second worker finds the rest still on the queue and sends them: none lost
@@ -143,6 +149,7 @@ def test_signalling_nurture_worker_stops_every_process_and_loses_no_message(
         wait_for(lambda: statuses(engine) == Counter({"sent": 60}), timeout_s=120,
                  what=f"all 60 deliveries sent (after the stop: {dict(after_stop)})", log=log)
     finally:
+        http_sink.released.set()
         stop(first)
         stop(second)
         engine.dispose()
