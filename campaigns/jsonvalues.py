@@ -91,9 +91,10 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
-def _key_name(key: str) -> str:
-    # Keys name fields in messages: shown only when short and printable.
-    return key if len(key) <= 64 and key.isprintable() else "<key>"
+def shown_name(name: str, placeholder: str = "<key>") -> str:
+    """A key or field name as error messages show it: itself when short and printable,
+    else ``placeholder`` (the name comes from the input, which may be hostile)."""
+    return name if len(name) <= 64 and name.isprintable() else placeholder
 
 
 def check(value: Any, field: str) -> None:
@@ -122,7 +123,7 @@ def check(value: Any, field: str) -> None:
             if isinstance(item, dict):
                 check_keys(item, path)
                 for key, child in item.items():
-                    stack.append((child, f"{path}.{_key_name(key)}" if path else _key_name(key), depth + 1))
+                    stack.append((child, f"{path}.{shown_name(key)}" if path else shown_name(key), depth + 1))
             else:
                 stack.extend((child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item))
         else:
@@ -147,7 +148,7 @@ def check_fields(mapping: dict[Any, Any], field: str) -> None:
     size limit then applies per attribute (or property), not to the whole object."""
     check_keys(mapping, field)
     for key, value in mapping.items():
-        check(value, f"{field}.{_key_name(key)}" if field else _key_name(key))
+        check(value, f"{field}.{shown_name(key)}" if field else shown_name(key))
 
 
-__all__ = ["MAX_INTEGER", "MAX_JSON_DEPTH", "MAX_VALUE_BYTES", "MIN_INTEGER", "UnstorableValue", "check", "check_fields", "check_keys", "loads"]
+__all__ = ["MAX_INTEGER", "MAX_JSON_DEPTH", "MAX_VALUE_BYTES", "MIN_INTEGER", "UnstorableValue", "check", "check_fields", "check_keys", "loads", "shown_name"]

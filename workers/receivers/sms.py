@@ -158,7 +158,7 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
 
 def field_name(name: str) -> str:
     """A field's name as error messages show it: only when short and printable."""
-    return name if len(name) <= 64 and name.isprintable() else "<field>"
+    return jsonvalues.shown_name(name, "<field>")
 
 
 def time_in_range(moment: datetime, where: str) -> datetime:
