@@ -82,6 +82,21 @@ def test_retry_after_is_honoured_in_seconds_and_as_an_http_date():
     assert parse_retry_after("soon") is None
 
 
+def test_a_retry_after_date_in_minus_0000_is_read_as_gmt_whatever_the_machines_zone(monkeypatch):
+    import time
+
+    # Given a machine in Shanghai (a naive date would be read as local time, 8 h off)
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        later = (datetime.now(UTC) + timedelta(seconds=120)).strftime("%a, %d %b %Y %H:%M:%S -0000")
+        # Then a Retry-After date "-0000" still means two minutes from now
+        assert 100 < parse_retry_after(later) <= 120
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_the_json_part_is_sent_as_the_body_and_without_it_the_parts_are():
     seen = []
 

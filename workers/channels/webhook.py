@@ -23,6 +23,7 @@ import hmac
 import json
 import threading
 import time
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -65,6 +66,8 @@ def parse_retry_after(value: str | None) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000": an HTTP-date is GMT, never the machine's local time
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - time.time())
 
 
