@@ -87,8 +87,10 @@ class FailureThrottle:
         clock: the current time (aware; tests pass their own).
     """
 
-    #: Keys remembered at most; past it, keys whose failures have all expired are dropped
-    #: (a flood of addresses must not grow memory without bound).
+    #: Keys remembered at most (a flood of addresses must not grow memory without bound).
+    #: At the cap, keys whose failures have all expired are dropped; if that frees too
+    #: little, keys not locked out go first (oldest first), so that flooding from other
+    #: addresses does not lift a lock-out sooner than it must.
     MAX_KEYS = 10_000
 
     def __init__(self, *, max_failures: int, window_s: float, clock: Callable[[], datetime]) -> None:
@@ -113,7 +115,7 @@ class FailureThrottle:
         """Count a failure of ``key``."""
         now = self.clock().timestamp()
         if len(self._failures) >= self.MAX_KEYS and key not in self._failures:
-            self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
+            self._make_room(now)
         failures = self._recent(key, now)
         failures.append(now)
         self._failures[key] = failures
@@ -121,6 +123,18 @@ class FailureThrottle:
     def succeeded(self, key: str) -> None:
         """Forget ``key``'s failures."""
         self._failures.pop(key, None)
+
+    def _make_room(self, now: float) -> None:
+        # Dropping only expired keys left a table full of recent failures (a flood within
+        # the window) to grow past MAX_KEYS, with this whole scan run on every new address.
+        # Room for a tenth of the cap is made at once, so the scan runs once per that many.
+        self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
+        excess = len(self._failures) - self.MAX_KEYS * 9 // 10
+        if excess > 0:
+            # Stable sort: keys not locked out first, each group oldest first.
+            order = sorted(self._failures, key=lambda k: len(self._failures[k]) >= self.max_failures)
+            for victim in order[:excess]:
+                del self._failures[victim]
 
 
 def dashboard_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetime]) -> list[Route]:
