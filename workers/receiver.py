@@ -102,7 +102,11 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
                 await run_in_threadpool(enqueue_many, broker, [events_message(queue, result.accepted_ids)])
             except Exception:  # the events are stored: the next scheduler tick plans them
                 logger.exception("could not enqueue handle_events for %d event(s)", len(result.accepted_ids))
-        return JSONResponse(result.to_dict(), status_code=202)
+        # Nothing usable (every event rejected) is the client's mistake: a 422 with the
+        # same per-event reasons. A batch with any good event is accepted as a whole (202),
+        # its bad events named by index, so one bad event never costs the others.
+        everything_rejected = result.count("rejected") == len(result.statuses)
+        return JSONResponse(result.to_dict(), status_code=422 if everything_rejected else 202)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

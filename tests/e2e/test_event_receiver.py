@@ -197,7 +197,8 @@ def test_nurture_track_sends_before_the_command_exits(tmp_path, sqlite_url):
 
 # --------------------------------------------------------------------------- hostile input
 # A body the parser cannot take is a 400 naming the problem; an event holding a value that
-# cannot be stored is rejected by index and the others are stored. Never a 500.
+# cannot be stored is rejected by index and the others are stored (a 422 when no event is
+# left). Never a 500.
 
 HOSTILE_EVENTS = [
     '{"event_id": "ok-1", "customer_id": "ann", "name": "visit"}',
@@ -238,6 +239,23 @@ def test_unstorable_values_in_events_are_rejected_by_index_and_the_rest_stored(s
 
     assert_hostile_answer(answer, runtime.engine)
     workers.join()
+
+
+@pytest.mark.parametrize("index", sorted(HOSTILE_FIELDS))
+def test_a_request_whose_every_event_is_unstorable_is_a_422_naming_the_field(served, runtime, index):
+    url, workers = served
+    add_customers(runtime.engine, "ann")
+
+    # When the request holds nothing but one hostile event
+    answer = post(url, ('{"events": [' + HOSTILE_EVENTS[index] + "]}").encode("utf-8"))
+    workers.join()
+
+    # Then it is refused as a whole, with the field named, and nothing is stored
+    assert answer.status_code == 422, answer.text
+    (event,) = answer.json()["events"]
+    assert event["status"] == "rejected" and event["reason"].startswith(f"{HOSTILE_FIELDS[index]}:"), event
+    with runtime.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(Event)).scalar_one() == 0
 
 
 @pytest.mark.parametrize(("body", "message"), [
