@@ -169,6 +169,19 @@ def time_in_range(moment: datetime, where: str) -> datetime:
     return moment
 
 
+def unix_time(digits: str, where: str) -> datetime:
+    """Unix seconds written in decimal digits, as aware UTC within :data:`EARLIEST_TIME`..
+    :data:`LATEST_TIME`; CallbackError(400) naming ``where`` otherwise."""
+    if not (digits.isascii() and digits.isdigit()):
+        raise CallbackError(400, f"{where}: expected unix seconds")
+    if len(digits) > 12:  # past year 33658; int() of 4,301 digits would raise
+        raise out_of_range(where)
+    try:
+        return time_in_range(datetime.fromtimestamp(int(digits), UTC), where)
+    except (OverflowError, OSError, ValueError):
+        raise out_of_range(where) from None
+
+
 def out_of_range(where: str) -> CallbackError:
     """The refusal of a time outside :data:`EARLIEST_TIME`..:data:`LATEST_TIME`."""
     return CallbackError(400, f"{where}: out of range (expected a time between "
@@ -419,15 +432,8 @@ def parse_tencent_reply(item: Mapping[str, Any], *, channel: str, received_at: d
         raise CallbackError(400, "body.text: expected a string")
     sent = item.get("time")
     digits = str(sent).strip() if isinstance(sent, (int, str)) and not isinstance(sent, bool) else ""
-    if not (digits.isascii() and digits.isdigit()):
-        raise CallbackError(400, "body.time: expected unix seconds")
-    if len(digits) > 12:  # past year 33658; int() of 4,301 digits would raise
-        raise CallbackError(400, "body.time: out of range")
+    occurred_at = unix_time(digits, "body.time")
     seconds = int(digits)
-    try:
-        occurred_at = time_in_range(datetime.fromtimestamp(seconds, UTC), "body.time")
-    except (OverflowError, OSError, ValueError):
-        raise CallbackError(400, "body.time: out of range") from None
     address = tencent_phone(nationcode, mobile or "")
     ref = hashlib.sha256(f"{address}\x00{seconds}\x00{text}".encode()).hexdigest()
     payload: dict[str, Any] = {"channel": channel, "time": seconds}

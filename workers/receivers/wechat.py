@@ -48,7 +48,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
 
@@ -66,7 +66,7 @@ from workers.receivers.sms import (
     MAX_FIELD_CHARS,
     CallbackError,
     read_body,
-    time_in_range,
+    unix_time,
 )
 from workers.receivers.wechat_crypto import (
     PushDecryptError,
@@ -238,16 +238,7 @@ def _required(fields: Mapping[str, str], key: str, *, limit: int = MAX_FIELD_CHA
 
 def create_time(fields: Mapping[str, str]) -> datetime:
     """``CreateTime`` (unix seconds) as aware UTC; CallbackError(400) when absent or unreadable."""
-    value = _required(fields, "CreateTime")
-    if not (value.isascii() and value.isdigit()):
-        raise CallbackError(400, "CreateTime: expected unix seconds")
-    try:
-        if len(value) > 12:  # past year 33658; int() of 4,301 digits would raise
-            raise ValueError(value)
-        moment = datetime.fromtimestamp(int(value), UTC)
-    except (OverflowError, OSError, ValueError):
-        raise CallbackError(400, "CreateTime: out of range") from None
-    return time_in_range(moment, "CreateTime")
+    return unix_time(_required(fields, "CreateTime"), "CreateTime")
 
 
 # --------------------------------------------------------------------------- pushes
