@@ -33,6 +33,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BooleanClauseList, ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from campaigns.jsonattr import typed_attribute
 from campaigns.config import DEFAULT_RFM_RULES, STAGES
@@ -395,7 +399,7 @@ class _Compiler:
                              "its segments are inlined")
         if isinstance(node, ast.BoolOp):
             parts = [self.condition(value) for value in node.values]
-            return sa.and_(*parts) if isinstance(node.op, ast.And) else sa.or_(*parts)
+            return _balanced(sa.and_ if isinstance(node.op, ast.And) else sa.or_, parts)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return sa.not_(self.condition(node.operand))
         if isinstance(node, ast.Compare):
@@ -923,3 +927,39 @@ def _cycle_issues(parsed: Mapping[str, Expression]) -> Iterator[tuple[tuple[str 
     for name in graph:
         if name not in state:
             yield from visit(name, [name])
+
+
+class _Parenthesized(ColumnElement[bool]):
+    """A condition in parentheses that SQLAlchemy keeps as written: ``or_``/``and_``
+    flatten nested lists of their own operator (and drop a ``Grouping`` around them),
+    which would undo :func:`_balanced`."""
+
+    __visit_name__ = "nurture_parenthesized"
+    inherit_cache = True
+    _traverse_internals = [("inner", InternalTraversal.dp_clauseelement)]
+    type = sa.Boolean()
+
+    def __init__(self, inner: ColumnElement[bool]) -> None:
+        self.inner = inner
+
+
+@compiles(_Parenthesized)
+def _compile_parenthesized(element: _Parenthesized, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(" + compiler.process(element.inner, **kw) + ")"
+
+
+def _balanced(combine: Callable[..., ColumnElement[bool]], parts: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """``combine`` (``sa.and_`` or ``sa.or_``) of ``parts`` as a balanced tree of
+    parenthesised halves, its nested lists kept apart.
+
+    SQLite parses a flat ``a OR b OR c ...`` into a tree as deep as the chain is long and
+    refuses one deeper than 1,000 (SQLITE_MAX_EXPR_DEPTH). Segments that use a segment
+    twice reach that once inlined (ten levels: 1,024 conditions), and SQLAlchemy would
+    flatten them into one chain; balanced, the depth grows with the logarithm instead.
+    """
+    kept = [_Parenthesized(part) if isinstance(part, BooleanClauseList) else part for part in parts]
+    if len(kept) <= 2:
+        return combine(*kept)
+    middle = len(kept) // 2
+    return combine(_Parenthesized(_balanced(combine, kept[:middle])),
+                   _Parenthesized(_balanced(combine, kept[middle:])))

@@ -591,3 +591,22 @@ def test_expression_select_matches_an_expression_alone(people):
     assert ids(parse('did("order", within="7d")')) == {"bob", "eve"}
     with pytest.raises(ExpressionError, match="unknown segment 'other'"):
         expression_select(config, 'segment("other")', now=NOW)
+
+
+def test_a_segment_used_twice_per_level_for_ten_levels_still_runs_on_sqlite(people):
+    # Given segments that each use the one below twice: 1,024 conditions once inlined,
+    # which nurture check accepts (found by tests/unit/test_check_tick_property.py)
+    segments = {f"x{n}": (f'segment("x{n - 1}") or segment("x{n - 1}")' if n else "has_email")
+                for n in range(11)}
+    # Then SQLite runs the query (a flat OR chain that long is over its depth limit of
+    # 1,000) and it selects what the innermost segment does
+    assert matching(people, 'segment("x10")', segments) == matching(people, "has_email")
+    assert matching(people, 'not segment("x10") and has_email', segments) == set()
+
+
+def test_long_and_and_or_chains_keep_their_meaning_when_balanced(people):
+    tiers = " or ".join(f"attributes.tier == {n}" for n in range(1, 40))
+    assert matching(people, tiers) == matching(people, "attributes.tier >= 1 and attributes.tier <= 39") != set()
+    bounds = " and ".join(f"orders_count >= {n}" for n in range(0, 5))
+    assert matching(people, bounds) == matching(people, "orders_count >= 4")
+    assert matching(people, f"not ({tiers}) and orders_count >= 4") == set()
