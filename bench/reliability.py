@@ -74,6 +74,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -305,6 +306,13 @@ class Sink:
 # --------------------------------------------------------------------------- helper processes
 
 
+def without_preload(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without LD_PRELOAD: the suite may run under libfaketime (tests.clockshift),
+    which moves our processes' clocks but stops jemalloc's redis-server from starting
+    ("Unexpected recursive calls to clock_gettime()"); Redis's clock is not under test."""
+    return {key: value for key, value in environ.items() if key != "LD_PRELOAD"}
+
+
 class RedisServer:
     """A throwaway redis-server that keeps nothing: a restart empties it."""
 
@@ -349,7 +357,7 @@ class RedisServer:
             self.process = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--dir", str(self.directory)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=without_preload(os.environ),
             )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         deadline = time.monotonic() + 15
