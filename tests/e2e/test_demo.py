@@ -158,15 +158,27 @@ def test_running_the_demo_twice_resets_its_data_and_gives_the_same_counts(demo_p
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """relative path -> SHA-256 of every file under ``root/var``: the database, its WAL and
-    the outbox. Not SQLite's ``-shm`` file: an index of the WAL rebuilt by any reader,
-    holding no data (reading the database at all rewrites it)."""
+    """relative path -> SHA-256 of every file under ``root/var``: the outbox by its bytes,
+    the SQLite database by its content (``iterdump``). Not the database file's bytes, nor
+    its ``-wal``/``-shm`` files: whichever connection closes last checkpoints the WAL into
+    the file, so merely opening the database (as a refusal must, to count the customers)
+    moves bytes between them without changing a row."""
     import hashlib
+    import sqlite3
+
+    def digest(path: Path) -> str:
+        if path.suffix != ".db":
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            return hashlib.sha256("\n".join(connection.iterdump()).encode()).hexdigest()
+        finally:
+            connection.close()
 
     return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        str(path.relative_to(root)): digest(path)
         for path in sorted((root / "var").rglob("*"))
-        if path.is_file() and not path.name.endswith("-shm")
+        if path.is_file() and not path.name.endswith(("-shm", "-wal"))
     }
 
 
