@@ -33,15 +33,15 @@ test: install browser
 # `make test`). `make test` proves it for the send paths: they run again with the
 # wall clock at 22:30 Asia/Shanghai, inside the default quiet hours, moved by libfaketime
 # (a test extra) in the pytest process and in every worker process it starts.
-# By hand: make test-shifted SHIFT_TO=02:00 SHIFTED_TESTS="tests/unit tests/e2e"
+# By hand: make test-shifted SHIFT_TO=02:00 SHIFTED_TESTS="tests/campaigns tests/workers tests/e2e"
 SHIFT_TO      ?= 22:30
-SHIFTED_TESTS ?= tests/e2e/test_spine_sqlite.py tests/unit/test_cli_commands.py \
+SHIFTED_TESTS ?= tests/e2e/test_spine_sqlite.py tests/workers/cli/test_commands.py \
                  tests/integration/test_distributed.py tests/integration/test_rate_limit_processes.py
 test-shifted: install
 	$(BIN)/python -m tests.clockshift $(SHIFT_TO) --zone Asia/Shanghai -- -q -p no:cacheprovider $(SHIFTED_TESTS)
 
 test-unit: install browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/e2e
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/campaigns tests/workers tests/e2e tests/test_clockshift.py
 
 test-integration: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration

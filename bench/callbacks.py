@@ -398,8 +398,8 @@ def core_executemany(database_url: str, first: int, last: int) -> dict[str, Any]
     """P7's baseline: one SQLAlchemy Core executemany of the rows the project wrote."""
     import sqlalchemy as sa
 
-    from campaigns.db import make_engine
-    from campaigns.models import Response
+    from campaigns.store.db import make_engine
+    from campaigns.store.models import Response
 
     engine = make_engine(database_url)
     try:
@@ -439,14 +439,14 @@ def batched_writes(database_url: str, first: int, last: int) -> dict[str, Any]:
     """P7's project figure: the receiver's write path alone. ``record_responses`` over one
     new receipt per delivery ``first..last`` (kind ``undelivered``, later than the
     ``delivered`` ones, so every receipt also updates its delivery), in batches of
-    :data:`~workers.receivers.batching.MAX_BATCH_ITEMS` as the group-commit writer hands
+    :data:`~workers.http.batching.MAX_BATCH_ITEMS` as the group-commit writer hands
     them in under load, one transaction per batch, in this process."""
     import sqlalchemy as sa
 
-    from campaigns.db import make_engine
-    from campaigns.models import Delivery
-    from campaigns.responses import InboundResponse, record_responses
-    from workers.receivers.batching import MAX_BATCH_ITEMS
+    from campaigns.store.db import make_engine
+    from campaigns.store.models import Delivery
+    from campaigns.responses.recording import InboundResponse, record_responses
+    from workers.http.batching import MAX_BATCH_ITEMS
 
     moment = datetime.now(UTC)
     items = [InboundResponse(kind="undelivered", provider="twilio", provider_ref=f"{sid(i)}:undelivered",
@@ -481,9 +481,9 @@ def profile(database_url: str, token: str, first: int, count: int) -> dict[str, 
 
     import sqlalchemy as sa
 
-    from campaigns.db import make_engine
-    from campaigns.responses import record_responses
-    from workers.receivers.sms import parse_form, parse_twilio_status, twilio_signature_valid
+    from campaigns.store.db import make_engine
+    from campaigns.responses.recording import record_responses
+    from workers.http.callbacks.sms import parse_form, parse_twilio_status, twilio_signature_valid
 
     host = "127.0.0.1:8000"
     url = f"http://{host}{PATH}"
@@ -559,7 +559,7 @@ def profile(database_url: str, token: str, first: int, count: int) -> dict[str, 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import psycopg
 
-    from campaigns.config import load_config
+    from campaigns.config.schema import load_config
 
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
     token = secrets.token_hex(16)

@@ -73,7 +73,7 @@ def throwaway_database(*, prefix: str = "nurture_bench", keep: bool = False,
     how to drop it)."""
     import psycopg
 
-    from campaigns.db import make_engine, upgrade
+    from campaigns.store.db import make_engine, upgrade
 
     name = f"{prefix}_{secrets.token_hex(6)}"
     dsn = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"

@@ -12,10 +12,10 @@ For each audience size this
    time on a ``RedisBroker`` (Redis 127.0.0.1:6379 db 14, its own namespace) for a sample
    of M messages;
 3. runs the project's figure in a fresh subprocess (so its peak RSS is per size): one real
-   ``workers.scheduler.tick()`` just after the campaign's cron slot, which claims the run,
+   ``workers.jobs.scheduler.tick()`` just after the campaign's cron slot, which claims the run,
    plans N deliveries (``INSERT ... SELECT``) and enqueues them as jobs of
    ``broker.batch_size`` ids through Redis pipelines. The tick's internal steps are timed by
-   wrapping the functions ``workers.scheduler`` calls (nothing is replicated);
+   wrapping the functions ``workers.jobs.scheduler`` calls (nothing is replicated);
 4. verifies the result: N delivery rows, all marked enqueued; ceil(N / batch_size)
    messages in the Redis queue; the ids carried by the jobs are exactly the ledger's ids,
    each once;
@@ -194,10 +194,10 @@ def child_tick(config_path: str, now_iso: str) -> None:
     """Run one real scheduler tick in this (fresh) process; print a JSON report on stdout."""
     import sqlalchemy as sa
 
-    from campaigns.config import load_config
-    from campaigns.db import make_engine
-    from workers import scheduler
-    from workers.broker import make_broker
+    from campaigns.config.schema import load_config
+    from campaigns.store.db import make_engine
+    from workers.jobs import scheduler
+    from workers.jobs.broker import make_broker
 
     phases: dict[str, float] = {}
     calls: dict[str, int] = {}
@@ -353,7 +353,7 @@ def run_size(customers: int, *, sample: int, batch_size: int, with_profiles: boo
             with tempfile.TemporaryDirectory(prefix="nurture-bench-") as directory:
                 config = write_project(Path(directory), database_url=url, namespace=namespace, batch_size=batch_size,
                                        with_profiles=with_profiles)
-                from campaigns.config import load_config
+                from campaigns.config.schema import load_config
 
                 load_config(config)  # fail here, clearly, if the bench's config is invalid
                 tick_result = run_tick_subprocess(config, now)
@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for key in CONFIG_OVERRIDES:
         os.environ.pop(key, None)
-    from campaigns.config import BrokerConfig
+    from campaigns.config.schema import BrokerConfig
 
     batch_size = args.batch_size or BrokerConfig().batch_size
     results = []

@@ -5,7 +5,7 @@
 This
 
 1. creates a throwaway PostgreSQL database ``nurture_bench_<hex>`` on 127.0.0.1:5432,
-   migrates it (``campaigns.db.upgrade``) and seeds it with set-based SQL (not measured):
+   migrates it (``campaigns.store.db.upgrade``) and seeds it with set-based SQL (not measured):
    N customers, 10 % of them without orders; the others with a skewed number of orders
    (``1 + floor(K * u**4)``, u uniform per customer, K chosen so the total is ~M: ~37 %
    one-time buyers, at most ~K+1 orders) spread over the last 2 years, amounts
@@ -19,7 +19,7 @@ This
    run, then the best of ``--repeat`` runs; once as the server runs it by default
    (parallel workers allowed) and once serial (``max_parallel_workers_per_gather = 0``:
    PostgreSQL never runs the SELECT of an ``INSERT ... SELECT`` in parallel);
-3. runs the project's figure: ``campaigns.profiles.recompute_profiles(engine,
+3. runs the project's figure: ``campaigns.customers.profiles.recompute_profiles(engine,
    AppConfig(), as_of=now)`` on the same data, first on an empty ``customer_profile``
    (inserts; the table is truncated between repeats) and then in the steady state (every
    row exists: upserts), as of one more day each time, with ``VACUUM ANALYZE
@@ -234,7 +234,7 @@ class StatementTimer:
 def make_bench_engine(url: str, settings: dict[str, str]) -> Any:
     import sqlalchemy as sa
 
-    from campaigns.db import make_engine
+    from campaigns.store.db import make_engine
 
     engine = make_engine(url)
     if settings:
@@ -252,8 +252,8 @@ def one_recompute(url: str, as_of: datetime, *, settings: dict[str, str], prepar
     """One timed recompute_profiles on a fresh engine (so session settings apply)."""
     import psycopg
 
-    from campaigns.config import AppConfig
-    from campaigns.profiles import recompute_profiles
+    from campaigns.config.schema import AppConfig
+    from campaigns.customers.profiles import recompute_profiles
 
     if prepare:
         with psycopg.connect(dsn_of(url), autocommit=True) as conn:

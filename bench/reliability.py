@@ -7,7 +7,7 @@
 Each scenario runs a real deployment on this machine and breaks it mid-campaign:
 
 1. a throwaway PostgreSQL database ``nurture_rel_<hex>`` (migrated), N customers imported
-   through ``campaigns.importing`` with consent granted, one ``transactional`` cron
+   through ``campaigns.customers.importing`` with consent granted, one ``transactional`` cron
    campaign (so consent, caps and quiet hours do not apply) with one webhook step;
 2. a throwaway ``redis-server`` on a free port (``--save "" --appendonly no``: a restart
    loses every queued broker message);
@@ -535,8 +535,8 @@ def _remove_unless_kept(directory: Path, *, keep: bool) -> None:
 
 def run_scenario(scenario: str, options: Options) -> dict[str, Any]:
     """Run one scenario end to end; returns its figures and the list of failed checks."""
-    from campaigns.db import make_engine
-    from campaigns.importing import import_file
+    from campaigns.store.db import make_engine
+    from campaigns.customers.importing import import_file
 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
@@ -585,7 +585,7 @@ def _drive(scenario: str, options: Options, directory: Path, config_path: Path, 
     expected_count = options.recipients
     scheduler = Proc(
         "scheduler",
-        [sys.executable, "-c", "from workers.cli import main; main()", "scheduler", "--config", str(config_path),
+        [sys.executable, "-c", "from workers.cli.main import main; main()", "scheduler", "--config", str(config_path),
          "--json"],
         env, directory / "scheduler.log", stdout=directory / "scheduler.jsonl",
     )

@@ -40,8 +40,8 @@ from typing import Any
 from jinja2 import Environment
 
 from bench.common import free_port
-from campaigns.channel_options.smtp import SmtpChannelConfig
-from campaigns.messages import OutboundMessage, Outcome
+from campaigns.config.options.smtp import SmtpChannelConfig
+from campaigns.sending.messages import OutboundMessage, Outcome
 from workers.channels.smtp import SmtpChannel
 
 SECRET_ENV = "NURTURE_BENCH_UNSUB_SECRET"

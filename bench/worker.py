@@ -14,7 +14,7 @@ This
    migrates it and seeds N customers (set-based SQL, not measured); writes a temporary
    project: Redis 127.0.0.1:6379 db 14 under its own namespace, a ``webhook`` channel to
    the sink, a cron campaign (``0 10 * * *``, everyone) with one small ``.json.j2`` step;
-3. runs one real ``workers.scheduler.tick()`` just after the slot, with no worker running,
+3. runs one real ``workers.jobs.scheduler.tick()`` just after the slot, with no worker running,
    so the queue holds all N deliveries (jobs of ``broker.batch_size`` ids);
 4. starts ``python -m dramatiq workers.app --processes P --threads T`` and times from the
    spawn until the ledger shows N rows ``sent`` (polled every 0.2 s); also reports the
@@ -292,10 +292,10 @@ def ledger_counts(dsn: str) -> dict[str, int]:
 
 def run_project(args: argparse.Namespace, sink: Sink, directory: Path, database_url: str, dsn: str,
                 config_path: Path, now: datetime) -> dict[str, Any]:
-    from campaigns.config import load_config
-    from campaigns.db import make_engine
-    from workers import scheduler
-    from workers.broker import make_broker
+    from campaigns.config.schema import load_config
+    from campaigns.store.db import make_engine
+    from workers.jobs import scheduler
+    from workers.jobs.broker import make_broker
 
     config = load_config(config_path)
     engine = make_engine(config.database.url)
@@ -440,7 +440,7 @@ def run_raw(args: argparse.Namespace, sink: Sink, directory: Path) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from campaigns.config import load_config
+    from campaigns.config.schema import load_config
 
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
     now = tick_moment(CAMPAIGN_CRON_HOUR)

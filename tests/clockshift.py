@@ -1,7 +1,7 @@
 """Run pytest with the wall clock moved to a chosen local time, subprocesses included.
 
     python -m tests.clockshift 22:30 -- tests/e2e/test_spine_sqlite.py -q
-    python -m tests.clockshift 02:00 --zone Asia/Shanghai -- tests/unit tests/e2e
+    python -m tests.clockshift 02:00 --zone Asia/Shanghai -- tests/campaigns tests/e2e
     python -m tests.clockshift 2026-07-01T22:30:00+08:00 -- tests/integration
 
 The suite must pass at any hour (the worker reads the real clock and defers marketing in

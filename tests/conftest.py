@@ -26,8 +26,8 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 
-from campaigns.db import make_engine, upgrade
-from campaigns.models import Customer, Order
+from campaigns.store.db import make_engine, upgrade
+from campaigns.store.models import Customer, Order
 
 POSTGRES_ADMIN_URL = os.environ.get("NURTURE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("NURTURE_TEST_REDIS", "redis://127.0.0.1:6379/13")
@@ -264,8 +264,8 @@ def grant_consent(engine: sa.Engine, *, now: datetime, families: tuple[str, ...]
                   external_ids: list[str] | None = None) -> int:
     """Record marketing consent as granted (source "test") on ``families`` for every
     customer (or those in ``external_ids``) that has none recorded yet; returns rows added."""
-    from campaigns.db import dialect_insert
-    from campaigns.models import Consent
+    from campaigns.store.db import dialect_insert
+    from campaigns.store.models import Consent
 
     with engine.begin() as conn:
         query = sa.select(Customer.id)

@@ -1,7 +1,7 @@
 """Entry module for Dramatiq's own CLI: ``dramatiq workers.app``.
 
 Reads the config file named by ``NURTURE_CONFIG`` (default ``config.toml``), masks the
-process's logs (:mod:`campaigns.masking`), builds the broker and declares the actors.
+process's logs (:mod:`campaigns.customers.masking`), builds the broker and declares the actors.
 Database and channel connections are opened lazily in each worker process.
 """
 
@@ -11,12 +11,12 @@ import os
 
 import dramatiq
 
-from campaigns.config import load_config
-from campaigns.masking import install_masking, secrets_from_config
-from workers.actors import declare_actors
-from workers.broker import make_broker
+from campaigns.config.schema import load_config
+from campaigns.customers.masking import install_masking, secrets_from_config
+from workers.jobs.actors import declare_actors
+from workers.jobs.broker import make_broker
 from workers.channels.registry import quiet_request_logs
-from workers.runtime import LazyRuntime
+from workers.jobs.runtime import LazyRuntime
 
 _config_path = os.environ.get("NURTURE_CONFIG", "config.toml")
 _config = load_config(_config_path)

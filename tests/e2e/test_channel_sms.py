@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
-from campaigns.messages import OutboundMessage, Outcome
+from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.sending.messages import OutboundMessage, Outcome
 from workers.channels.sms import AliyunSmsChannel, TencentSmsChannel, TwilioChannel
 
 SEND_KEY = "9f" * 32

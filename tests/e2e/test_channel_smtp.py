@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from campaigns.channel_options.smtp import SmtpChannelConfig
-from campaigns.messages import OutboundMessage, Outcome
-from campaigns.unsubscribe import make_unsubscribe_token, verify_unsubscribe_token
+from campaigns.config.options.smtp import SmtpChannelConfig
+from campaigns.sending.messages import OutboundMessage, Outcome
+from campaigns.sending.unsubscribe import make_unsubscribe_token, verify_unsubscribe_token
 from workers.channels.smtp import SmtpChannel, classify_exception, classify_reply
 
 SECRET = "unsub-secret-for-tests"
@@ -192,8 +192,8 @@ def test_without_the_installation_secret_no_verp_sender_is_used(server: Server) 
 
 
 def independent_token(send_key: str, secret: str) -> str:
-    """The sealed token recomputed from the documented algorithm (campaigns.unsubscribe,
-    campaigns.sealing), without the project's code."""
+    """The sealed token recomputed from the documented algorithm (campaigns.sending.unsubscribe,
+    campaigns.sending.sealing), without the project's code."""
     key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None,
                info=b"nurture/unsubscribe-token-v2").derive(secret.encode())
     plaintext = len(send_key.encode()).to_bytes(2, "big") + send_key.encode()
@@ -224,7 +224,7 @@ def test_marketing_message_is_multipart_with_message_id_and_one_click_unsubscrib
     assert result.code == "250 Q1"
     [received] = server.handler.messages
     assert received.rcpt_tos == ["alice@example.org"]
-    # HMAC-SHA256 under the HKDF-derived VERP key, recomputed without campaigns.keys.
+    # HMAC-SHA256 under the HKDF-derived VERP key, recomputed without campaigns.config.keys.
     verp_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                     info=b"nurture/verp-message-tag").derive(secret.encode())
     key_hash = hmac.new(verp_key, message.send_key.encode(), hashlib.sha256).hexdigest()[:32]

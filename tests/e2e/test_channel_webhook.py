@@ -8,9 +8,9 @@ import base64
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from campaigns.config import WebhookChannelConfig
-from campaigns.messages import OutboundMessage, Outcome
-from campaigns.secretvalues import webhook_signing_key
+from campaigns.config.schema import WebhookChannelConfig
+from campaigns.sending.messages import OutboundMessage, Outcome
+from campaigns.config.secretvalues import webhook_signing_key
 from workers.channels.webhook import WebhookChannel
 
 SECRET_ENV = "NURTURE_TEST_WEBHOOK_CHANNEL_SECRET"

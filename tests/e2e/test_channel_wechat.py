@@ -22,17 +22,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from campaigns.channel_options.wechat import (
+from campaigns.config.options.wechat import (
     WeChatOAChannelConfig,
     WeComRobotChannelConfig,
     refuses_marketing,
 )
-from campaigns.messages import OutboundMessage, Outcome
+from campaigns.sending.messages import OutboundMessage, Outcome
 from tests.conftest import missing_service
 from workers.channels.base import Channel
 from workers.channels.wechat import WeChatOAChannel, WeComRobotChannel, next_beijing_midnight
-from workers.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from workers.tokencache import CachedToken, MemoryTokenCache, RedisTokenCache, TokenCache
+from workers.channels.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from workers.channels.tokencache import CachedToken, MemoryTokenCache, RedisTokenCache, TokenCache
 
 REDIS_URL = os.environ.get("NURTURE_TEST_REDIS_WECHAT", "redis://127.0.0.1:6379/12")
 ROBOT_KEY = "robot-key-5f1c"
@@ -600,7 +600,7 @@ def test_redis_limiter_is_shared_between_clients(redis_client: Any) -> None:
 def test_redis_limiter_holds_across_processes(redis_client: Any) -> None:
     # Given two processes each trying 15 sends against a 20/min limit
     script = (
-        "import sys; from workers.ratelimit import RedisRateLimiter; "
+        "import sys; from workers.channels.ratelimit import RedisRateLimiter; "
         f"l = RedisRateLimiter(limit=20, window_s=60, url={REDIS_URL!r}, prefix='t'); "
         "print(sum(l.acquire('robot') is None for _ in range(15)))"
     )
@@ -637,11 +637,11 @@ def test_customer_service_messages_go_only_to_customers_who_interacted_within_48
     """Through the worker path: the last interaction comes from the customer's events."""
     import sqlalchemy as sa
 
-    from campaigns.config import load_config
-    from campaigns.models import Customer, Delivery, Event
+    from campaigns.config.schema import load_config
+    from campaigns.store.models import Customer, Delivery, Event
     from tests.conftest import TICK_NOW, seed_customers
-    from workers.inprocess import InProcessWorkers
-    from workers.runtime import Runtime
+    from workers.jobs.inprocess import InProcessWorkers
+    from workers.jobs.runtime import Runtime
 
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "cs.txt.j2").write_text("Hello {{ customer.first_name }}")

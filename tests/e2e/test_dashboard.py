@@ -1,6 +1,6 @@
 """The dashboard over Starlette's TestClient: authentication, security headers, 404s,
 escaping, the JSON endpoint, and the figures the pages show for the hand-computed
-campaign of ``tests/unit/test_funnel.py``."""
+campaign of ``tests/campaigns/reports/test_funnel.py``."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from campaigns.campaign_report import campaign_report
-from campaigns.config import AppConfig, parse_config
-from campaigns.funnel import campaign_funnel
-from campaigns.models import Customer, Order
-from tests.unit import test_funnel as hand
-from workers.dashboard import (
+from campaigns.reports.campaign import campaign_report
+from campaigns.config.schema import AppConfig, parse_config
+from campaigns.reports.funnel import campaign_funnel
+from campaigns.store.models import Customer, Order
+from tests.campaigns.reports import test_funnel as hand
+from workers.http.dashboard import (
     SECURITY_HEADERS,
     dashboard_routes,
     format_count,

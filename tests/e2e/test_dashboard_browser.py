@@ -23,10 +23,10 @@ import pytest
 import sqlalchemy as sa
 from starlette.applications import Starlette
 
-from campaigns.config import AppConfig, parse_config
-from campaigns.models import Customer, Delivery, Enrollment, Order, Response
+from campaigns.config.schema import AppConfig, parse_config
+from campaigns.store.models import Customer, Delivery, Enrollment, Order, Response
 from tests.conftest import ServerThread, missing_service
-from workers.dashboard import dashboard_routes
+from workers.http.dashboard import dashboard_routes
 
 PASSWORD_ENV = "NURTURE_TEST_DASHBOARD_PASSWORD"
 PASSWORD = "browser-test-password"

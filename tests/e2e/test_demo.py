@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from workers.cli import app
+from workers.cli.main import app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -186,7 +186,7 @@ def users_own_project(root: Path) -> tuple[int, int]:
     """The user's own data in the config's database: 200 customers, their orders and a
     ledger of deliveries written to the outbox by a real (clock-pinned) scheduler tick.
     Returns (customers, deliveries)."""
-    from campaigns.db import make_engine, upgrade
+    from campaigns.store.db import make_engine, upgrade
     from tests.conftest import TICK_NOW, seed_customers
 
     (root / "var").mkdir()

@@ -12,12 +12,12 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
-from campaigns.config import load_config
-from campaigns.models import Delivery
-from campaigns.unsubscribe import verify_unsubscribe_token
+from campaigns.config.schema import load_config
+from campaigns.store.models import Delivery
+from campaigns.sending.unsubscribe import verify_unsubscribe_token
 from tests.conftest import TICK_NOW, seed_customers
-from workers.inprocess import InProcessWorkers
-from workers.runtime import Runtime
+from workers.jobs.inprocess import InProcessWorkers
+from workers.jobs.runtime import Runtime
 
 
 class Inbox:

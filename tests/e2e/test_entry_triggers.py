@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config import load_config
-from campaigns.models import Customer, Delivery, Order
-from campaigns.profiles import recompute_profiles
-from workers.inprocess import InProcessWorkers
-from workers.runtime import Runtime
+from campaigns.config.schema import load_config
+from campaigns.store.models import Customer, Delivery, Order
+from campaigns.customers.profiles import recompute_profiles
+from workers.jobs.inprocess import InProcessWorkers
+from workers.jobs.runtime import Runtime
 from tests.conftest import grant_consent
 
 DAY0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

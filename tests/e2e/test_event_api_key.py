@@ -9,12 +9,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from campaigns.models import Event
+from campaigns.store.models import Event
 from tests.conftest import ServerThread
 from tests.e2e.test_event_receiver import KEY, add_customers, runtime, served  # noqa: F401
-from workers.inprocess import InProcessWorkers
-from workers.receiver import create_app
-from workers.receivers import http as receiver_http
+from workers.jobs.inprocess import InProcessWorkers
+from workers.http.app import create_app
+from workers.http import errors as receiver_http
 
 BODY = {"events": [{"event_id": "e-1", "customer_id": "ann", "name": "pageview"}]}
 

@@ -11,13 +11,13 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from campaigns.config import load_config
-from campaigns.models import Customer, Delivery, Event, utcnow
+from campaigns.config.schema import load_config
+from campaigns.store.models import Customer, Delivery, Event, utcnow
 from tests.conftest import ServerThread, grant_consent
-from workers.cli import app as cli_app
-from workers.inprocess import InProcessWorkers
-from workers.receiver import create_app
-from workers.runtime import Runtime
+from workers.cli.main import app as cli_app
+from workers.jobs.inprocess import InProcessWorkers
+from workers.http.app import create_app
+from workers.jobs.runtime import Runtime
 
 KEY = "test-key-123"
 
@@ -167,7 +167,7 @@ def test_without_a_configured_key_the_endpoint_refuses_with_503(runtime, monkeyp
 
 def test_nurture_track_sends_before_the_command_exits(tmp_path, sqlite_url):
     config = write_project(tmp_path, sqlite_url)
-    from campaigns.db import make_engine
+    from campaigns.store.db import make_engine
 
     engine = make_engine(sqlite_url)
     add_customers(engine, "ann")
@@ -290,8 +290,8 @@ def test_on_postgres_one_bad_event_does_not_lose_the_others(pg_runtime, monkeypa
 
 def test_on_postgres_an_event_the_database_refuses_is_rejected_alone(pg_runtime, monkeypatch):
     """Validation bypassed: PostgreSQL itself refuses the NUL; the others are still stored."""
-    import campaigns.importing as importing
-    from campaigns.events import record_events
+    import campaigns.customers.importing as importing
+    from campaigns.customers.events import record_events
 
     monkeypatch.setattr(importing, "_check_row", lambda row: None)
     add_customers(pg_runtime.engine, "ann")

@@ -30,13 +30,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-from campaigns.config import parse_config
-from campaigns.db import make_engine
-from campaigns.models import Customer, Delivery, Response
+from campaigns.config.schema import parse_config
+from campaigns.store.db import make_engine
+from campaigns.store.models import Customer, Delivery, Response
 from workers.channels.smtp import message_hash
-from workers.receivers.sms import CALLBACK_TOKEN_ENV, sms_routes
-from workers.receivers.web import web_routes
-from workers.receivers.wechat import WECHAT_PUSH_TOKEN_ENV, wechat_routes
+from workers.http.callbacks.sms import CALLBACK_TOKEN_ENV, sms_routes
+from workers.http.web import web_routes
+from workers.http.callbacks.wechat import WECHAT_PUSH_TOKEN_ENV, wechat_routes
 
 NOW = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 NOW_S = str(int(NOW.timestamp()))

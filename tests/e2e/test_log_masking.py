@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config import load_config
-from campaigns.ledger import run_batches
-from campaigns.masking import install_masking, secrets_from_config, uninstall_masking
-from campaigns.models import CampaignState, Delivery
-from campaigns.planning import claim_run, plan_run
+from campaigns.config.schema import load_config
+from campaigns.sending.ledger import run_batches
+from campaigns.customers.masking import install_masking, secrets_from_config, uninstall_masking
+from campaigns.store.models import CampaignState, Delivery
+from campaigns.sending.planning import claim_run, plan_run
 from tests.conftest import TICK_NOW, seed_customers
-from workers.delivery import deliver_batch
-from workers.runtime import Runtime
+from workers.jobs.delivery import deliver_batch
+from workers.jobs.runtime import Runtime
 
 HOOK_SECRET = "whsec_aG9vay1zZWNyZXQtZm9yLW1hc2tpbmctdGVzdC0wMTIz"  # a whsec_ secret: the channel signs with nothing else
 #: Customer 0 of seed_customers: p0@example.com, +8613800000000.
@@ -168,7 +168,7 @@ class EchoingChannel:
     name = "mail"
 
     def send(self, message):  # noqa: ANN001, ANN201
-        from campaigns.messages import Outcome, SendResult
+        from campaigns.sending.messages import Outcome, SendResult
 
         return SendResult(Outcome.HALT, error=f"invalid openid or user {message.recipient} blocked", code="40003")
 

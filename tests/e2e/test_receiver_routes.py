@@ -6,8 +6,8 @@ import warnings
 
 from dramatiq.brokers.stub import StubBroker
 
-from campaigns.config import parse_config
-from workers.receiver import create_app
+from campaigns.config.schema import parse_config
+from workers.http.app import create_app
 
 with warnings.catch_warnings():
     # Starlette 1.x warns once at import when its TestClient falls back to httpx.

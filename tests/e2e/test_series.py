@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from campaigns.assignment import BUCKETS, bucket, variant_of
-from campaigns.config import load_config
-from campaigns.models import Consent, Customer, Delivery, Enrollment, Order
-from workers.inprocess import InProcessWorkers
-from workers.runtime import Runtime
+from campaigns.sending.assignment import BUCKETS, bucket, variant_of
+from campaigns.config.schema import load_config
+from campaigns.store.models import Consent, Customer, Delivery, Enrollment, Order
+from workers.jobs.inprocess import InProcessWorkers
+from workers.jobs.runtime import Runtime
 from tests.conftest import grant_consent
 
 DAY0 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: the win-back's cron slot
@@ -155,7 +155,7 @@ def test_win_back_holds_out_a_deterministic_share_and_stops_for_those_who_buy(wo
 
     # The report: the ten buyers converted, nobody in the holdout did; their orders are
     # credited to the only message they were sent (step 0), by last touch.
-    from campaigns.campaign_report import campaign_report
+    from campaigns.reports.campaign import campaign_report
 
     report = campaign_report(engine, runtime.config, "win_back", now=clock.now)
     assert (report["enrolled"], report["held_out"]) == (treated, len(held))
@@ -172,7 +172,7 @@ def test_welcome_series_runs_over_simulated_days_with_a_condition_and_an_ab_spli
     runtime, workers, clock = world
     engine = runtime.engine
     ids = add_customers(engine, 40, last_order_days_ago=None)
-    from campaigns.events import record_events
+    from campaigns.customers.events import record_events
 
     result = record_events(engine, [{"customer_id": ext, "name": "signup", "occurred_at": clock.now.isoformat(),
                                      "event_id": f"su-{ext}"} for ext in ids])
@@ -186,7 +186,7 @@ def test_welcome_series_runs_over_simulated_days_with_a_condition_and_an_ab_spli
         for cid in buyers:
             conn.execute(sa.insert(Order.__table__).values(order_id=f"first-{cid}", customer_id=cid, amount=30,
                                                            ordered_at=clock.now + timedelta(days=1)))
-    from campaigns.profiles import recompute_profiles
+    from campaigns.customers.profiles import recompute_profiles
 
     recompute_profiles(engine, runtime.config, as_of=clock.now + timedelta(days=1, hours=1))
     advance(workers, clock, 2)

@@ -1,4 +1,4 @@
-"""``nurture serve``'s uvicorn under hostile clients (workers/serving.py): half-sent request
+"""``nurture serve``'s uvicorn under hostile clients (workers/http/serving.py): half-sent request
 heads and bodies are timed out, the connection cap displaces idle sockets so ``/health``
 still answers, and everything runs with the options the CLI passes (uvicorn_options).
 
@@ -21,10 +21,10 @@ import httpx
 import pytest
 import uvicorn
 
-from campaigns.config import parse_config
-from workers.broker import make_broker
-from workers.receiver import create_app
-from workers.serving import uvicorn_options
+from campaigns.config.schema import parse_config
+from workers.jobs.broker import make_broker
+from workers.http.app import create_app
+from workers.http.serving import uvicorn_options
 
 HALF_HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: "
 
@@ -208,7 +208,7 @@ def test_a_real_nurture_serve_under_a_low_descriptor_limit_keeps_answering_witho
         port = probe.getsockname()[1]
     code = ("import resource, sys\n"
             "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))\n"
-            "from workers.cli import main\n"
+            "from workers.cli.main import main\n"
             f"sys.argv = ['nurture', 'serve', '--config', {str(config)!r}, '--port', '{port}']\n"
             "main()\n")
     log = tmp_path / "serve.log"

@@ -1,4 +1,4 @@
-"""SMS provider callbacks (workers/receivers/sms.py) against a migrated SQLite database.
+"""SMS provider callbacks (workers/http/callbacks/sms.py) against a migrated SQLite database.
 
 Every request is built the way the provider documents it: Twilio's form POST signed with
 ``X-Twilio-Signature`` (computed here independently, checked against twilio-python's
@@ -30,11 +30,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-from campaigns.config import AppConfig, parse_config
-from campaigns.models import Consent, Customer, Delivery, Response, Suppression
+from campaigns.config.schema import AppConfig, parse_config
+from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
 from tests.conftest import grant_consent
-from workers.receivers import batching as response_writer
-from workers.receivers.sms import (
+from workers.http import batching as response_writer
+from workers.http.callbacks.sms import (
     CALLBACK_TOKEN_ENV,
     MAX_BODY_BYTES,
     sms_routes,
@@ -98,7 +98,7 @@ TWILIO_EXAMPLE_PARAMS = [("CallSid", "CA1234567890ABCDE"), ("Digits", "1234"), (
 
 
 def test_twilio_signature_matches_twilios_published_vectors() -> None:
-    # twilio-python tests/unit/test_request_validator.py: token "12345" and these values.
+    # twilio-python tests/campaigns/test_request_validator.py: token "12345" and these values.
     assert twilio_sign("12345", TWILIO_EXAMPLE_URL, TWILIO_EXAMPLE_PARAMS) == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
     duplicate = [("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"), ("Digits", "1234")]
     assert twilio_sign("12345", TWILIO_EXAMPLE_URL, duplicate) == "IK+Dwps556ElfBT0I3Rgjkr1wJU="

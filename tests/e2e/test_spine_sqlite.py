@@ -10,12 +10,12 @@ import hmac
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config import load_config
-from campaigns.db import make_engine
-from campaigns.models import Delivery, DeliveryAttempt
+from campaigns.config.schema import load_config
+from campaigns.store.db import make_engine
+from campaigns.store.models import Delivery, DeliveryAttempt
 from tests.conftest import TICK_NOW, seed_customers
-from workers.inprocess import InProcessWorkers
-from workers.runtime import Runtime
+from workers.jobs.inprocess import InProcessWorkers
+from workers.jobs.runtime import Runtime
 
 SECRET = "whsec_" + base64.b64encode(b"test-signing-key-0123456789").decode()
 
@@ -130,7 +130,7 @@ def test_an_auth_failure_pauses_the_campaign_and_keeps_the_rest_queued(runtime, 
         assert statuses(runtime.engine) == {"queued": 10}
         again = workers.tick(TICK_NOW)
     assert again.enqueued_deliveries == 0
-    from campaigns.ledger import paused_campaigns, resume_campaign
+    from campaigns.sending.ledger import paused_campaigns, resume_campaign
 
     assert paused_campaigns(runtime.engine) == {"win_back"}
     assert resume_campaign(runtime.engine, "win_back")

@@ -10,14 +10,14 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from campaigns.config import load_config
-from campaigns.ledger import run_batches
-from campaigns.models import Response
-from campaigns.planning import claim_run, plan_run
+from campaigns.config.schema import load_config
+from campaigns.sending.ledger import run_batches
+from campaigns.store.models import Response
+from campaigns.sending.planning import claim_run, plan_run
 from tests.conftest import TICK_NOW, seed_customers
-from workers.delivery import deliver_batch
-from workers.receiver import create_app
-from workers.runtime import Runtime
+from workers.jobs.delivery import deliver_batch
+from workers.http.app import create_app
+from workers.jobs.runtime import Runtime
 
 with warnings.catch_warnings():
     from starlette.exceptions import StarletteDeprecationWarning

@@ -15,14 +15,14 @@ import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from campaigns.config import parse_config
-from campaigns.links import make_click_token, make_open_token
-from campaigns.models import Consent, Customer, Delivery, Response, Suppression
-from campaigns.unsubscribe import make_unsubscribe_token
+from campaigns.config.schema import parse_config
+from campaigns.sending.links import make_click_token, make_open_token
+from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
+from campaigns.sending.unsubscribe import make_unsubscribe_token
 from tests.conftest import grant_consent
-from tests.unit.test_dsn import DMARC, HARD_BOUNCE, MAILBOX_FULL, build_dsn
+from tests.campaigns.responses.test_dsn import DMARC, HARD_BOUNCE, MAILBOX_FULL, build_dsn
 from workers.channels.smtp import message_hash
-from workers.receivers.web import (
+from workers.http.web import (
     LINK_SECRET_ENV,
     PIXEL,
     PREFERENCE_SOURCE,

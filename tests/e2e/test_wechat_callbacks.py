@@ -1,4 +1,4 @@
-"""WeChat Official Account pushes (workers/receivers/wechat.py) against a migrated SQLite database.
+"""WeChat Official Account pushes (workers/http/callbacks/wechat.py) against a migrated SQLite database.
 
 Requests are built the way WeChat documents them: the server URL verification GET and the
 plaintext message pushes, both signed in the query string with the hex SHA-1 of token,
@@ -30,11 +30,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-from campaigns.config import AppConfig, parse_config
-from campaigns.models import Consent, Customer, Delivery, Response, Suppression
+from campaigns.config.schema import AppConfig, parse_config
+from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
 from tests.conftest import grant_consent
-from workers.receivers import batching as response_writer
-from workers.receivers.wechat import (
+from workers.http import batching as response_writer
+from workers.http.callbacks.wechat import (
     MAX_XML_BYTES,
     WECHAT_PUSH_TOKEN_ENV,
     wechat_routes,
@@ -395,8 +395,8 @@ def encrypted_post(client: TestClient, xml: str, *, encrypt: str | None = None, 
 def test_decryption_matches_tencents_published_sample() -> None:
     """WXBizMsgCrypt's Python sample (Tencent): token "spamtest", this EncodingAESKey, appid
     wx2c2769f8efd9abc2; the sample's msg_signature and ciphertext, opened here."""
-    from workers.receivers.wechat import parse_push
-    from workers.receivers.wechat_crypto import (
+    from workers.http.callbacks.wechat import parse_push
+    from workers.http.callbacks.wechat_crypto import (
         aes_key,
         decrypt_push,
         msg_signature,

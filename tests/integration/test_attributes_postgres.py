@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from campaigns.audience import _attribute_condition, expression_select
-from campaigns.config import AppConfig
-from campaigns.db import make_engine
-from campaigns.models import Customer
+from campaigns.audience.selection import _attribute_condition, expression_select
+from campaigns.config.schema import AppConfig
+from campaigns.store.db import make_engine
+from campaigns.store.models import Customer
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.db import make_engine
-from tests.unit import test_date_trigger as on_sqlite
+from campaigns.store.db import make_engine
+from tests.campaigns.sending import test_date_trigger as on_sqlite
 
 pytestmark = pytest.mark.integration
 

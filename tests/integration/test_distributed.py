@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config import load_config
-from campaigns.db import make_engine
-from campaigns.models import CampaignRun, Delivery
+from campaigns.config.schema import load_config
+from campaigns.store.db import make_engine
+from campaigns.store.models import CampaignRun, Delivery
 from tests.conftest import TICK_NOW, seed_customers
-from workers.broker import enqueue_many, make_broker, send_message
-from workers.scheduler import tick
+from workers.jobs.broker import enqueue_many, make_broker, send_message
+from workers.jobs.scheduler import tick
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.db import make_engine
-from tests.unit import test_engagement_report as on_sqlite
+from campaigns.store.db import make_engine
+from tests.campaigns.reports import test_engagement_report as on_sqlite
 
 pytestmark = pytest.mark.integration
 

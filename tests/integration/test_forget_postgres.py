@@ -1,4 +1,4 @@
-"""`nurture forget` on PostgreSQL: the SQLite scenario of tests/unit/test_forget.py
+"""`nurture forget` on PostgreSQL: the SQLite scenario of tests/campaigns/customers/test_forget.py
 (personal data gone from every table, every report number unchanged, nothing sent
 again), plus the row lock and transaction as PostgreSQL runs them."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-import campaigns.forget as forget_module
-from campaigns.forget import forget_customer
-from tests.unit.test_forget import LATER, SECRET, TARGET, all_text, build_world, check_forget
+import campaigns.customers.forget as forget_module
+from campaigns.customers.forget import forget_customer
+from tests.campaigns.customers.test_forget import LATER, SECRET, TARGET, all_text, build_world, check_forget
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hook_secret")]
 

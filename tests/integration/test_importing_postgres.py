@@ -1,4 +1,4 @@
-"""The idempotent bulk upserts of campaigns.importing on a real PostgreSQL.
+"""The idempotent bulk upserts of campaigns.customers.importing on a real PostgreSQL.
 
 Each test gets a throwaway database, created and dropped around it. Without a reachable
 server the tests skip locally and fail under CI (``CI`` set).
@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.db import make_engine, upgrade
-from campaigns.importing import RowError, import_file
-from campaigns.models import Consent, Customer, Event, Order, OrderItem
+from campaigns.store.db import make_engine, upgrade
+from campaigns.customers.importing import RowError, import_file
+from campaigns.store.models import Consent, Customer, Event, Order, OrderItem
 
 pytestmark = pytest.mark.integration
 
@@ -200,7 +200,7 @@ def test_a_row_postgres_refuses_is_rejected_alone(
 ) -> None:
     """Validation bypassed: the database itself refuses NaN and NUL; the batch is retried
     in halves and the valid rows beside the refused ones are still written."""
-    import campaigns.importing as importing
+    import campaigns.customers.importing as importing
 
     monkeypatch.setattr(importing, "_check_row", lambda row: None)
     monkeypatch.setattr(importing.jsonvalues, "loads", json.loads)  # NaN parses as float("nan")
@@ -234,7 +234,7 @@ def test_cli_import_on_postgres_lists_bad_lines_without_traceback_or_personal_da
 ) -> None:
     from typer.testing import CliRunner
 
-    from workers.cli import app
+    from workers.cli.main import app
 
     config = tmp_path / "config.toml"
     config.write_text(f'[database]\nurl = "{pg_engine.url.render_as_string(hide_password=False)}"\n',

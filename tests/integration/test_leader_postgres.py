@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from campaigns.db import make_engine
-from campaigns.leases import acquire_lease, lease_holder
+from campaigns.store.db import make_engine
+from campaigns.store.leases import acquire_lease, lease_holder
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(seconds=60)

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
-from campaigns.db import current_revision, downgrade, head_revision, make_engine, upgrade
+from campaigns.store.db import current_revision, downgrade, head_revision, make_engine, upgrade
 
 pytestmark = pytest.mark.integration
 

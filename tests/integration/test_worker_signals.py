@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config import load_config
-from campaigns.db import make_engine
-from campaigns.models import Delivery
+from campaigns.config.schema import load_config
+from campaigns.store.db import make_engine
+from campaigns.store.models import Delivery
 from tests.conftest import TICK_NOW, seed_customers
 from tests.integration.test_distributed import wait_for as wait_for_condition
-from workers.broker import make_broker
-from workers.scheduler import tick
+from workers.jobs.broker import make_broker
+from workers.jobs.scheduler import tick
 
 pytestmark = pytest.mark.integration
 

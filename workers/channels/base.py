@@ -1,7 +1,7 @@
 """The interface every channel implements.
 
 A channel sends one rendered message to one recipient and classifies the provider's
-answer into a :class:`~campaigns.messages.SendResult` (ok / retry / defer / permanent /
+answer into a :class:`~campaigns.sending.messages.SendResult` (ok / retry / defer / permanent /
 suppress / halt). It never raises for a provider's answer: exceptions are for bugs.
 Channels are called from several worker threads at once and must be thread-safe.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from campaigns.messages import OutboundMessage, SendResult
+from campaigns.sending.messages import OutboundMessage, SendResult
 
 
 @runtime_checkable

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from campaigns.messages import OutboundMessage, Outcome, SendResult
+from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.base import Channel
-from workers.ratelimit import RateLimiter
+from workers.channels.ratelimit import RateLimiter
 
 
 class RateLimitedChannel:

@@ -16,8 +16,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-from campaigns.config import OutboxChannelConfig
-from campaigns.messages import OutboundMessage, Outcome, SendResult
+from campaigns.config.schema import OutboxChannelConfig
+from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 
 
 def _stem(send_key: str) -> str:

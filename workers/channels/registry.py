@@ -6,11 +6,11 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
-from campaigns.channel_options.smtp import SmtpChannelConfig
-from campaigns.channel_options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
-from campaigns.config import AppConfig, OutboxChannelConfig, WebhookChannelConfig
-from campaigns.keys import installation_secret
+from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.config.options.smtp import SmtpChannelConfig
+from campaigns.config.options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
+from campaigns.config.schema import AppConfig, OutboxChannelConfig, WebhookChannelConfig
+from campaigns.config.keys import installation_secret
 from workers.channels.base import Channel
 from workers.channels.limited import RateLimitedChannel
 from workers.channels.outbox import OutboxChannel
@@ -18,8 +18,8 @@ from workers.channels.sms import AliyunSmsChannel, TencentSmsChannel, TwilioChan
 from workers.channels.smtp import SmtpChannel
 from workers.channels.webhook import WebhookChannel
 from workers.channels.wechat import WeChatOAChannel, WeComRobotChannel
-from workers.ratelimit import make_rate_limiter
-from workers.tokencache import make_token_cache
+from workers.channels.ratelimit import make_rate_limiter
+from workers.channels.tokencache import make_token_cache
 
 #: Loggers of the channels' HTTP client that log every request line at INFO.
 HTTP_CLIENT_LOGGERS = ("httpx", "httpcore")

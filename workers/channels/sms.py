@@ -14,7 +14,7 @@ Each channel signs its request the way the provider documents it, implemented he
   ``Authorization: TC3-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…``.
 * Twilio Messages: HTTP Basic ``AccountSid:AuthToken``, form-encoded body.
 
-Answers are classified per CHANNELS.md §3-§5 into :class:`~campaigns.messages.Outcome`; the
+Answers are classified per CHANNELS.md §3-§5 into :class:`~campaigns.sending.messages.Outcome`; the
 provider's message id (Aliyun ``BizId``, Tencent ``SerialNo``, Twilio ``sid``) is returned as
 ``provider_message_id``. A timeout is ambiguous for SMS (the provider may have accepted), so it
 is a RETRY with code ``timeout``: whoever retries should check the receipt first (§0.3).
@@ -39,9 +39,9 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from campaigns.channel_options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
-from campaigns.config import read_secret
-from campaigns.messages import OutboundMessage, Outcome, SendResult
+from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.config.schema import read_secret
+from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.webhook import parse_retry_after
 
 #: Message fields a template parameter may name besides the rendered parts.

@@ -4,7 +4,7 @@ Each message is ``multipart/alternative``
 with the plain text first and the HTML last (RFC 2046: plainest first), a ``Message-ID``
 on the configured domain (stored as the provider message id) and, on marketing mail,
 RFC 8058 one-click unsubscribe headers carrying a signed per-recipient token
-(:mod:`campaigns.unsubscribe`)::
+(:mod:`campaigns.sending.unsubscribe`)::
 
     List-Unsubscribe: <https://u.example.com/u/TOKEN>, <mailto:unsubscribe@example.com?subject=unsubscribe%20TOKEN>
     List-Unsubscribe-Post: List-Unsubscribe=One-Click
@@ -37,11 +37,11 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import formatdate
 
-from campaigns.channel_options.smtp import SmtpChannelConfig
-from campaigns.config import read_secret
-from campaigns.keys import message_tag
-from campaigns.messages import OutboundMessage, Outcome, SendResult
-from campaigns.unsubscribe import unsubscribe_mailto, unsubscribe_url
+from campaigns.config.options.smtp import SmtpChannelConfig
+from campaigns.config.schema import read_secret
+from campaigns.config.keys import message_tag
+from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
+from campaigns.sending.unsubscribe import unsubscribe_mailto, unsubscribe_url
 
 # Bodies are encoded to 7-bit (quoted-printable/base64) so any relay accepts them without
 # 8BITMIME; CRLF line ends as SMTP wants.
@@ -92,7 +92,7 @@ def _text_part(content: str, subtype: str) -> str:
 def message_hash(send_key: str, secret: str | None = None) -> str:
     """32 hex chars identifying ``send_key``: the Message-ID's local part and VERP tag.
 
-    Keyed with the installation secret (:func:`campaigns.keys.message_tag`) when there is
+    Keyed with the installation secret (:func:`campaigns.config.keys.message_tag`) when there is
     one: only then can ``POST /bounces`` tell our messages from forged ones (send keys are
     guessable). Without it, the unkeyed SHA-256 of the key, which no bounce is accepted
     for; it still keeps a retried message's Message-ID the same.

@@ -28,10 +28,10 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from campaigns.config import WebhookChannelConfig, read_secret
-from campaigns.masking import mask_text
-from campaigns.messages import OutboundMessage, Outcome, SendResult
-from campaigns.secretvalues import webhook_channel_key, webhook_signing_key
+from campaigns.config.schema import WebhookChannelConfig, read_secret
+from campaigns.customers.masking import mask_text
+from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
+from campaigns.config.secretvalues import webhook_channel_key, webhook_signing_key
 
 RETRY_STATUSES = frozenset({408, 425, 429})
 HALT_STATUSES = frozenset({401, 403})

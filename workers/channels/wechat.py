@@ -24,16 +24,16 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from campaigns.channel_options.wechat import (
+from campaigns.config.options.wechat import (
     WeChatOAChannelConfig,
     WeComRobotChannelConfig,
     refuses_marketing,
 )
-from campaigns.config import read_secret
-from campaigns.messages import OutboundMessage, Outcome, SendResult
+from campaigns.config.schema import read_secret
+from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.webhook import parse_retry_after
-from workers.ratelimit import MemoryRateLimiter, RateLimiter
-from workers.tokencache import CachedToken, MemoryTokenCache, TokenCache
+from workers.channels.ratelimit import MemoryRateLimiter, RateLimiter
+from workers.channels.tokencache import CachedToken, MemoryTokenCache, TokenCache
 
 __all__ = [
     "OA_ERRCODES",
@@ -186,7 +186,7 @@ class WeComRobotChannel:
     """Posts each message to a WeCom group robot (``POST /cgi-bin/webhook/send?key=KEY``).
 
     ``rate_limiter`` enforces ``rate_limit_per_minute`` per robot; pass a
-    :class:`~workers.ratelimit.RedisRateLimiter` (limit ``rate_limit_per_minute``, window
+    :class:`~workers.channels.ratelimit.RedisRateLimiter` (limit ``rate_limit_per_minute``, window
     60 s) so the limit holds across worker processes. A refusal is a ``defer`` until a slot
     frees up, never a sleep.
     """
@@ -317,7 +317,7 @@ class WeChatOAChannel:
     """Sends Official Account template, subscribe or customer-service messages.
 
     The access token comes from ``stable_token`` and lives in ``token_cache`` (pass a
-    :class:`~workers.tokencache.RedisTokenCache` so every worker process shares it); one
+    :class:`~workers.channels.tokencache.RedisTokenCache` so every worker process shares it); one
     process refreshes it at a time, when it has ``token_refresh_margin`` left. When WeChat
     rejects a token (40001/40014/42001) the channel refreshes once and retries once.
     """

@@ -1,0 +1,1 @@
+"""Options of each channel kind (``[channels.NAME]``), one module per kind."""

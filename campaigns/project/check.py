@@ -1,0 +1,119 @@
+"""``nurture check``: everything that can be wrong before the first send, all at once.
+
+Loading the config already validates keys, types, cron expressions, time zones, channel
+references, template files and duplicate names. On top of that, every template a
+campaign uses is compiled and rendered against a sample customer with StrictUndefined,
+so an undefined variable is an error here rather than a failed send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from campaigns.config.schema import AppConfig, WebhookChannelConfig, _format_loc, load_config, read_secret, secret_warnings
+from campaigns.errors import ConfigError, ConfigIssue, RenderError
+from campaigns.sending.policy import earliest_in_windows
+from campaigns.sending.rendering import TemplateRenderer, sample_context
+from campaigns.config.secretvalues import webhook_channel_key
+from campaigns.config.tomlpos import KeyLines
+
+
+@dataclass
+class CheckResult:
+    """Errors (which fail the check) and warnings (which do not)."""
+
+    config: AppConfig | None
+    issues: list[ConfigIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    templates_rendered: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error."""
+        return not self.issues
+
+
+def check_config_file(path: str | Path) -> CheckResult:
+    """Validate the config at ``path`` and render every template it uses."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return CheckResult(config=None, issues=exc.issues)
+    result = CheckResult(config=config, warnings=secret_warnings(config))
+    lines = KeyLines(Path(path).read_text(encoding="utf-8"))
+    result.issues.extend(_webhook_secret_issues(config, path, lines))
+    renderer = TemplateRenderer.from_config(config.templates)
+    context = sample_context()
+    for c_index, campaign in enumerate(config.campaigns):
+        result.issues.extend(_window_issues(config, c_index, path, lines))
+        for s_index, step in enumerate(campaign.steps):
+            key = ("campaigns", c_index, "steps", s_index, "template")
+            try:
+                for template in step.templates:
+                    renderer.render(template, context)
+                    result.templates_rendered += 1
+            except RenderError as exc:
+                result.issues.append(
+                    ConfigIssue(
+                        str(path),
+                        lines.line_of(key),
+                        f"campaigns[{c_index}].steps[{s_index}].template",
+                        f"template does not render against a sample customer: {exc}",
+                    )
+                )
+    return result
+
+
+def _webhook_secret_issues(config: AppConfig, path: str | Path, lines: KeyLines) -> list[ConfigIssue]:
+    """A webhook channel without a usable signing secret halts every send (nothing goes out
+    unsigned): an error here, not a warning. The secret itself is never shown."""
+    issues = []
+    for name, channel in config.channels.items():
+        if not isinstance(channel, WebhookChannelConfig):
+            continue
+        try:
+            webhook_channel_key(channel.secret_env, read_secret(channel.secret_env))
+            continue
+        except ValueError as exc:
+            message = str(exc)
+        key = ("channels", name, "secret_env") if channel.secret_env else ("channels", name)
+        issues.append(ConfigIssue(str(path), lines.line_of(key), _format_loc(key), message))
+    return issues
+
+
+def _window_issues(config: AppConfig, c_index: int, path: str | Path, lines: KeyLines) -> list[ConfigIssue]:
+    """A send window that never overlaps the campaign's other windows (or, for marketing,
+    the hours outside quiet hours) would hold its messages forever: say so now."""
+    campaign = config.campaigns[c_index]
+    base: list[tuple[time, time]] = []
+    if campaign.purpose == "marketing" and config.compliance.marketing_window:
+        base.append(config.compliance.marketing_window)
+    if campaign.window_bounds:
+        base.append(campaign.window_bounds)
+    checks: list[tuple[tuple[str | int, ...], list[tuple[time, time]]]] = [(("campaigns", c_index, "window"), base)]
+    for s_index, step in enumerate(campaign.steps):
+        if step.window_bounds:
+            checks.append((("campaigns", c_index, "steps", s_index, "window"), [*base, step.window_bounds]))
+    issues = []
+    for key, windows in checks:
+        if len(windows) > 1 and not windows_overlap(windows):
+            issues.append(ConfigIssue(
+                str(path), lines.line_of(key), _format_loc(key),
+                "this send window never overlaps the campaign's other windows"
+                + (f" or the marketing hours outside quiet hours {config.compliance.quiet_hours}"
+                   if campaign.purpose == "marketing" and config.compliance.quiet_hours else "")
+                + ": its messages would wait forever"))
+    return issues
+
+
+def windows_overlap(windows: list[tuple[time, time]]) -> bool:
+    """True when some moment of the day lies inside every window (the send-time policy's
+    own search, from an arbitrary day: only the local times matter)."""
+    return earliest_in_windows(_ANY_DAY, _UTC, windows) is not None
+
+
+_ANY_DAY = datetime(2026, 1, 1, tzinfo=UTC)
+_UTC = ZoneInfo("UTC")

@@ -1,0 +1,1 @@
+"""What happened: campaign and funnel reports, customer and channel reports, statistics, CSV export."""

@@ -1,0 +1,227 @@
+"""How a campaign did: enrolments, deliveries, conversions treated vs holdout, lift, and
+revenue attributed by last touch.
+
+Definitions (docs/campaigns.md):
+
+* **converted**: an enrolment whose customer reached the goal (an order, or the goal
+  event) after enrolling and within ``goal.within`` (14 days without a goal). Held-out
+  enrolments convert the same way, which is what makes the comparison fair.
+* **lift**: treated conversion rate minus holdout conversion rate, with a 95 % interval.
+* **attributed revenue** (last touch): an order is credited to the most recent message
+  *sent* to that customer, by any campaign, before the order and within the conversion
+  window; the campaign's revenue is the sum of the orders credited to its messages.
+* **engagement** (receipts, opens, clicks, replies, unsubscribes, complaints): the number
+  of *sent* messages with at least one response of that kind (``response.delivery_id``),
+  so a message opened five times counts once; rates are over the messages sent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from campaigns.config.schema import AppConfig
+from campaigns.store.models import Delivery, Enrollment, Event, Order, Response
+from campaigns.store.sqltime import plus_interval
+from campaigns.reports.stats import conversion_lift
+
+DEFAULT_WINDOW = timedelta(days=14)
+
+#: Engagement counts, each the number of sent messages with at least one response of the
+#: given kinds. ``not_delivered`` folds the three failure receipts into one figure that
+#: counts a message once even when it got, say, both an "undelivered" and a "bounced".
+ENGAGEMENT_KINDS: dict[str, tuple[str, ...]] = {
+    "delivered": ("delivered",),
+    "not_delivered": ("undelivered", "bounced", "blocked"),
+    "undelivered": ("undelivered",),
+    "bounced": ("bounced",),
+    "blocked": ("blocked",),
+    "opened": ("opened",),
+    "clicked": ("clicked",),
+    "replied": ("replied",),
+    "unsubscribed": ("unsubscribed",),
+    "complained": ("complained",),
+}
+#: Rates: name -> (numerator, denominator); a denominator of "sent" is the messages sent.
+ENGAGEMENT_RATES: dict[str, tuple[str, str]] = {
+    "delivery_rate": ("delivered", "sent"),
+    "not_delivered_rate": ("not_delivered", "sent"),
+    "open_rate": ("opened", "sent"),
+    "click_rate": ("clicked", "sent"),
+    "click_to_open_rate": ("clicked", "opened"),
+    "reply_rate": ("replied", "sent"),
+    "unsubscribe_rate": ("unsubscribed", "sent"),
+    "complaint_rate": ("complained", "sent"),
+}
+
+
+def campaign_report(engine: Engine, config: AppConfig, name: str, *, now: datetime) -> dict[str, Any]:
+    """The report for campaign ``name`` as of ``now`` (KeyError for an unknown campaign)."""
+    campaign = config.campaign(name)
+    goal_event = campaign.goal.event if campaign.goal else "order"
+    window = campaign.goal.within if campaign.goal else DEFAULT_WINDOW
+    e = Enrollment.__table__
+    d = Delivery.__table__
+    with engine.connect() as conn:
+        dialect = conn.dialect.name
+        deadline = plus_interval(dialect, e.c.enrolled_at, window, e.c.enrolled_at.type)
+        if goal_event == "order":
+            reached = sa.exists().where(Order.customer_id == e.c.customer_id, Order.ordered_at > e.c.enrolled_at,
+                                        Order.ordered_at <= deadline, Order.ordered_at <= now)
+        else:
+            reached = sa.exists().where(Event.customer_id == e.c.customer_id, Event.name == goal_event,
+                                        Event.occurred_at > e.c.enrolled_at, Event.occurred_at <= deadline,
+                                        Event.occurred_at <= now)
+        groups = {
+            bool(holdout): (total, converted)
+            for holdout, total, converted in conn.execute(
+                sa.select(e.c.holdout, sa.func.count(), sa.func.sum(sa.case((reached, 1), else_=0)))
+                .where(e.c.campaign == name).group_by(e.c.holdout)
+            )
+        }
+        states = dict(conn.execute(
+            sa.select(e.c.state, sa.func.count()).where(e.c.campaign == name).group_by(e.c.state)).all())
+        delivery_rows = conn.execute(
+            sa.select(d.c.step, d.c.variant, d.c.channel, d.c.status, sa.func.count())
+            .where(d.c.campaign == name)
+            .group_by(d.c.step, d.c.variant, d.c.channel, d.c.status)
+            .order_by(d.c.step, d.c.variant, d.c.channel, d.c.status)
+        ).all()
+        attributed = _attributed(conn, dialect, name, window, now)
+        engaged = _engagement(conn, name)
+
+    treated, treated_converted = groups.get(False, (0, 0))
+    held_out, held_out_converted = groups.get(True, (0, 0))
+    lift = conversion_lift(treated, treated_converted or 0, held_out, held_out_converted or 0)
+    by_status: dict[str, int] = {}
+    steps: dict[tuple[int, int | None, str], dict[str, Any]] = {}
+    for step, variant, channel, status, count in delivery_rows:
+        by_status[status] = by_status.get(status, 0) + count
+        steps.setdefault((step, variant, channel), {})[status] = count
+    for key, (orders, revenue) in attributed["by_step"].items():
+        steps.setdefault(key, {})
+        steps[key]["attributed_orders"] = orders
+        steps[key]["attributed_revenue"] = revenue
+    # Each message belongs to exactly one (step, variant, channel), so the per-message
+    # counts of the groups add up exactly to per-channel and campaign totals.
+    for key, counts in steps.items():
+        counts["engagement"] = _with_rates(counts.get("sent", 0), engaged.get(key, {}))
+    # Per channel, only outcomes: what is still queued (or later skipped) belongs to the
+    # per-step rows, so forgetting a customer, which cancels their queued messages,
+    # leaves every per-channel number as it was.
+    channels: dict[str, dict[str, Any]] = {}
+    for (_, _, channel), counts in steps.items():
+        total = channels.setdefault(channel, {"sent": 0, "failed": 0, "attributed_orders": 0,
+                                              "attributed_revenue": 0.0, "engagement": {}})
+        for metric in ("sent", "failed", "attributed_orders", "attributed_revenue"):
+            total[metric] += counts.get(metric, 0)
+        for kind in ENGAGEMENT_KINDS:
+            total["engagement"][kind] = total["engagement"].get(kind, 0) + counts["engagement"][kind]
+    for total in channels.values():
+        total["attributed_revenue"] = round(total["attributed_revenue"], 2)
+        total["engagement"] = _with_rates(total["sent"], total["engagement"])
+    campaign_engagement = {kind: sum(counts[kind] for counts in engaged.values()) for kind in ENGAGEMENT_KINDS}
+    return {
+        "campaign": name,
+        "now": now.isoformat(),
+        "goal": goal_event,
+        "window_days": window.total_seconds() / 86400,
+        "enrolled": treated,
+        "held_out": held_out,
+        "enrollment_states": states,
+        "deliveries": by_status,
+        "sent": by_status.get("sent", 0),
+        "failed": by_status.get("failed", 0),
+        "skipped": by_status.get("skipped", 0),
+        "converted": {"treated": treated_converted or 0, "holdout": held_out_converted or 0},
+        "conversion_rate": {"treated": lift.treated_rate, "holdout": lift.holdout_rate},
+        "lift": {
+            "absolute": lift.absolute, "low": lift.low, "high": lift.high, "relative": lift.relative,
+            "confidence": lift.confidence, "significant": lift.significant,
+        },
+        "attributed_orders": attributed["orders"],
+        "attributed_revenue": attributed["revenue"],
+        "engagement": _with_rates(by_status.get("sent", 0), campaign_engagement),
+        "channels": [{"channel": channel, **counts} for channel, counts in sorted(channels.items())],
+        "steps": [
+            {"step": step, "variant": variant, "channel": channel, **counts}
+            for (step, variant, channel), counts in sorted(steps.items(), key=lambda item: (item[0][0], item[0][1] or 0, item[0][2]))
+        ],
+    }
+
+
+def _attributed(conn: sa.Connection, dialect: str, name: str, window: timedelta, now: datetime) -> dict[str, Any]:
+    """Orders credited by last touch to this campaign's sent messages, overall and per step."""
+    touch = Delivery.__table__.alias("touch")
+    later = Delivery.__table__.alias("later")
+    deadline = plus_interval(dialect, touch.c.sent_at, window, touch.c.sent_at.type)
+    # No message (any campaign) was sent to the customer between this touch and the order.
+    no_later_touch = ~sa.exists().where(
+        later.c.customer_id == touch.c.customer_id, later.c.status == "sent",
+        later.c.sent_at > touch.c.sent_at, later.c.sent_at < Order.ordered_at,
+    )
+    rows = conn.execute(
+        sa.select(touch.c.step, touch.c.variant, touch.c.channel, sa.func.count(Order.id), sa.func.sum(Order.amount))
+        .select_from(touch)
+        .join(Order, Order.customer_id == touch.c.customer_id)
+        .where(touch.c.campaign == name, touch.c.status == "sent", Order.ordered_at > touch.c.sent_at,
+               Order.ordered_at <= deadline, Order.ordered_at <= now, no_later_touch)
+        .group_by(touch.c.step, touch.c.variant, touch.c.channel)
+    ).all()
+    by_step = {(step, variant, channel): (count, float(total or 0)) for step, variant, channel, count, total in rows}
+    return {
+        "orders": sum(count for count, _ in by_step.values()),
+        "revenue": round(sum(total for _, total in by_step.values()), 2),
+        "by_step": by_step,
+    }
+
+
+def _engagement(conn: sa.Connection, name: str) -> dict[tuple[int, int | None, str], dict[str, int]]:
+    """Per (step, variant, channel): how many sent messages got at least one response of
+    each kind in :data:`ENGAGEMENT_KINDS`.
+
+    One statement: the inner GROUP BY folds each message's responses into 0/1 flags (so
+    repeats of a kind count once), the outer one adds the flags up per group. Only this
+    campaign's sent deliveries are read (``ix_delivery_campaign``), and their responses
+    through ``ix_response_delivery_id``; responses matched to no delivery cannot be
+    attributed to a message and are not counted.
+    """
+    d = Delivery.__table__
+    r = Response.__table__
+    flags = (
+        sa.select(
+            d.c.step, d.c.variant, d.c.channel,
+            *(sa.func.max(sa.case((r.c.kind.in_(kinds), 1), else_=0)).label(metric)
+              for metric, kinds in ENGAGEMENT_KINDS.items()),
+        )
+        .select_from(d.join(r, r.c.delivery_id == d.c.id))
+        # Responses to a message never marked sent (a receipt racing a crashed worker)
+        # are left out so every count is a share of "sent" and no rate exceeds 100 %.
+        .where(d.c.campaign == name, d.c.status == "sent")
+        .group_by(d.c.id, d.c.step, d.c.variant, d.c.channel)
+        .subquery("flags")
+    )
+    rows = conn.execute(
+        sa.select(flags.c.step, flags.c.variant, flags.c.channel,
+                  *(sa.func.sum(flags.c[metric]) for metric in ENGAGEMENT_KINDS))
+        .group_by(flags.c.step, flags.c.variant, flags.c.channel)
+    ).all()
+    # SUM's type is the backend's (PostgreSQL widens it, and a numeric SUM arrives as a
+    # Decimal): counts are handed out as plain int whatever it was.
+    return {
+        (step, variant, channel): {metric: int(value or 0) for metric, value in zip(ENGAGEMENT_KINDS, values, strict=True)}
+        for step, variant, channel, *values in rows
+    }
+
+
+def _with_rates(sent: int, counts: dict[str, int]) -> dict[str, Any]:
+    """``counts`` (zero for a kind nobody answered with) plus each rate of
+    :data:`ENGAGEMENT_RATES`, ``None`` when its denominator is 0."""
+    full: dict[str, Any] = {kind: counts.get(kind, 0) for kind in ENGAGEMENT_KINDS}
+    base = {**full, "sent": sent}
+    for rate, (numerator, denominator) in ENGAGEMENT_RATES.items():
+        full[rate] = base[numerator] / base[denominator] if base[denominator] else None
+    return full

@@ -1,0 +1,1 @@
+"""Persistence: the tables, engines and sessions, schema migrations, leases and SQL helpers."""

@@ -1,0 +1,337 @@
+"""The data model: SQLModel tables for customers, their history and the delivery ledger.
+
+Timestamps are timezone-aware and stored in UTC (SQLModel's ``UTCDateTime``), so SQLite
+and PostgreSQL compare them the same way; :func:`utcnow` gives the current value. Customer
+time zones live on the customer and are applied when computing local times.
+
+The schema itself is owned by Alembic (``campaigns/store/migrations``); a test checks that the
+migrations and these models agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+#: Delivery statuses. ``queued`` rows wait for ``due_at``; ``sending`` rows are leased by a
+#: worker; the rest are final except ``deferred`` handling, which moves rows back to queued.
+DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "suppressed", "skipped")
+
+
+def utcnow() -> datetime:
+    """Current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def _json_column() -> Any:
+    return sa.Column(sa.JSON, nullable=False, default=dict)
+
+
+class Customer(SQLModel, table=True):
+    """A person the business may message, keyed by the business's own ``external_id``."""
+
+    __tablename__ = "customer"
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=32)
+    wechat_openid: str | None = Field(default=None, max_length=128)
+    timezone: str | None = Field(default=None, max_length=64)
+    locale: str | None = Field(default=None, max_length=16)
+    #: Where the customer came from: ecommerce, store, social, distributor, direct, ...
+    acquisition_channel: str | None = Field(default=None, max_length=32, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    #: Free attributes from imports (``vip``, ``city``, ``points_expire_on`` ...).
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+
+
+class Order(SQLModel, table=True):
+    """A purchase; ``channel`` is where it was bought (may differ from acquisition)."""
+
+    __tablename__ = "orders"
+    __table_args__ = (sa.Index("ix_orders_customer_ordered", "customer_id", "ordered_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    ordered_at: datetime
+    amount: float = Field(sa_column=sa.Column(sa.Numeric(14, 2, asdecimal=False), nullable=False))
+    channel: str | None = Field(default=None, max_length=32)
+
+
+class OrderItem(SQLModel, table=True):
+    """One line of an order."""
+
+    __tablename__ = "order_item"
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_pk: int = Field(foreign_key="orders.id", index=True, ondelete="CASCADE")
+    sku: str = Field(max_length=128)
+    category: str | None = Field(default=None, max_length=128)
+    quantity: int = 1
+    price: float = Field(sa_column=sa.Column(sa.Numeric(14, 2, asdecimal=False), nullable=False))
+
+
+class Event(SQLModel, table=True):
+    """Something a customer did (``signup``, ``review``, ``page_view`` ...)."""
+
+    __tablename__ = "event"
+    __table_args__ = (sa.Index("ix_event_customer_name_time", "customer_id", "name", "occurred_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    name: str = Field(max_length=64)
+    occurred_at: datetime
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+    #: The source's event id, or a hash of the event, so re-imports do not duplicate.
+    dedupe_key: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+
+
+class Consent(SQLModel, table=True):
+    """The current consent state of one customer on one channel family."""
+
+    __tablename__ = "consent"
+    __table_args__ = (sa.UniqueConstraint("customer_id", "channel", name="uq_consent_customer_channel"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    #: Channel family: email, sms or wechat.
+    channel: str = Field(max_length=16)
+    #: granted or withdrawn.
+    status: str = Field(max_length=16)
+    source: str | None = Field(default=None, max_length=64)
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+
+class CampaignRun(SQLModel, table=True):
+    """One occurrence of a campaign's trigger, claimed by exactly one scheduler."""
+
+    __tablename__ = "campaign_run"
+    __table_args__ = (sa.UniqueConstraint("campaign", "scheduled_at", name="uq_run_campaign_slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(max_length=128)
+    scheduled_at: datetime
+    #: planning -> planned. A run left in planning past its lease is taken over.
+    status: str = Field(default="planning", max_length=16)
+    claimed_at: datetime = Field(default_factory=utcnow)
+    planned_count: int = 0
+
+
+class CampaignState(SQLModel, table=True):
+    """Operator-visible state of a campaign: paused (and why) after a ``halt`` outcome."""
+
+    __tablename__ = "campaign_state"
+
+    campaign: str = Field(primary_key=True, max_length=128)
+    paused: bool = False
+    paused_reason: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per message, written before any provider is called.
+
+    ``send_key`` is deterministic (campaign, step, customer, channel, occurrence) and
+    UNIQUE, so planning twice, retrying a job or running two schedulers cannot create a
+    second send.
+    """
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        # What the dispatcher reads each tick: only queued rows, in the order they become
+        # dispatchable, so a tick costs what it dispatches, not the size of the backlog.
+        sa.Index(
+            "ix_delivery_dispatch",
+            "dispatch_after",
+            "id",
+            postgresql_where=sa.text("status = 'queued'"),
+            sqlite_where=sa.text("status = 'queued'"),
+        ),
+        # Only rows being sent carry a token; indexing the NULLs of every planned row would
+        # cost a write per delivery for nothing.
+        sa.Index(
+            "ix_delivery_claim_token",
+            "claim_token",
+            postgresql_where=sa.text("claim_token IS NOT NULL"),
+            sqlite_where=sa.text("claim_token IS NOT NULL"),
+        ),
+        # Receipts find their delivery by the provider's id; planned rows have none yet, so
+        # the index costs nothing at planning time.
+        sa.Index(
+            "ix_delivery_provider_message_id",
+            "provider_message_id",
+            postgresql_where=sa.text("provider_message_id IS NOT NULL"),
+            sqlite_where=sa.text("provider_message_id IS NOT NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    send_key: str = Field(sa_column=sa.Column(sa.String(255), nullable=False, unique=True))
+    #: The campaign run that planned the row (no foreign key: checking one constant value
+    #: for each of a million inserted rows costs seconds and protects nothing).
+    run_id: int | None = Field(default=None, index=True)
+    campaign: str = Field(max_length=128, index=True)
+    step: int = 0
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    channel: str = Field(max_length=64)
+    template: str = Field(max_length=256)
+    #: The enrollment this message belongs to (goals and unsubscribes end it).
+    enrollment_id: int | None = Field(default=None, index=True)
+    #: The A/B variant sent at this step (index into the step's variants), if any.
+    variant: int | None = None
+    status: str = Field(default="queued", max_length=16)
+    attempts: int = 0
+    #: Not sent before this moment (step delay, retry backoff, deferral).
+    due_at: datetime
+    #: When the scheduler may (re-)enqueue a queued row: ``due_at`` for rows nobody has
+    #: enqueued yet; enqueue time + lease for rows handed to the broker, so a job the
+    #: broker lost is enqueued again once the lease has passed.
+    dispatch_after: datetime
+    #: While ``sending``: the worker's lease and claim token.
+    lease_until: datetime | None = None
+    claim_token: str | None = Field(default=None, max_length=36)
+    provider_message_id: str | None = Field(default=None, max_length=128)
+    last_error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+    #: What the provider reported after accepting it (delivered, undelivered, bounced,
+    #: blocked), and when: the latest receipt wins.
+    receipt_status: str | None = Field(default=None, max_length=16)
+    receipt_at: datetime | None = None
+
+
+class Enrollment(SQLModel, table=True):
+    """One customer's passage through one occurrence of a campaign.
+
+    Held-out customers are enrolled too (``holdout = True``, state ``held_out``) so the
+    campaign's effect can be measured against them; they get no deliveries.
+    """
+
+    __tablename__ = "enrollment"
+    __table_args__ = (
+        sa.UniqueConstraint("campaign", "customer_id", "occurrence", name="uq_enrollment_occurrence"),
+        sa.Index("ix_enrollment_campaign_state", "campaign", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign: str = Field(max_length=128)
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    #: "once", a run slot, an entry or event id: what makes re-entries distinct.
+    occurrence: str = Field(max_length=64)
+    enrolled_at: datetime
+    holdout: bool = False
+    #: active, completed, held_out, exited_goal, exited_unsubscribe.
+    state: str = Field(default="active", max_length=24)
+    exited_at: datetime | None = None
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """One call to a provider for one delivery, whatever its outcome."""
+
+    __tablename__ = "delivery_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(foreign_key="delivery.id", index=True, ondelete="CASCADE")
+    attempt: int
+    outcome: str = Field(max_length=16)
+    code: str | None = Field(default=None, max_length=64)
+    error: str | None = Field(default=None, max_length=1000)
+    provider_message_id: str | None = Field(default=None, max_length=128)
+    started_at: datetime
+    finished_at: datetime
+
+
+class Response(SQLModel, table=True):
+    """A customer's or provider's answer: receipt, click, reply, unsubscribe, purchase."""
+
+    __tablename__ = "response"
+    __table_args__ = (sa.UniqueConstraint("provider", "provider_ref", "kind", name="uq_response_ref"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    kind: str = Field(max_length=32)
+    provider: str = Field(max_length=64)
+    provider_ref: str = Field(max_length=256)
+    occurred_at: datetime
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must never be messaged again on a channel family."""
+
+    __tablename__ = "suppression"
+    __table_args__ = (sa.UniqueConstraint("channel", "address", name="uq_suppression_address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    address: str = Field(max_length=320)
+    reason: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CustomerProfile(SQLModel, table=True):
+    """Computed facts about one customer as of the last recompute: order facts, RFM scores
+    and segment, lifecycle stage. Rebuilt by :func:`campaigns.customers.profiles.recompute_profiles`."""
+
+    __tablename__ = "customer_profile"
+
+    customer_id: int = Field(primary_key=True, foreign_key="customer.id", ondelete="CASCADE")
+    #: The as-of moment of the recompute that last changed this profile (unchanged
+    #: profiles are not rewritten; see campaigns.customers.profiles.latest_recompute).
+    as_of: datetime
+    first_order_at: datetime | None = None
+    last_order_at: datetime | None = None
+    orders_count: int = 0
+    total_spent: float = Field(default=0.0, sa_column=sa.Column(sa.Numeric(16, 2, asdecimal=False), nullable=False))
+    avg_order_value: float | None = Field(
+        default=None, sa_column=sa.Column(sa.Numeric(16, 2, asdecimal=False), nullable=True)
+    )
+    #: Quintile scores 1-5 (5 = most recent / most frequent / highest spend); NULL without orders.
+    r_score: int | None = None
+    f_score: int | None = None
+    m_score: int | None = None
+    rfm_segment: str | None = Field(default=None, max_length=32, index=True)
+    #: prospect, new, active, at_risk or churned.
+    stage: str = Field(max_length=16, index=True)
+    stage_since: datetime
+    #: Values before the latest recompute: a row whose stage differs from its previous
+    #: stage has just entered it (that is how transitions are found in one pass).
+    previous_stage: str | None = Field(default=None, max_length=16)
+    previous_rfm_segment: str | None = Field(default=None, max_length=32)
+    computed_at: datetime = Field(default_factory=utcnow)
+
+
+class ProfileTransition(SQLModel, table=True):
+    """A customer entering a lifecycle stage or RFM segment; triggers fire once per row."""
+
+    __tablename__ = "profile_transition"
+    __table_args__ = (sa.Index("ix_transition_kind_value_entered", "kind", "value", "entered_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    #: ``stage`` or ``rfm_segment``.
+    kind: str = Field(max_length=16)
+    value: str = Field(max_length=32)
+    previous: str | None = Field(default=None, max_length=32)
+    entered_at: datetime
+
+
+class Lease(SQLModel, table=True):
+    """A named lock held by one process until ``expires_at`` (the scheduler's leader lock);
+    taken over by another process once it has expired."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=200)
+    acquired_at: datetime
+    expires_at: datetime

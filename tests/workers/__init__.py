@@ -1,0 +1,1 @@
+"""Module tests of the runtime adapters, mirroring ``workers/``."""

@@ -1,0 +1,172 @@
+"""Compliance commands: ``nurture suppress``, ``nurture consent`` and ``nurture reply``.
+
+Thin: the rules live in :mod:`campaigns.responses.optout`. Registered on the main Typer app by the
+import at the end of ``workers/cli/main.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from rich.table import Table
+
+from campaigns.errors import NurtureError
+from campaigns.store.models import Customer, Suppression, utcnow
+from campaigns.responses.optout import FAMILY_FIELDS, family_of_address, is_opt_out, lift_suppression, opt_out, set_consent
+from workers.cli.main import ConfigOption, JsonOption, _engine_for, _load, app, console, friendly_errors
+
+suppress_app = typer.Typer(help="The suppression list: addresses never messaged again.", no_args_is_help=True)
+app.add_typer(suppress_app, name="suppress")
+
+FamilyOption = Annotated[
+    str | None,
+    typer.Option("--channel", help="Channel family: email, sms or wechat (guessed from the address when left out)."),
+]
+
+
+def _family(address: str, family: str | None) -> str:
+    chosen = family or family_of_address(address)
+    if chosen not in FAMILY_FIELDS:
+        raise NurtureError(f"unknown channel family {chosen!r}: use email, sms or wechat")
+    return chosen
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+
+
+@suppress_app.command("add")
+@friendly_errors
+def suppress_add(
+    address: Annotated[str, typer.Argument(help="E-mail address, phone number (E.164) or WeChat OpenID.")],
+    family: FamilyOption = None,
+    reason: Annotated[str, typer.Option(help="Why (kept with the entry).")] = "added by an operator",
+    config: ConfigOption = Path("config.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Suppress an address and withdraw the consent of every customer who has it.
+
+    Queued messages to it are skipped when their time comes; nothing is sent to it again
+    on that channel, whatever the campaign's purpose.
+    """
+    engine = _engine_for(_load(config))
+    result = opt_out(engine, family=_family(address, family), address=address, reason=reason,
+                     source="operator", now=utcnow())
+    if as_json:
+        _print_json({"family": result.family, "address": result.address, "added": result.suppressed,
+                     "customers": result.customers})
+        return
+    state = "suppressed" if result.suppressed else "was already suppressed"
+    console.print(f"{result.family} {address} {state}; consent withdrawn for {result.customers} customer(s)",
+                  highlight=False)
+
+
+@suppress_app.command("remove")
+@friendly_errors
+def suppress_remove(
+    address: Annotated[str, typer.Argument(help="The suppressed address.")],
+    family: FamilyOption = None,
+    config: ConfigOption = Path("config.toml"),
+) -> None:
+    """Lift a suppression (e.g. a bounce the customer has fixed).
+
+    Consent is not re-granted: marketing resumes only once the customer gives it again.
+    """
+    from campaigns.config.keys import installation_secret
+
+    cfg = _load(config)
+    engine = _engine_for(cfg)
+    chosen = _family(address, family)
+    # With the installation secret a forgotten customer's (keyed) digest is found too.
+    if not lift_suppression(engine, family=chosen, address=address, secret=installation_secret(cfg)):
+        raise NurtureError(f"{address} is not on the {chosen} suppression list")
+    console.print(f"{chosen} {address} removed from the suppression list", highlight=False)
+
+
+@suppress_app.command("list")
+@friendly_errors
+def suppress_list(
+    family: FamilyOption = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 100,
+    config: ConfigOption = Path("config.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """The newest entries of the suppression list, with reason and time."""
+    engine = _engine_for(_load(config))
+    query = sa.select(Suppression.channel, Suppression.address, Suppression.reason, Suppression.created_at)
+    if family:
+        query = query.where(Suppression.channel == family)
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+        rows = [dict(row._mapping) for row in conn.execute(
+            query.order_by(Suppression.created_at.desc(), Suppression.id.desc()).limit(limit))]
+    if as_json:
+        _print_json({"total": total, "entries": rows})
+        return
+    table = Table(title=f"Suppression list ({total} entries{', newest ' + str(len(rows)) if total > len(rows) else ''})")
+    for column in ("channel", "address", "reason", "since"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["channel"], row["address"], row["reason"], f"{row['created_at']:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def consent(
+    external_id: Annotated[str, typer.Argument(metavar="ID", help="The customer's id.")],
+    family: Annotated[str, typer.Option("--channel", help="email, sms or wechat.")],
+    grant: Annotated[bool, typer.Option("--grant/--withdraw", help="Record consent given, or withdrawn.")],
+    source: Annotated[str, typer.Option(help="Where it was given or withdrawn (form, call, store...).")] = "operator",
+    config: ConfigOption = Path("config.toml"),
+) -> None:
+    """Record a customer's marketing consent on one channel, with its source and time."""
+    engine = _engine_for(_load(config))
+    with engine.connect() as conn:
+        customer_id = conn.execute(sa.select(Customer.id).where(Customer.external_id == external_id)).scalar()
+    if customer_id is None:
+        raise NurtureError(f"customer {external_id!r} not found")
+    status = "granted" if grant else "withdrawn"
+    try:
+        set_consent(engine, customer_id=customer_id, family=family, status=status, source=source, now=utcnow())
+    except ValueError as exc:
+        raise NurtureError(str(exc)) from None
+    console.print(f"{external_id}: {family} consent {status} (source: {source})", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def reply(
+    address: Annotated[str, typer.Argument(help="Who replied: phone number, e-mail address or OpenID.")],
+    text: Annotated[str, typer.Argument(help="What they wrote.")],
+    family: FamilyOption = None,
+    config: ConfigOption = Path("config.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Feed in a customer's reply: an opt-out word suppresses the address at once.
+
+    The words: R, T, TD, N, 退订, 取消, STOP, UNSUBSCRIBE, CANCEL, END, QUIT, STOPALL
+    (trimmed, any case). The address is suppressed and consent withdrawn before any queued
+    send fires; any other text changes nothing. For replies exported from a provider
+    console; `nurture serve` takes them from provider pushes.
+    """
+    engine = _engine_for(_load(config))
+    chosen = _family(address, family)
+    if not is_opt_out(text):
+        if as_json:
+            _print_json({"opt_out": False})
+        else:
+            console.print("not an opt-out keyword: nothing changed", highlight=False)
+        return
+    result = opt_out(engine, family=chosen, address=address, reason=f"opt-out reply {text.strip()[:40]!r}",
+                     source="reply", now=utcnow())
+    if as_json:
+        _print_json({"opt_out": True, "family": chosen, "added": result.suppressed, "customers": result.customers})
+        return
+    console.print(f"opt-out: {chosen} {address} suppressed; consent withdrawn for {result.customers} customer(s)",
+                  highlight=False)

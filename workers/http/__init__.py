@@ -1,0 +1,1 @@
+"""The ASGI app (``nurture serve``): /events, link and open tracking, bounces, the dashboard and provider callbacks."""

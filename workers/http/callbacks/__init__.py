@@ -1,0 +1,1 @@
+"""Inbound callbacks, one module per provider family, paired with ``workers/channels``."""

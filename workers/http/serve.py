@@ -1,0 +1,44 @@
+"""Entry point for ``nurture serve --workers N``: one receiver app per uvicorn process.
+
+uvicorn starts several processes only from an import string, so each process builds its
+own app here from the config file named by ``NURTURE_CONFIG`` (the CLI sets it), with
+its own engine and broker connection, and masks its own logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from typing import Any
+
+from starlette.applications import Starlette
+
+from campaigns.config.schema import load_config
+from campaigns.customers.masking import install_masking, secrets_from_config
+from workers.jobs.broker import make_broker
+from workers.channels.registry import quiet_request_logs
+from workers.http.app import create_app
+from workers.http.serving import install_log_limits, uvicorn_options
+
+
+def create() -> Starlette:
+    """The receiver app of this process (uvicorn ``--factory``)."""
+    config = load_config(os.environ.get("NURTURE_CONFIG", "config.toml"))
+    install_masking(secrets=secrets_from_config(config))
+    install_log_limits()
+    quiet_request_logs()
+    return create_app(config, broker=make_broker(config.broker))
+
+
+@functools.cache
+def _protocol_class() -> Any:
+    config = load_config(os.environ.get("NURTURE_CONFIG", "config.toml"))
+    return uvicorn_options(config.api)["http"]
+
+
+def http_protocol(*args: Any, **kwargs: Any) -> asyncio.Protocol:
+    """uvicorn's ``http=`` in each process: the guarded protocol with this config's
+    ``[api]`` limits (workers.http.serving), built once per process."""
+    protocol: asyncio.Protocol = _protocol_class()(*args, **kwargs)
+    return protocol

@@ -1,0 +1,1 @@
+"""The Dramatiq runtime: broker, actors, delivery orchestration, the scheduler loop and in-process workers."""

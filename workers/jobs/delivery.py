@@ -1,0 +1,245 @@
+"""One job's work: claim a batch of ledger rows, render, send, record.
+
+The ledger row exists before this runs (the scheduler wrote it); the claim guarantees no
+other job sends the same row; the record step writes every attempt and status change
+of the batch in one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from campaigns.config.options.wechat import WeChatOAChannelConfig
+from campaigns.config.schema import AppConfig, read_secret
+from campaigns.errors import RenderError
+from campaigns.sending.ledger import Claim, Recorded, claim, record, release
+from campaigns.customers.masking import mask_text
+from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
+from campaigns.store.models import Event
+from campaigns.sending.policy import Skip, quiet_hours_start, send_time_skips
+from campaigns.sending.rendering import build_context
+from campaigns.sending.tracking import track_html
+from workers.jobs.runtime import Runtime
+
+logger = logging.getLogger("nurture.delivery")
+
+#: Share of the lease a job may spend sending; the rest is margin for recording.
+LEASE_USABLE_SHARE = 0.8
+
+
+def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
+    """Deliver the still-queued rows among ``delivery_ids``; returns what was recorded."""
+    config = runtime.config
+    now = runtime.clock()
+    claimed = claim(runtime.engine, delivery_ids, now=now, lease=config.worker.lease)
+    # Stop sending well before the lease ends: past it, the scheduler may hand the rows to
+    # another worker, and a row sent by both would be a duplicate.
+    stop_at = now + config.worker.lease * LEASE_USABLE_SHARE
+    skips = {}
+    interactions: dict[int, datetime | None] = {}
+    if claimed.deliveries:
+        try:
+            with runtime.engine.connect() as conn:
+                skips = send_time_skips(conn, config, claimed.deliveries, now=now)
+                interactions = last_interactions(conn, config, claimed.deliveries)
+        except Exception:
+            # Nothing was sent: hand the rows straight back rather than leave them to the
+            # sweeper for a whole lease (Dramatiq retries this job).
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                release(runtime.engine, claimed, now=now)
+            raise
+    interaction_channels = _interaction_channels(config)
+    # Channels apply compliance rules by purpose (opt-out text on marketing SMS, no
+    # marketing over WeChat template messages); looked up once per batch.
+    campaigns = {campaign.name: campaign for campaign in config.campaigns}
+    # Click and open tracking needs the link secret: read once per batch, not per message.
+    link_secret = read_secret(config.api.link_secret_env) if config.api.public_url else None
+
+    def send_one(delivery: Any) -> tuple[SendResult, datetime, datetime]:
+        started = runtime.clock()
+        channel = runtime.channels.get(delivery.channel)
+        options = config.channels.get(delivery.channel)
+        if started >= stop_at:
+            result = SendResult(Outcome.DEFER, error="lease nearly over before this row was sent; requeued",
+                                defer_until=now)
+        elif channel is None or options is None:
+            result = SendResult(Outcome.HALT, error=f"channel {delivery.channel!r} is not configured")
+        else:
+            recipient = delivery.customer.get(options.recipient)
+            if not recipient:
+                result = SendResult(Outcome.PERMANENT, error=f"customer has no {options.recipient}")
+            else:
+                campaign = campaigns.get(delivery.campaign)
+                extra = {"purpose": campaign.purpose if campaign else "marketing"}
+                # Providers that queue (Twilio) are told to drop the message rather than
+                # deliver it into the customer's quiet hours.
+                quiet_from = quiet_hours_start(config, campaign, delivery.customer, now=started)
+                if quiet_from is not None:
+                    extra["deliver_within_s"] = max(1, int((quiet_from - started).total_seconds()))
+                if delivery.channel in interaction_channels:
+                    extra["last_interaction_at"] = _iso(interactions.get(delivery.customer["id"]))
+                result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra, link_secret)
+        return result, started, runtime.clock()
+
+    to_send = [delivery for delivery in claimed.deliveries if delivery.id not in skips]
+    recorder = _Recorder(runtime, claimed, skips, now=now, until=now + config.worker.lease)
+    # A job's rows go out concurrently on the process's send pool: a provider answering
+    # in 100 ms would otherwise hold a 50-row job for 5 s (P3). Outcomes are recorded as
+    # they come in, every RECORD_INTERVAL_S: a worker killed mid-job leaves only the
+    # sends of that last moment unrecorded (they go again, with the same idempotency key).
+    for delivery, outcome in runtime.iter_sends(send_one, to_send):
+        recorder.add(delivery.id, outcome)
+    recorded = recorder.finish()
+    for campaign, reason in recorded.halted.items():
+        logger.error("campaign %s paused: %s", campaign, reason)
+    return recorded
+
+
+#: How often a job records the outcomes that came in since it last did (seconds).
+RECORD_INTERVAL_S = 0.05
+
+
+class _Recorder:
+    """Records a job's outcomes in small transactions as they arrive, and merges what each
+    recording decided (retries, halted campaigns, counts)."""
+
+    def __init__(self, runtime: Runtime, claimed: Claim, skips: dict[int, Skip], *, now: datetime,
+                 until: datetime) -> None:
+        self.runtime = runtime
+        self.claimed = claimed
+        self.skips = skips  # recorded with the first flush
+        self.now = now
+        self.until = until
+        self.pending: dict[int, tuple[SendResult, datetime, datetime]] = {}
+        self.flushed_at = time.monotonic()
+        self.retries: list[tuple[int, timedelta]] = []
+        self.halted: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, delivery_id: int, outcome: tuple[SendResult, datetime, datetime]) -> None:
+        """Keep one outcome; record everything pending once the interval has passed."""
+        self.pending[delivery_id] = outcome
+        if time.monotonic() - self.flushed_at >= RECORD_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record what is pending (and the skips, the first time)."""
+        if not self.pending and not self.skips:
+            return
+        recorded = _record_stubbornly(self.runtime, self.claimed, self.pending, self.skips, now=self.now,
+                                      until=self.until)
+        self.pending, self.skips, self.flushed_at = {}, {}, time.monotonic()
+        self.retries += recorded.retries
+        self.halted.update(recorded.halted)
+        for outcome, count in recorded.counts.items():
+            self.counts[outcome] = self.counts.get(outcome, 0) + count
+
+    def finish(self) -> Recorded:
+        """Record the rest; what the whole job recorded."""
+        self.flush()
+        return Recorded(retries=self.retries, halted=self.halted, counts=self.counts)
+
+
+#: Pauses between attempts to record a batch whose database connection dropped.
+RECORD_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+def _record_stubbornly(runtime: Runtime, claimed: Claim, results: dict[int, tuple[SendResult, datetime, datetime]],
+                       skips: dict[int, Skip], *, now: datetime, until: datetime) -> Recorded:
+    """Record the batch, retrying while the database is briefly away.
+
+    The messages are out by now: failing here would leave the rows ``sending`` until
+    their lease expires and then send them again. A dropped connection is worth a few
+    retries (the pool pre-pings and reconnects); past the lease, another worker may own
+    the rows, and the claim token makes a late record a no-op anyway.
+    """
+    for delay in (*RECORD_RETRY_DELAYS_S, None):
+        try:
+            return record(runtime.engine, runtime.config, claimed, results, skips=skips, now=now)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            if delay is None or runtime.clock() >= until:
+                raise
+            logger.warning("recording %d deliveries failed (%s); retrying in %.1fs",
+                           len(claimed.deliveries), type(exc).__name__, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _interaction_channels(config: AppConfig) -> set[str]:
+    """Channels that may only message customers who interacted recently (WeChat
+    customer-service messages)."""
+    return {
+        name for name, options in config.channels.items()
+        if isinstance(options, WeChatOAChannelConfig) and options.message_type == "customer_service"
+    }
+
+
+def last_interactions(conn: sa.Connection, config: AppConfig, deliveries: Sequence[Any]) -> dict[int, datetime | None]:
+    """The latest interaction event per customer of the batch, for the channels that need it
+    (one query per batch)."""
+    names: set[str] = set()
+    customers: set[int] = set()
+    for delivery in deliveries:
+        options = config.channels.get(delivery.channel)
+        if delivery.channel in _interaction_channels(config) and isinstance(options, WeChatOAChannelConfig):
+            names.update(options.interaction_events)
+            customers.add(delivery.customer["id"])
+    if not customers:
+        return {}
+    rows = conn.execute(
+        sa.select(Event.customer_id, sa.func.max(Event.occurred_at))
+        .where(Event.customer_id.in_(sorted(customers)), Event.name.in_(sorted(names)))
+        .group_by(Event.customer_id)
+    ).all()
+    found: dict[int, datetime | None] = dict.fromkeys(customers)
+    found.update({customer_id: moment for customer_id, moment in rows})
+    return found
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: datetime,  # type: ignore[no-untyped-def]
+                     metadata: dict[str, Any], link_secret: str | None) -> SendResult:
+    try:
+        context = build_context(
+            customer=delivery.customer,
+            stats=delivery.stats,
+            campaign=delivery.campaign,
+            step=delivery.step,
+            send_key=delivery.send_key,
+            now=now,
+        )
+        parts = runtime.renderer.render(delivery.template, context)
+    except RenderError as exc:
+        return SendResult(Outcome.PERMANENT, error=f"render failed: {exc}", code="render")
+    api = runtime.config.api
+    if "html" in parts and api.public_url and link_secret:
+        parts = {**parts, "html": track_html(parts["html"], send_key=delivery.send_key, base_url=api.public_url,
+                                             secret=link_secret, opens=api.track_opens)}
+    message = OutboundMessage(
+        send_key=delivery.send_key,
+        delivery_id=delivery.id,
+        campaign=delivery.campaign,
+        step=delivery.step,
+        channel=delivery.channel,
+        recipient=recipient,
+        customer_external_id=delivery.customer["external_id"],
+        parts=parts,
+        metadata=metadata,
+    )
+    try:
+        return channel.send(message)
+    except Exception as exc:  # a channel bug must not strand the rest of the batch
+        logger.exception("channel %s raised on delivery %s", delivery.channel, delivery.id)
+        # The ledger keeps errors PII-free: exception texts often quote the recipient.
+        return SendResult(Outcome.RETRY, error=f"internal error: {type(exc).__name__}: {mask_text(str(exc))}",
+                          code="internal")

@@ -1,0 +1,224 @@
+"""The scheduler: claim due campaign runs, plan their deliveries, enqueue what is due.
+
+A tick is idempotent: running it twice, or in two processes at once, creates no
+duplicate delivery (run claims and send keys are UNIQUE) and a delivery enqueued twice
+is still sent once (workers claim rows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import redis
+import sqlalchemy as sa
+from dramatiq.broker import Broker
+from sqlalchemy.engine import Engine
+
+from campaigns.config.schema import AppConfig, CampaignConfig, CronTrigger, DateTrigger, EventTrigger, ManualTrigger
+from campaigns.store.leases import SCHEDULER_LEASE, acquire_lease, lease_holder, release_lease
+from campaigns.sending.ledger import dispatchable_batches, requeue_expired_leases, run_batches
+from campaigns.sending.planning import (
+    PlannedRun,
+    claim_run,
+    complete_run,
+    plan_dates,
+    plan_entries,
+    plan_events,
+    plan_run,
+)
+from campaigns.customers.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
+from campaigns.sending.schedule import due_slot, latest_cron_slot
+from workers.jobs.broker import enqueue_many, send_message
+
+logger = logging.getLogger("nurture.scheduler")
+
+#: Failures of the database or the broker that a later tick may not meet.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError, sa.exc.InterfaceError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+)
+
+
+#: Messages per Redis pipeline round trip.
+PIPELINE_SIZE = 500
+
+
+@dataclass
+class TickReport:
+    """What one tick did."""
+
+    now: datetime
+    runs: list[PlannedRun] = field(default_factory=list)
+    profiles: RecomputeReport | None = None
+    #: New deliveries per stage/segment-entry and event campaign.
+    entries: dict[str, int] = field(default_factory=dict)
+    enqueued_jobs: int = 0
+    enqueued_deliveries: int = 0
+    requeued_leases: int = 0
+
+
+def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) -> TickReport:
+    """Run one scheduler tick at ``now``."""
+    report = TickReport(now=now)
+    report.requeued_leases = requeue_expired_leases(engine, now=now)
+    batch_size = config.broker.batch_size
+    queue = config.broker.queue
+    # Cron campaigns first: a due fan-out is not held up by the profile recompute.
+    for campaign in config.campaigns:
+        slot = due_slot(campaign, now, max_lateness=config.scheduler.max_lateness)
+        if slot is None:
+            continue
+        run_id = claim_run(engine, campaign.name, slot, lease=config.worker.lease)
+        if run_id is None:
+            continue
+        planned = plan_run(engine, config, campaign, run_id=run_id, scheduled_at=slot, now=now)
+        logger.info("campaign %s run %s planned %d deliveries", campaign.name, slot.isoformat(), planned.planned)
+        report.runs.append(planned)
+        _enqueue(report, broker, queue, run_batches(engine, run_id, now=now, batch_size=batch_size))
+
+    report.profiles = _recompute_when_due(config=config, engine=engine, now=now)
+    for campaign in config.campaigns:
+        if not campaign.enabled or isinstance(campaign.trigger, (CronTrigger, ManualTrigger)):
+            continue
+        # Event campaigns are planned here too: events imported in bulk, and any event the
+        # fast path (handle_events) missed, still go out.
+        if isinstance(campaign.trigger, DateTrigger):
+            report.entries[campaign.name] = plan_dates(engine, config, campaign, now=now)
+            continue
+        plan = plan_events if isinstance(campaign.trigger, EventTrigger) else plan_entries
+        report.entries[campaign.name] = plan(
+            engine, config, campaign, now=now, window=config.scheduler.entry_window
+        )
+    # Everything else that is due: later steps, entries, retries whose job was lost,
+    # rows of workers that died, resumed campaigns.
+    _enqueue(report, broker, queue, dispatchable_batches(
+        engine, now=now, lease=config.worker.lease, batch_size=batch_size
+    ))
+    return report
+
+
+def run_now(*, config: AppConfig, engine: Engine, broker: Broker, campaign: CampaignConfig,
+            now: datetime) -> TickReport:
+    """Start one run of ``campaign`` at ``now`` (``nurture run``): a one-off broadcast for a
+    manual campaign, or an extra run of a cron campaign. The run is claimed like a cron
+    slot (to the minute), so running it twice in the same minute sends nothing twice."""
+    report = TickReport(now=now)
+    slot = now.replace(second=0, microsecond=0)
+    run_id = claim_run(engine, campaign.name, slot, lease=config.worker.lease)
+    if run_id is None:
+        return report
+    planned = plan_run(engine, config, campaign, run_id=run_id, scheduled_at=slot, now=now)
+    report.runs.append(planned)
+    _enqueue(report, broker, config.broker.queue,
+             run_batches(engine, run_id, now=now, batch_size=config.broker.batch_size))
+    return report
+
+
+def _enqueue(report: TickReport, broker: Broker, queue: str, batches: Iterator[list[int]]) -> None:
+    """Send one job per batch of ids, PIPELINE_SIZE jobs per Redis round trip."""
+    pending = []
+    for batch in batches:
+        pending.append(send_message(queue, batch))
+        report.enqueued_deliveries += len(batch)
+        if len(pending) >= PIPELINE_SIZE:
+            report.enqueued_jobs += enqueue_many(broker, pending)
+            pending = []
+    report.enqueued_jobs += enqueue_many(broker, pending)
+
+
+def _recompute_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> RecomputeReport | None:
+    """Recompute profiles once per ``[profiles] cron`` slot (claimed like a campaign run)."""
+    profiles = config.profiles
+    if not profiles.cron:
+        return None
+    from zoneinfo import ZoneInfo
+
+    slot = latest_cron_slot(profiles.cron, ZoneInfo(profiles.timezone), now)
+    if slot is None or now - slot > config.scheduler.max_lateness:
+        return None
+    run_id = claim_run(engine, PROFILES_RUN, slot, lease=config.worker.lease)
+    if run_id is None:
+        return None
+    report = recompute_profiles(engine, config, as_of=now)
+    complete_run(engine, run_id, planned=report.customers)
+    logger.info("profiles recomputed for %d customers in %.1fs", report.customers, report.seconds)
+    return report
+
+
+class Leadership:
+    """This process's hold on the scheduler's leader lease.
+
+    Every scheduler process calls :meth:`hold` before a tick: the leader renews its lease
+    and ticks; the others stand by and take over once the leader's lease has run out
+    (it crashed, or lost its database). Ticks are idempotent, so a stalled leader that
+    overlaps its successor costs work, never a duplicate message.
+    """
+
+    def __init__(self, *, engine: Engine, ttl: timedelta, holder: str | None = None) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leading = False
+
+    @classmethod
+    def for_config(cls, config: AppConfig, *, engine: Engine) -> Leadership:
+        """A leadership whose lease outlives at least two scheduler intervals."""
+        return cls(engine=engine, ttl=max(config.scheduler.leader_lease, 2 * config.scheduler.interval))
+
+    def hold(self, now: datetime) -> bool:
+        """Take or renew the lease; True while this process is the leader."""
+        leading = acquire_lease(self.engine, SCHEDULER_LEASE, self.holder, now=now, ttl=self.ttl)
+        if leading and not self.leading:
+            logger.info("scheduler %s is the leader", self.holder)
+        elif not leading and self.leading:
+            logger.warning("scheduler %s lost the leader lease; standing by", self.holder)
+        elif not leading:
+            current = lease_holder(self.engine, SCHEDULER_LEASE)
+            logger.info("standing by: %s leads until %s", current.holder if current else "?",
+                        current.expires_at.isoformat() if current else "?")
+        self.leading = leading
+        return leading
+
+    def release(self) -> None:
+        """Hand the lease over at once (a clean shutdown)."""
+        if self.leading:
+            release_lease(self.engine, SCHEDULER_LEASE, self.holder)
+            self.leading = False
+
+
+def run_forever(*, config: AppConfig, engine: Engine, broker: Broker, clock: Callable[[], datetime],
+                on_tick: Callable[[TickReport], None] | None = None,
+                on_standby: Callable[[datetime], None] | None = None,
+                leadership: Leadership | None = None) -> None:
+    """Tick every ``scheduler.interval`` while this process holds the leader lease, until
+    interrupted; the lease is released on the way out."""
+    leadership = leadership or Leadership.for_config(config, engine=engine)
+    interval = config.scheduler.interval.total_seconds()
+    try:
+        while True:
+            started = time.monotonic()
+            now = clock()
+            try:
+                if leadership.hold(now):
+                    report = tick(config=config, engine=engine, broker=broker, now=now)
+                    if on_tick:
+                        on_tick(report)
+                elif on_standby:
+                    on_standby(now)
+            except TRANSIENT_ERRORS as exc:
+                # Redis restarting or the database dropping connections must not end the
+                # scheduler: what this tick planned is in the ledger, and rows it could not
+                # hand to the broker are dispatched again once their lease passes.
+                logger.warning("tick at %s failed, retrying next interval: %s: %s",
+                               now.isoformat(), type(exc).__name__, exc)
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            leadership.release()

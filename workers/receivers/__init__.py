@@ -1,1 +1,0 @@
-"""Receivers of provider callbacks: delivery receipts, replies and other responses."""
