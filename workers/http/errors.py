@@ -1,14 +1,17 @@
-"""What every receiver endpoint needs from HTTP: a body read within a limit, and the
-bearer-key check of the APIs called by our own systems (``/events``, ``/bounces``)."""
+"""What every receiver endpoint needs from HTTP: a body read within a limit, the
+bearer-key check of the APIs called by our own systems (``/events``, ``/bounces``), the
+JSON error answer, and the guard that answers instead of raising."""
 
 from __future__ import annotations
 
 import hmac
+import logging
+from collections.abc import Awaitable, Callable
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 
-from campaigns.config.schema import read_secret
+from campaigns.config.secretvalues import read_secret
 
 
 class BodyTooLarge(Exception):
@@ -44,3 +47,33 @@ def bearer_refusal(request: Request, key_env: str, *, api: str) -> JSONResponse 
         return JSONResponse({"error": "missing or wrong API key (Authorization: Bearer <key>)"},
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
     return None
+
+
+def json_error(status: int, message: str, **headers: str) -> JSONResponse:
+    """The JSON error answer of every API endpoint: ``{"error": message}`` with ``status``."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def guarded(handler: Callable[[Request], Awaitable[Response]], fallback: Callable[[], Response], *,
+            body_limit: int, logger: logging.Logger) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` answering ``fallback()`` instead of raising: a customer clicking a link
+    must never see a traceback, and neither must a mail provider.
+
+    A body past ``body_limit`` (:class:`BodyTooLarge`) is a 413 and a client gone
+    mid-body a 400; anything else is logged on ``logger`` with its traceback.
+    """
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except BodyTooLarge:
+            return json_error(413, f"request body larger than {body_limit} bytes")
+        except ClientDisconnect:
+            return json_error(400, "client disconnected")
+        except Exception:
+            logger.exception("%s %s failed", request.method, request.url.path.split("/", 2)[1])
+            return fallback()
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
