@@ -26,6 +26,7 @@ check: install
 # Unit and end-to-end tests need nothing but Python; integration tests use the real
 # Redis and PostgreSQL on 127.0.0.1 (skipped locally when missing, failures under CI=true).
 test: install browser
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 	$(MAKE) --no-print-directory test-shifted
 
