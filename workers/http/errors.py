@@ -55,19 +55,21 @@ def json_error(status: int, message: str, **headers: str) -> JSONResponse:
 
 
 def guarded(handler: Callable[[Request], Awaitable[Response]], fallback: Callable[[], Response], *,
-            body_limit: int, logger: logging.Logger) -> Callable[[Request], Awaitable[Response]]:
+            logger: logging.Logger, body_limit: int | None = None) -> Callable[[Request], Awaitable[Response]]:
     """``handler`` answering ``fallback()`` instead of raising: a customer clicking a link
     must never see a traceback, and neither must a mail provider.
 
-    A body past ``body_limit`` (:class:`BodyTooLarge`) is a 413 and a client gone
-    mid-body a 400; anything else is logged on ``logger`` with its traceback.
+    A body past ``body_limit`` (:class:`BodyTooLarge`, for handlers that read one) is a
+    413 and a client gone mid-body a 400; anything else is logged on ``logger`` with its
+    traceback.
     """
 
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
         except BodyTooLarge:
-            return json_error(413, f"request body larger than {body_limit} bytes")
+            return json_error(413, f"request body larger than {body_limit} bytes" if body_limit is not None
+                              else "request body too large")
         except ClientDisconnect:
             return json_error(400, "client disconnected")
         except Exception:
