@@ -6,7 +6,7 @@ which the customer has an address, the consent the campaign needs (marketing: gr
 by default; transactional: none) and no suppression.
 
 The structured filters (``min_orders`` ...) read live order facts; ``audience.segment``
-and ``audience.where`` are audience expressions (:mod:`campaigns.audience.segments`) over the
+and ``audience.where`` are audience expressions (:mod:`campaigns.audience.language`) over the
 customer's profile as of the last recompute. All of them are combined with AND.
 :func:`expression_select` selects the customers matching one expression alone (the CLI).
 """
@@ -20,14 +20,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from campaigns.store.jsonattr import kind_of, typed_attribute
-from campaigns.config.schema import AppConfig, AudienceConfig, CampaignConfig
+from campaigns.config.campaigns import AudienceConfig, CampaignConfig
+from campaigns.config.schema import AppConfig
+from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.store.models import Consent, Customer, CustomerProfile, Order, Suppression
-from campaigns.audience.segments import Expression, compile_expression, parse_expression, segment_expressions
+from campaigns.audience.compiler import compile_expression
+from campaigns.audience.language import Expression
+from campaigns.audience.parser import parse_expression
+from campaigns.audience.segments import segment_expressions
 
 _PROFILE = CustomerProfile.__table__
-
-#: Which consent/suppression family a recipient field belongs to.
-CHANNEL_FAMILY = {"email": "email", "phone": "sms", "wechat_openid": "wechat"}
 
 
 def order_facts(customer_ids: Sequence[int] | None = None) -> sa.Subquery:
@@ -274,7 +276,7 @@ def expression_select(config: AppConfig, expression: str | Expression, *, now: d
     """``SELECT customer_id`` of every customer matching the audience ``expression`` at ``now``.
 
     Ignores channels, consent and suppression: this is who the expression describes, not
-    who a campaign could reach. Raises :class:`~campaigns.audience.segments.ExpressionError` if a
+    who a campaign could reach. Raises :class:`~campaigns.audience.language.ExpressionError` if a
     text expression is invalid.
     """
     segments = segment_expressions(config)

@@ -30,8 +30,11 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from campaigns.customers.addresses import DIGEST_PREFIX, address_digests
-from campaigns.audience.selection import CHANNEL_FAMILY
-from campaigns.config.schema import AppConfig, CampaignConfig, FrequencyCapsConfig, window_bounds
+from campaigns.config.vocabulary import CHANNEL_FAMILY
+from campaigns.config.campaigns import CampaignConfig
+from campaigns.config.compliance import FrequencyCapsConfig
+from campaigns.config.schema import AppConfig
+from campaigns.config.values import window_bounds
 from campaigns.config.keys import installation_secret
 from campaigns.store.models import (
     Consent,
@@ -43,7 +46,9 @@ from campaigns.store.models import (
     Order,
     Suppression,
 )
-from campaigns.audience.segments import compile_expression, parse_expression, segment_expressions
+from campaigns.audience.compiler import compile_expression
+from campaigns.audience.parser import parse_expression
+from campaigns.audience.segments import segment_expressions
 from campaigns.customers.timezones import customer_zone
 
 

@@ -15,15 +15,14 @@ import pytest
 import sqlalchemy as sa
 
 from campaigns.audience.selection import audience_select, expression_select
-from campaigns.config.schema import AppConfig, parse_config
+from campaigns.config.schema import AppConfig
+from campaigns.project.loading import parse_config
 from campaigns.errors import ConfigError
 from campaigns.store.models import Consent, Customer, CustomerProfile, Event, Order
-from campaigns.audience.segments import (
-    ExpressionError,
-    compile_expression,
-    parse_expression,
-    validate_segments,
-)
+from campaigns.audience.compiler import compile_expression
+from campaigns.audience.language import ExpressionError
+from campaigns.audience.parser import parse_expression
+from campaigns.audience.segments import validate_segments
 from tests.conftest import grant_consent, line_of
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

@@ -15,17 +15,13 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from campaigns.config.schema import parse_config
+from campaigns.project.loading import parse_config
 from campaigns.errors import ConfigError
 from campaigns.store.jsonattr import typed_attribute
 from campaigns.sending.schedule import latest_cron_slot
-from campaigns.audience.segments import (
-    MAX_EXPANDED_NODES,
-    MAX_SEGMENT_NESTING,
-    ExpressionError,
-    compile_expression,
-    parse_expression,
-)
+from campaigns.audience.compiler import compile_expression
+from campaigns.audience.language import MAX_EXPANDED_NODES, MAX_SEGMENT_NESTING, ExpressionError
+from campaigns.audience.parser import parse_expression
 from campaigns.config.tomlpos import KeyLines
 from workers.cli.main import app
 
