@@ -559,7 +559,7 @@ def profile(database_url: str, token: str, first: int, count: int) -> dict[str, 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import psycopg
 
-    from campaigns.config.schema import load_config
+    from campaigns.project.loading import load_config
 
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
     token = secrets.token_hex(16)

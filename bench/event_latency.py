@@ -415,7 +415,7 @@ def breakdown(url: str, project: dict[str, Any], lease_s: float) -> dict[str, An
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
-    from campaigns.config.schema import load_config
+    from campaigns.project.loading import load_config
 
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
     customers = [f"S{i:06d}" for i in range(1, args.events + 1)]

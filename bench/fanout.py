@@ -194,7 +194,7 @@ def child_tick(config_path: str, now_iso: str) -> None:
     """Run one real scheduler tick in this (fresh) process; print a JSON report on stdout."""
     import sqlalchemy as sa
 
-    from campaigns.config.schema import load_config
+    from campaigns.project.loading import load_config
     from campaigns.store.db import make_engine
     from workers.jobs import scheduler
     from workers.jobs.broker import make_broker
@@ -353,7 +353,7 @@ def run_size(customers: int, *, sample: int, batch_size: int, with_profiles: boo
             with tempfile.TemporaryDirectory(prefix="nurture-bench-") as directory:
                 config = write_project(Path(directory), database_url=url, namespace=namespace, batch_size=batch_size,
                                        with_profiles=with_profiles)
-                from campaigns.config.schema import load_config
+                from campaigns.project.loading import load_config
 
                 load_config(config)  # fail here, clearly, if the bench's config is invalid
                 tick_result = run_tick_subprocess(config, now)
@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for key in CONFIG_OVERRIDES:
         os.environ.pop(key, None)
-    from campaigns.config.schema import BrokerConfig
+    from campaigns.config.runtime import BrokerConfig
 
     batch_size = args.batch_size or BrokerConfig().batch_size
     results = []

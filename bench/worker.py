@@ -292,7 +292,7 @@ def ledger_counts(dsn: str) -> dict[str, int]:
 
 def run_project(args: argparse.Namespace, sink: Sink, directory: Path, database_url: str, dsn: str,
                 config_path: Path, now: datetime) -> dict[str, Any]:
-    from campaigns.config.schema import load_config
+    from campaigns.project.loading import load_config
     from campaigns.store.db import make_engine
     from workers.jobs import scheduler
     from workers.jobs.broker import make_broker
@@ -440,7 +440,7 @@ def run_raw(args: argparse.Namespace, sink: Sink, directory: Path) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from campaigns.config.schema import load_config
+    from campaigns.project.loading import load_config
 
     namespace = f"nurture-bench-{secrets.token_hex(4)}"
     now = tick_moment(CAMPAIGN_CRON_HOUR)

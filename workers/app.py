@@ -11,7 +11,7 @@ import os
 
 import dramatiq
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.customers.masking import install_masking, secrets_from_config
 from workers.jobs.actors import declare_actors
 from workers.jobs.broker import make_broker

@@ -17,7 +17,7 @@ RecipientField = Literal["email", "phone", "wechat_openid", "external_id"]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
     """Strict, immutable: unknown keys are errors, values never change after loading."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -28,7 +28,8 @@ import hmac
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from campaigns.config.schema import AppConfig, read_secret
+from campaigns.config.schema import AppConfig
+from campaigns.config.secretvalues import read_secret
 from campaigns.errors import NurtureError
 
 #: Purpose labels (HKDF ``info``): one key each.

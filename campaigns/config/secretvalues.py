@@ -1,5 +1,5 @@
-"""Secret values: telling a secret from the name of the variable that holds it, and the
-webhook signing secret's one accepted form.
+"""Secret values: reading one from the variable a config key names, telling a secret from
+the name of the variable that holds it, and the webhook signing secret's one accepted form.
 
 Secrets never appear in ``config.toml``: a ``*_env`` key names an environment variable.
 Someone in a hurry pastes the secret itself there instead; :func:`looks_like_secret_value`
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 
 #: What an environment variable name looks like (POSIX: letters, digits, underscore).
@@ -114,3 +115,10 @@ def pasted_secret_issues(raw: object, path: tuple[str | int, ...] = ()) -> list[
         elif isinstance(node, list):
             pending.extend((item, (*where, index)) for index, item in enumerate(node))
     return found
+
+
+def read_secret(env_name: str | None) -> str | None:
+    """The value of the environment variable ``env_name`` (None when unnamed or unset)."""
+    if not env_name:
+        return None
+    return os.environ.get(env_name) or None

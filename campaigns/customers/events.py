@@ -18,7 +18,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.config.schema import AppConfig, EventTrigger
+from campaigns.config.schema import AppConfig
+from campaigns.config.triggers import EventTrigger
 from campaigns.store.db import dialect_insert
 from campaigns.customers.importing import _chunks, _customer_ids, _parse_event, _RowInvalid, write_in_halves
 from campaigns.sending.ledger import paused_campaigns

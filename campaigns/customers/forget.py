@@ -44,6 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.config.vocabulary import CHANNEL_FAMILIES
 from campaigns.customers.addresses import address_digest, legacy_address_digest, normalize_address
 from campaigns.errors import UnknownCustomerError
 from campaigns.config.keys import FORGOTTEN_KEY_PURPOSE, derive_key, keyed_hex
@@ -60,12 +61,10 @@ from campaigns.store.models import (
     Suppression,
 )
 
-__all__ = ["CONSENT_FAMILIES", "FORGOTTEN_PREFIX", "ForgetReport", "address_digest", "forget_customer"]
+__all__ = ["FORGOTTEN_PREFIX", "ForgetReport", "address_digest", "forget_customer"]
 
 #: Prefix of a forgotten customer's placeholder ``external_id``.
 FORGOTTEN_PREFIX = "forgotten:"
-#: Channel families whose consent is withdrawn (see ``campaigns.audience.selection.CHANNEL_FAMILY``).
-CONSENT_FAMILIES = ("email", "sms", "wechat")
 #: Source recorded on the withdrawn consents, and the error on cancelled deliveries.
 FORGET_SOURCE = "forget"
 CANCELLED_REASON = "customer forgotten"
@@ -205,7 +204,7 @@ def _withdraw_consents(conn: sa.Connection, customer_id: int, *, now: datetime) 
         sa.update(table).where(table.c.customer_id == customer_id)
         .values(status="withdrawn", source=FORGET_SOURCE, recorded_at=now)
     )
-    missing = [family for family in CONSENT_FAMILIES if family not in existing]
+    missing = [family for family in CHANNEL_FAMILIES if family not in existing]
     if missing:
         conn.execute(sa.insert(table), [
             {"customer_id": customer_id, "channel": family, "status": "withdrawn", "source": FORGET_SOURCE,

@@ -31,7 +31,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.config.schema import AppConfig, LifecycleConfig, RfmConfig
+from campaigns.config.profiles import LifecycleConfig, RfmConfig
+from campaigns.config.schema import AppConfig
 from campaigns.store.db import COUNT_ROWS, dialect_insert
 from campaigns.store.sqltime import plus_interval
 from campaigns.store.models import CampaignRun, Customer, CustomerProfile, Order, ProfileTransition, utcnow

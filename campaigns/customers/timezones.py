@@ -8,9 +8,10 @@ otherwise the campaign's time zone is the best guess left.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
+
+from campaigns.config.values import zone_named
 
 #: Country calling codes of countries (and regions) with one time zone, longest first
 #: when matched. Multi-zone countries (+1, +7, +55, +61 ...) are left out on purpose:
@@ -43,15 +44,6 @@ SINGLE_ZONE_CALLING_CODES: dict[str, str] = {
     "64": "Pacific/Auckland",
 }
 _LONGEST_FIRST = sorted(SINGLE_ZONE_CALLING_CODES, key=len, reverse=True)
-
-
-@lru_cache(maxsize=512)
-def zone_named(name: str) -> ZoneInfo | None:
-    """The zone called ``name``, or None when the name is not a known IANA zone."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 def zone_of_phone(phone: str | None) -> ZoneInfo | None:

@@ -13,7 +13,10 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from campaigns.config.schema import AppConfig, WebhookChannelConfig, _format_loc, load_config, read_secret, secret_warnings
+from campaigns.config.channels import WebhookChannelConfig
+from campaigns.config.schema import AppConfig
+from campaigns.config.secretvalues import read_secret
+from campaigns.project.loading import format_location, load_config, secret_warnings
 from campaigns.errors import ConfigError, ConfigIssue, RenderError
 from campaigns.sending.policy import earliest_in_windows
 from campaigns.sending.rendering import TemplateRenderer, sample_context
@@ -80,7 +83,7 @@ def _webhook_secret_issues(config: AppConfig, path: str | Path, lines: KeyLines)
         except ValueError as exc:
             message = str(exc)
         key = ("channels", name, "secret_env") if channel.secret_env else ("channels", name)
-        issues.append(ConfigIssue(str(path), lines.line_of(key), _format_loc(key), message))
+        issues.append(ConfigIssue(str(path), lines.line_of(key), format_location(key), message))
     return issues
 
 
@@ -101,7 +104,7 @@ def _window_issues(config: AppConfig, c_index: int, path: str | Path, lines: Key
     for key, windows in checks:
         if len(windows) > 1 and not windows_overlap(windows):
             issues.append(ConfigIssue(
-                str(path), lines.line_of(key), _format_loc(key),
+                str(path), lines.line_of(key), format_location(key),
                 "this send window never overlaps the campaign's other windows"
                 + (f" or the marketing hours outside quiet hours {config.compliance.quiet_hours}"
                    if campaign.purpose == "marketing" and config.compliance.quiet_hours else "")

@@ -25,8 +25,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.audience.selection import CHANNEL_FAMILY
-from campaigns.config.schema import STAGES, AppConfig
+from campaigns.config.vocabulary import CHANNEL_FAMILY
+from campaigns.config.schema import AppConfig
+from campaigns.config.vocabulary import STAGES
 from campaigns.store.models import (
     Consent,
     Customer,

@@ -17,6 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.config.vocabulary import FAMILY_FIELDS
 from campaigns.customers.addresses import address_digests, normalize_address
 from campaigns.store.db import COUNT_ROWS, dialect_insert
 from campaigns.store.models import Consent, Customer, Suppression
@@ -25,9 +26,6 @@ from campaigns.store.models import Consent, Customer, Suppression
 OPT_OUT_KEYWORDS = frozenset({
     "R", "T", "TD", "N", "退订", "取消", "STOP", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPALL",
 })
-
-#: Suppression families and the customer field holding their address.
-FAMILY_FIELDS = {"email": "email", "sms": "phone", "wechat": "wechat_openid"}
 
 #: Punctuation people add around a keyword ("TD。", "stop!").
 _TRIM = " \t\r\n.。!！,，;；:：'\"“”‘’()（）[]【】"

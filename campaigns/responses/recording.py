@@ -32,7 +32,8 @@ from sqlalchemy.engine import Engine
 from campaigns.store.db import dialect_insert
 from campaigns.customers.masking import mask_text
 from campaigns.store.models import Customer, Delivery, Response
-from campaigns.responses.optout import FAMILY_FIELDS, is_opt_out, opt_out_in, set_consent_in
+from campaigns.config.vocabulary import FAMILY_FIELDS
+from campaigns.responses.optout import is_opt_out, opt_out_in, set_consent_in
 
 #: What a response can be.
 RESPONSE_KINDS = frozenset({

@@ -25,7 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.audience.selection import CHANNEL_FAMILY, order_facts
+from campaigns.audience.selection import order_facts
+from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.config.schema import AppConfig
 from campaigns.store.db import COUNT_ROWS, dialect_insert
 from campaigns.customers.masking import mask_text

@@ -27,14 +27,9 @@ from sqlalchemy.engine import Engine
 
 from campaigns.sending.assignment import in_holdout_sql, variant_sql
 from campaigns.audience.selection import audience_select
-from campaigns.config.schema import (
-    AppConfig,
-    CampaignConfig,
-    DateTrigger,
-    EventTrigger,
-    SegmentEnteredTrigger,
-    StageEnteredTrigger,
-)
+from campaigns.config.campaigns import CampaignConfig
+from campaigns.config.schema import AppConfig
+from campaigns.config.triggers import DateTrigger, EventTrigger, SegmentEnteredTrigger, StageEnteredTrigger
 from campaigns.store.db import COUNT_ROWS, dialect_insert
 from campaigns.store.sqltime import plus_interval
 from campaigns.store.jsonattr import typed_attribute

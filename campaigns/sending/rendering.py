@@ -67,7 +67,7 @@ from jinja2.utils import Namespace
 from campaigns.errors import RenderError
 
 if TYPE_CHECKING:
-    from campaigns.config.schema import TemplatesConfig
+    from campaigns.config.campaigns import TemplatesConfig
 
 #: Template parts, in the order they are rendered.
 PARTS = ("subject", "txt", "html", "sms", "json")

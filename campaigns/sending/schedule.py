@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterError, croniter
 
-from campaigns.config.schema import CampaignConfig, CronTrigger
+from campaigns.config.campaigns import CampaignConfig
+from campaigns.config.triggers import CronTrigger
 
 
 def latest_slot(campaign: CampaignConfig, now: datetime) -> datetime | None:

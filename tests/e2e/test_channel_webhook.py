@@ -8,7 +8,7 @@ import base64
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from campaigns.config.schema import WebhookChannelConfig
+from campaigns.config.channels import WebhookChannelConfig
 from campaigns.sending.messages import OutboundMessage, Outcome
 from campaigns.config.secretvalues import webhook_signing_key
 from workers.channels.webhook import WebhookChannel

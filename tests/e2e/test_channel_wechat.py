@@ -637,7 +637,7 @@ def test_customer_service_messages_go_only_to_customers_who_interacted_within_48
     """Through the worker path: the last interaction comes from the customer's events."""
     import sqlalchemy as sa
 
-    from campaigns.config.schema import load_config
+    from campaigns.project.loading import load_config
     from campaigns.store.models import Customer, Delivery, Event
     from tests.conftest import TICK_NOW, seed_customers
     from workers.jobs.inprocess import InProcessWorkers

@@ -23,7 +23,8 @@ import pytest
 import sqlalchemy as sa
 from starlette.applications import Starlette
 
-from campaigns.config.schema import AppConfig, parse_config
+from campaigns.config.schema import AppConfig
+from campaigns.project.loading import parse_config
 from campaigns.store.models import Customer, Delivery, Enrollment, Order, Response
 from tests.conftest import ServerThread, missing_service
 from workers.http.dashboard import dashboard_routes

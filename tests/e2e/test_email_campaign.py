@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.store.models import Delivery
 from campaigns.sending.unsubscribe import verify_unsubscribe_token
 from tests.conftest import TICK_NOW, seed_customers

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.store.models import Customer, Delivery, Order
 from campaigns.customers.profiles import recompute_profiles
 from workers.jobs.inprocess import InProcessWorkers

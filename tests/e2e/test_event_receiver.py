@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.store.models import Customer, Delivery, Event, utcnow
 from tests.conftest import ServerThread, grant_consent
 from workers.cli.main import app as cli_app

@@ -30,7 +30,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-from campaigns.config.schema import parse_config
+from campaigns.project.loading import parse_config
 from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, Delivery, Response
 from workers.channels.smtp import message_hash

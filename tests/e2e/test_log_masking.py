@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.sending.ledger import run_batches
 from campaigns.customers.masking import install_masking, secrets_from_config, uninstall_masking
 from campaigns.store.models import CampaignState, Delivery

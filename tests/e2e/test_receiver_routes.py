@@ -6,7 +6,7 @@ import warnings
 
 from dramatiq.brokers.stub import StubBroker
 
-from campaigns.config.schema import parse_config
+from campaigns.project.loading import parse_config
 from workers.http.app import create_app
 
 with warnings.catch_warnings():

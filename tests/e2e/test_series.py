@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from campaigns.sending.assignment import BUCKETS, bucket, variant_of
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.store.models import Consent, Customer, Delivery, Enrollment, Order
 from workers.jobs.inprocess import InProcessWorkers
 from workers.jobs.runtime import Runtime

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import uvicorn
 
-from campaigns.config.schema import parse_config
+from campaigns.project.loading import parse_config
 from workers.jobs.broker import make_broker
 from workers.http.app import create_app
 from workers.http.serving import uvicorn_options

@@ -30,7 +30,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-from campaigns.config.schema import AppConfig, parse_config
+from campaigns.config.schema import AppConfig
+from campaigns.project.loading import parse_config
 from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
 from tests.conftest import grant_consent
 from workers.http import batching as response_writer

@@ -10,7 +10,7 @@ import hmac
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.store.db import make_engine
 from campaigns.store.models import Delivery, DeliveryAttempt
 from tests.conftest import TICK_NOW, seed_customers

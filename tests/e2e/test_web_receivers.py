@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from campaigns.config.schema import parse_config
+from campaigns.project.loading import parse_config
 from campaigns.sending.links import make_click_token, make_open_token
 from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
 from campaigns.sending.unsubscribe import make_unsubscribe_token

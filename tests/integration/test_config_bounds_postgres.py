@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from campaigns.audience.selection import _attribute_condition, expression_select
-from campaigns.config.schema import AppConfig, AudienceConfig
+from campaigns.config.campaigns import AudienceConfig
+from campaigns.config.schema import AppConfig
 from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, Order
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.store.db import make_engine
 from campaigns.store.models import CampaignRun, Delivery
 from tests.conftest import TICK_NOW, seed_customers

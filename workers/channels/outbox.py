@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-from campaigns.config.schema import OutboxChannelConfig
+from campaigns.config.channels import OutboxChannelConfig
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 
 

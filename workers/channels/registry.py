@@ -9,7 +9,8 @@ from datetime import datetime
 from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
 from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
-from campaigns.config.schema import AppConfig, OutboxChannelConfig, WebhookChannelConfig
+from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
+from campaigns.config.schema import AppConfig
 from campaigns.config.keys import installation_secret
 from workers.channels.base import Channel
 from workers.channels.limited import RateLimitedChannel

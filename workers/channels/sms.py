@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
-from campaigns.config.schema import read_secret
+from campaigns.config.secretvalues import read_secret
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.webhook import parse_retry_after
 

@@ -38,7 +38,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 
 from campaigns.config.options.smtp import SmtpChannelConfig
-from campaigns.config.schema import read_secret
+from campaigns.config.secretvalues import read_secret
 from campaigns.config.keys import message_tag
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from campaigns.sending.unsubscribe import unsubscribe_mailto, unsubscribe_url

@@ -28,7 +28,8 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from campaigns.config.schema import WebhookChannelConfig, read_secret
+from campaigns.config.channels import WebhookChannelConfig
+from campaigns.config.secretvalues import read_secret
 from campaigns.customers.masking import mask_text
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from campaigns.config.secretvalues import webhook_channel_key, webhook_signing_key

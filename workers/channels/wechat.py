@@ -29,7 +29,7 @@ from campaigns.config.options.wechat import (
     WeComRobotChannelConfig,
     refuses_marketing,
 )
-from campaigns.config.schema import read_secret
+from campaigns.config.secretvalues import read_secret
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.webhook import parse_retry_after
 from workers.channels.ratelimit import MemoryRateLimiter, RateLimiter

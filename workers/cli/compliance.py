@@ -17,7 +17,8 @@ from rich.table import Table
 
 from campaigns.errors import NurtureError
 from campaigns.store.models import Customer, Suppression, utcnow
-from campaigns.responses.optout import FAMILY_FIELDS, family_of_address, is_opt_out, lift_suppression, opt_out, set_consent
+from campaigns.config.vocabulary import FAMILY_FIELDS
+from campaigns.responses.optout import family_of_address, is_opt_out, lift_suppression, opt_out, set_consent
 from workers.cli.main import ConfigOption, JsonOption, _engine_for, _load, app, console, friendly_errors
 
 suppress_app = typer.Typer(help="The suppression list: addresses never messaged again.", no_args_is_help=True)

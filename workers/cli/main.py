@@ -26,7 +26,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from campaigns.project.check import check_config_file
-from campaigns.config.schema import AppConfig, load_config
+from campaigns.config.schema import AppConfig
+from campaigns.project.loading import load_config
 from campaigns.store.db import current_revision, make_engine, upgrade
 from campaigns.errors import ConfigError, NurtureError
 from campaigns.customers.masking import install_masking, register_secrets, secrets_from_config
@@ -409,7 +410,7 @@ def serve(
     """
     import uvicorn
 
-    from campaigns.config.schema import read_secret
+    from campaigns.config.secretvalues import read_secret
     from workers.jobs.broker import make_broker
     from workers.http.app import create_app
     from workers.jobs.runtime import Runtime
@@ -722,7 +723,7 @@ def forget(
     """
     import rich.markup
 
-    from campaigns.config.schema import OutboxChannelConfig
+    from campaigns.config.channels import OutboxChannelConfig
     from campaigns.errors import UnknownCustomerError
     from campaigns.customers.forget import forget_customer
     from campaigns.config.keys import MissingSecretError, require_secret
@@ -773,7 +774,7 @@ def _demo_refusal(cfg: AppConfig, db_path: Path, target: Any) -> str | None:
     The demo sends only to outbox channels (never to a real provider), and resets only a
     database it created that holds nothing but its data (``inspect_demo_database``).
     """
-    from campaigns.config.schema import OutboxChannelConfig
+    from campaigns.config.channels import OutboxChannelConfig
 
     used = {name for campaign in cfg.campaigns for name in campaign.channels}
     real = sorted(name for name in used if not isinstance(cfg.channels.get(name), OutboxChannelConfig))
@@ -815,7 +816,7 @@ def demo(
     Uses the embedded default (SQLite + stub broker + outbox) and resets only its own
     data: it refuses (exit 2) a database or outbox holding anything it did not write.
     """
-    from campaigns.config.schema import OutboxChannelConfig
+    from campaigns.config.channels import OutboxChannelConfig
     from campaigns.customers.demo_data import inspect_demo_database, mark_demo_database, write_demo_files
     from campaigns.customers.importing import import_file
     from workers.channels.outbox import remove_messages

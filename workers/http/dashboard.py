@@ -47,15 +47,15 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from campaigns.reports.campaign import campaign_report
-from campaigns.config.schema import (
-    AppConfig,
-    CampaignConfig,
+from campaigns.config.campaigns import CampaignConfig
+from campaigns.config.schema import AppConfig
+from campaigns.config.secretvalues import read_secret
+from campaigns.config.triggers import (
     CronTrigger,
     DateTrigger,
     EventTrigger,
     SegmentEnteredTrigger,
     StageEnteredTrigger,
-    read_secret,
 )
 from campaigns.reports.funnel import FUNNEL_STAGES, campaign_funnel
 from campaigns.reports.customers import channel_report

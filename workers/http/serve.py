@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.customers.masking import install_masking, secrets_from_config
 from workers.jobs.broker import make_broker
 from workers.channels.registry import quiet_request_logs

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from campaigns.config.schema import ApiConfig
+from campaigns.config.runtime import ApiConfig
 
 logger = logging.getLogger("nurture.serve")
 

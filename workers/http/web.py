@@ -72,9 +72,10 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from campaigns.customers.addresses import normalize_address
-from campaigns.audience.selection import CHANNEL_FAMILY
+from campaigns.config.vocabulary import CHANNEL_FAMILY, FAMILY_FIELDS
 from campaigns.config.options.smtp import SmtpChannelConfig
-from campaigns.config.schema import AppConfig, read_secret
+from campaigns.config.schema import AppConfig
+from campaigns.config.secretvalues import read_secret
 from campaigns.responses.dsn import (
     DELAYED,
     DELIVERED,
@@ -90,7 +91,7 @@ from campaigns.config.keys import MIN_SECRET_LENGTH, derive_key, installation_se
 from campaigns.sending.links import verify_click_token, verify_open_token
 from campaigns.customers.masking import mask_email, mask_phone, mask_text
 from campaigns.store.models import Consent, Customer, Delivery
-from campaigns.responses.optout import FAMILY_FIELDS, set_consent
+from campaigns.responses.optout import set_consent
 from campaigns.responses.recording import InboundResponse, ResponseResult, record_responses
 from campaigns.sending.unsubscribe import verify_unsubscribe_token
 from workers.http.batching import ResponseWriter

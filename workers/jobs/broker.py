@@ -17,7 +17,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis
 
-from campaigns.config.schema import BrokerConfig
+from campaigns.config.runtime import BrokerConfig
 
 #: The actor that delivers a batch of ledger rows.
 SEND_ACTOR = "send_deliveries"

@@ -17,7 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from campaigns.config.options.wechat import WeChatOAChannelConfig
-from campaigns.config.schema import AppConfig, read_secret
+from campaigns.config.schema import AppConfig
+from campaigns.config.secretvalues import read_secret
 from campaigns.errors import RenderError
 from campaigns.sending.ledger import Claim, Recorded, claim, record, release
 from campaigns.customers.masking import mask_text

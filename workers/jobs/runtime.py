@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from campaigns.config.schema import AppConfig, load_config
+from campaigns.config.schema import AppConfig
+from campaigns.project.loading import load_config
 from campaigns.store.db import make_engine
 from campaigns.store.models import utcnow
 from campaigns.sending.rendering import TemplateRenderer

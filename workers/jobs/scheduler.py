@@ -22,7 +22,9 @@ import sqlalchemy as sa
 from dramatiq.broker import Broker
 from sqlalchemy.engine import Engine
 
-from campaigns.config.schema import AppConfig, CampaignConfig, CronTrigger, DateTrigger, EventTrigger, ManualTrigger
+from campaigns.config.campaigns import CampaignConfig
+from campaigns.config.schema import AppConfig
+from campaigns.config.triggers import CronTrigger, DateTrigger, EventTrigger, ManualTrigger
 from campaigns.store.leases import SCHEDULER_LEASE, acquire_lease, lease_holder, release_lease
 from campaigns.sending.ledger import dispatchable_batches, requeue_expired_leases, run_batches
 from campaigns.sending.planning import (

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from campaigns.config.base import Duration, RecipientField, _Model
+from campaigns.config.base import Duration, RecipientField, StrictModel
 
 #: Default opt-out sentence of China marketing SMS (CHANNELS.md §8).
 CHINA_OPT_OUT_TEXT = "拒收请回复R"
@@ -35,7 +35,7 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
-class _SmsOptions(_Model):
+class _SmsOptions(StrictModel):
     recipient: RecipientField = "phone"
     timeout: Duration = timedelta(seconds=10)
 

@@ -25,13 +25,13 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from campaigns.config.base import Duration, RecipientField, _Model
+from campaigns.config.base import Duration, RecipientField, StrictModel
 
 #: Port used when ``port`` is not given, per ``security``.
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
 
 
-class SmtpChannelConfig(_Model):
+class SmtpChannelConfig(StrictModel):
     """Sends multipart email through an SMTP server, one reused connection per worker thread."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

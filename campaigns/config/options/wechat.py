@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from campaigns.config.base import Duration, RecipientField, _Model
+from campaigns.config.base import Duration, RecipientField, StrictModel
 
 #: An outcome an operator may assign to a provider errcode (``errcode_outcomes``).
 OutcomeName = Literal["ok", "retry", "defer", "permanent", "suppress", "halt"]
@@ -24,7 +24,7 @@ def _http_endpoint(value: str) -> str:
     return value.rstrip("/")
 
 
-class WeComRobotChannelConfig(_Model):
+class WeComRobotChannelConfig(StrictModel):
     """A WeCom (企业微信) group robot: posts each message to one group chat.
 
     The robot reaches a group, not a person, so ``recipient`` only says which customer
@@ -64,14 +64,14 @@ class WeComRobotChannelConfig(_Model):
         return _http_endpoint(value)
 
 
-class MiniProgramLink(_Model):
+class MiniProgramLink(StrictModel):
     """A mini-program page a notification opens (wins over ``url`` when both are set)."""
 
     appid: str
     pagepath: str | None = None
 
 
-class WeChatOAChannelConfig(_Model):
+class WeChatOAChannelConfig(StrictModel):
     """A WeChat Official Account (公众号): template, subscribe or customer-service messages.
 
     Template and subscribe messages are service notices: WeChat forbids marketing on them,

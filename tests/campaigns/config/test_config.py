@@ -9,14 +9,9 @@ from pathlib import Path
 import pytest
 
 from campaigns.project.check import check_config_file
-from campaigns.config.schema import (
-    BROKER_URL_ENV,
-    DATABASE_URL_ENV,
-    OutboxChannelConfig,
-    WebhookChannelConfig,
-    load_config,
-    parse_config,
-)
+from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
+from campaigns.config.runtime import BROKER_URL_ENV, DATABASE_URL_ENV
+from campaigns.project.loading import load_config, parse_config
 from campaigns.config.durations import parse_duration
 from campaigns.errors import ConfigError, ConfigIssue
 from tests.conftest import line_of

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config.schema import EventTrigger, parse_config
+from campaigns.config.triggers import EventTrigger
+from campaigns.project.loading import parse_config
 from campaigns.errors import ConfigError
 from campaigns.customers.events import plan_for_events, record_events
 from campaigns.store.models import Customer, Delivery, Event

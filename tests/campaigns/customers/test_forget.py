@@ -20,7 +20,8 @@ import campaigns.customers.forget as forget_module
 from campaigns.customers.addresses import address_digest as addresses_digest
 from campaigns.customers.addresses import legacy_address_digest
 from campaigns.reports.campaign import campaign_report
-from campaigns.config.schema import AppConfig, load_config
+from campaigns.config.schema import AppConfig
+from campaigns.project.loading import load_config
 from campaigns.store.db import make_engine
 from campaigns.errors import UnknownCustomerError
 from campaigns.customers.events import record_events

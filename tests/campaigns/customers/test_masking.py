@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from campaigns.config.schema import parse_config
+from campaigns.project.loading import parse_config
 from campaigns.customers.masking import (
     MaskingFilter,
     install_masking,

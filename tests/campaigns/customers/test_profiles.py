@@ -10,7 +10,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaigns.config.schema import DEFAULT_RFM_RULES, AppConfig, RfmConfig, parse_config
+from campaigns.config.profiles import RfmConfig
+from campaigns.config.schema import AppConfig
+from campaigns.config.vocabulary import DEFAULT_RFM_RULES
+from campaigns.project.loading import parse_config
 from campaigns.store.db import make_engine, upgrade
 from campaigns.store.models import Customer, CustomerProfile, Order, ProfileTransition
 from campaigns.customers.profiles import recompute_profiles, segment_case

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from campaigns.project.check import check_config_file
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.store.db import make_engine, upgrade
 from campaigns.store.models import Customer, Order
 from workers.jobs.inprocess import InProcessWorkers

@@ -36,7 +36,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config.schema import STAGES, AppConfig, parse_config
+from campaigns.config.schema import AppConfig
+from campaigns.config.vocabulary import STAGES
+from campaigns.project.loading import parse_config
 from campaigns.store.models import (
     Consent,
     Customer,

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from campaigns.audience.selection import audience_breakdown, audience_select
-from campaigns.config.schema import parse_config
+from campaigns.project.loading import parse_config
 from campaigns.sending.ledger import claim, dispatchable_batches, requeue_expired_leases, run_batches
 from campaigns.store.models import CampaignState, Consent, Customer, Delivery, Order, Suppression
 from campaigns.sending.planning import claim_run, plan_run

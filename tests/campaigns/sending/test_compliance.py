@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from campaigns.customers.addresses import address_digest, legacy_address_digest
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.store.models import Consent, Customer, Delivery, Suppression
 from campaigns.sending.policy import earliest_in_windows
 from campaigns.customers.timezones import customer_zone, zone_of_phone

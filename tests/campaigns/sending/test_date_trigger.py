@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.store.models import Customer, Delivery, Order
 from campaigns.sending.planning import plan_dates
 from campaigns.customers.profiles import recompute_profiles

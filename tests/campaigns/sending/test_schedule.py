@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from campaigns.config.schema import CampaignConfig
+from campaigns.config.campaigns import CampaignConfig
 from campaigns.sending.schedule import due_slot, latest_slot
 
 NEW_YORK = ZoneInfo("America/New_York")

@@ -19,8 +19,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from typer.testing import CliRunner
 
-from campaigns.config.schema import ConfigError, load_config
-from campaigns.errors import RenderError
+from campaigns.errors import ConfigError, RenderError
+from campaigns.project.loading import load_config
 from campaigns.sending.rendering import MAX_OPERATIONS, MAX_OUTPUT_CHARS, TemplateRenderer, build_context
 from workers.cli.main import app
 

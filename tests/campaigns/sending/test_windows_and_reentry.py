@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.store.models import Customer, Delivery, Enrollment, Order
 from campaigns.sending.policy import next_opening
 from workers.jobs.inprocess import InProcessWorkers

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from campaigns.config.schema import OutboxChannelConfig, WebhookChannelConfig
+from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
 from campaigns.sending.messages import OutboundMessage, Outcome
 from workers.channels.outbox import OutboxChannel
 from workers.channels.webhook import WebhookChannel, parse_retry_after
@@ -135,7 +135,7 @@ def test_outbox_write_failure_is_retryable(tmp_path):
 def test_a_rate_limited_channel_defers_what_exceeds_the_limit_until_a_slot_frees(tmp_path):
     from datetime import UTC, datetime
 
-    from campaigns.config.schema import parse_config
+    from campaigns.project.loading import parse_config
     from workers.channels.registry import build_channels
 
     config = parse_config(f"""
@@ -155,7 +155,7 @@ mail = {{ limit = 2, per = "1m" }}
 
 
 def test_a_rate_limit_for_an_unknown_channel_is_a_config_error():
-    from campaigns.config.schema import parse_config
+    from campaigns.project.loading import parse_config
     from campaigns.errors import ConfigError
 
     with pytest.raises(ConfigError) as caught:

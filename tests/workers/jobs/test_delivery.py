@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from campaigns.config.schema import load_config
+from campaigns.project.loading import load_config
 from campaigns.sending.ledger import run_batches
 from campaigns.store.models import Delivery, DeliveryAttempt
 from campaigns.sending.planning import claim_run, plan_run

@@ -48,7 +48,8 @@ from starlette.routing import Route
 
 from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
 from campaigns.config import jsonvalues
-from campaigns.config.schema import AppConfig, read_secret
+from campaigns.config.schema import AppConfig
+from campaigns.config.secretvalues import read_secret
 from campaigns.responses.recording import EARLIEST_PROVIDER_TIME, LATEST_PROVIDER_TIME, InboundResponse
 from workers.channels.sms import ALIYUN_SUPPRESS, TENCENT_SUPPRESS, TWILIO_SUPPRESS
 from workers.http.batching import ResponseWriter

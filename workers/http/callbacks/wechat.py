@@ -58,7 +58,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from campaigns.config.options.wechat import WeChatOAChannelConfig
-from campaigns.config.schema import AppConfig, read_secret
+from campaigns.config.schema import AppConfig
+from campaigns.config.secretvalues import read_secret
 from campaigns.responses.recording import InboundResponse
 from workers.http.batching import ResponseWriter
 from workers.http.callbacks.sms import (
