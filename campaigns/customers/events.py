@@ -4,27 +4,26 @@ Events are validated and deduplicated exactly as ``nurture import events`` does 
 parser, same ``dedupe_key``: the source's ``event_id`` or a hash of the event's content),
 but one call answers per event: ``accepted`` (newly stored), ``duplicate`` (already
 stored, or repeated earlier in the same call) or ``rejected`` with the reason. The ids of
-newly stored events are returned so the caller can plan event campaigns for just them.
+newly stored events are returned so the caller can plan event campaigns for just them
+(:func:`campaigns.sending.event_triggers.plan_for_events`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.config.schema import AppConfig
-from campaigns.config.triggers import EventTrigger
+from campaigns.customers.importing.fields import RowInvalid
+from campaigns.customers.importing.rows import parse_event
+from campaigns.customers.importing.upserts import customer_ids, write_in_halves
+from campaigns.store.chunks import chunks
 from campaigns.store.db import dialect_insert
-from campaigns.customers.importing import _chunks, _customer_ids, _parse_event, _RowInvalid, write_in_halves
-from campaigns.sending.ledger import paused_campaigns
-from campaigns.store.models import Delivery, Event, utcnow
-from campaigns.sending.planning import plan_events
+from campaigns.store.models import Event, utcnow
 
 EventStatusName = Literal["accepted", "duplicate", "rejected"]
 
@@ -87,8 +86,8 @@ def record_events(
         if row.get("occurred_at") in (None, ""):
             row["occurred_at"] = moment.isoformat()
         try:
-            key, record = _parse_event(row, csv_source=False)
-        except _RowInvalid as exc:
+            key, record = parse_event(row, csv_source=False)
+        except RowInvalid as exc:
             statuses[index] = EventStatus(index, "rejected", reason=str(exc))
             continue
         parsed.append((index, key, record))
@@ -96,7 +95,7 @@ def record_events(
     result = EventResult()
     if parsed:
         with engine.connect() as conn:
-            customers = _customer_ids(conn, {record["customer"] for _, _, record in parsed})
+            customers = customer_ids(conn, {record["customer"] for _, _, record in parsed})
         first_of_key: dict[str, int] = {}
         values: list[dict[str, Any]] = []
         for index, key, record in parsed:
@@ -135,7 +134,7 @@ def _store(engine: Engine, values: list[dict[str, Any]]) -> dict[str, int]:
     inserted: dict[str, int] = {}
     # The write transaction starts with its first INSERT (SQLite: no read-then-write).
     with engine.begin() as conn:
-        for chunk in _chunks(values):
+        for chunk in chunks(values):
             # Events are facts: an already stored event is left exactly as it is, and
             # RETURNING names only the rows this statement inserted.
             insert = (
@@ -148,45 +147,4 @@ def _store(engine: Engine, values: list[dict[str, Any]]) -> dict[str, int]:
     return inserted
 
 
-def plan_for_events(engine: Engine, config: AppConfig, event_ids: Sequence[int], *, now: datetime) -> list[int]:
-    """The fast path after events are recorded: plan every enabled event campaign for just
-    ``event_ids`` and return the ids of the deliveries now due, marked as handed to the
-    broker (``dispatch_after = now + lease``, as a tick does), for the caller to enqueue.
-
-    Later steps of a series stay queued until their due time; the scheduler sends them.
-    Running this twice for the same events plans and returns nothing new.
-    """
-    ids = sorted(set(event_ids))
-    campaigns = [c for c in config.campaigns if c.enabled and isinstance(c.trigger, EventTrigger)]
-    if not ids or not campaigns:
-        return []
-    for campaign in campaigns:
-        plan_events(engine, config, campaign, now=now, window=config.scheduler.entry_window, event_ids=ids)
-    names = [c.name for c in campaigns if c.name not in paused_campaigns(engine)]
-    if not names:
-        return []
-    with engine.connect() as conn:
-        customers: set[int] = set()
-        for chunk in _chunks(ids):
-            customers.update(conn.execute(sa.select(Event.customer_id).where(Event.id.in_(chunk))).scalars())
-    # A transaction of its own that starts with the write (see ledger.dispatchable_batches:
-    # on SQLite a read-then-write transaction can fail once a worker has written).
-    due: list[int] = []
-    with engine.begin() as conn:
-        for chunk in _chunks(sorted(customers)):
-            claim = (
-                sa.update(Delivery)
-                .where(
-                    Delivery.campaign.in_(names),
-                    Delivery.customer_id.in_(chunk),
-                    Delivery.status == "queued",
-                    Delivery.dispatch_after <= now,
-                )
-                .values(dispatch_after=now + config.worker.lease)
-                .returning(Delivery.id)
-            )
-            due.extend(conn.execute(claim).scalars())
-    return sorted(due)
-
-
-__all__ = ["EventResult", "EventStatus", "plan_for_events", "record_events"]
+__all__ = ["EventResult", "EventStatus", "record_events"]

@@ -290,10 +290,10 @@ def test_on_postgres_one_bad_event_does_not_lose_the_others(pg_runtime, monkeypa
 
 def test_on_postgres_an_event_the_database_refuses_is_rejected_alone(pg_runtime, monkeypatch):
     """Validation bypassed: PostgreSQL itself refuses the NUL; the others are still stored."""
-    import campaigns.customers.importing as importing
+    from campaigns.customers.importing import rows as importing_rows
     from campaigns.customers.events import record_events
 
-    monkeypatch.setattr(importing, "_check_row", lambda row: None)
+    monkeypatch.setattr(importing_rows, "check_row", lambda row: None)
     add_customers(pg_runtime.engine, "ann")
     events = [{"event_id": f"e{i}", "customer_id": "ann", "name": "visit"} for i in range(5)]
     events[2]["name"] = "vis\x00it"

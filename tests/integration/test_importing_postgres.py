@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.store.db import make_engine, upgrade
-from campaigns.customers.importing import RowError, import_file
+from campaigns.customers.importing.files import import_file
+from campaigns.customers.importing.report import RowError
 from campaigns.store.models import Consent, Customer, Event, Order, OrderItem
 
 pytestmark = pytest.mark.integration
@@ -200,10 +201,10 @@ def test_a_row_postgres_refuses_is_rejected_alone(
 ) -> None:
     """Validation bypassed: the database itself refuses NaN and NUL; the batch is retried
     in halves and the valid rows beside the refused ones are still written."""
-    import campaigns.customers.importing as importing
+    from campaigns.customers.importing import rows as importing_rows
 
-    monkeypatch.setattr(importing, "_check_row", lambda row: None)
-    monkeypatch.setattr(importing.jsonvalues, "loads", json.loads)  # NaN parses as float("nan")
+    monkeypatch.setattr(importing_rows, "check_row", lambda row: None)
+    monkeypatch.setattr(importing_rows.jsonvalues, "loads", json.loads)  # NaN parses as float("nan")
     lines = HOSTILE_CUSTOMERS.splitlines()[:4] + [HOSTILE_CUSTOMERS.splitlines()[8]]
     path = tmp_path / "customers.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

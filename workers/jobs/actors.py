@@ -2,7 +2,7 @@
 
 Actors stay thin: they fetch the process's :class:`~workers.jobs.runtime.Runtime` and call
 the domain (:func:`~workers.jobs.delivery.deliver_batch`,
-:func:`~campaigns.customers.events.plan_for_events`). Messages carry only delivery or event ids.
+:func:`~campaigns.sending.event_triggers.plan_for_events`). Messages carry only delivery or event ids.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 import dramatiq
 from dramatiq.broker import Broker
 
-from campaigns.customers.events import plan_for_events
+from campaigns.sending.event_triggers import plan_for_events
 from workers.jobs.broker import EVENTS_ACTOR, SEND_ACTOR, enqueue_many, send_message
 from workers.jobs.delivery import deliver_batch
 from workers.jobs.runtime import Runtime

@@ -14,7 +14,8 @@ from sqlmodel import Session, select
 
 from campaigns.store.db import make_engine, upgrade
 from campaigns.errors import DataImportError
-from campaigns.customers.importing import ImportReport, RowError, import_file
+from campaigns.customers.importing.files import import_file
+from campaigns.customers.importing.report import ImportReport, RowError
 from campaigns.store.models import Consent, Customer, Event, Order, OrderItem
 
 
@@ -656,9 +657,9 @@ def test_wide_header_is_refused_by_a_cap_and_duplicates_are_named(engine: Engine
 def test_oversized_lines_and_values_are_rejected_by_line(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import campaigns.customers.importing as importing
+    from campaigns.customers.importing import readers
 
-    monkeypatch.setattr(importing, "MAX_ROW_BYTES", 4096)
+    monkeypatch.setattr(readers, "MAX_ROW_BYTES", 4096)
     path = write(tmp_path, "c.jsonl", "\n".join([
         '{"customer_id": "a1"}',
         '{"customer_id": "a2", "attributes": {"blob": "' + "x" * 10_000 + '"}}',
@@ -685,9 +686,9 @@ def test_a_row_the_database_refuses_is_rejected_alone(
 ) -> None:
     """The last line of defence: should validation miss a value the database refuses, the
     batch is retried in halves so the valid rows around the bad one are still written."""
-    import campaigns.customers.importing as importing
+    from campaigns.customers.importing import rows as importing_rows
 
-    monkeypatch.setattr(importing, "_check_row", lambda row: None)  # let the bad value through
+    monkeypatch.setattr(importing_rows, "check_row", lambda row: None)  # let the bad value through
     rows = [{"customer_id": f"c{i}", "email": f"c{i}@example.com"} for i in range(1, 8)]
     rows[4]["name"] = "\ud800"  # SQLite cannot encode it
     path = write(tmp_path, "c.jsonl", "".join(json.dumps(row) + "\n" for row in rows))

@@ -1,0 +1,66 @@
+"""Event triggers: planning event campaigns for events just recorded.
+
+The fast path after ``POST /events`` or ``nurture track`` stored new events
+(:func:`campaigns.customers.events.record_events`): the ``handle_events`` job plans every
+enabled event campaign for just those events and sends what is due now, so a welcome
+message goes out within seconds rather than at the next scheduler tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from campaigns.config.schema import AppConfig
+from campaigns.config.triggers import EventTrigger
+from campaigns.sending.ledger import paused_campaigns
+from campaigns.sending.planning import plan_events
+from campaigns.store.chunks import chunks
+from campaigns.store.models import Delivery, Event
+
+
+def plan_for_events(engine: Engine, config: AppConfig, event_ids: Sequence[int], *, now: datetime) -> list[int]:
+    """The fast path after events are recorded: plan every enabled event campaign for just
+    ``event_ids`` and return the ids of the deliveries now due, marked as handed to the
+    broker (``dispatch_after = now + lease``, as a tick does), for the caller to enqueue.
+
+    Later steps of a series stay queued until their due time; the scheduler sends them.
+    Running this twice for the same events plans and returns nothing new.
+    """
+    ids = sorted(set(event_ids))
+    campaigns = [c for c in config.campaigns if c.enabled and isinstance(c.trigger, EventTrigger)]
+    if not ids or not campaigns:
+        return []
+    for campaign in campaigns:
+        plan_events(engine, config, campaign, now=now, window=config.scheduler.entry_window, event_ids=ids)
+    names = [c.name for c in campaigns if c.name not in paused_campaigns(engine)]
+    if not names:
+        return []
+    with engine.connect() as conn:
+        customers: set[int] = set()
+        for chunk in chunks(ids):
+            customers.update(conn.execute(sa.select(Event.customer_id).where(Event.id.in_(chunk))).scalars())
+    # A transaction of its own that starts with the write (see ledger.dispatchable_batches:
+    # on SQLite a read-then-write transaction can fail once a worker has written).
+    due: list[int] = []
+    with engine.begin() as conn:
+        for chunk in chunks(sorted(customers)):
+            claim = (
+                sa.update(Delivery)
+                .where(
+                    Delivery.campaign.in_(names),
+                    Delivery.customer_id.in_(chunk),
+                    Delivery.status == "queued",
+                    Delivery.dispatch_after <= now,
+                )
+                .values(dispatch_after=now + config.worker.lease)
+                .returning(Delivery.id)
+            )
+            due.extend(conn.execute(claim).scalars())
+    return sorted(due)
+
+
+__all__ = ["plan_for_events"]
