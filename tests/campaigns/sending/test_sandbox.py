@@ -1,4 +1,4 @@
-"""The template sandbox (campaigns.sending.rendering): a message template cannot reach Python
+"""The template sandbox (campaigns.sending.sandbox): a message template cannot reach Python
 internals, read files outside the templates folder, reach the OS or the network, change
 the data it is given, or exhaust the worker with one expression. Every attempt is a
 RenderError naming the file and line, and `nurture check` reports it like any other

@@ -1,4 +1,4 @@
-"""The render budget (campaigns.sending.rendering): every render is bounded by the size of what it
+"""The render budget (campaigns.sending.renderbudget): every render is bounded by the size of what it
 builds and writes (``[templates] max_output_chars``, one million characters by default) and
 by the work it does (``[templates] max_operations``), whatever method, filter or operator a
 template uses. An expression that would build gigabytes is refused before it allocates
@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from campaigns.errors import ConfigError, RenderError
 from campaigns.project.loading import load_config
-from campaigns.sending.rendering import MAX_OPERATIONS, MAX_OUTPUT_CHARS, TemplateRenderer, build_context
+from campaigns.sending.renderbudget import MAX_OPERATIONS, MAX_OUTPUT_CHARS
+from campaigns.sending.rendering import TemplateRenderer, build_context
 from workers.cli.main import app
 
 #: Far below what the attacks built before the budget (286 MB to 1.5 GB each).
