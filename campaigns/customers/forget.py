@@ -158,14 +158,8 @@ def forget_customer(engine: Engine, external_id: str, *, now: datetime, secret: 
 def _scrub_events(conn: sa.Connection, customer_id: int, hash_key: bytes) -> int:
     """Empty the properties of the customer's events and hash their dedupe keys."""
     table = Event.__table__
-    rows = conn.execute(sa.select(table.c.id, table.c.dedupe_key).where(table.c.customer_id == customer_id)).all()
-    if rows:
-        conn.execute(
-            sa.update(table).where(table.c.id == sa.bindparam("b_id"))
-            .values(properties={}, dedupe_key=sa.bindparam("b_key")),
-            [{"b_id": event_id, "b_key": _hashed_key(key, hash_key)} for event_id, key in rows],
-        )
-    return len(rows)
+    return _scrub_keyed_rows(conn, table, table.c.customer_id == customer_id,
+                             payload="properties", key="dedupe_key", hash_key=hash_key)
 
 
 def _scrub_responses(conn: sa.Connection, where: sa.ColumnElement[bool], hash_key: bytes) -> int:
@@ -175,13 +169,20 @@ def _scrub_responses(conn: sa.Connection, where: sa.ColumnElement[bool], hash_ke
     number or openid (SMS receipts, WeChat unsubscribes): 64 bits of SHA-256 of a phone
     number is a search of seconds, so it is hashed again under the key.
     """
-    table = Response.__table__
-    rows = conn.execute(sa.select(table.c.id, table.c.provider_ref).where(where)).all()
+    return _scrub_keyed_rows(conn, Response.__table__, where, payload="payload", key="provider_ref",
+                             hash_key=hash_key)
+
+
+def _scrub_keyed_rows(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], *,
+                      payload: str, key: str, hash_key: bytes) -> int:
+    """Empty the JSON column ``payload`` of the rows ``where`` selects and hash their unique
+    ``key`` column under ``hash_key``; the number of rows scrubbed."""
+    rows = conn.execute(sa.select(table.c.id, table.c[key]).where(where)).all()
     if rows:
         conn.execute(
             sa.update(table).where(table.c.id == sa.bindparam("b_id"))
-            .values(payload={}, provider_ref=sa.bindparam("b_ref")),
-            [{"b_id": response_id, "b_ref": _hashed_key(ref, hash_key)} for response_id, ref in rows],
+            .values({payload: {}, key: sa.bindparam("b_key")}),
+            [{"b_id": row_id, "b_key": _hashed_key(value, hash_key)} for row_id, value in rows],
         )
     return len(rows)
 
