@@ -17,6 +17,7 @@ from campaigns.config.durations import MAX_DAYS
 from campaigns.config.triggers import Trigger
 from campaigns.config.values import MAX_COUNT, FiniteFloat, Int64, check_timezone, check_window, window_bounds
 
+
 class TemplatesConfig(StrictModel):
     """Where message templates live, and the budget of one render."""
 
@@ -38,6 +39,7 @@ def _attribute_key(value: str) -> str:
     return value
 
 
+#: The name of a free customer attribute, as audiences may compare it.
 AttributeKey = Annotated[str, AfterValidator(_attribute_key)]
 
 

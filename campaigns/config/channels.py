@@ -17,6 +17,7 @@ from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, Twil
 from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 
+
 class OutboxChannelConfig(StrictModel):
     """Writes each rendered message to a file, like Django's file-based email backend."""
 
@@ -48,6 +49,7 @@ class WebhookChannelConfig(StrictModel):
         return value
 
 
+#: One ``[channels.NAME]`` table: the model its ``kind`` names.
 ChannelConfig = Annotated[
     OutboxChannelConfig
     | WebhookChannelConfig

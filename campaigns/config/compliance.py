@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from campaigns.config.base import StrictModel
 from campaigns.config.values import MAX_COUNT, check_window, window_bounds
 
+
 class FrequencyCapsConfig(StrictModel):
     """Caps on marketing messages per customer across all campaigns, over rolling periods
     (transactional messages are exempt and do not count)."""

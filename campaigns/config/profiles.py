@@ -10,6 +10,7 @@ from campaigns.config.durations import MAX_DAYS
 from campaigns.config.values import check_cron, check_timezone
 from campaigns.config.vocabulary import DEFAULT_RFM_RULES, RfmRule
 
+
 class LifecycleConfig(StrictModel):
     """Thresholds of the lifecycle stages, in days (see docs/segments.md).
 

@@ -28,6 +28,7 @@ from campaigns.config.runtime import (
     WorkerConfig,
 )
 
+
 class AppConfig(StrictModel):
     """The whole of ``config.toml``."""
 

@@ -12,6 +12,7 @@ from campaigns.config.base import StrictModel
 from campaigns.config.values import check_cron
 from campaigns.config.vocabulary import Stage
 
+
 class CronTrigger(StrictModel):
     """Run on a cron schedule, evaluated in the campaign's time zone."""
 
@@ -50,6 +51,7 @@ class EventTrigger(StrictModel):
         return value
 
 
+#: The key that tells each trigger apart, in the order they are looked for.
 _TRIGGER_KEYS = ("cron", "stage_entered", "segment_entered", "event", "manual", "date")
 
 
@@ -96,6 +98,7 @@ def _trigger_kind(value: Any) -> str | None:
     return None
 
 
+#: A campaign's ``trigger``: the model chosen by the one key it holds.
 Trigger = Annotated[
     Annotated[CronTrigger, Tag("cron")]
     | Annotated[StageEnteredTrigger, Tag("stage_entered")]

@@ -18,7 +18,9 @@ from campaigns.config.jsonvalues import MAX_INTEGER, MIN_INTEGER
 #: days beyond MAX_DAYS overflowed ``now - timedelta(days=N)``, integers beyond int64
 #: overflowed SQLite's parameter binding; both stopped the scheduler mid-tick.
 MAX_COUNT = 1_000_000_000
+#: An integer the databases can bind (int64).
 Int64 = Annotated[int, Field(ge=MIN_INTEGER, le=MAX_INTEGER)]
+#: A float that is a number (no inf or NaN, which JSON and SQL comparisons cannot hold).
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 

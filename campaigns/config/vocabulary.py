@@ -27,6 +27,7 @@ FAMILY_FIELDS: dict[str, str] = {"email": "email", "sms": "phone", "wechat": "we
 CHANNEL_FAMILY: dict[str, str] = {field: family for family, field in FAMILY_FIELDS.items()}
 
 
+#: An inclusive [low, high] range of RFM scores (TOML writes it as a list).
 ScoreRange = Annotated[tuple[int, int], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
 
 

@@ -100,41 +100,53 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
                 yield ("campaigns", index, "name"), f"duplicate campaign name {name!r} (first defined as campaigns[{seen[name]}])"
             else:
                 seen[name] = index
-        for position, channel in enumerate(campaign.get("channels") or []):
-            if isinstance(channel, str) and channel not in channels:
-                known = ", ".join(sorted(channels)) or "none defined"
-                yield ("campaigns", index, "channels", position), f"unknown channel {channel!r} (defined: {known})"
-            elif isinstance(channel, str) and _smtp_without_unsubscribe(channels.get(channel)) and (
-                campaign.get("purpose", "marketing") == "marketing"
-            ):
-                yield (("campaigns", index, "channels", position),
-                       f"channel {channel!r} has no unsubscribe_url: marketing email must carry a one-click "
-                       "unsubscribe (RFC 8058); set unsubscribe_url and unsubscribe_secret_env on the channel")
-            elif isinstance(channel, str) and _refuses_marketing_raw(channels.get(channel)) and (
-                campaign.get("purpose", "marketing") == "marketing"
-            ):
-                yield (("campaigns", index, "channels", position),
-                       f"channel {channel!r} sends WeChat template/subscribe messages, which are for service "
-                       "notices only: a marketing campaign cannot use it (set purpose = \"transactional\" "
-                       "for a service notice)")
-        for step_index, step in enumerate(campaign.get("steps") or []):
-            if not isinstance(step, dict):
-                continue
-            named: list[tuple[tuple[str | int, ...], Any]] = [
-                (("campaigns", index, "steps", step_index, "template"), step.get("template"))
-            ]
-            variants = step.get("variants") if isinstance(step.get("variants"), list) else []
-            named += [
-                (("campaigns", index, "steps", step_index, "variants", v, "template"), variant.get("template"))
-                for v, variant in enumerate(variants) if isinstance(variant, dict)
-            ]
-            for key, template in named:
-                if isinstance(template, str) and not template_parts(template_dir, template):
-                    yield (
-                        key,
-                        f"template {template!r} not found: expected files such as "
-                        f"{template_dir / template}.txt.j2 or .json.j2",
-                    )
+        yield from _channel_issues(campaign, index, channels)
+        yield from _template_issues(campaign, index, template_dir)
+
+
+def _channel_issues(campaign: dict[str, Any], index: int,
+                    channels: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """The channels campaign ``index`` names: defined, and able to carry its purpose."""
+    for position, channel in enumerate(campaign.get("channels") or []):
+        if isinstance(channel, str) and channel not in channels:
+            known = ", ".join(sorted(channels)) or "none defined"
+            yield ("campaigns", index, "channels", position), f"unknown channel {channel!r} (defined: {known})"
+        elif isinstance(channel, str) and _smtp_without_unsubscribe(channels.get(channel)) and (
+            campaign.get("purpose", "marketing") == "marketing"
+        ):
+            yield (("campaigns", index, "channels", position),
+                   f"channel {channel!r} has no unsubscribe_url: marketing email must carry a one-click "
+                   "unsubscribe (RFC 8058); set unsubscribe_url and unsubscribe_secret_env on the channel")
+        elif isinstance(channel, str) and _refuses_marketing_raw(channels.get(channel)) and (
+            campaign.get("purpose", "marketing") == "marketing"
+        ):
+            yield (("campaigns", index, "channels", position),
+                   f"channel {channel!r} sends WeChat template/subscribe messages, which are for service "
+                   "notices only: a marketing campaign cannot use it (set purpose = \"transactional\" "
+                   "for a service notice)")
+
+
+def _template_issues(campaign: dict[str, Any], index: int,
+                     template_dir: Path) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """The templates of campaign ``index``'s steps and variants: each has its files."""
+    for step_index, step in enumerate(campaign.get("steps") or []):
+        if not isinstance(step, dict):
+            continue
+        named: list[tuple[tuple[str | int, ...], Any]] = [
+            (("campaigns", index, "steps", step_index, "template"), step.get("template"))
+        ]
+        variants = step.get("variants") if isinstance(step.get("variants"), list) else []
+        named += [
+            (("campaigns", index, "steps", step_index, "variants", v, "template"), variant.get("template"))
+            for v, variant in enumerate(variants) if isinstance(variant, dict)
+        ]
+        for key, template in named:
+            if isinstance(template, str) and not template_parts(template_dir, template):
+                yield (
+                    key,
+                    f"template {template!r} not found: expected files such as "
+                    f"{template_dir / template}.txt.j2 or .json.j2",
+                )
 
 
 def _smtp_without_unsubscribe(channel: Any) -> bool:

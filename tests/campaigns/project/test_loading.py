@@ -1,4 +1,5 @@
-"""Tests for campaigns.config.schema: every problem reported at once, located by line and key path."""
+"""Tests for campaigns.project.loading: config.toml validated against the schema and
+cross-checked, every problem reported at once, located by line and key path."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import pytest
 from campaigns.project.check import check_config_file
 from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
 from campaigns.config.runtime import BROKER_URL_ENV, DATABASE_URL_ENV
-from campaigns.project.loading import load_config, parse_config
-from campaigns.config.durations import parse_duration
+from campaigns.project.loading import format_location, load_config, parse_config
 from campaigns.errors import ConfigError, ConfigIssue
 from tests.conftest import line_of
 
@@ -321,29 +321,6 @@ def test_empty_env_override_is_ignored(tmp_path: Path, monkeypatch: pytest.Monke
     assert config.database.url == f"sqlite:///{tmp_path.resolve() / 'var' / 'nurture.db'}"
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1d12h", timedelta(days=1, hours=12)),
-        ("36h", timedelta(hours=36)),
-        ("90s", timedelta(seconds=90)),
-        ("30m", timedelta(minutes=30)),
-        ("2w", timedelta(weeks=2)),
-        ("1d 2h", timedelta(days=1, hours=2)),
-        (45, timedelta(seconds=45)),
-        ("0s", timedelta(0)),
-    ],
-)
-def test_parse_duration(text: str | int, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize("bad", ["2x", "", "d", "1.5h", "-1d", "1d twelve", True, 1.5, -3])
-def test_parse_duration_rejects(bad: object) -> None:
-    with pytest.raises(ValueError):
-        parse_duration(bad)  # type: ignore[arg-type]
-
-
 def test_durations_in_config() -> None:
     config = parse_config('[scheduler]\ninterval = "1d12h"\nmax_lateness = 3600\n')
     assert config.scheduler.interval == timedelta(days=1, hours=12)
@@ -426,3 +403,8 @@ def test_a_marketing_campaign_on_a_wechat_template_channel_is_refused(tmp_path: 
     [issue] = caught.value.issues
     assert issue.key_path == "campaigns[0].channels[0]" and "service notices only" in issue.message
     assert issue.line == line_of(text, 'channels = ["oa"]')
+
+
+def test_a_key_path_is_written_as_in_the_file() -> None:
+    assert format_location(("campaigns", 0, "steps", 1, "template")) == "campaigns[0].steps[1].template"
+    assert format_location(("channels", "email")) == "channels.email"
