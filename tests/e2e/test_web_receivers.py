@@ -22,12 +22,9 @@ from campaigns.sending.unsubscribe import make_unsubscribe_token
 from tests.conftest import grant_consent
 from tests.campaigns.responses.test_dsn import DMARC, HARD_BOUNCE, MAILBOX_FULL, build_dsn
 from workers.channels.smtp import message_hash
-from workers.http.web import (
-    LINK_SECRET_ENV,
-    PIXEL,
-    PREFERENCE_SOURCE,
-    web_routes,
-)
+from campaigns.responses.preferences import PREFERENCE_SOURCE
+from workers.http.app import web_routes
+from workers.http.links import LINK_SECRET_ENV, PIXEL
 
 with warnings.catch_warnings():
     # Starlette 1.x wants httpx2 for its test client and warns at import; httpx works.

@@ -1,32 +1,29 @@
-"""The HTTP receiver (``nurture serve``): ``POST /events``, ``GET /health`` and the
-provider callbacks and customer links of :mod:`workers.receivers` (SMS receipts and
-replies; one-click unsubscribe, preference page, clicks, opens, DSN bounces), and the
-read-only dashboard of :mod:`workers.http.dashboard`.
+"""The ASGI app of ``nurture serve``, built from a runtime (or a config) by
+:func:`create_app`: every route in one place.
 
-An ASGI app (Starlette) built by :func:`create_app`; nothing lives at module level, so
-tests and the CLI each build their own. Events are recorded in the database first (the
-answer says per event whether it was accepted, a duplicate or rejected, and why), then
-the ids of newly accepted events are handed to the ``handle_events`` actor through the
-broker, which plans event campaigns and enqueues the due messages. Should the broker be
-unreachable, the events are still stored and the next scheduler tick plans them.
+* ``POST /events`` (:mod:`workers.http.events`) and ``GET /health``;
+* provider receipts and replies (:mod:`workers.http.callbacks`);
+* our own links (:func:`web_routes`): unsubscribe and preference page
+  (:mod:`workers.http.preferences`), click redirect and open pixel
+  (:mod:`workers.http.links`), DSN bounces (:mod:`workers.http.bounces`);
+* the read-only dashboard (:mod:`workers.http.dashboard`).
 
-Authentication: ``Authorization: Bearer <key>``, where the key is the value of the
-environment variable named by ``[api] key_env``; while that variable is unset the
-endpoint refuses every request (503) rather than accept events from anyone.
+Nothing lives at module level, so tests and the CLI each build their own app;
+:mod:`workers.http.serve` is the uvicorn factory that builds one per process for
+``nurture serve --workers N``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from dramatiq.broker import Broker
+from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Match, Route, Router
@@ -34,25 +31,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from campaigns.config.schema import AppConfig
 from campaigns.store.db import make_engine
-from campaigns.customers.events import EventResult, record_events
-from campaigns.config.jsonvalues import UnstorableValue
-from campaigns.config.jsonvalues import loads as load_json
 from campaigns.store.models import utcnow
-from workers.jobs.broker import enqueue_many, events_message
-from workers.http.dashboard import dashboard_routes
 from workers.http.batching import ResponseWriter
-from workers.http.errors import BodyTooLarge, bearer_refusal, read_limited
+from workers.http.bounces import bounce_endpoint
 from workers.http.callbacks.sms import sms_routes
-from workers.http.web import web_routes
 from workers.http.callbacks.wechat import wechat_routes
+from workers.http.dashboard import dashboard_routes
+from workers.http.events import events_endpoint
+from workers.http.links import click_endpoint, open_pixel_endpoint
+from workers.http.preferences import (
+    PreferencePages,
+    one_click_endpoint,
+    preference_page_endpoint,
+    save_preferences_endpoint,
+)
 from workers.jobs.runtime import Runtime
 
 logger = logging.getLogger("nurture.receiver")
-
-#: Most events accepted in one request.
-MAX_EVENTS = 1000
-#: Largest request body accepted, in bytes (1000 events with generous properties).
-MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 def _server_pool(url: str) -> dict[str, int]:
@@ -60,13 +55,9 @@ def _server_pool(url: str) -> dict[str, int]:
     return {} if url.startswith("sqlite") else {"pool_size": 20, "max_overflow": 20}
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
 def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Starlette:
-    """The receiver app for a :class:`Runtime` (its engine is shared) or an
-    :class:`AppConfig` (the app opens an engine and disposes of it on shutdown).
+    """The app for a :class:`Runtime` (its engine is shared) or an :class:`AppConfig`
+    (the app opens an engine and disposes of it on shutdown).
 
     ``broker`` receives the ``handle_events`` jobs: a Redis broker for separate workers, or
     the stub broker of :class:`~workers.jobs.inprocess.InProcessWorkers`.
@@ -80,33 +71,8 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
         config, engine, owns_engine = runtime_or_config, make_engine(
             runtime_or_config.database.url, **_server_pool(runtime_or_config.database.url)), True
         clock = utcnow
-    key_env = config.api.key_env
-    queue = config.broker.queue
     # One group-commit writer for every callback route: concurrent pushes share batches.
     writer = ResponseWriter(engine=engine, clock=clock)
-
-    async def post_events(request: Request) -> JSONResponse:
-        refused = bearer_refusal(request, key_env, api="event API")
-        if refused is not None:
-            return refused
-        try:
-            body = await read_limited(request, MAX_BODY_BYTES)
-        except BodyTooLarge:
-            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        events, problem = _parse_body(body)
-        if problem is not None:
-            return _error(*problem)
-        result: EventResult = await run_in_threadpool(record_events, engine, events)
-        if result.accepted_ids:
-            try:
-                await run_in_threadpool(enqueue_many, broker, [events_message(queue, result.accepted_ids)])
-            except Exception:  # the events are stored: the next scheduler tick plans them
-                logger.exception("could not enqueue handle_events for %d event(s)", len(result.accepted_ids))
-        # Nothing usable (every event rejected) is the client's mistake: a 422 with the
-        # same per-event reasons. A batch with any good event is accepted as a whole (202),
-        # its bad events named by index, so one bad event never costs the others.
-        everything_rejected = result.count("rejected") == len(result.statuses)
-        return JSONResponse(result.to_dict(), status_code=422 if everything_rejected else 202)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -122,7 +88,7 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
 
     app = Starlette(
         routes=[
-            Route("/events", post_events, methods=["POST"]),
+            Route("/events", events_endpoint(config=config, engine=engine, broker=broker), methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             # Provider receipts and replies (issue 7); each route authenticates its provider.
             *sms_routes(config=config, engine=engine, clock=clock, writer=writer),
@@ -140,6 +106,33 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
     app.router.redirect_slashes = False
     app.router.default = _slash_redirect(app.router)
     return app
+
+
+def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetime],
+               writer: ResponseWriter | None = None) -> list[Route]:
+    """The routes of our own links and the bounce intake: one-click unsubscribe, preference
+    page, click redirect, open pixel, DSN bounces.
+
+    ``clock`` gives the current time (tests pass a fixed one); ``engine`` is the caller's,
+    never disposed here. Clicks and opens, the many small requests, are recorded by
+    ``writer`` (the app's shared one; else a writer of these routes' own).
+    """
+
+    def now() -> datetime:
+        moment = clock()
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+    writer = writer or ResponseWriter(engine=engine, clock=now)
+    pages = PreferencePages()
+    return [
+        Route("/u/{token}", one_click_endpoint(config=config, engine=engine, clock=now), methods=["POST"]),
+        Route("/u/{token}", preference_page_endpoint(config=config, engine=engine, pages=pages), methods=["GET"]),
+        Route("/u/{token}/preferences", save_preferences_endpoint(config=config, engine=engine, clock=now,
+                                                                  pages=pages), methods=["POST"]),
+        Route("/c/{token}", click_endpoint(config=config, writer=writer, clock=now), methods=["GET"]),
+        Route("/o/{token}.gif", open_pixel_endpoint(config=config, writer=writer, clock=now), methods=["GET"]),
+        Route("/bounces", bounce_endpoint(config=config, engine=engine, clock=now), methods=["POST"]),
+    ]
 
 
 def _slash_redirect(router: Router) -> ASGIApp:
@@ -162,28 +155,3 @@ def _slash_redirect(router: Router) -> ASGIApp:
         await router.not_found(scope, receive, send)
 
     return fallback
-
-
-def _parse_body(body: bytes) -> tuple[list[Any], tuple[int, str] | None]:
-    """The events of a request body, or (status, reason) when the body is unusable.
-
-    Parsed by :func:`campaigns.config.jsonvalues.loads`: NaN, Infinity and over-long integers
-    inside an event reject that event (by index) rather than the request; nesting too deep
-    for the parser is a 400.
-    """
-    try:
-        payload = load_json(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return [], (400, f"invalid JSON: {exc}")
-    except UnstorableValue as exc:
-        return [], (400, f"invalid JSON: {exc}")
-    if not isinstance(payload, dict) or "events" not in payload:
-        return [], (400, 'expected a JSON object {"events": [...]}')
-    events = payload["events"]
-    if not isinstance(events, list):
-        return [], (400, "events: expected a JSON array of event objects")
-    if not events:
-        return [], (400, "events: empty; send at least one event")
-    if len(events) > MAX_EVENTS:
-        return [], (413, f"{len(events)} events in one request; at most {MAX_EVENTS}")
-    return events, None
