@@ -23,7 +23,6 @@ from campaigns.store.jsonattr import kind_of, typed_attribute
 from campaigns.config.campaigns import AudienceConfig, CampaignConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.vocabulary import CHANNEL_FAMILY
-from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.store.models import Consent, Customer, CustomerProfile, Order, Suppression
 from campaigns.audience.compiler import compile_expression
 from campaigns.audience.language import Expression
