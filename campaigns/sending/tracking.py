@@ -3,7 +3,7 @@
 With ``[api] public_url`` (where ``nurture serve`` is reachable) and a link secret, every
 ``http(s)`` link of an HTML part is replaced by ``{public_url}/c/{token}``, the token
 sealing the send key and the original URL together, encrypted and authenticated so that
-neither shows in the message or an access log (:func:`campaigns.sending.links.make_click_token`),
+neither shows in the message or an access log (:func:`campaigns.sending.tokens.make_click_token`),
 and a 1x1 pixel ``{public_url}/o/{token}.gif`` is added before ``</body>``. The receiver
 turns those into ``clicked`` and ``opened`` responses.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import re
 
-from campaigns.sending.links import MAX_URL_LENGTH, make_click_token, make_open_token
+from campaigns.sending.tokens import MAX_URL_LENGTH, make_click_token, make_open_token
 
 #: ``href="…"`` or ``href='…'`` in an HTML part, attribute name case-insensitive.
 _HREF = re.compile(r"""(?P<prefix>\bhref\s*=\s*)(?P<quote>["'])(?P<url>[^"']*)(?P=quote)""", re.IGNORECASE)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.sending.messages import OutboundMessage, Outcome
-from campaigns.sending.unsubscribe import make_unsubscribe_token, verify_unsubscribe_token
+from campaigns.sending.tokens import make_unsubscribe_token, verify_unsubscribe_token
 from workers.channels.smtp import SmtpChannel, classify_exception, classify_reply
 
 SECRET = "unsub-secret-for-tests"
@@ -192,7 +192,7 @@ def test_without_the_installation_secret_no_verp_sender_is_used(server: Server) 
 
 
 def independent_token(send_key: str, secret: str) -> str:
-    """The sealed token recomputed from the documented algorithm (campaigns.sending.unsubscribe,
+    """The sealed token recomputed from the documented algorithm (campaigns.sending.tokens,
     campaigns.sending.sealing), without the project's code."""
     key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None,
                info=b"nurture/unsubscribe-token-v2").derive(secret.encode())

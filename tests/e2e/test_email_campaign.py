@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 
 from campaigns.project.loading import load_config
 from campaigns.store.models import Delivery
-from campaigns.sending.unsubscribe import verify_unsubscribe_token
+from campaigns.sending.tokens import verify_unsubscribe_token
 from tests.conftest import TICK_NOW, seed_customers
 from workers.jobs.inprocess import InProcessWorkers
 from workers.jobs.runtime import Runtime

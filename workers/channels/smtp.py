@@ -4,7 +4,7 @@ Each message is ``multipart/alternative``
 with the plain text first and the HTML last (RFC 2046: plainest first), a ``Message-ID``
 on the configured domain (stored as the provider message id) and, on marketing mail,
 RFC 8058 one-click unsubscribe headers carrying a signed per-recipient token
-(:mod:`campaigns.sending.unsubscribe`)::
+(:mod:`campaigns.sending.tokens`)::
 
     List-Unsubscribe: <https://u.example.com/u/TOKEN>, <mailto:unsubscribe@example.com?subject=unsubscribe%20TOKEN>
     List-Unsubscribe-Post: List-Unsubscribe=One-Click
@@ -41,7 +41,7 @@ from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.config.keys import message_tag
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
-from campaigns.sending.unsubscribe import unsubscribe_mailto, unsubscribe_url
+from campaigns.sending.tokens import unsubscribe_mailto, unsubscribe_url
 
 # Bodies are encoded to 7-bit (quoted-printable/base64) so any relay accepts them without
 # 8BITMIME; CRLF line ends as SMTP wants.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from campaigns.sending.links import verify_click_token, verify_open_token
+from campaigns.sending.tokens import verify_click_token, verify_open_token
 from campaigns.sending.tracking import track_html
 
 BASE, SECRET, KEY = "https://t.example.com", "link-secret", "spring:0:42:once"

@@ -1,4 +1,4 @@
-"""Click and open tokens (campaigns.sending.links): round trip, nothing readable in them,
+"""Click, open and unsubscribe tokens (campaigns.sending.tokens): round trip, nothing readable in them,
 tampering, other secrets, garbage, no cross-use between kinds, and format-1 tokens (in
 mail sent before format 2) still verified."""
 
@@ -13,15 +13,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaigns.sending import links
-from campaigns.sending.links import (
-    MAX_TOKEN_LENGTH,
+from campaigns.sending import tokens
+from campaigns.sending.tokens import (
+    MAX_CLICK_TOKEN_LENGTH,
     make_click_token,
     make_open_token,
+    make_unsubscribe_token,
     verify_click_token,
     verify_open_token,
+    verify_unsubscribe_token,
 )
-from campaigns.sending.unsubscribe import make_unsubscribe_token, verify_unsubscribe_token
 
 SECRET = "click-secret-1"
 SEND_KEY = "win_back:0:42:once"
@@ -143,7 +144,7 @@ def test_an_unsubscribe_mac_over_a_click_payload_does_not_verify() -> None:
     payload = len(SEND_KEY).to_bytes(2, "big") + SEND_KEY.encode() + URL.encode()
     mac = hmac.new(SECRET.encode(), b"nurture-unsubscribe-v1:" + payload, hashlib.sha256).digest()
     assert verify_click_token(encode(payload + mac), SECRET) is None
-    mac = hmac.new(SECRET.encode(), links.CLICK_CONTEXT + payload, hashlib.sha256).digest()
+    mac = hmac.new(SECRET.encode(), tokens.CLICK_CONTEXT + payload, hashlib.sha256).digest()
     assert verify_click_token(encode(payload + mac), SECRET) == (SEND_KEY, URL)
 
 
@@ -155,7 +156,7 @@ def test_format_1_macs_are_compared_in_constant_time(monkeypatch: pytest.MonkeyP
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(links.hmac, "compare_digest", spy)
+    monkeypatch.setattr(tokens.hmac, "compare_digest", spy)
     assert verify_click_token(legacy_click_token(SEND_KEY, URL, SECRET), SECRET) == (SEND_KEY, URL)
     assert len(calls) == 1
 
@@ -163,7 +164,7 @@ def test_format_1_macs_are_compared_in_constant_time(monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize(
     "token",
     ["", "!!!", "a", "====", "A" * 10, encode(b"\x00" * 40), encode(b"\xff\xff" + b"x" * 40),
-     encode(b"\x02" * 60), encode(b"\x02"), "A" * (MAX_TOKEN_LENGTH + 4)],
+     encode(b"\x02" * 60), encode(b"\x02"), "A" * (MAX_CLICK_TOKEN_LENGTH + 4)],
 )
 def test_garbage_fails_verification_without_raising(token: str) -> None:
     assert verify_click_token(token, SECRET) is None
@@ -193,8 +194,8 @@ def test_making_a_token_refuses_bad_input(send_key: str, url: str, secret: str, 
 )
 def test_any_send_key_and_url_round_trip(send_key: str, path: str, secret: str) -> None:
     url = "https://example.com/" + path
-    if len(url) > links.MAX_URL_LENGTH:
+    if len(url) > tokens.MAX_URL_LENGTH:
         return
     token = make_click_token(send_key, url, secret)
-    assert len(token) <= MAX_TOKEN_LENGTH
+    assert len(token) <= MAX_CLICK_TOKEN_LENGTH
     assert verify_click_token(token, secret) == (send_key, url)
