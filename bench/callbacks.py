@@ -483,7 +483,8 @@ def profile(database_url: str, token: str, first: int, count: int) -> dict[str, 
 
     from campaigns.store.db import make_engine
     from campaigns.responses.recording import record_responses
-    from workers.http.callbacks.sms import parse_form, parse_twilio_status, twilio_signature_valid
+    from workers.http.callbacks.common import parse_form
+    from workers.http.callbacks.twilio import parse_twilio_status, twilio_signature_valid
 
     host = "127.0.0.1:8000"
     url = f"http://{host}{PATH}"

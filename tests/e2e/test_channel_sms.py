@@ -25,7 +25,9 @@ import pytest
 
 from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
 from campaigns.sending.messages import OutboundMessage, Outcome
-from workers.channels.sms import AliyunSmsChannel, TencentSmsChannel, TwilioChannel
+from workers.channels.sms.aliyun import AliyunSmsChannel
+from workers.channels.sms.tencent import TencentSmsChannel
+from workers.channels.sms.twilio import TwilioChannel
 
 SEND_KEY = "9f" * 32
 ALIYUN_ID, ALIYUN_SECRET = "LTAI-test-id", "aliyun/secret+*~ key"
@@ -417,7 +419,7 @@ def test_tencent_codes_map_to_outcomes(tencent: Fake, code: str, outcome: Outcom
 
 
 def test_tencent_deferrals_follow_the_window() -> None:
-    from workers.channels.sms import classify_tencent
+    from workers.channels.sms.tencent import classify_tencent
 
     now = datetime(2026, 3, 1, 15, 30, tzinfo=UTC)  # 23:30 in Shanghai
     shanghai = ZoneInfo("Asia/Shanghai")
@@ -585,7 +587,7 @@ def test_channels_are_safe_across_threads(aliyun: Fake) -> None:
 
 
 def test_aliyun_signature_matches_the_documented_example() -> None:
-    from workers.channels.sms import aliyun_sign
+    from workers.channels.sms.aliyun import aliyun_sign
 
     # The worked SendSms example of Aliyun's signing documentation.
     params = {
@@ -599,7 +601,7 @@ def test_aliyun_signature_matches_the_documented_example() -> None:
 
 
 def test_tc3_signature_matches_the_documented_example() -> None:
-    from workers.channels.sms import tc3_authorization
+    from workers.channels.sms.tencent import tc3_authorization
 
     # The worked DescribeInstances example of Tencent's "Signature v3" page (masked key as printed).
     payload = b'{"Limit": 1, "Filters": [{"Values": ["\\u672a\\u547d\\u540d"], "Name": "instance-name"}]}'

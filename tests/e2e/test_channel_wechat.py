@@ -30,7 +30,8 @@ from campaigns.config.options.wechat import (
 from campaigns.sending.messages import OutboundMessage, Outcome
 from tests.conftest import missing_service
 from workers.channels.base import Channel
-from workers.channels.wechat import WeChatOAChannel, WeComRobotChannel, next_beijing_midnight
+from workers.channels.wechat.official_account import WeChatOAChannel, next_beijing_midnight
+from workers.channels.wechat.wecom_robot import WeComRobotChannel
 from workers.channels.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from workers.channels.tokencache import CachedToken, MemoryTokenCache, RedisTokenCache, TokenCache
 

@@ -1,4 +1,4 @@
-"""SMS provider callbacks (workers/http/callbacks/sms.py) against a migrated SQLite database.
+"""SMS provider callbacks (workers/http/callbacks/: twilio, aliyun, tencent) against a migrated SQLite database.
 
 Every request is built the way the provider documents it: Twilio's form POST signed with
 ``X-Twilio-Signature`` (computed here independently, checked against twilio-python's
@@ -35,12 +35,9 @@ from campaigns.project.loading import parse_config
 from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
 from tests.conftest import grant_consent
 from workers.http import batching as response_writer
-from workers.http.callbacks.sms import (
-    CALLBACK_TOKEN_ENV,
-    MAX_BODY_BYTES,
-    sms_routes,
-    twilio_signature_valid,
-)
+from workers.http.callbacks.common import CALLBACK_TOKEN_ENV, MAX_BODY_BYTES
+from workers.http.callbacks.sms import sms_routes
+from workers.http.callbacks.twilio import twilio_signature_valid
 
 NOW = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 BASE_URL = "https://nurture.example.com"

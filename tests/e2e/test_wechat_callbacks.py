@@ -35,13 +35,8 @@ from campaigns.project.loading import parse_config
 from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
 from tests.conftest import grant_consent
 from workers.http import batching as response_writer
-from workers.http.callbacks.wechat import (
-    MAX_XML_BYTES,
-    WECHAT_PUSH_TOKEN_ENV,
-    wechat_routes,
-    wechat_signature,
-    wechat_signature_valid,
-)
+from workers.http.callbacks.wechat import MAX_XML_BYTES, WECHAT_PUSH_TOKEN_ENV, wechat_routes
+from workers.http.callbacks.wechat_crypto import wechat_signature, wechat_signature_valid
 
 NOW = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)
 BASE_URL = "https://nurture.example.com"

@@ -26,6 +26,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from workers.channels.redisclient import is_redis_url, redis_client
+
 if TYPE_CHECKING:
     import redis
 
@@ -96,12 +98,7 @@ class RedisRateLimiter:
     ) -> None:
         if limit < 1 or window_s <= 0:
             raise ValueError("limit must be >= 1 and window_s > 0")
-        if client is None:
-            if url is None:
-                raise ValueError("RedisRateLimiter needs a client or a url")
-            import redis as redis_lib
-
-            client = redis_lib.Redis.from_url(url)
+        client = redis_client(client=client, url=url, owner="RedisRateLimiter")
         self.limit = limit
         self.window_s = window_s
         self.prefix = prefix
@@ -121,6 +118,6 @@ class RedisRateLimiter:
 
 def make_rate_limiter(*, redis_url: str | None, limit: int, window_s: float, prefix: str = "nurture") -> RateLimiter:
     """A Redis limiter when the broker is Redis (several processes), else an in-memory one."""
-    if redis_url and redis_url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis_url(redis_url):
         return RedisRateLimiter(limit=limit, window_s=window_s, url=redis_url, prefix=prefix)
     return MemoryRateLimiter(limit=limit, window_s=window_s)

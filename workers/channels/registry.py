@@ -15,10 +15,13 @@ from campaigns.config.keys import installation_secret
 from workers.channels.base import Channel
 from workers.channels.limited import RateLimitedChannel
 from workers.channels.outbox import OutboxChannel
-from workers.channels.sms import AliyunSmsChannel, TencentSmsChannel, TwilioChannel
+from workers.channels.sms.aliyun import AliyunSmsChannel
+from workers.channels.sms.tencent import TencentSmsChannel
+from workers.channels.sms.twilio import TwilioChannel
 from workers.channels.smtp import SmtpChannel
 from workers.channels.webhook import WebhookChannel
-from workers.channels.wechat import WeChatOAChannel, WeComRobotChannel
+from workers.channels.wechat.official_account import WeChatOAChannel
+from workers.channels.wechat.wecom_robot import WeComRobotChannel
 from workers.channels.ratelimit import make_rate_limiter
 from workers.channels.tokencache import make_token_cache
 

@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from workers.channels.redisclient import is_redis_url, redis_client
+
 if TYPE_CHECKING:
     import redis
 
@@ -105,12 +107,7 @@ class RedisTokenCache:
     """Tokens in Redis (``{prefix}:token:{key}``) with a ``SET NX PX`` refresh lock."""
 
     def __init__(self, *, client: redis.Redis | None = None, url: str | None = None, prefix: str = "nurture") -> None:
-        if client is None:
-            if url is None:
-                raise ValueError("RedisTokenCache needs a client or a url")
-            import redis as redis_lib
-
-            client = redis_lib.Redis.from_url(url)
+        client = redis_client(client=client, url=url, owner="RedisTokenCache")
         self.prefix = prefix
         self._client = client
         self._unlock = client.register_script(_UNLOCK)
@@ -152,6 +149,6 @@ class RedisTokenCache:
 
 def make_token_cache(*, redis_url: str | None, prefix: str = "nurture") -> TokenCache:
     """A Redis cache when the broker is Redis (several processes), else an in-memory one."""
-    if redis_url and redis_url.startswith(("redis://", "rediss://", "unix://")):
+    if is_redis_url(redis_url):
         return RedisTokenCache(url=redis_url, prefix=prefix)
     return MemoryTokenCache()

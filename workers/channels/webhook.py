@@ -12,7 +12,8 @@ parts). Each request carries:
 
 Answers are classified: 2xx ok; 408/425/429/5xx and network errors retry (Retry-After
 honoured); 401/403 halt the campaign (our credentials are wrong); 410 suppresses; any other
-4xx is permanent. One keep-alive ``httpx.Client`` per worker thread.
+4xx is permanent. One keep-alive ``httpx.Client`` per worker thread
+(:class:`~workers.channels.httpclients.ThreadClients`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,7 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -33,6 +31,7 @@ from campaigns.config.secretvalues import read_secret
 from campaigns.customers.masking import mask_text
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from campaigns.config.secretvalues import webhook_channel_key, webhook_signing_key
+from workers.channels.httpclients import ThreadClients, parse_retry_after, request_or_retry
 
 RETRY_STATUSES = frozenset({408, 425, 429})
 HALT_STATUSES = frozenset({401, 403})
@@ -56,22 +55,6 @@ def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000": an HTTP-date is GMT, never the machine's local time
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - time.time())
-
-
 class WebhookChannel:
     """POSTs each message as JSON to one URL."""
 
@@ -91,23 +74,10 @@ class WebhookChannel:
             self._key = webhook_channel_key(options.secret_env, read_secret(options.secret_env))
         except ValueError as exc:
             self._key_problem = str(exc)
-        self._transport = transport
-        self._local = threading.local()
-        self._clients: list[httpx.Client] = []
-        self._lock = threading.Lock()
-
-    def _client(self) -> httpx.Client:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = httpx.Client(
-                timeout=self.options.timeout.total_seconds(),
-                transport=self._transport,
-                headers={"User-Agent": "nurture-webhook/1", **self.options.headers},
-            )
-            self._local.client = client
-            with self._lock:
-                self._clients.append(client)
-        return client
+        self._clients = ThreadClients(
+            timeout_s=options.timeout.total_seconds(), transport=transport,
+            headers={"User-Agent": "nurture-webhook/1", **options.headers},
+        )
 
     def body(self, message: OutboundMessage) -> bytes:
         """The request body for ``message``."""
@@ -140,20 +110,14 @@ class WebhookChannel:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(self._key, message_id, timestamp, body),
         }
-        try:
-            response = self._client().post(self.options.url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            return SendResult(Outcome.RETRY, error=f"timeout: {type(exc).__name__}", code="timeout")
-        except httpx.TransportError as exc:
-            return SendResult(Outcome.RETRY, error=f"network error: {type(exc).__name__}", code="network")
+        response = request_or_retry(self._clients.get(), "POST", self.options.url, content=body, headers=headers)
+        if isinstance(response, SendResult):
+            return response
         return classify(response)
 
     def close(self) -> None:
         """Close every thread's client."""
-        with self._lock:
-            for client in self._clients:
-                client.close()
-            self._clients.clear()
+        self._clients.close()
 
 
 def classify(response: httpx.Response) -> SendResult:

@@ -1,6 +1,7 @@
 """What every receiver endpoint needs from HTTP: a body read within a limit, the
 bearer-key check of the APIs called by our own systems (``/events``, ``/bounces``), the
-JSON error answer, and the guard that answers instead of raising."""
+JSON error answer, the guard that answers instead of raising, and refusals raised
+as :class:`Refused` and answered by :func:`answering_refusals`."""
 
 from __future__ import annotations
 
@@ -77,5 +78,30 @@ def guarded(handler: Callable[[Request], Awaitable[Response]], fallback: Callabl
             return fallback()
 
     endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+class Refused(Exception):
+    """A request refused on purpose: ``status`` and a reason safe to return to the caller
+    (raise it anywhere below a handler wrapped by :func:`answering_refusals`)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def answering_refusals(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` answering a :class:`Refused` it raises with :func:`json_error`, so the
+    checks it calls can refuse by raising, however deep they sit."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Refused as refused:
+            return json_error(refused.status, refused.message)
+
+    endpoint.__name__ = endpoint.__qualname__ = handler.__name__
     endpoint.__doc__ = handler.__doc__
     return endpoint

@@ -22,7 +22,8 @@ from campaigns.project.loading import load_config
 from campaigns.store.db import make_engine
 from campaigns.store.models import utcnow
 from campaigns.sending.rendering import TemplateRenderer
-from workers.channels import Channel, build_channels
+from workers.channels.base import Channel
+from workers.channels.registry import build_channels
 
 
 @dataclass

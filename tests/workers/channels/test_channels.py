@@ -14,7 +14,8 @@ import pytest
 from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
 from campaigns.sending.messages import OutboundMessage, Outcome
 from workers.channels.outbox import OutboxChannel
-from workers.channels.webhook import WebhookChannel, parse_retry_after
+from workers.channels.httpclients import parse_retry_after
+from workers.channels.webhook import WebhookChannel
 
 
 def message(**parts: str) -> OutboundMessage:

@@ -20,8 +20,9 @@
 
   Everything else (other events, images, voice ...) is answered and not recorded.
 
-The signature (WeChat's documented algorithm, as wechatpy's ``check_signature``) is the
-hex SHA-1 of ``token``, ``timestamp`` and ``nonce`` sorted and concatenated. ``token`` is
+The signature (WeChat's documented algorithm, as wechatpy's ``check_signature``;
+:func:`~workers.http.callbacks.wechat_crypto.wechat_signature`) is the hex SHA-1 of
+``token``, ``timestamp`` and ``nonce`` sorted and concatenated. ``token`` is
 the one an operator types into the account's server configuration; the channel options
 have no field for it, so it is read from the environment variable
 :data:`WECHAT_PUSH_TOKEN_ENV` (one token for every ``wechat_oa`` channel); while it is
@@ -47,14 +48,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
 
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from campaigns.config.options.wechat import WeChatOAChannelConfig
@@ -62,11 +63,14 @@ from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.responses.recording import InboundResponse
 from workers.http.batching import ResponseWriter
-from workers.http.callbacks.sms import (
+from workers.http.callbacks.common import (
     MAX_BODY_BYTES,
     MAX_FIELD_CHARS,
     CallbackError,
+    Clock,
+    channel_named,
     read_body,
+    record_or_refuse,
     unix_time,
 )
 from workers.http.callbacks.wechat_crypto import (
@@ -74,9 +78,9 @@ from workers.http.callbacks.wechat_crypto import (
     aes_key,
     decrypt_push,
     msg_signature_valid,
-    sorted_sha1,
-    sorted_sha1_matches,
+    wechat_signature_valid,
 )
+from workers.http.errors import answering_refusals
 
 logger = logging.getLogger("nurture.receivers.wechat")
 
@@ -103,22 +107,7 @@ _DECLARED_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\bencodin
 #: ``success`` is delivered; any other status is undelivered (``failed:system failed``).
 USER_BLOCK = "failed:user block"
 
-#: The receiver's clock: returns aware UTC.
-Clock = Callable[[], datetime]
-
-
 # --------------------------------------------------------------------------- signature
-
-
-def wechat_signature(token: str, timestamp: str, nonce: str) -> str:
-    """WeChat's ``signature``: hex SHA-1 of ``token``, ``timestamp`` and ``nonce`` sorted
-    (as strings) and concatenated."""
-    return sorted_sha1(token, timestamp, nonce)
-
-
-def wechat_signature_valid(token: str, timestamp: str, nonce: str, signature: str) -> bool:
-    """True when ``signature`` is WeChat's for these values, compared in constant time."""
-    return sorted_sha1_matches((token, timestamp, nonce), signature)
 
 
 def check_push_signature(request: Request, now: datetime, env: str = WECHAT_PUSH_TOKEN_ENV) -> None:
@@ -320,10 +309,6 @@ def parse_push_response(fields: Mapping[str, str], *, channel: str) -> InboundRe
 # --------------------------------------------------------------------------- routes
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
 def wechat_routes(*, config: AppConfig, engine: Engine, clock: Clock,
                   writer: ResponseWriter | None = None) -> list[Route]:
     """The WeChat push routes (see the module docstring) for the ``wechat_oa`` channels of
@@ -332,20 +317,7 @@ def wechat_routes(*, config: AppConfig, engine: Engine, clock: Clock,
     writer = writer or ResponseWriter(engine=engine, clock=clock)
 
     def channel_of(request: Request) -> str:
-        name = request.path_params["channel"]
-        if not isinstance(config.channels.get(name), WeChatOAChannelConfig):
-            raise CallbackError(404, f"no wechat_oa channel named {name!r}")
-        return name
-
-    def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def run(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except CallbackError as refused:
-                return _error(refused.status, refused.message)
-        run.__name__ = run.__qualname__ = handler.__name__
-        run.__doc__ = handler.__doc__
-        return run
+        return channel_named(request, config, WeChatOAChannelConfig, "wechat_oa")
 
     def open_encrypted(request: Request, outer: Mapping[str, str], *, channel: str) -> dict[str, str]:
         """The fields inside an encrypted push, once ``msg_signature`` (which covers the
@@ -398,16 +370,13 @@ def wechat_routes(*, config: AppConfig, engine: Engine, clock: Clock,
             fields = open_encrypted(request, fields, channel=name)
         item = parse_push_response(fields, channel=name)
         if item is not None:
-            try:
-                await writer.record([item])
-            except Exception:
-                # Nothing was recorded (one transaction). WeChat documents retries only for
-                # pushes it sees no answer to; a 503 at least does not claim "success".
-                logger.exception("could not record a WeChat %s response", item.kind)
-                raise CallbackError(503, "could not record the push; retry later") from None
+            # WeChat documents retries only for pushes it sees no answer to; a 503 at
+            # least does not claim "success".
+            await record_or_refuse(writer, [item], logger=logger, what=f"a WeChat {item.kind} response",
+                                   refusal="could not record the push; retry later")
         return PlainTextResponse(SUCCESS)
 
     return [
-        Route("/callbacks/wechat/{channel}", endpoint(verify), methods=["GET"]),
-        Route("/callbacks/wechat/{channel}", endpoint(push), methods=["POST"]),
+        Route("/callbacks/wechat/{channel}", answering_refusals(verify), methods=["GET"]),
+        Route("/callbacks/wechat/{channel}", answering_refusals(push), methods=["POST"]),
     ]

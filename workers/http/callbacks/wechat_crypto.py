@@ -1,6 +1,10 @@
-"""WeChat's encrypted push mode (安全模式, ``encrypt_type=aes``): checking and opening a push.
+"""WeChat's push signatures and encrypted push mode: every signature WeChat puts on a push,
+and opening an encrypted one.
 
-In this mode the body is ``<xml><ToUserName/><Encrypt>…</Encrypt></xml>`` and the query
+Every push URL carries ``signature`` (:func:`wechat_signature`), the hex SHA-1 of the
+account's Token, ``timestamp`` and ``nonce`` sorted and concatenated.
+
+In encrypted mode (安全模式, ``encrypt_type=aes``) the body is ``<xml><ToUserName/><Encrypt>…</Encrypt></xml>`` and the query
 string carries ``msg_signature``, the hex SHA-1 of the account's Token, ``timestamp``,
 ``nonce`` and the ``Encrypt`` text sorted and concatenated. Unlike plaintext mode's
 ``signature``, it covers the message, so a signed URL cannot be reused with another body.
@@ -50,6 +54,17 @@ def sorted_sha1_matches(parts: tuple[str, ...], signature: str) -> bool:
     """True when ``signature`` is :func:`sorted_sha1` of ``parts`` (any case), compared in
     constant time."""
     return hmac.compare_digest(sorted_sha1(*parts).encode("ascii"), signature.strip().lower().encode("utf-8"))
+
+
+def wechat_signature(token: str, timestamp: str, nonce: str) -> str:
+    """WeChat's ``signature`` of a push URL (both modes): hex SHA-1 of ``token``,
+    ``timestamp`` and ``nonce`` sorted (as strings) and concatenated."""
+    return sorted_sha1(token, timestamp, nonce)
+
+
+def wechat_signature_valid(token: str, timestamp: str, nonce: str, signature: str) -> bool:
+    """True when ``signature`` is WeChat's for these values, compared in constant time."""
+    return sorted_sha1_matches((token, timestamp, nonce), signature)
 
 
 def msg_signature(token: str, timestamp: str, nonce: str, encrypted: str) -> str:

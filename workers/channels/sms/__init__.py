@@ -1,0 +1,1 @@
+"""SMS channels, one module per provider (Aliyun, Tencent, Twilio) over :mod:`.common`."""

@@ -1,0 +1,1 @@
+"""WeChat channels: the WeCom group robot and the Official Account, over :mod:`.common`."""
