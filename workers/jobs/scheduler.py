@@ -37,7 +37,7 @@ from campaigns.sending.planning import (
     plan_run,
 )
 from campaigns.customers.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
-from campaigns.sending.schedule import due_slot, latest_cron_slot
+from campaigns.sending.cron import due_slot, latest_cron_slot
 from workers.jobs.broker import enqueue_many, send_message
 
 logger = logging.getLogger("nurture.scheduler")

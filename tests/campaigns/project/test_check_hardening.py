@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from campaigns.project.loading import parse_config
 from campaigns.errors import ConfigError
 from campaigns.store.jsonattr import typed_attribute
-from campaigns.sending.schedule import latest_cron_slot
+from campaigns.sending.cron import latest_cron_slot
 from campaigns.audience.compiler import compile_expression
 from campaigns.audience.language import MAX_EXPANDED_NODES, MAX_SEGMENT_NESTING, ExpressionError
 from campaigns.audience.parser import parse_expression

@@ -1,4 +1,4 @@
-"""Tests for campaigns.sending.schedule: cron slots in the campaign's time zone, across DST."""
+"""Tests for campaigns.sending.cron: cron slots in the campaign's time zone, across DST."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from campaigns.config.campaigns import CampaignConfig
-from campaigns.sending.schedule import due_slot, latest_slot
+from campaigns.sending.cron import due_slot, latest_slot
 
 NEW_YORK = ZoneInfo("America/New_York")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
