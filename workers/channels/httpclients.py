@@ -52,7 +52,8 @@ class ThreadClients:
             self._clients.clear()
 
 
-def request_or_retry(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response | SendResult:
+def request_or_retry(client: httpx.Client, method: str, url: str,
+                     **kwargs: Any) -> httpx.Response | SendResult:
     """The provider's answer to one request, or a RETRY result when none came.
 
     A timeout is ambiguous (the provider may have accepted): whoever retries should check

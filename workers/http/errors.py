@@ -92,7 +92,9 @@ class Refused(Exception):
         self.message = message
 
 
-def answering_refusals(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def answering_refusals(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     """``handler`` answering a :class:`Refused` it raises with :func:`json_error`, so the
     checks it calls can refuse by raising, however deep they sit."""
 

@@ -1,9 +1,8 @@
-"""Channel behaviour without services: the webhook's answer classification (through
-httpx's MockTransport) and the outbox's files."""
+"""The webhook channel without services: its answer classification (through httpx's
+MockTransport) and its bodies."""
 
 from __future__ import annotations
 
-import email
 import json
 from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
@@ -11,9 +10,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
+from campaigns.config.channels import WebhookChannelConfig
 from campaigns.sending.messages import OutboundMessage, Outcome
-from workers.channels.outbox import OutboxChannel
 from workers.channels.httpclients import parse_retry_after
 from workers.channels.webhook import WebhookChannel
 
@@ -83,21 +81,6 @@ def test_retry_after_is_honoured_in_seconds_and_as_an_http_date():
     assert parse_retry_after("soon") is None
 
 
-def test_a_retry_after_date_in_minus_0000_is_read_as_gmt_whatever_the_machines_zone(monkeypatch):
-    import time
-
-    # Given a machine in Shanghai (a naive date would be read as local time, 8 h off)
-    monkeypatch.setenv("TZ", "Asia/Shanghai")
-    time.tzset()
-    try:
-        later = (datetime.now(UTC) + timedelta(seconds=120)).strftime("%a, %d %b %Y %H:%M:%S -0000")
-        # Then a Retry-After date "-0000" still means two minutes from now
-        assert 100 < parse_retry_after(later) <= 120
-    finally:
-        monkeypatch.undo()
-        time.tzset()
-
-
 def test_the_json_part_is_sent_as_the_body_and_without_it_the_parts_are():
     seen = []
 
@@ -110,55 +93,3 @@ def test_the_json_part_is_sent_as_the_body_and_without_it_the_parts_are():
     channel.send(message(subject="Hi", txt="Body"))
     assert seen[0] == {"custom": [1, 2]}
     assert seen[1]["subject"] == "Hi" and seen[1]["txt"] == "Body" and seen[1]["customer_id"] == "C42"
-
-
-def test_outbox_writes_a_multipart_email_named_after_the_send_key(tmp_path):
-    channel = OutboxChannel(name="mail", options=OutboxChannelConfig(kind="outbox", dir=tmp_path))
-    result = channel.send(message(subject="Welcome, 李", txt="plain", html="<b>rich</b>"))
-    assert result.outcome is Outcome.OK
-    written = tmp_path / "win_back" / "win_back_0_42_once.eml"
-    parsed = email.message_from_bytes(written.read_bytes(), policy=email.policy.default)
-    assert parsed["To"] == "li@example.com" and parsed["Subject"] == "Welcome, 李"
-    assert parsed.get_body(("plain",)).get_content().strip() == "plain"
-    assert parsed.get_body(("html",)).get_content().strip() == "<b>rich</b>"
-    # Writing the same send key again replaces the file: one message, not two.
-    channel.send(message(subject="Welcome", txt="plain"))
-    assert len(list((tmp_path / "win_back").iterdir())) == 1
-
-
-def test_outbox_write_failure_is_retryable(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    channel = OutboxChannel(name="mail", options=OutboxChannelConfig(kind="outbox", dir=blocker))
-    assert channel.send(message()).outcome is Outcome.RETRY
-
-
-def test_a_rate_limited_channel_defers_what_exceeds_the_limit_until_a_slot_frees(tmp_path):
-    from datetime import UTC, datetime
-
-    from campaigns.project.loading import parse_config
-    from workers.channels.registry import build_channels
-
-    config = parse_config(f"""
-[channels.mail]
-kind = "outbox"
-dir = "{tmp_path}"
-[rate_limits]
-mail = {{ limit = 2, per = "1m" }}
-""")
-    fixed = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-    channel = build_channels(config, clock=lambda: fixed)["mail"]
-
-    results = [channel.send(message(txt=f"n{n}")) for n in range(3)]
-
-    assert [r.outcome for r in results] == [Outcome.OK, Outcome.OK, Outcome.DEFER]
-    assert 0 < (results[2].defer_until - fixed).total_seconds() <= 60
-
-
-def test_a_rate_limit_for_an_unknown_channel_is_a_config_error():
-    from campaigns.project.loading import parse_config
-    from campaigns.errors import ConfigError
-
-    with pytest.raises(ConfigError) as caught:
-        parse_config('[rate_limits]\nsms = { limit = 5 }\n')
-    assert "rate_limits.sms" in str(caught.value)
