@@ -16,14 +16,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from campaigns.config.options.wechat import WeChatOAChannelConfig
-from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.errors import RenderError
+from campaigns.sending.interactions import interaction_channels, last_interactions
 from campaigns.sending.ledger import Claim, Recorded, claim, record, release
 from campaigns.customers.masking import mask_text
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
-from campaigns.store.models import Event
 from campaigns.sending.policy import Skip, quiet_hours_start, send_time_skips
 from campaigns.sending.rendering import build_context
 from campaigns.sending.tracking import track_html
@@ -56,7 +54,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 release(runtime.engine, claimed, now=now)
             raise
-    interaction_channels = _interaction_channels(config)
+    channels_needing_interaction = interaction_channels(config)
     # Channels apply compliance rules by purpose (opt-out text on marketing SMS, no
     # marketing over WeChat template messages); looked up once per batch.
     campaigns = {campaign.name: campaign for campaign in config.campaigns}
@@ -84,7 +82,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
                 quiet_from = quiet_hours_start(config, campaign, delivery.customer, now=started)
                 if quiet_from is not None:
                     extra["deliver_within_s"] = max(1, int((quiet_from - started).total_seconds()))
-                if delivery.channel in interaction_channels:
+                if delivery.channel in channels_needing_interaction:
                     extra["last_interaction_at"] = _iso(interactions.get(delivery.customer["id"]))
                 result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra, link_secret)
         return result, started, runtime.clock()
@@ -171,37 +169,6 @@ def _record_stubbornly(runtime: Runtime, claimed: Claim, results: dict[int, tupl
                            len(claimed.deliveries), type(exc).__name__, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
-
-
-def _interaction_channels(config: AppConfig) -> set[str]:
-    """Channels that may only message customers who interacted recently (WeChat
-    customer-service messages)."""
-    return {
-        name for name, options in config.channels.items()
-        if isinstance(options, WeChatOAChannelConfig) and options.message_type == "customer_service"
-    }
-
-
-def last_interactions(conn: sa.Connection, config: AppConfig, deliveries: Sequence[Any]) -> dict[int, datetime | None]:
-    """The latest interaction event per customer of the batch, for the channels that need it
-    (one query per batch)."""
-    names: set[str] = set()
-    customers: set[int] = set()
-    for delivery in deliveries:
-        options = config.channels.get(delivery.channel)
-        if delivery.channel in _interaction_channels(config) and isinstance(options, WeChatOAChannelConfig):
-            names.update(options.interaction_events)
-            customers.add(delivery.customer["id"])
-    if not customers:
-        return {}
-    rows = conn.execute(
-        sa.select(Event.customer_id, sa.func.max(Event.occurred_at))
-        .where(Event.customer_id.in_(sorted(customers)), Event.name.in_(sorted(names)))
-        .group_by(Event.customer_id)
-    ).all()
-    found: dict[int, datetime | None] = dict.fromkeys(customers)
-    found.update({customer_id: moment for customer_id, moment in rows})
-    return found
 
 
 def _iso(moment: datetime | None) -> str | None:
