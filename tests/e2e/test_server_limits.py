@@ -1,4 +1,4 @@
-"""``nurture serve``'s uvicorn under hostile clients (workers/http/serving.py): half-sent request
+"""``nurture serve``'s uvicorn under hostile clients (workers/http/server_limits.py): half-sent request
 heads and bodies are timed out, the connection cap displaces idle sockets so ``/health``
 still answers, and everything runs with the options the CLI passes (uvicorn_options).
 
@@ -24,7 +24,7 @@ import uvicorn
 from campaigns.project.loading import parse_config
 from workers.jobs.broker import make_broker
 from workers.http.app import create_app
-from workers.http.serving import uvicorn_options
+from workers.http.server_limits import uvicorn_options
 
 HALF_HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: "
 

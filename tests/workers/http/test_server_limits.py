@@ -1,4 +1,4 @@
-"""Pieces of workers/http/serving.py that need no server: the log rate limiter and the
+"""Pieces of workers/http/server_limits.py that need no server: the log rate limiter and the
 file-descriptor fit of the connection cap (the server itself: tests/e2e/test_server_limits.py)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.http.serving import FD_RESERVE, RepeatLimiter, fit_connections_to_fd_limit
+from workers.http.server_limits import FD_RESERVE, RepeatLimiter, fit_connections_to_fd_limit
 
 
 class FakeClock:
@@ -65,7 +65,7 @@ def test_the_connection_cap_is_lowered_to_what_the_file_descriptor_limit_allows(
     # A hard limit of 1,024 (common on Linux) cannot be raised again: a child process.
     code = (
         "import resource\n"
-        "from workers.http.serving import FD_RESERVE, fit_connections_to_fd_limit\n"
+        "from workers.http.server_limits import FD_RESERVE, fit_connections_to_fd_limit\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (512, 1024))\n"
         "print(fit_connections_to_fd_limit(4096), fit_connections_to_fd_limit(500),\n"
         "      resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"

@@ -1,4 +1,4 @@
-"""How ``nurture serve`` runs uvicorn in front of clients that may be hostile.
+"""The limits ``nurture serve`` puts on uvicorn in front of clients that may be hostile.
 
 uvicorn on its own times a connection out only while it idles *between* requests
 (``timeout_keep_alive``): a client that connects and sends half a request head, or a body
