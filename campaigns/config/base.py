@@ -1,5 +1,6 @@
-"""Building blocks shared by every configuration model (here so that the channel option
-modules and :mod:`campaigns.config.schema`, which gathers them, do not import each other)."""
+"""Building blocks shared by every configuration model: the strict base, durations and the
+fields a channel can address (here so that the section modules, the channel option modules
+and :mod:`campaigns.config.schema`, which gathers them, do not import each other)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from campaigns.config.base import Duration, StrictModel
 from campaigns.config.durations import MAX_DAYS
 from campaigns.config.triggers import Trigger
-from campaigns.config.values import MAX_COUNT, FiniteFloat, Int64, check_timezone, check_window, window_bounds
+from campaigns.config.values import MAX_COUNT, FiniteFloat, Int64, Window, check_timezone, window_bounds
 
 
 class TemplatesConfig(StrictModel):
@@ -87,12 +87,7 @@ class StepConfig(StrictModel):
     variants: list[VariantConfig] = Field(default_factory=list)
     #: Local send window "HH:MM-HH:MM" (customer's time zone, else the campaign's): a step
     #: due outside it waits for the next opening; never dropped.
-    window: str | None = None
-
-    @field_validator("window")
-    @classmethod
-    def _valid_window(cls, value: str | None) -> str | None:
-        return check_window(value)
+    window: Window = None
 
     @property
     def window_bounds(self) -> tuple[time, time] | None:
@@ -141,16 +136,11 @@ class CampaignConfig(StrictModel):
     goal: GoalConfig | None = None
     #: Local send window "HH:MM-HH:MM" for every step (a step's own ``window`` narrows
     #: it further); outside it a message waits for the next opening.
-    window: str | None = None
+    window: Window = None
     #: What a marketing message over the ``[compliance.frequency]`` caps does: wait until
     #: the cap allows it (defer) or give this step up (skip; the series goes on).
     when_capped: Literal["defer", "skip"] = "defer"
     steps: list[StepConfig] = Field(min_length=1)
-
-    @field_validator("window")
-    @classmethod
-    def _valid_window(cls, value: str | None) -> str | None:
-        return check_window(value)
 
     @property
     def window_bounds(self) -> tuple[time, time] | None:

@@ -10,7 +10,7 @@ from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from campaigns.config.jsonvalues import MAX_INTEGER, MIN_INTEGER
 
@@ -34,12 +34,27 @@ def check_window(value: str | None, *, what: str = "send window") -> str | None:
     return value
 
 
+#: An optional local send window "HH:MM-HH:MM" (checked by :func:`check_window`).
+Window = Annotated[str | None, AfterValidator(check_window)]
+
+
 def window_bounds(value: str | None) -> tuple[time, time] | None:
     """The (start, end) local times of an "HH:MM-HH:MM" window; end before start spans midnight."""
     if not value:
         return None
     start, end = value.split("-")
     return time.fromisoformat(start), time.fromisoformat(end)
+
+
+def check_endpoint(value: str) -> str:
+    """``value`` without a trailing slash if it is an http(s) URL, else ValueError."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("endpoint must start with http:// or https://")
+    return value.rstrip("/")
+
+
+#: A provider's API base URL (checked by :func:`check_endpoint`).
+Endpoint = Annotated[str, AfterValidator(check_endpoint)]
 
 
 def check_cron(value: str, *, example: str = "0 10 * * *") -> str:

@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from campaigns.config.base import Duration, RecipientField, StrictModel
+from campaigns.config.values import Endpoint, check_endpoint
 
 #: Default opt-out sentence of China marketing SMS (CHANNELS.md §8).
 CHINA_OPT_OUT_TEXT = "拒收请回复R"
@@ -29,20 +30,11 @@ CHINA_OPT_OUT_TEXT = "拒收请回复R"
 TWILIO_OPT_OUT_TEXT = "Reply STOP to opt out"
 
 
-def _http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("endpoint must start with http:// or https://")
-    return value.rstrip("/")
-
-
 class _SmsOptions(StrictModel):
+    """What every SMS channel takes: the field it sends to and the request timeout."""
+
     recipient: RecipientField = "phone"
     timeout: Duration = timedelta(seconds=10)
-
-    @field_validator("endpoint", check_fields=False)
-    @classmethod
-    def _endpoint_url(cls, value: str) -> str:
-        return _http_url(value)
 
 
 class AliyunSmsConfig(_SmsOptions):
@@ -65,7 +57,7 @@ class AliyunSmsConfig(_SmsOptions):
     opt_out_param: str | None = None
     opt_out_text: str = CHINA_OPT_OUT_TEXT
     region_id: str = "cn-hangzhou"
-    endpoint: str = "https://dysmsapi.aliyuncs.com"
+    endpoint: Endpoint = "https://dysmsapi.aliyuncs.com"
     #: Deferral when ``isv.BUSINESS_LIMIT_CONTROL`` names no window.
     flow_control_default_defer: Duration = timedelta(hours=1)
 
@@ -88,7 +80,7 @@ class TencentSmsConfig(_SmsOptions):
     opt_out_param: bool = False
     opt_out_text: str = CHINA_OPT_OUT_TEXT
     region: str = "ap-guangzhou"
-    endpoint: str = "https://sms.tencentcloudapi.com"
+    endpoint: Endpoint = "https://sms.tencentcloudapi.com"
     #: Phone numbers without "+" get this country code (E.164 is required).
     default_country_code: str = "86"
     #: Per-number daily caps reset at midnight here (documented as natural days).
@@ -111,14 +103,14 @@ class TwilioConfig(_SmsOptions):
     marketing_prefix: str = ""
     #: Appended to marketing bodies unless already present (case-insensitive).
     opt_out_text: str = TWILIO_OPT_OUT_TEXT
-    endpoint: str = "https://api.twilio.com"
+    endpoint: Endpoint = "https://api.twilio.com"
     #: Pause after a queue-overflow error (21611/30001) before retrying.
     queue_overflow_retry_after: Duration = timedelta(seconds=60)
 
     @field_validator("status_callback")
     @classmethod
     def _callback_url(cls, value: str | None) -> str | None:
-        return None if value is None else _http_url(value)
+        return None if value is None else check_endpoint(value)
 
     @model_validator(mode="after")
     def _has_sender(self) -> TwilioConfig:

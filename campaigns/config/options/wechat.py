@@ -10,18 +10,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from campaigns.config.base import Duration, RecipientField, StrictModel
+from campaigns.config.values import Endpoint
 
 #: An outcome an operator may assign to a provider errcode (``errcode_outcomes``).
 OutcomeName = Literal["ok", "retry", "defer", "permanent", "suppress", "halt"]
-
-
-def _http_endpoint(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("endpoint must start with http:// or https://")
-    return value.rstrip("/")
 
 
 class WeComRobotChannelConfig(StrictModel):
@@ -35,7 +30,7 @@ class WeComRobotChannelConfig(StrictModel):
     #: Environment variable holding the robot's webhook key (a bearer secret).
     key_env: str
     #: Base URL of the WeCom API; tests point it at a loopback server.
-    endpoint: str = "https://qyapi.weixin.qq.com"
+    endpoint: Endpoint = "https://qyapi.weixin.qq.com"
     #: ``text`` (body from the ``txt`` part, else ``sms``), ``markdown`` (from ``txt``) or
     #: ``news`` (articles from the ``json`` part).
     msgtype: Literal["text", "markdown", "news"] = "text"
@@ -58,11 +53,6 @@ class WeComRobotChannelConfig(StrictModel):
     timeout: Duration = timedelta(seconds=10)
     recipient: RecipientField = "external_id"
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return _http_endpoint(value)
-
 
 class MiniProgramLink(StrictModel):
     """A mini-program page a notification opens (wins over ``url`` when both are set)."""
@@ -83,7 +73,7 @@ class WeChatOAChannelConfig(StrictModel):
     #: Environment variable holding the AppSecret.
     secret_env: str
     #: Base URL of the WeChat API; tests point it at a loopback server.
-    endpoint: str = "https://api.weixin.qq.com"
+    endpoint: Endpoint = "https://api.weixin.qq.com"
     #: ``template`` (模板消息), ``subscribe`` (订阅通知, bizsend) or ``customer_service``
     #: (客服消息, only within 48 h of the customer's last interaction).
     message_type: Literal["template", "subscribe", "customer_service"] = "template"
@@ -114,11 +104,6 @@ class WeChatOAChannelConfig(StrictModel):
     errcode_outcomes: dict[int, OutcomeName] = Field(default_factory=dict)
     timeout: Duration = timedelta(seconds=10)
     recipient: RecipientField = "wechat_openid"
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return _http_endpoint(value)
 
     @model_validator(mode="after")
     def _template_needed(self) -> WeChatOAChannelConfig:
