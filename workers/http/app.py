@@ -16,7 +16,6 @@ Nothing lives at module level, so tests and the CLI each build their own app;
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -46,8 +45,6 @@ from workers.http.preferences import (
     save_preferences_endpoint,
 )
 from workers.jobs.runtime import Runtime
-
-logger = logging.getLogger("nurture.receiver")
 
 
 def _server_pool(url: str) -> dict[str, int]:
