@@ -1,7 +1,6 @@
 """Compliance commands: ``nurture suppress``, ``nurture consent`` and ``nurture reply``.
 
-Thin: the rules live in :mod:`campaigns.responses.optout`. Registered on the main Typer app by the
-import at the end of ``workers/cli/main.py``.
+Thin: the rules live in :mod:`campaigns.responses.optout`.
 """
 
 from __future__ import annotations
@@ -11,18 +10,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 import typer
 from rich.table import Table
 
-from campaigns.errors import NurtureError
-from campaigns.store.models import Customer, Suppression, utcnow
 from campaigns.config.vocabulary import FAMILY_FIELDS
+from campaigns.errors import NurtureError
+from campaigns.reports.lookups import customer_row_id
+from campaigns.reports.suppressions import suppression_list
 from campaigns.responses.optout import family_of_address, is_opt_out, lift_suppression, opt_out, set_consent
-from workers.cli.main import ConfigOption, JsonOption, _engine_for, _load, app, console, friendly_errors
+from campaigns.store.models import utcnow
+from workers.cli.common import ConfigOption, JsonOption, console, engine_for, friendly_errors, load_app_config
 
+#: ``nurture suppress``: add to, remove from and list the suppression list.
 suppress_app = typer.Typer(help="The suppression list: addresses never messaged again.", no_args_is_help=True)
-app.add_typer(suppress_app, name="suppress")
 
 FamilyOption = Annotated[
     str | None,
@@ -55,7 +55,7 @@ def suppress_add(
     Queued messages to it are skipped when their time comes; nothing is sent to it again
     on that channel, whatever the campaign's purpose.
     """
-    engine = _engine_for(_load(config))
+    engine = engine_for(load_app_config(config))
     result = opt_out(engine, family=_family(address, family), address=address, reason=reason,
                      source="operator", now=utcnow())
     if as_json:
@@ -80,8 +80,8 @@ def suppress_remove(
     """
     from campaigns.config.keys import installation_secret
 
-    cfg = _load(config)
-    engine = _engine_for(cfg)
+    cfg = load_app_config(config)
+    engine = engine_for(cfg)
     chosen = _family(address, family)
     # With the installation secret a forgotten customer's (keyed) digest is found too.
     if not lift_suppression(engine, family=chosen, address=address, secret=installation_secret(cfg)):
@@ -98,16 +98,11 @@ def suppress_list(
     as_json: JsonOption = False,
 ) -> None:
     """The newest entries of the suppression list, with reason and time."""
-    engine = _engine_for(_load(config))
-    query = sa.select(Suppression.channel, Suppression.address, Suppression.reason, Suppression.created_at)
-    if family:
-        query = query.where(Suppression.channel == family)
-    with engine.connect() as conn:
-        total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
-        rows = [dict(row._mapping) for row in conn.execute(
-            query.order_by(Suppression.created_at.desc(), Suppression.id.desc()).limit(limit))]
+    engine = engine_for(load_app_config(config))
+    listing = suppression_list(engine, family=family, limit=limit)
+    total, rows = listing["total"], listing["entries"]
     if as_json:
-        _print_json({"total": total, "entries": rows})
+        _print_json(listing)
         return
     table = Table(title=f"Suppression list ({total} entries{', newest ' + str(len(rows)) if total > len(rows) else ''})")
     for column in ("channel", "address", "reason", "since"):
@@ -117,7 +112,6 @@ def suppress_list(
     console.print(table)
 
 
-@app.command()
 @friendly_errors
 def consent(
     external_id: Annotated[str, typer.Argument(metavar="ID", help="The customer's id.")],
@@ -127,9 +121,8 @@ def consent(
     config: ConfigOption = Path("config.toml"),
 ) -> None:
     """Record a customer's marketing consent on one channel, with its source and time."""
-    engine = _engine_for(_load(config))
-    with engine.connect() as conn:
-        customer_id = conn.execute(sa.select(Customer.id).where(Customer.external_id == external_id)).scalar()
+    engine = engine_for(load_app_config(config))
+    customer_id = customer_row_id(engine, external_id)
     if customer_id is None:
         raise NurtureError(f"customer {external_id!r} not found")
     status = "granted" if grant else "withdrawn"
@@ -140,7 +133,6 @@ def consent(
     console.print(f"{external_id}: {family} consent {status} (source: {source})", highlight=False)
 
 
-@app.command()
 @friendly_errors
 def reply(
     address: Annotated[str, typer.Argument(help="Who replied: phone number, e-mail address or OpenID.")],
@@ -156,7 +148,7 @@ def reply(
     send fires; any other text changes nothing. For replies exported from a provider
     console; `nurture serve` takes them from provider pushes.
     """
-    engine = _engine_for(_load(config))
+    engine = engine_for(load_app_config(config))
     chosen = _family(address, family)
     if not is_opt_out(text):
         if as_json:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from campaigns.reports import csvexport
-from workers.cli.views import CSV_METRICS, write_channel_csv
+from workers.cli.reports import CSV_METRICS, write_channel_csv
 
 
 @pytest.mark.parametrize(("value", "written"), [

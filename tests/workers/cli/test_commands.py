@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner, Result
 
-import workers.cli.main as cli
 from campaigns.store.db import make_engine
 from campaigns.store.models import CampaignState, Customer, Delivery, Order
 from tests.conftest import TICK_NOW, seed_customers
+from workers.cli import demo, sending, setup
 from workers.cli.main import app
 
 #: Just after win_back's 10:00 Asia/Shanghai slot (02:00 UTC).
@@ -472,8 +472,8 @@ def test_top_level_help_lists_every_command_with_its_help():
     assert result.exit_code == 0
     text = flat(result.output)
     assert "lifecycle marketing automation" in text
-    for name, func in {"check": cli.check, "scheduler": cli.scheduler, "worker": cli.worker,
-                       "status": cli.status, "resume": cli.resume, "demo": cli.demo}.items():
+    for name, func in {"check": setup.check, "scheduler": sending.scheduler, "worker": sending.worker,
+                       "status": sending.status, "resume": sending.resume, "demo": demo.demo}.items():
         assert f"{name} {first_line(func)}" in text, name
     assert "db Database schema (Alembic migrations)." in text
     assert "import Import customers, orders or events from CSV or JSONL." in text

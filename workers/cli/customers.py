@@ -1,0 +1,252 @@
+"""Customer data in and out: ``nurture import``, ``track``, ``profiles`` and ``forget``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from campaigns.store.models import utcnow
+from workers.cli.common import (
+    ConfigOption,
+    JsonOption,
+    console,
+    engine_for,
+    err_console,
+    friendly_errors,
+    in_process_workers,
+    load_app_config,
+    parse_now,
+    runs_in_process,
+)
+
+#: ``nurture import``: one command per kind of file.
+import_app = typer.Typer(help="Import customers, orders or events from CSV or JSONL.", no_args_is_help=True)
+
+
+def _import(kind: str, file: Path, config: Path, file_format: str | None, as_json: bool) -> None:
+    from campaigns.customers.importing.files import import_file
+    from campaigns.errors import DataImportError
+
+    if not file.is_file():
+        raise DataImportError(f"{file}: file not found")
+    cfg = load_app_config(config)
+    engine = engine_for(cfg)
+    size = file.stat().st_size
+    show_bar = not as_json and sys.stderr.isatty() and size > 0
+    with Progress(
+        TextColumn(f"importing {kind}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        console=err_console, disable=not show_bar, transient=True,
+    ) as progress:
+        task = progress.add_task(kind, total=size or None)
+        report = import_file(
+            engine, kind, file, file_format=file_format,  # type: ignore[arg-type]
+            progress=lambda done: progress.update(task, completed=done),
+        )
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        colour = "green" if not report.rejected else "yellow"
+        console.print(
+            f"[{colour}]{kind}: {report.imported} imported, {len(report.rejected)} rejected "
+            f"of {report.rows_read} rows[/] from {file}"
+        )
+        for error in report.rejected[:50]:
+            console.print(f"  {file}:{error.line}: {error.reason}", markup=False, highlight=False)
+        if len(report.rejected) > 50:
+            console.print(f"  ... and {len(report.rejected) - 50} more (use --json for all)")
+    if report.rejected:
+        raise typer.Exit(3)
+
+
+FileArg = Annotated[Path, typer.Argument(help="CSV (.csv) or JSON Lines (.jsonl) file.")]
+FormatOption = Annotated[str | None, typer.Option("--format", help="csv or jsonl (default: from the file extension).")]
+
+
+@import_app.command("customers")
+@friendly_errors
+def import_customers(file: FileArg, config: ConfigOption = Path("config.toml"),
+                     file_format: FormatOption = None, as_json: JsonOption = False) -> None:
+    """Import (upsert) customers keyed by customer_id. Bad rows are listed by line; exit 3 if any."""
+    _import("customers", file, config, file_format, as_json)
+
+
+@import_app.command("orders")
+@friendly_errors
+def import_orders(file: FileArg, config: ConfigOption = Path("config.toml"),
+                  file_format: FormatOption = None, as_json: JsonOption = False) -> None:
+    """Import (upsert) orders keyed by order_id, with optional items. Exit 3 if rows were rejected."""
+    _import("orders", file, config, file_format, as_json)
+
+
+@import_app.command("events")
+@friendly_errors
+def import_events(file: FileArg, config: ConfigOption = Path("config.toml"),
+                  file_format: FormatOption = None, as_json: JsonOption = False) -> None:
+    """Import events (deduplicated on event_id or content). Exit 3 if rows were rejected."""
+    _import("events", file, config, file_format, as_json)
+
+
+def _parse_properties(items: list[str]) -> dict[str, Any]:
+    from campaigns.customers.importing.fields import typed_csv_value
+
+    properties: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. plan=pro", param_hint="--property")
+        # Like a CSV column: true/false become booleans, plain numbers become numbers.
+        properties[key.strip()] = typed_csv_value(value)
+    return properties
+
+
+@friendly_errors
+def track(
+    customer: Annotated[str, typer.Argument(help="The customer's customer_id (must already exist).")],
+    event: Annotated[str, typer.Argument(help="Event name, e.g. signup.")],
+    config: ConfigOption = Path("config.toml"),
+    prop: Annotated[list[str] | None, typer.Option("--property", "-p", help="A property KEY=VALUE (repeatable).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="When it happened (ISO 8601); default now.")] = None,
+    event_id: Annotated[str | None, typer.Option("--event-id", help="Your id for the event; a repeat is ignored.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record one event and trigger its event campaigns right away.
+
+    With broker.url = "stub://" the due messages are sent before this command exits; with
+    Redis a handle_events job is enqueued for the workers. Exit 3 if the event is rejected.
+    """
+    from campaigns.customers.events import record_events
+    from campaigns.reports.deliveries import sent_count
+    from workers.jobs.broker import enqueue_many, events_message, make_broker
+
+    cfg = load_app_config(config)
+    properties = _parse_properties(prop or [])
+    moment = parse_now(at) if at else None
+    engine = engine_for(cfg)
+    raw: dict[str, Any] = {"customer_id": customer, "name": event, "properties": properties}
+    if moment is not None:
+        raw["occurred_at"] = moment.isoformat()
+    if event_id is not None:
+        raw["event_id"] = event_id
+    result = record_events(engine, [raw])
+    status = result.statuses[0]
+    sent: int | None = None
+    if result.accepted_ids:
+        message = events_message(cfg.broker.queue, result.accepted_ids)
+        if runs_in_process(cfg):
+            before = sent_count(engine, customer)
+            workers = in_process_workers(cfg, engine=engine)
+            with workers.running():
+                enqueue_many(workers.broker, [message])
+                workers.join()
+            sent = sent_count(engine, customer) - before
+        else:
+            enqueue_many(make_broker(cfg.broker), [message])
+    if as_json:
+        print(json.dumps({**result.to_dict()["events"][0], "sent": sent}))
+    elif status.status == "rejected":
+        err_console.print(f"[bold red]rejected:[/] {status.reason}", highlight=False)
+    elif status.status == "duplicate":
+        console.print(f"duplicate: event {status.event_id} was already recorded; nothing triggered", highlight=False)
+    else:
+        tail = f"{sent} message(s) sent" if sent is not None else "handed to the workers"
+        console.print(f"[green]accepted[/] {event} for {customer}: {tail}", highlight=False)
+    if status.status == "rejected":
+        raise typer.Exit(3)
+
+
+@friendly_errors
+def profiles(
+    config: ConfigOption = Path("config.toml"),
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Compute as of this date or time (ISO 8601), e.g. 2025-12-31; default now.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute every customer's RFM scores, RFM segment and lifecycle stage.
+
+    The scheduler also does this on [profiles] cron. --as-of reproduces a past state:
+    only orders up to that moment count.
+    """
+    from campaigns.customers.profiles import recompute_profiles
+
+    moment = parse_now(as_of) if as_of else None
+    cfg = load_app_config(config)
+    engine = engine_for(cfg)
+    with console.status("recomputing profiles…", spinner="dots") if not as_json else contextlib.nullcontext():
+        report = recompute_profiles(engine, cfg, as_of=moment)
+    if as_json:
+        print(json.dumps({
+            "as_of": report.as_of.isoformat(), "customers": report.customers,
+            "stage_entries": report.stage_entries, "segment_entries": report.segment_entries,
+            "seconds": round(report.seconds, 3),
+        }))
+        return
+    console.print(
+        f"profiles as of {report.as_of:%Y-%m-%d %H:%M} UTC: {report.customers} customers, "
+        f"{report.stage_entries} stage entries, {report.segment_entries} segment entries "
+        f"({report.seconds:.2f}s)"
+    )
+
+
+@friendly_errors
+def forget(
+    customer: Annotated[str, typer.Argument(metavar="CUSTOMER", help="The customer's customer_id (as imported).")],
+    config: ConfigOption = Path("config.toml"),
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Erase a customer's personal data for good; aggregate reports stay correct.
+
+    Blanks name, addresses, attributes and event properties, masks addresses in delivery
+    errors, keeps suppressed addresses only as digests keyed with the installation secret
+    (security.secret_env; refused while it is unset), withdraws every consent and
+    removes the customer's outbox files. Orders, deliveries and enrolments stay, attached
+    to an anonymous row, so revenue and campaign numbers do not change. Cannot be undone.
+    """
+    import rich.markup
+
+    from campaigns.config.channels import OutboxChannelConfig
+    from campaigns.config.keys import MissingSecretError, require_secret
+    from campaigns.customers.forget import forget_customer
+    from campaigns.errors import UnknownCustomerError
+    from campaigns.reports.deliveries import customer_send_keys
+    from campaigns.reports.lookups import customer_row_id
+    from workers.channels.outbox import remove_messages
+
+    cfg = load_app_config(config)
+    try:
+        # Before anything else: without the key, the digests kept would be unkeyed hashes
+        # that give a phone number back by brute force, which is no erasure.
+        secret = require_secret(cfg, "forgetting a customer")
+    except MissingSecretError as exc:
+        err_console.print("[bold red]error:[/] " + rich.markup.escape(f"{exc}; nothing was changed"), highlight=False)
+        raise typer.Exit(2) from None
+    engine = engine_for(cfg)
+    if customer_row_id(engine, customer) is None:
+        raise UnknownCustomerError(customer)  # before asking: a typo should not need a "yes"
+    if not yes and not typer.confirm(
+        f"Erase the personal data of customer {customer}? This cannot be undone.", err=True
+    ):
+        err_console.print("nothing was changed")
+        raise typer.Exit(1)
+    report = forget_customer(engine, customer, now=utcnow(), secret=secret)
+    sent = customer_send_keys(engine, report.customer_id)
+    files_removed = 0
+    for name, options in cfg.channels.items():
+        if isinstance(options, OutboxChannelConfig):
+            files_removed += remove_messages(Path(options.dir), [(c, k) for ch, c, k in sent if ch == name])
+    if as_json:
+        print(json.dumps({"customer": customer, **report.to_dict(), "outbox_files_removed": files_removed}))
+        return
+    console.print(
+        f"[green]forgotten[/] {customer} (now {report.placeholder}): {report.events_scrubbed} event(s) and "
+        f"{report.responses_scrubbed} response(s) emptied, {report.deliveries_scrubbed + report.attempts_scrubbed} "
+        f"delivery error(s) masked, {report.suppressions_digested} suppression(s) kept as digests, "
+        f"{report.consents_withdrawn} consent(s) withdrawn, {report.deliveries_cancelled} queued message(s) "
+        f"cancelled, {files_removed} outbox file(s) removed",
+        highlight=False,
+    )
