@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from campaigns.store.db import make_engine
-from tests.campaigns.sending import test_date_trigger as on_sqlite
+from tests.campaigns.sending import test_planning as on_sqlite
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Holdout/variant assignment (SQL equals its Python mirror) and the lift interval."""
+"""Holdout/variant assignment (campaigns.sending.assignment): SQL equals its Python mirror."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import sqlalchemy as sa
 
 from campaigns.sending.assignment import BUCKETS, bucket, bucket_sql, in_holdout_sql, variant_of, variant_sql
 from campaigns.store.db import make_engine
-from campaigns.reports.stats import conversion_lift
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -48,19 +47,3 @@ def test_holdout_of_zero_holds_nobody_and_one_holds_everyone():
     with engine.connect() as c:
         assert c.execute(sa.select(in_holdout_sql(sa.literal(7), "x", 0.0))).scalar() == 0
         assert c.execute(sa.select(in_holdout_sql(sa.literal(7), "x", 1.0))).scalar() == 1
-
-
-def test_lift_and_interval_match_a_hand_computation():
-    lift = conversion_lift(1000, 120, 1000, 100)
-    # p_t = .12, p_h = .10; se = sqrt(.12*.88/1000 + .1*.9/1000) = 0.0139857
-    assert lift.absolute == pytest.approx(0.02)
-    assert lift.low == pytest.approx(0.02 - 1.959964 * 0.0139857, abs=1e-6)
-    assert lift.high == pytest.approx(0.02 + 1.959964 * 0.0139857, abs=1e-6)
-    assert lift.relative == pytest.approx(0.2)
-    assert not lift.significant
-    assert conversion_lift(10_000, 1_200, 10_000, 1_000).significant
-
-
-def test_an_empty_group_gives_no_lift():
-    lift = conversion_lift(100, 10, 0, 0)
-    assert lift.treated_rate == 0.1 and lift.holdout_rate is None and lift.absolute is None

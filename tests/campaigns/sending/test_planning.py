@@ -1,18 +1,96 @@
-"""Date triggers: birthdays (annual), N days before an attribute date, first-order
-anniversaries, each at the configured hour of the customer's own local day."""
+"""Planning (campaigns.sending.planning): a run is claimed once, planning writes one
+delivery row per customer and step however often it runs, re-entry after N days, and
+date triggers (birthdays, N days before an attribute date, first-order anniversaries,
+each at the configured hour of the customer's own local day)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from campaigns.project.loading import load_config
-from campaigns.store.models import Customer, Delivery, Order
-from campaigns.sending.planning import plan_dates
 from campaigns.customers.profiles import recompute_profiles
+from campaigns.project.loading import load_config
+from campaigns.sending.planning import claim_run, plan_dates, plan_run
+from campaigns.store.models import Customer, Delivery, Enrollment, Order
+from tests.campaigns.five_customers import NOW, config_with, people  # noqa: F401 (people: fixture)
 from tests.conftest import grant_consent
+from workers.jobs.inprocess import InProcessWorkers
+from workers.jobs.runtime import Runtime
+
+
+def test_planning_writes_one_row_per_customer_and_step_and_replanning_adds_nothing(people):
+    config = config_with("min_orders = 1")
+    campaign = config.campaigns[0]
+    run_id = claim_run(people, "c", NOW, lease=timedelta(minutes=5))
+    assert run_id is not None
+    assert claim_run(people, "c", NOW, lease=timedelta(minutes=5)) is None  # already claimed
+
+    first = plan_run(people, config, campaign, run_id=run_id, scheduled_at=NOW)
+    second = plan_run(people, config, campaign, run_id=run_id, scheduled_at=NOW)
+
+    with people.connect() as conn:
+        rows = conn.execute(sa.select(Delivery.send_key, Delivery.step, Delivery.due_at)).all()
+    assert first.planned == second.planned == len(rows) == 6  # ann, bob, dan x 2 steps
+    assert {row.due_at for row in rows if row.step == 1} == {NOW + timedelta(days=2)}
+    assert len({row.send_key for row in rows}) == 6
+
+
+def test_a_run_left_in_planning_is_taken_over_after_its_lease(people):
+    first = claim_run(people, "c", NOW, lease=timedelta(seconds=0))
+    # With a zero lease the abandoned claim is immediately stale and can be taken over once.
+    taken = claim_run(people, "c", NOW, lease=timedelta(seconds=0))
+    assert first is not None and taken == first
+
+
+def test_reentry_after_lets_a_customer_back_in_only_once_enough_time_has_passed(tmp_path, sqlite_url):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "m.txt.j2").write_text("hi")
+    (tmp_path / "config.toml").write_text(f"""
+[database]
+url = "{sqlite_url}"
+[profiles]
+cron = ""
+[channels.mail]
+kind = "outbox"
+dir = "out"
+[[campaigns]]
+name = "lapsed"
+trigger = {{ cron = "0 10 * * *" }}
+channels = ["mail"]
+reentry = "every_run"
+reentry_after = "30d"
+  [campaigns.audience]
+  last_order_more_than_days = 90
+  [[campaigns.steps]]
+  template = "m"
+""")
+    config = load_config(tmp_path / "config.toml")
+    day0 = datetime(2026, 6, 1, 10, 1, tzinfo=UTC)
+    now = [day0]
+    runtime = Runtime.from_config(config, clock=lambda: now[0])
+    with runtime.engine.begin() as conn:
+        cid = conn.execute(sa.insert(Customer.__table__).values(external_id="x", email="x@x.cn", created_at=day0,
+                                                               updated_at=day0, attributes={})
+                           .returning(Customer.__table__.c.id)).scalar_one()
+        conn.execute(sa.insert(Order.__table__).values(order_id="o", customer_id=cid, amount=1,
+                                                       ordered_at=day0 - timedelta(days=200)))
+    grant_consent(runtime.engine, now=day0)
+    with InProcessWorkers(runtime=runtime).running() as workers:
+        for days in (0, 1, 29, 31):
+            now[0] = day0 + timedelta(days=days)
+            workers.tick(now[0])
+    with runtime.engine.connect() as conn:
+        enrolled = [row.enrolled_at.date().isoformat() for row in conn.execute(
+            sa.select(Enrollment.enrolled_at).order_by(Enrollment.enrolled_at))]
+        sent = conn.execute(sa.select(sa.func.count()).select_from(Delivery).where(Delivery.status == "sent")).scalar()
+    runtime.close()
+    assert enrolled == ["2026-06-01", "2026-07-02"]
+    assert sent == 2
+
+
+# Date triggers
 
 
 def project(tmp_path, sqlite_url, trigger: str):

@@ -1,5 +1,6 @@
-"""Compliance rules enforced at send time, through the real worker path: consent, the
-suppression list, frequency caps across campaigns, quiet hours in the customer's zone.
+"""Send-time policy (campaigns.sending.policy), through the real worker path: consent, the
+suppression list, frequency caps across campaigns, quiet hours and send windows in the
+customer's zone.
 
 Each test starts broadcasts with ``run_now`` on in-process Dramatiq workers whose clock
 the test sets, then reads the ledger: what was sent, skipped or deferred, and until when.
@@ -7,7 +8,7 @@ the test sets, then reads the ledger: what was sent, skipped or deferred, and un
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,13 +17,15 @@ import sqlalchemy as sa
 from campaigns.customers.addresses import address_digest, legacy_address_digest
 from campaigns.project.loading import load_config
 from campaigns.store.models import Consent, Customer, Delivery, Suppression
-from campaigns.sending.policy import earliest_in_windows
+from campaigns.sending.policy import earliest_in_windows, next_opening
 from campaigns.customers.timezones import customer_zone, zone_of_phone
 from workers.jobs.inprocess import InProcessWorkers
 from workers.jobs.runtime import Runtime
+from tests.conftest import grant_consent
 from workers.jobs.scheduler import run_now
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+NEW_YORK = ZoneInfo("America/New_York")
 #: 10:00 in Shanghai: inside the default marketing hours there.
 MORNING = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
 
@@ -448,7 +451,7 @@ def test_the_worker_tells_the_channel_how_long_marketing_may_wait(world):
 
 
 def test_status_says_why_messages_are_held_back(world):
-    from workers.cli.main import held_back_summary
+    from campaigns.reports.deliveries import held_back_summary
 
     night = datetime(2026, 6, 1, 14, 30, tzinfo=UTC)  # 22:30 in Shanghai
     world.add("sh", email="sh@x.cn")
@@ -459,3 +462,65 @@ def test_status_says_why_messages_are_held_back(world):
     assert held_back_summary(world.engine) == [
         {"campaign": "promo_a", "status": "queued", "reason": "outside quiet hours 21:00-08:00", "count": 2},
     ]
+
+
+def test_next_opening_inside_before_after_and_across_midnight():
+    nine, nine_pm = time(9), time(21)
+    at = lambda text, zone: datetime.fromisoformat(text).replace(tzinfo=zone)  # noqa: E731
+    assert next_opening(at("2026-06-01T12:00", SHANGHAI), SHANGHAI, nine, nine_pm) is None
+    assert next_opening(at("2026-06-01T07:30", SHANGHAI), SHANGHAI, nine, nine_pm) == at("2026-06-01T09:00", SHANGHAI)
+    assert next_opening(at("2026-06-01T22:00", SHANGHAI), SHANGHAI, nine, nine_pm) == at("2026-06-02T09:00", SHANGHAI)
+    # A window spanning midnight.
+    assert next_opening(at("2026-06-01T01:00", SHANGHAI), SHANGHAI, time(20), time(2)) is None
+    assert next_opening(at("2026-06-01T03:00", SHANGHAI), SHANGHAI, time(20), time(2)) == at("2026-06-01T20:00", SHANGHAI)
+    # Across the March 2026 DST change in New York: 09:00 local is 13:00 UTC after it.
+    opening = next_opening(datetime(2026, 3, 8, 3, 0, tzinfo=UTC), NEW_YORK, nine, nine_pm)
+    assert opening == datetime(2026, 3, 8, 13, 0, tzinfo=UTC)
+
+
+def test_a_step_due_outside_its_window_waits_for_the_customers_local_opening(tmp_path, sqlite_url):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "m.txt.j2").write_text("hi")
+    (tmp_path / "config.toml").write_text(f"""
+[database]
+url = "{sqlite_url}"
+[profiles]
+cron = ""
+[channels.mail]
+kind = "outbox"
+dir = "out"
+[[campaigns]]
+name = "nightly"
+timezone = "UTC"
+trigger = {{ cron = "0 23 * * *" }}
+channels = ["mail"]
+  [[campaigns.steps]]
+  template = "m"
+  window = "09:00-21:00"
+""")
+    config = load_config(tmp_path / "config.toml")
+    slot = datetime(2026, 6, 1, 23, 0, tzinfo=UTC)  # 07:00 next day in Shanghai, 23:00 in London
+    now = [slot + timedelta(minutes=1)]
+    runtime = Runtime.from_config(config, clock=lambda: now[0])
+    with runtime.engine.begin() as conn:
+        for name, zone in (("sh", "Asia/Shanghai"), ("ld", "Europe/London")):
+            conn.execute(sa.insert(Customer.__table__).values(external_id=name, email=f"{name}@x.cn", timezone=zone,
+                                                             created_at=slot, updated_at=slot, attributes={}))
+    grant_consent(runtime.engine, now=slot)
+    with InProcessWorkers(runtime=runtime).running() as workers:
+        workers.tick(now[0])
+        with runtime.engine.connect() as conn:
+            rows = {r.external_id: r for r in conn.execute(
+                sa.select(Customer.external_id, Delivery.status, Delivery.due_at)
+                .join(Delivery, Delivery.customer_id == Customer.id))}
+        # Both are outside 09-21 local: Shanghai opens at 01:00 UTC, London at 08:00 UTC.
+        assert rows["sh"].status == rows["ld"].status == "queued"
+        assert rows["sh"].due_at == datetime(2026, 6, 2, 1, 0, tzinfo=UTC)
+        assert rows["ld"].due_at == datetime(2026, 6, 2, 8, 0, tzinfo=UTC)
+        now[0] = datetime(2026, 6, 2, 1, 0, tzinfo=UTC)
+        workers.tick(now[0])
+        with runtime.engine.connect() as conn:
+            sent = set(conn.execute(sa.select(Customer.external_id).join(Delivery, Delivery.customer_id == Customer.id)
+                                    .where(Delivery.status == "sent")).scalars())
+        assert sent == {"sh"}
+    runtime.close()
