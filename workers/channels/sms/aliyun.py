@@ -129,16 +129,10 @@ def from_aliyun_number(number: str) -> str:
     return "+" + number
 
 
-class AliyunSmsChannel(HttpSmsChannel):
+class AliyunSmsChannel(HttpSmsChannel[AliyunSmsConfig]):
     """Sends template SMS through Aliyun Dysms ``SendSms``."""
 
     user_agent = "nurture-aliyun-sms/1"
-
-    def __init__(
-        self, *, name: str, options: AliyunSmsConfig, transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(name=name, timeout_s=options.timeout.total_seconds(), transport=transport)
-        self.options = options
 
     def params(self, message: OutboundMessage) -> dict[str, str]:
         """The SendSms request parameters (without the common and signature parameters).
@@ -194,10 +188,7 @@ class AliyunSmsChannel(HttpSmsChannel):
             f"{aliyun_percent_encode(k)}={aliyun_percent_encode(v)}"
             for k, v in [("Signature", signature), *sorted(params.items())]
         )
-        response = self.request("GET", f"{self.options.endpoint}/?{query}")
-        if isinstance(response, SendResult):
-            return response
-        return self.classify(response)
+        return self.call("GET", f"{self.options.endpoint}/?{query}")
 
     def classify(self, response: httpx.Response) -> SendResult:
         """Map an HTTP answer of SendSms to an outcome."""

@@ -14,10 +14,11 @@ phone numbers).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
+from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.httpclients import ThreadClients, parse_retry_after, request_or_retry
 
@@ -57,21 +58,35 @@ def param_value(message: OutboundMessage, source: str) -> str:
     raise MissingParam(source)
 
 
-class HttpSmsChannel:
-    """The base of the SMS channels: a name, per-thread keep-alive clients
-    (:class:`~workers.channels.httpclients.ThreadClients`) and :meth:`request`."""
+#: The options of one SMS provider's channel.
+OptionsT = TypeVar("OptionsT", AliyunSmsConfig, TencentSmsConfig, TwilioConfig)
+
+
+class HttpSmsChannel(Generic[OptionsT]):
+    """The base of the SMS channels: a name, the provider's options, per-thread keep-alive
+    clients (:class:`~workers.channels.httpclients.ThreadClients`) and :meth:`call`.
+    ``transport`` replaces the network (tests)."""
 
     #: The User-Agent of the provider's requests; each provider names itself.
     user_agent = "nurture-sms/1"
 
-    def __init__(self, *, name: str, timeout_s: float, transport: httpx.BaseTransport | None) -> None:
+    def __init__(self, *, name: str, options: OptionsT, transport: httpx.BaseTransport | None = None) -> None:
         self.name = name
-        self._clients = ThreadClients(timeout_s=timeout_s, transport=transport,
+        self.options = options
+        self._clients = ThreadClients(timeout_s=options.timeout.total_seconds(), transport=transport,
                                       headers={"User-Agent": self.user_agent})
 
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response | SendResult:
-        """The provider's answer, or the RETRY result of a timeout or network error."""
-        return request_or_retry(self._clients.get(), method, url, **kwargs)
+    def call(self, method: str, url: str, **kwargs: Any) -> SendResult:
+        """Send one request (``kwargs`` go to httpx) and classify the provider's answer with
+        :meth:`classify`; a timeout or network error is a RETRY."""
+        response = request_or_retry(self._clients.get(), method, url, **kwargs)
+        if isinstance(response, SendResult):
+            return response
+        return self.classify(response)
+
+    def classify(self, response: httpx.Response) -> SendResult:
+        """Map the provider's HTTP answer to an outcome (each provider its own way)."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Close every thread's client."""

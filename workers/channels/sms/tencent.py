@@ -141,16 +141,10 @@ def e164(recipient: str, default_country_code: str) -> str:
     return f"+{default_country_code}{number}"
 
 
-class TencentSmsChannel(HttpSmsChannel):
+class TencentSmsChannel(HttpSmsChannel[TencentSmsConfig]):
     """Sends template SMS through Tencent Cloud SMS ``SendSms``."""
 
     user_agent = "nurture-tencent-sms/1"
-
-    def __init__(
-        self, *, name: str, options: TencentSmsConfig, transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(name=name, timeout_s=options.timeout.total_seconds(), transport=transport)
-        self.options = options
 
     def body(self, message: OutboundMessage) -> dict[str, Any]:
         """The SendSms JSON body.
@@ -207,10 +201,7 @@ class TencentSmsChannel(HttpSmsChannel):
             "X-TC-Timestamp": str(timestamp),
             "X-TC-Region": self.options.region,
         }
-        response = self.request("POST", self.options.endpoint + "/", content=payload, headers=headers)
-        if isinstance(response, SendResult):
-            return response
-        return self.classify(response)
+        return self.call("POST", self.options.endpoint + "/", content=payload, headers=headers)
 
     def classify(self, response: httpx.Response) -> SendResult:
         """Map an HTTP answer of SendSms to an outcome (API error, else the number's status)."""

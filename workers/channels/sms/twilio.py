@@ -48,16 +48,10 @@ def classify_twilio_error(
 TWILIO_MAX_VALIDITY_S = 36000
 
 
-class TwilioChannel(HttpSmsChannel):
+class TwilioChannel(HttpSmsChannel[TwilioConfig]):
     """Sends free-text SMS through Twilio's Messages resource."""
 
     user_agent = "nurture-twilio/1"
-
-    def __init__(
-        self, *, name: str, options: TwilioConfig, transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(name=name, timeout_s=options.timeout.total_seconds(), transport=transport)
-        self.options = options
 
     def text(self, message: OutboundMessage) -> str:
         """The Body: the ``sms`` part (else ``txt``), with brand and opt-out for marketing."""
@@ -101,10 +95,7 @@ class TwilioChannel(HttpSmsChannel):
         if not form["Body"]:
             return SendResult(Outcome.PERMANENT, error="template has no sms or txt part", code="params")
         url = f"{self.options.endpoint}/2010-04-01/Accounts/{sid}/Messages.json"
-        response = self.request("POST", url, data=form, auth=(sid, token))
-        if isinstance(response, SendResult):
-            return response
-        return self.classify(response)
+        return self.call("POST", url, data=form, auth=(sid, token))
 
     def classify(self, response: httpx.Response) -> SendResult:
         """Map an HTTP answer of the Messages POST to an outcome."""

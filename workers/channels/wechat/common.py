@@ -15,12 +15,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 import httpx
 
+from campaigns.config.options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 from campaigns.sending.messages import Outcome, SendResult
-from workers.channels.httpclients import parse_retry_after, request_or_retry
+from workers.channels.httpclients import ThreadClients, parse_retry_after, request_or_retry
+
+#: The options of one WeChat channel.
+OptionsT = TypeVar("OptionsT", WeComRobotChannelConfig, WeChatOAChannelConfig)
 
 
 class RedactQuerySecrets(logging.Filter):
@@ -93,3 +99,31 @@ def errmsg(data: dict[str, Any]) -> str:
 def permanent(error: str, code: str = "invalid") -> SendResult:
     """A PERMANENT result: the message cannot be sent as rendered (no request is made)."""
     return SendResult(Outcome.PERMANENT, error=error, code=code)
+
+
+def utc_now() -> datetime:
+    """The channels' default clock: aware UTC."""
+    return datetime.now(UTC)
+
+
+class WeChatHttpChannel(Generic[OptionsT]):
+    """The base of the WeChat channels: a name, the channel's options, a clock (the
+    runtime's, so time windows follow simulated time in tests), per-thread keep-alive
+    clients (:class:`~workers.channels.httpclients.ThreadClients`; ``transport`` replaces
+    the network in tests) and httpx's request log redacted (:func:`install_redaction`)."""
+
+    #: The User-Agent of the channel's requests.
+    user_agent = "nurture-wechat/1"
+
+    def __init__(self, *, name: str, options: OptionsT, transport: httpx.BaseTransport | None,
+                 clock: Callable[[], datetime]) -> None:
+        install_redaction()
+        self.name = name
+        self.options = options
+        self._clock = clock
+        self._clients = ThreadClients(timeout_s=options.timeout.total_seconds(), transport=transport,
+                                      headers={"User-Agent": self.user_agent})
+
+    def close(self) -> None:
+        """Close every thread's client."""
+        self._clients.close()

@@ -20,9 +20,8 @@ import httpx
 from campaigns.config.options.wechat import WeChatOAChannelConfig, refuses_marketing
 from campaigns.config.secretvalues import read_secret
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
-from workers.channels.httpclients import ThreadClients
 from workers.channels.tokencache import CachedToken, MemoryTokenCache, TokenCache
-from workers.channels.wechat.common import Answer, errmsg, install_redaction, permanent, post_json
+from workers.channels.wechat.common import Answer, WeChatHttpChannel, errmsg, permanent, post_json, utc_now
 
 
 #: Official Account errcodes (CHANNELS.md §2d, plus the codes of the same family WeChat documents).
@@ -61,7 +60,7 @@ class _TokenFailure(Exception):
         self.result = result
 
 
-class WeChatOAChannel:
+class WeChatOAChannel(WeChatHttpChannel[WeChatOAChannelConfig]):
     """Sends Official Account template, subscribe or customer-service messages.
 
     The access token comes from ``stable_token`` and lives in ``token_cache`` (pass a
@@ -82,17 +81,12 @@ class WeChatOAChannel:
         options: WeChatOAChannelConfig,
         token_cache: TokenCache | None = None,
         transport: httpx.BaseTransport | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        install_redaction()
-        self.name = name
-        self.options = options
+        super().__init__(name=name, options=options, transport=transport, clock=clock)
         self._secret = read_secret(options.secret_env)
         self._cache = token_cache or MemoryTokenCache()
         self.token_key = f"wechat_oa:{options.appid}"
-        self._clock = clock
-        self._clients = ThreadClients(timeout_s=options.timeout.total_seconds(), transport=transport,
-                                      headers={"User-Agent": "nurture-wechat/1"})
 
     # -- access token ---------------------------------------------------------------
 
@@ -291,10 +285,6 @@ class WeChatOAChannel:
         if mapped is Outcome.DEFER:
             return SendResult(Outcome.DEFER, error=error, code=code, defer_until=next_beijing_midnight(self._clock()))
         return SendResult(mapped, error=error, code=code)
-
-    def close(self) -> None:
-        """Close every thread's client."""
-        self._clients.close()
 
 
 def next_beijing_midnight(now: datetime) -> datetime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -13,9 +13,8 @@ import httpx
 from campaigns.config.options.wechat import WeComRobotChannelConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
-from workers.channels.httpclients import ThreadClients
 from workers.channels.ratelimit import MemoryRateLimiter, RateLimiter
-from workers.channels.wechat.common import Answer, errmsg, install_redaction, permanent, post_json
+from workers.channels.wechat.common import Answer, WeChatHttpChannel, errmsg, permanent, post_json, utc_now
 
 
 #: WeCom robot errcodes (CHANNELS.md §1). Other 40xxx codes are permanent.
@@ -32,7 +31,7 @@ def _utf8_len(text: str) -> int:
 
 
 
-class WeComRobotChannel:
+class WeComRobotChannel(WeChatHttpChannel[WeComRobotChannelConfig]):
     """Posts each message to a WeCom group robot (``POST /cgi-bin/webhook/send?key=KEY``).
 
     ``rate_limiter`` enforces ``rate_limit_per_minute`` per robot; pass a
@@ -41,6 +40,8 @@ class WeComRobotChannel:
     frees up, never a sleep.
     """
 
+    user_agent = "nurture-wecom/1"
+
     def __init__(
         self,
         *,
@@ -48,19 +49,14 @@ class WeComRobotChannel:
         options: WeComRobotChannelConfig,
         rate_limiter: RateLimiter | None = None,
         transport: httpx.BaseTransport | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        install_redaction()
-        self.name = name
-        self.options = options
+        super().__init__(name=name, options=options, transport=transport, clock=clock)
         self._key = read_secret(options.key_env)
         self._rate_limiter = rate_limiter or MemoryRateLimiter(limit=options.rate_limit_per_minute, window_s=60.0)
         # The limiter key names the robot without revealing its secret key.
         digest = hashlib.sha256(f"{options.endpoint}|{self._key}".encode()).hexdigest()[:24]
         self.rate_limit_key = f"wecom_robot:{digest}"
-        self._clock = clock
-        self._clients = ThreadClients(timeout_s=options.timeout.total_seconds(), transport=transport,
-                                      headers={"User-Agent": "nurture-wecom/1"})
 
     def payload(self, message: OutboundMessage) -> dict[str, Any] | SendResult:
         """The request body for ``message``, or a PERMANENT result when it cannot be sent."""
@@ -149,7 +145,3 @@ class WeComRobotChannel:
             return SendResult(Outcome.DEFER, error=error, code=code,
                               defer_until=self._clock() + self.options.freq_limit_retry_after)
         return SendResult(mapped, error=error, code=code)
-
-    def close(self) -> None:
-        """Close every thread's client."""
-        self._clients.close()

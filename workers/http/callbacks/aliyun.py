@@ -27,13 +27,10 @@ from workers.http.batching import ResponseWriter
 from workers.http.callbacks.common import (
     CallbackError,
     Clock,
-    channel_named,
-    check_callback_token,
     china_time,
     json_field,
-    parse_json_items,
-    read_body,
     record_or_refuse,
+    unsigned_json_push,
 )
 from workers.http.errors import answering_refusals
 
@@ -105,27 +102,18 @@ def aliyun_routes(*, config: AppConfig, clock: Clock, writer: ResponseWriter) ->
     """The Aliyun push routes (see the module docstring) for the ``aliyun_sms`` channels of
     ``config``; responses are recorded by ``writer`` at ``clock()``, which must be aware UTC."""
 
-    async def record(items: list[InboundResponse]) -> None:
-        await record_or_refuse(writer, items, logger=logger, what=f"{len(items)} SMS response(s)",
-                               refusal="could not record the responses; retry later")
-
-    async def aliyun_items(request: Request) -> tuple[str, list[dict[str, Any]]]:
-        check_callback_token(request, config.api.callback_token_env)  # before the channel, so strangers cannot probe names
-        name = channel_named(request, config, AliyunSmsConfig)
-        return name, parse_json_items(await read_body(request), array=True)
-
     async def aliyun_report(request: Request) -> Response:
         """Aliyun SmsReport push (JSON array of receipts)."""
-        name, items = await aliyun_items(request)
+        name, items = await unsigned_json_push(request, config, AliyunSmsConfig, array=True)
         now = clock()
-        await record(parse_aliyun_report(items, channel=name, received_at=now))
+        await record_or_refuse(writer, parse_aliyun_report(items, channel=name, received_at=now), logger=logger)
         return JSONResponse(ALIYUN_OK)
 
     async def aliyun_up(request: Request) -> Response:
         """Aliyun SmsUp push (JSON array of replies)."""
-        name, items = await aliyun_items(request)
+        name, items = await unsigned_json_push(request, config, AliyunSmsConfig, array=True)
         now = clock()
-        await record(parse_aliyun_up(items, channel=name, received_at=now))
+        await record_or_refuse(writer, parse_aliyun_up(items, channel=name, received_at=now), logger=logger)
         return JSONResponse(ALIYUN_OK)
 
     return [

@@ -209,14 +209,26 @@ def channel_named(request: Request, config: AppConfig, kind: type, label: str | 
 
 
 async def record_or_refuse(writer: ResponseWriter, items: list[InboundResponse], *, logger: logging.Logger,
-                           what: str, refusal: str) -> None:
+                           what: str | None = None,
+                           refusal: str = "could not record the responses; retry later") -> None:
     """Record ``items`` (none: nothing to do); when that fails nothing of the request was
-    recorded (one transaction): log it on ``logger`` (``what`` names the items) and refuse
-    with 503 and ``refusal``, so the provider pushes again."""
+    recorded (one transaction): log it on ``logger`` (``what`` names the items; by default
+    their number, as SMS responses) and refuse with 503 and ``refusal``, so the provider
+    pushes again."""
     if not items:
         return
     try:
         await writer.record(items)
     except Exception:
-        logger.exception("could not record %s", what)
+        logger.exception("could not record %s", what or f"{len(items)} SMS response(s)")
         raise CallbackError(503, refusal) from None
+
+
+async def unsigned_json_push(request: Request, config: AppConfig, kind: type, *,
+                             array: bool) -> tuple[str, list[dict[str, Any]]]:
+    """The channel and the items of a JSON push from a provider that signs nothing (Aliyun,
+    Tencent): the ``?token=`` is checked first, so strangers cannot probe channel names,
+    then the channel (of options ``kind``) and the body (:func:`parse_json_items`)."""
+    check_callback_token(request, config.api.callback_token_env)
+    name = channel_named(request, config, kind)
+    return name, parse_json_items(await read_body(request), array=array)

@@ -27,14 +27,11 @@ from workers.http.batching import ResponseWriter
 from workers.http.callbacks.common import (
     CallbackError,
     Clock,
-    channel_named,
-    check_callback_token,
     china_time,
     json_field,
-    parse_json_items,
-    read_body,
     record_or_refuse,
     unix_time,
+    unsigned_json_push,
 )
 from workers.http.errors import answering_refusals
 
@@ -114,27 +111,19 @@ def tencent_routes(*, config: AppConfig, clock: Clock, writer: ResponseWriter) -
     """The Tencent push routes (see the module docstring) for the ``tencent_sms`` channels
     of ``config``; responses are recorded by ``writer`` at ``clock()``, which must be aware UTC."""
 
-    async def record(items: list[InboundResponse]) -> None:
-        await record_or_refuse(writer, items, logger=logger, what=f"{len(items)} SMS response(s)",
-                               refusal="could not record the responses; retry later")
-
-    async def tencent_items(request: Request, *, array: bool) -> tuple[str, list[dict[str, Any]]]:
-        check_callback_token(request, config.api.callback_token_env)  # before the channel, so strangers cannot probe names
-        name = channel_named(request, config, TencentSmsConfig)
-        return name, parse_json_items(await read_body(request), array=array)
-
     async def tencent_status(request: Request) -> Response:
         """Tencent receipt push (JSON array)."""
-        name, items = await tencent_items(request, array=True)
+        name, items = await unsigned_json_push(request, config, TencentSmsConfig, array=True)
         now = clock()
-        await record(parse_tencent_status(items, channel=name, received_at=now))
+        await record_or_refuse(writer, parse_tencent_status(items, channel=name, received_at=now), logger=logger)
         return JSONResponse(TENCENT_OK)
 
     async def tencent_reply(request: Request) -> Response:
         """Tencent reply push (one JSON object)."""
-        name, items = await tencent_items(request, array=False)
+        name, items = await unsigned_json_push(request, config, TencentSmsConfig, array=False)
         now = clock()
-        await record([parse_tencent_reply(items[0], channel=name, received_at=now)])
+        await record_or_refuse(writer, [parse_tencent_reply(items[0], channel=name, received_at=now)],
+                               logger=logger)
         return JSONResponse(TENCENT_OK)
 
     return [

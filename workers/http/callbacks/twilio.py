@@ -155,10 +155,6 @@ def twilio_routes(*, config: AppConfig, clock: Clock, writer: ResponseWriter) ->
     """The Twilio callback routes (see the module docstring) for the ``twilio`` channels of
     ``config``; responses are recorded by ``writer`` at ``clock()``, which must be aware UTC."""
 
-    async def record(items: list[InboundResponse]) -> None:
-        await record_or_refuse(writer, items, logger=logger, what=f"{len(items)} SMS response(s)",
-                               refusal="could not record the responses; retry later")
-
     async def twilio_fields(request: Request) -> tuple[str, list[tuple[str, str]]]:
         name = channel_named(request, config, TwilioConfig)
         options = config.channels[name]
@@ -180,14 +176,15 @@ def twilio_routes(*, config: AppConfig, clock: Clock, writer: ResponseWriter) ->
         name, fields = await twilio_fields(request)
         now = clock()
         item = parse_twilio_status(fields, channel=name, received_at=now)
-        await record([item] if item else [])
+        await record_or_refuse(writer, [item] if item else [], logger=logger)
         return Response(status_code=200)
 
     async def twilio_inbound(request: Request) -> Response:
         """Twilio incoming message: recorded as a reply; answered with empty TwiML."""
         name, fields = await twilio_fields(request)
         now = clock()
-        await record([parse_twilio_inbound(fields, channel=name, received_at=now)])
+        reply = parse_twilio_inbound(fields, channel=name, received_at=now)
+        await record_or_refuse(writer, [reply], logger=logger)
         return Response(EMPTY_TWIML, media_type="text/xml")
 
     return [
