@@ -1,15 +1,11 @@
 """Turning triggers into enrolments and delivery rows, exactly once.
 
 A cron run is claimed by inserting ``campaign_run(campaign, scheduled_at)``, which is
-UNIQUE: of two schedulers ticking at once, one wins. Every trigger (cron slot, stage or
-segment entry, event) then goes through the same two set-based steps:
-
-1. enrol the targeted customers: one ``enrollment`` row per (campaign, customer,
-   occurrence), UNIQUE, with the holdout decided by a deterministic hash
-   (:mod:`campaigns.sending.assignment`) and recorded;
-2. for each step, one ``INSERT ... SELECT`` of deliveries for the active, not held out
-   enrolments, ignoring existing send keys (``campaign:step:customer:occurrence``), with
-   the A/B variant assigned the same way and recorded on the delivery.
+UNIQUE: of two schedulers ticking at once, one wins. Each trigger then picks its targets
+(customer, channel, occurrence): the audience of a cron run (:func:`plan_run`), recorded
+stage or segment entries (:func:`plan_entries`), events (:func:`plan_events`) or dates
+(:func:`plan_dates`), and :func:`campaigns.sending.enrolment.enrol` enrols them and writes
+their deliveries, set-based and idempotent.
 
 Planning the same occurrence again, from a second scheduler, a retried tick or the event
 fast path, adds nothing.
@@ -20,25 +16,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.sending.assignment import in_holdout_sql, variant_sql
 from campaigns.audience.selection import audience_select
+from campaigns.config.values import zone_named
+from campaigns.sending.enrolment import enrol, occurrence_column
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.triggers import DateTrigger, EventTrigger, SegmentEnteredTrigger, StageEnteredTrigger
-from campaigns.store.db import COUNT_ROWS, dialect_insert
-from campaigns.store.sqltime import plus_interval
+from campaigns.store.db import dialect_insert
 from campaigns.store.jsonattr import typed_attribute
 from campaigns.store.models import (
     CampaignRun,
     Customer,
     CustomerProfile,
     Delivery,
-    Enrollment,
     Event,
     ProfileTransition,
     utcnow,
@@ -123,7 +117,7 @@ def plan_run(
         sa.literal(occurrence_key(campaign, scheduled_at)).label("occurrence"),
     ).subquery("targets")
     with engine.begin() as conn:
-        _plan(conn, config, campaign, targets, base=scheduled_at, now=now, run_id=run_id, hand_over_due=True)
+        enrol(conn, config, campaign, targets, base=scheduled_at, now=now, run_id=run_id, hand_over_due=True)
         # The run's rows, including any that a scheduler which died mid-run had written.
         planned = conn.execute(
             sa.select(sa.func.count()).select_from(Delivery).where(Delivery.run_id == run_id)
@@ -166,13 +160,13 @@ def plan_entries(
         entries = entries.where(ProfileTransition.previous.is_not(None))
     entry = entries.subquery("entries")
     targets = (
-        sa.select(audience.c.customer_id, audience.c.channel, _occurrence(campaign, "e", entry.c.id))
+        sa.select(audience.c.customer_id, audience.c.channel, occurrence_column(campaign, "e", entry.c.id))
         .select_from(entry)
         .join(audience, audience.c.customer_id == entry.c.customer_id)
         .subquery("targets")
     )
     with engine.begin() as conn:
-        return _plan(conn, config, campaign, targets, base=now, now=now)
+        return enrol(conn, config, campaign, targets, base=now, now=now)
 
 
 def plan_events(
@@ -210,7 +204,7 @@ def plan_events(
         sa.select(
             audience.c.customer_id,
             audience.c.channel,
-            _occurrence(campaign, "ev", event.c.id),
+            occurrence_column(campaign, "ev", event.c.id),
             event.c.occurred_at.label("base"),
         )
         .select_from(event)
@@ -218,7 +212,7 @@ def plan_events(
         .subquery("targets")
     )
     with engine.begin() as conn:
-        return _plan(conn, config, campaign, targets, base=targets.c.base, now=now)
+        return enrol(conn, config, campaign, targets, base=targets.c.base, now=now)
 
 
 def plan_dates(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime) -> int:
@@ -236,7 +230,7 @@ def plan_dates(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, n
     at = time.fromisoformat(trigger.at)
     planned = 0
     for zone_name in zones:
-        zone = _zone_or(zone_name, campaign.zone)
+        zone = (zone_name and zone_named(zone_name)) or campaign.zone
         local = now.astimezone(zone)
         if local.time() < at:
             continue
@@ -268,140 +262,5 @@ def plan_dates(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, n
             .subquery("targets")
         )
         with engine.begin() as conn:
-            planned += _plan(conn, config, campaign, targets, base=now, now=now)
+            planned += enrol(conn, config, campaign, targets, base=now, now=now)
     return planned
-
-
-def _zone_or(name: str | None, fallback: ZoneInfo) -> ZoneInfo:
-    if not name:
-        return fallback
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return fallback
-
-
-def _occurrence(campaign: CampaignConfig, prefix: str, entity_id: sa.ColumnElement[int]) -> sa.ColumnElement[str]:
-    if campaign.reentry == "never":
-        return sa.literal("once").label("occurrence")
-    return (sa.literal(prefix) + sa.cast(entity_id, sa.String)).label("occurrence")
-
-
-_DELIVERY_COLUMNS = [
-    "send_key", "run_id", "campaign", "step", "customer_id", "channel", "template", "variant",
-    "enrollment_id", "status", "attempts", "due_at", "dispatch_after", "created_at", "updated_at",
-]
-
-
-def _plan(
-    conn: sa.Connection,
-    config: AppConfig,
-    campaign: CampaignConfig,
-    targets: sa.Subquery,
-    *,
-    base: datetime | sa.ColumnElement[datetime],
-    now: datetime,
-    run_id: int | None = None,
-    hand_over_due: bool = False,
-) -> int:
-    """Enrol ``targets`` (customer_id, channel, occurrence) and write their deliveries;
-    returns how many deliveries are new.
-
-    ``base`` is when the occurrence happened (a constant, or a column of ``targets``):
-    enrolment time and the origin of step delays. With ``hand_over_due`` rows already due
-    are marked as handed to the broker, for the caller to enqueue at once.
-    """
-    time_type = Delivery.__table__.c.due_at.type
-    created = utcnow()
-    base_value = sa.literal(base, type_=time_type) if isinstance(base, datetime) else base
-    held_out = (
-        in_holdout_sql(targets.c.customer_id, campaign.name, campaign.holdout) if campaign.holdout else sa.false()
-    )
-    enrol = sa.select(
-        sa.literal(campaign.name),
-        targets.c.customer_id,
-        targets.c.occurrence,
-        base_value,
-        held_out,
-        sa.case((held_out, sa.literal("held_out")), else_=sa.literal("active")),
-    ).where(sa.literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT
-    if campaign.reentry_after is not None:
-        # Re-entry only once the previous enrolment is old enough.
-        earlier = Enrollment.__table__.alias("earlier")
-        since = (
-            sa.literal(base - campaign.reentry_after, type_=time_type)
-            if isinstance(base, datetime)
-            else plus_interval(conn.dialect.name, base, -campaign.reentry_after, time_type)
-        )
-        enrol = enrol.where(~sa.exists().where(
-            earlier.c.campaign == campaign.name,
-            earlier.c.customer_id == targets.c.customer_id,
-            earlier.c.occurrence != targets.c.occurrence,
-            earlier.c.enrolled_at > since,
-        ))
-    conn.execute(
-        dialect_insert(conn, Enrollment.__table__)
-        .from_select(["campaign", "customer_id", "occurrence", "enrolled_at", "holdout", "state"], enrol)
-        .on_conflict_do_nothing(index_elements=["campaign", "customer_id", "occurrence"])
-    )
-    enrollment = Enrollment.__table__
-    joined = targets.join(
-        enrollment,
-        sa.and_(
-            enrollment.c.campaign == campaign.name,
-            enrollment.c.customer_id == targets.c.customer_id,
-            enrollment.c.occurrence == targets.c.occurrence,
-        ),
-    )
-    inserted = 0
-    for step_index, step in enumerate(campaign.steps):
-        if isinstance(base, datetime):
-            due_value = base + step.delay
-            due: sa.ColumnElement[datetime] = sa.literal(due_value, type_=time_type)
-            handed = hand_over_due and due_value <= now
-            dispatch = sa.literal(now + config.worker.lease if handed else due_value, type_=time_type)
-        else:
-            due = dispatch = plus_interval(conn.dialect.name, base, step.delay, time_type)
-        if step.variants:
-            variant: sa.ColumnElement[int] = variant_sql(
-                targets.c.customer_id, campaign.name, step_index, [v.weight for v in step.variants]
-            )
-            template: sa.ColumnElement[str] = sa.case(
-                *[(variant == index, sa.literal(v.template)) for index, v in enumerate(step.variants)]
-            )
-        else:
-            variant, template = sa.null(), sa.literal(step.template)
-        send_key = (
-            sa.literal(f"{campaign.name}:{step_index}:")
-            + sa.cast(targets.c.customer_id, sa.String)
-            + sa.literal(":")
-            + targets.c.occurrence
-        )
-        rows = (
-            sa.select(
-                send_key,
-                sa.literal(run_id, type_=sa.Integer),
-                sa.literal(campaign.name),
-                sa.literal(step_index),
-                targets.c.customer_id,
-                targets.c.channel,
-                template,
-                variant,
-                enrollment.c.id,
-                sa.literal("queued"),
-                sa.literal(0),
-                due,
-                dispatch,
-                sa.literal(created, type_=time_type),
-                sa.literal(created, type_=time_type),
-            )
-            .select_from(joined)
-            .where(enrollment.c.holdout.is_(sa.false()), enrollment.c.state == "active")
-        )
-        inserted += conn.execute(
-            dialect_insert(conn, Delivery.__table__)
-            .from_select(_DELIVERY_COLUMNS, rows)
-            .on_conflict_do_nothing(index_elements=["send_key"]),
-            execution_options=COUNT_ROWS,
-        ).rowcount
-    return inserted
