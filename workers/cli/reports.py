@@ -94,8 +94,8 @@ def report_channels(
             metrics.add_column(column, justify="left" if column == "channel" else "right")
         for row in data[dimension]:
             add_row(metrics, row["channel"], str(row["customers"]), str(row["buyers"]), pct(row["repeat_rate"]),
-                            str(row["orders"]), money(row["revenue"]), money(row["avg_order_value"]),
-                            pct(row["revenue_share"]))
+                    str(row["orders"]), money(row["revenue"]), money(row["avg_order_value"]),
+                    pct(row["revenue_share"]))
         print_table(metrics)
         stages = Table(title=f"Lifecycle stage of the customers, by {label}")
         for column in ("channel", *data["stages"]):

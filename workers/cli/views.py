@@ -65,10 +65,10 @@ def segments(config: ConfigOption = Path("config.toml"), as_json: JsonOption = F
     matrix.add_column("total", justify="right", style="bold")
     for stage in data["stages"]:
         add_row(matrix, stage, *(str(data["matrix"][stage][c]) for c in data["channels"]),
-                       str(data["stage_totals"][stage]))
+                str(data["stage_totals"][stage]))
     matrix.add_section()
     add_row(matrix, "total", *(str(data["channel_totals"][c]) for c in data["channels"]), str(data["customers"]),
-                   style="bold")
+            style="bold")
     print_table(matrix)
 
     rfm = Table(title="RFM segment")
@@ -138,7 +138,7 @@ def customer(
     for name, key in (("stage", "stage_history"), ("segment", "segment_history")):
         if view[key]:
             print_table(titled_table(f"{name} history", ["entered", "value", "previous"],
-                                [[when(t["entered_at"]), t["value"], text(t["previous"])] for t in view[key]]))
+                                     [[when(t["entered_at"]), t["value"], text(t["previous"])] for t in view[key]]))
 
     print_table(titled_table(
         f"orders: {view['orders_total']}", ["ordered", "order", "channel", "amount", "items"],
@@ -148,8 +148,8 @@ def customer(
     ))
     if view["consents"]:
         print_table(titled_table("consents", ["channel", "status", "source", "recorded"],
-                             [[c["channel"], c["status"], text(c["source"]), when(c["recorded_at"])]
-                              for c in view["consents"]]))
+                                 [[c["channel"], c["status"], text(c["source"]), when(c["recorded_at"])]
+                                  for c in view["consents"]]))
     print_table(titled_table(
         f"deliveries: {view['deliveries_total']}",
         ["created", "campaign", "step", "channel", "status", "attempts", "sent", "last error"],
