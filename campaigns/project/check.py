@@ -15,13 +15,12 @@ from zoneinfo import ZoneInfo
 
 from campaigns.config.channels import WebhookChannelConfig
 from campaigns.config.schema import AppConfig
-from campaigns.config.secretvalues import read_secret
-from campaigns.project.loading import format_location, load_config, secret_warnings
+from campaigns.config.secretvalues import read_secret, webhook_channel_key
+from campaigns.config.tomlpos import KeyLines
 from campaigns.errors import ConfigError, ConfigIssue, RenderError
+from campaigns.project.loading import format_location, load_config, secret_warnings
 from campaigns.sending.policy import earliest_in_windows
 from campaigns.sending.rendering import TemplateRenderer, sample_context
-from campaigns.config.secretvalues import webhook_channel_key
-from campaigns.config.tomlpos import KeyLines
 
 
 @dataclass
