@@ -35,7 +35,7 @@ url = "{database_url}"
 cron = ""
 [api]
 key_env = "NURTURE_TEST_API_KEY"
-# A real server on the wall clock: quiet hours (tested on their own in test_compliance)
+# A real server on the wall clock: quiet hours (tested on their own in tests/campaigns/sending/test_policy.py)
 # would make the outcome depend on the hour the suite runs.
 [compliance]
 quiet_hours = ""

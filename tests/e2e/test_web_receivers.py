@@ -16,9 +16,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
 from campaigns.project.loading import parse_config
-from campaigns.sending.links import make_click_token, make_open_token
+from campaigns.sending.tokens import make_click_token, make_open_token, make_unsubscribe_token
 from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
-from campaigns.sending.unsubscribe import make_unsubscribe_token
 from tests.conftest import grant_consent
 from tests.campaigns.responses.test_dsn import DMARC, HARD_BOUNCE, MAILBOX_FULL, build_dsn
 from workers.channels.smtp import message_hash

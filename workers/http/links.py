@@ -1,12 +1,12 @@
 """Our tracked links: ``GET /c/{token}`` (click redirect) and ``GET /o/{token}.gif`` (open pixel).
 
-* The click token (:mod:`campaigns.sending.links`) seals the send key and the target URL
+* The click token (:mod:`campaigns.sending.tokens`) seals the send key and the target URL
   together (AES-SIV: neither is readable in the URL or an access log), so the redirect
   only ever goes where one of our messages pointed (never an open redirect); a bad token
   is a 404 without a Location.
 * The open pixel is a 1x1 transparent GIF answered to every request (the image must never
   break a mail), recording an ``opened`` response only for a valid token
-  (:func:`campaigns.sending.links.make_open_token`).
+  (:func:`campaigns.sending.tokens.make_open_token`).
 
 Both tokens are keyed by ``[api] link_secret_env`` (default :data:`LINK_SECRET_ENV`), read
 at request time; while it is unset, ``/c/`` answers 404 and the pixel records nothing.
@@ -31,7 +31,7 @@ from campaigns.config.secretvalues import read_secret
 from campaigns.customers.masking import mask_text
 from campaigns.responses.preferences import WEB_PROVIDER
 from campaigns.responses.recording import InboundResponse
-from campaigns.sending.links import verify_click_token, verify_open_token
+from campaigns.sending.tokens import verify_click_token, verify_open_token
 from workers.http.batching import ResponseWriter
 from workers.http.errors import guarded
 from workers.http.privacy import PRIVATE_HEADERS

@@ -2,7 +2,7 @@
 
 * ``POST /u/{token}``: RFC 8058 one-click unsubscribe. The body is the form field
   ``List-Unsubscribe=One-Click`` (url-encoded or multipart, as RFC 8058 §3.1 allows); the
-  token (:mod:`campaigns.sending.unsubscribe`) is the whole authorisation, which is what
+  token (:mod:`campaigns.sending.tokens`) is the whole authorisation, which is what
   RFC 8058 intends: no cookie, no login, no CSRF token. It withdraws the customer's
   consent on the family of the channel the message went out on.
 * ``GET /u/{token}``: a small preference page (the customer's masked address and one
@@ -38,7 +38,7 @@ from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.customers.masking import mask_email, mask_phone
 from campaigns.responses.preferences import MessageRecipient, load_recipient, unsubscribe_once, withdraw_families
-from campaigns.sending.unsubscribe import verify_unsubscribe_token
+from campaigns.sending.tokens import verify_unsubscribe_token
 from workers.http.errors import guarded, json_error, read_limited
 from workers.http.forms import parse_form
 from workers.http.privacy import PAGE_HEADERS, PRIVATE_HEADERS
