@@ -23,7 +23,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.config.options.aliyun import AliyunSmsConfig
+from campaigns.config.options.tencent import TencentSmsConfig
+from campaigns.config.options.twilio import TwilioConfig
 from campaigns.sending.messages import OutboundMessage, Outcome
 from workers.channels.sms.aliyun import AliyunSmsChannel
 from workers.channels.sms.tencent import TencentSmsChannel

@@ -6,7 +6,9 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.config.options.aliyun import AliyunSmsConfig
+from campaigns.config.options.tencent import TencentSmsConfig
+from campaigns.config.options.twilio import TwilioConfig
 from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
-from campaigns.config.options.sms import AliyunSmsConfig
+from campaigns.config.options.aliyun import AliyunSmsConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.sms.common import (

@@ -18,7 +18,9 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from campaigns.config.options.sms import AliyunSmsConfig, TencentSmsConfig, TwilioConfig
+from campaigns.config.options.aliyun import AliyunSmsConfig
+from campaigns.config.options.tencent import TencentSmsConfig
+from campaigns.config.options.twilio import TwilioConfig
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.httpclients import ThreadClients, parse_retry_after, request_or_retry
 

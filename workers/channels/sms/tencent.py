@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from campaigns.config.options.sms import TencentSmsConfig
+from campaigns.config.options.tencent import TencentSmsConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.sms.common import (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 
-from campaigns.config.options.sms import TwilioConfig
+from campaigns.config.options.twilio import TwilioConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.httpclients import parse_retry_after

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from campaigns.config.options.sms import AliyunSmsConfig
+from campaigns.config.options.aliyun import AliyunSmsConfig
 from campaigns.config.schema import AppConfig
 from campaigns.responses.recording import InboundResponse
 from workers.channels.sms.aliyun import ALIYUN_SUPPRESS, from_aliyun_number

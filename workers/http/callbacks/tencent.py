@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from campaigns.config.options.sms import TencentSmsConfig
+from campaigns.config.options.tencent import TencentSmsConfig
 from campaigns.config.schema import AppConfig
 from campaigns.responses.recording import InboundResponse
 from workers.channels.sms.tencent import TENCENT_SUPPRESS

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from campaigns.config.options.sms import TwilioConfig
+from campaigns.config.options.twilio import TwilioConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.responses.recording import InboundResponse
