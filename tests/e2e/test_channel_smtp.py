@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.sending.messages import OutboundMessage, Outcome
 from campaigns.sending.tokens import make_unsubscribe_token, verify_unsubscribe_token
-from workers.channels.smtp import SmtpChannel, classify_exception, classify_reply
+from workers.channels.smtp import SmtpChannel
+from workers.channels.smtp_replies import classify_exception, classify_reply
 
 SECRET = "unsub-secret-for-tests"
 SECRET_ENV = "NURTURE_TEST_UNSUB_SECRET"

@@ -14,7 +14,7 @@ a username is set) and reuses it for every message. A connection the server has 
 while idle is detected on the next ``MAIL FROM`` (disconnect or ``421``) and replaced once,
 transparently, since nothing of the message was sent yet.
 
-Replies are classified per CHANNELS.md §6: 4xx retry; 5.1.x and 5.2.1 suppress (hard
+Replies are classified per CHANNELS.md §6 (:mod:`.smtp_replies`): 4xx retry; 5.1.x and 5.2.1 suppress (hard
 bounce); 5.7.x halt (policy/authentication: fix SPF/DKIM/DMARC, do not blame the
 recipient); other 5xx permanent; connection errors and timeouts retry. A disconnect after
 the message data was sent is ambiguous and retried, accepting a possible duplicate (the
@@ -29,7 +29,6 @@ import hashlib
 import re
 import secrets
 import smtplib
-import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -42,15 +41,12 @@ from campaigns.config.secretvalues import read_secret
 from campaigns.config.keys import message_tag
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from campaigns.sending.tokens import unsubscribe_mailto, unsubscribe_url
+from workers.channels.smtp_replies import classify_exception, classify_reply, reply_text
 
 # Bodies are encoded to 7-bit (quoted-printable/base64) so any relay accepts them without
 # 8BITMIME; CRLF line ends as SMTP wants.
 _POLICY = email_policy.SMTP.clone(cte_type="7bit")
-_ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
-_ADDRESS = re.compile(r"[^\s<>@;:,\"']+@[^\s<>@;:,\"']+")
 _QUEUED_AS = re.compile(r"queued as\s+([A-Za-z0-9._-]+)", re.IGNORECASE)
-#: Basic codes without an enhanced status that mean "our login is wrong".
-_AUTH_CODES = frozenset({530, 534, 535, 538})
 
 
 def _encode_header(value: str) -> str:
@@ -100,69 +96,6 @@ def message_hash(send_key: str, secret: str | None = None) -> str:
     if secret:
         return message_tag(secret, send_key)
     return hashlib.sha256(send_key.encode("utf-8")).hexdigest()[:32]
-
-
-def _text(reply: bytes | str) -> str:
-    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-
-
-def _redact(text: str) -> str:
-    # Servers echo addresses back ("<bob@x>: Recipient address rejected"): keep errors PII-free.
-    return _ADDRESS.sub("<address>", " ".join(text.split()))[:160]
-
-
-def classify_reply(code: int, reply: bytes | str, *, stage: str = "") -> SendResult:
-    """Map an SMTP reply (basic code + text with an optional RFC 3463 enhanced status).
-
-    >>> classify_reply(550, b"5.1.1 no such user").outcome
-    <Outcome.SUPPRESS: 'suppress'>
-    """
-    text = _text(reply)
-    enhanced = _ENHANCED.match(text)
-    status = ".".join(enhanced.groups()) if enhanced else None
-    label = f"{code} {status}" if status else str(code)
-    error = f"{stage + ' ' if stage else ''}{label}: {_redact(text)}"[:300]
-    if 200 <= code < 300:
-        return SendResult.ok(code=label)
-    if 400 <= code < 500 or code < 200 or code >= 600:
-        # 4xx is transient by definition; anything outside the grammar is treated alike.
-        return SendResult(Outcome.RETRY, error=error, code=label)
-    if status and status.startswith("5."):
-        subject, detail = enhanced.group(2), enhanced.group(3)  # type: ignore[union-attr]
-        if subject == "1" or (subject == "2" and detail == "1"):
-            return SendResult(Outcome.SUPPRESS, error=error, code=label)
-        if subject == "7":
-            return SendResult(Outcome.HALT, error=error, code=label)
-        return SendResult(Outcome.PERMANENT, error=error, code=label)
-    if code in _AUTH_CODES:
-        return SendResult(Outcome.HALT, error=error, code=label)
-    return SendResult(Outcome.PERMANENT, error=error, code=label)
-
-
-def classify_exception(exc: BaseException, *, stage: str = "") -> SendResult:
-    """Map an exception raised by ``smtplib`` or the socket layer to an outcome."""
-    prefix = f"{stage} " if stage else ""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        # One recipient per message, so the (only) refusal decides.
-        for code, reply in exc.recipients.values():
-            return classify_reply(code, reply, stage=stage or "RCPT")
-        return SendResult(Outcome.PERMANENT, error=f"{prefix}recipient refused", code="rcpt")
-    if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return SendResult(Outcome.HALT, error=f"{prefix}server lacks a required extension: {exc}", code="config")
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
-        # smtplib turns a read timeout into "Connection unexpectedly closed: timed out".
-        if isinstance(exc.__context__, TimeoutError):
-            return SendResult(Outcome.RETRY, error=f"{prefix}timeout", code="timeout")
-        return SendResult(Outcome.RETRY, error=f"{prefix}server disconnected", code="disconnected")
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return classify_reply(exc.smtp_code, exc.smtp_error, stage=stage)
-    if isinstance(exc, (ssl.SSLCertVerificationError, ssl.CertificateError)):
-        return SendResult(Outcome.HALT, error=f"{prefix}TLS certificate rejected: {type(exc).__name__}", code="tls")
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return SendResult(Outcome.RETRY, error=f"{prefix}timeout", code="timeout")
-    if isinstance(exc, (OSError, smtplib.SMTPException)):
-        return SendResult(Outcome.RETRY, error=f"{prefix}network error: {type(exc).__name__}", code="network")
-    raise exc
 
 
 class _Stale(Exception):
@@ -404,7 +337,7 @@ class SmtpChannel:
             self._drop()
         if code != 250:
             return classify_reply(code, reply, stage="DATA")
-        queued = _QUEUED_AS.search(_text(reply))
+        queued = _QUEUED_AS.search(reply_text(reply))
         return SendResult.ok(code=f"250 {queued.group(1)}"[:64] if queued else "250")
 
     def _reset(self) -> None:
