@@ -41,6 +41,12 @@ class BrokerConfig(StrictModel):
             raise ValueError("broker.url must start with stub://, redis:// or rediss://")
         return value
 
+    @property
+    def in_process(self) -> bool:
+        """Whether deliveries are worked in this process (``stub://``: Dramatiq's stub
+        broker and in-process worker threads) rather than by ``nurture worker`` over Redis."""
+        return self.url.startswith("stub://")
+
 
 class WorkerConfig(StrictModel):
     """How workers send: concurrency, leases and retry policy."""

@@ -117,12 +117,6 @@ def no_such_campaign(config: AppConfig, name: str) -> NurtureError:
     return NurtureError(f"no campaign named {name!r} (campaigns: {known})")
 
 
-def runs_in_process(config: AppConfig) -> bool:
-    """Whether deliveries are sent by worker threads of this process (``broker.url = "stub://"``)
-    rather than by ``nurture worker`` processes fed through Redis."""
-    return config.broker.url.startswith("stub://")
-
-
 def in_process_workers(config: AppConfig, *, engine: sa.Engine,
                        clock: Callable[[], datetime] = utcnow) -> InProcessWorkers:
     """Worker threads of this process over a stub broker (start them with ``.running()``)."""

@@ -22,7 +22,6 @@ from workers.cli.common import (
     in_process_workers,
     load_app_config,
     parse_now,
-    runs_in_process,
 )
 
 #: ``nurture import``: one command per kind of file.
@@ -138,7 +137,7 @@ def track(
     sent: int | None = None
     if result.accepted_ids:
         message = events_message(cfg.broker.queue, result.accepted_ids)
-        if runs_in_process(cfg):
+        if cfg.broker.in_process:
             before = sent_count(engine, customer)
             workers = in_process_workers(cfg, engine=engine)
             with workers.running():

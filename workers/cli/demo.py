@@ -25,7 +25,6 @@ from workers.cli.common import (
     friendly_errors,
     in_process_workers,
     print_tick,
-    runs_in_process,
 )
 
 
@@ -87,7 +86,7 @@ def demo(
     cfg = result.config
     assert cfg is not None
     register_secrets(secrets_from_config(cfg))
-    if not runs_in_process(cfg) or not cfg.database.url.startswith("sqlite"):
+    if not cfg.broker.in_process or not cfg.database.url.startswith("sqlite"):
         err_console.print("[bold red]error:[/] the demo runs on the embedded default (sqlite + stub://); "
                           "use `nurture scheduler` for other set-ups")
         raise typer.Exit(1)

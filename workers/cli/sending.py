@@ -2,7 +2,7 @@
 deliver; ``status`` and ``resume`` watch and unblock them.
 
 With ``broker.url = "stub://"`` each command sends through worker threads of its own
-process (:func:`workers.cli.common.runs_in_process`); with Redis, ``nurture worker`` does.
+process (:attr:`~campaigns.config.runtime.BrokerConfig.in_process`); with Redis, ``nurture worker`` does.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from workers.cli.common import (
     parse_now,
     print_tick,
     reachable_broker,
-    runs_in_process,
 )
 
 
@@ -63,7 +62,7 @@ def scheduler(
         if as_json:
             print(json.dumps({"now": moment.isoformat(), "standby": True, "holder": leadership.holder}))
 
-    if runs_in_process(cfg):
+    if cfg.broker.in_process:
         workers = in_process_workers(cfg, engine=engine, clock=clock)
         with workers.running():
             try:
@@ -122,7 +121,7 @@ def serve(
     if read_secret(cfg.api.dashboard_password_env) is None:
         err_console.print(f"[yellow]note:[/] {cfg.api.dashboard_password_env} is not set: /dashboard answers 503 "
                           "until it is (set it to the password the dashboard should ask for)")
-    if runs_in_process(cfg):
+    if cfg.broker.in_process:
         if processes > 1:
             raise NurtureError("--workers above 1 needs broker.url = \"redis://...\": with stub:// this "
                                "process's own worker threads send what events trigger")
@@ -161,7 +160,7 @@ def run_campaign(
         raise no_such_campaign(cfg, campaign) from None
     engine = engine_for(cfg)
     now = utcnow()
-    if runs_in_process(cfg):
+    if cfg.broker.in_process:
         workers = in_process_workers(cfg, engine=engine)
         with workers.running():
             report = run_now(config=cfg, engine=engine, broker=workers.broker, campaign=campaign_cfg, now=now)
@@ -186,7 +185,7 @@ def worker(
     Equivalent to: NURTURE_CONFIG=config.toml dramatiq workers.app --processes N --threads M
     """
     cfg = load_app_config(config)
-    if runs_in_process(cfg):
+    if cfg.broker.in_process:
         err_console.print(
             "[bold red]error:[/] broker.url is stub:// (in-process): deliveries are sent by "
             "`nurture scheduler` itself. Set broker.url = \"redis://...\" to run separate workers."

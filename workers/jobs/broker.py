@@ -27,7 +27,7 @@ EVENTS_ACTOR = "handle_events"
 
 def make_broker(config: BrokerConfig) -> Broker:
     """A broker for ``config.url`` with Dramatiq's default middleware."""
-    if config.url.startswith("stub://"):
+    if config.in_process:
         broker: Broker = StubBroker()
         broker.emit_after("process_boot")
     else:
