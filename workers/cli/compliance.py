@@ -15,7 +15,7 @@ from rich.table import Table
 
 from campaigns.config.vocabulary import FAMILY_FIELDS
 from campaigns.errors import NurtureError
-from campaigns.reports.lookups import customer_row_id
+from campaigns.customers.lookups import customer_row_id
 from campaigns.reports.suppressions import suppression_list
 from campaigns.responses.optout import family_of_address, is_opt_out, lift_suppression, opt_out, set_consent
 from campaigns.store.models import utcnow

@@ -213,7 +213,7 @@ def forget(
     from campaigns.customers.forget import forget_customer
     from campaigns.errors import UnknownCustomerError
     from campaigns.reports.deliveries import customer_send_keys
-    from campaigns.reports.lookups import customer_row_id
+    from campaigns.customers.lookups import customer_row_id
     from workers.channels.outbox import remove_messages
 
     cfg = load_app_config(config)
