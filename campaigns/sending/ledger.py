@@ -101,7 +101,6 @@ def dispatchable_batches(
     pagination, so a tick costs what it dispatches however large the backlog, and memory
     stays flat. Rows of paused campaigns stay where they are.
     """
-    paused = paused_campaigns(engine)
     last: tuple[datetime, int] | None = None
     dispatch_type = Delivery.__table__.c.dispatch_after.type
     while True:
@@ -122,6 +121,10 @@ def dispatchable_batches(
                     > sa.tuple_(sa.literal(last[0], type_=dispatch_type), sa.literal(last[1]))
                 )
             rows = conn.execute(query).all()
+            # Read after the page, in the same connection: a job's halt pauses the campaign
+            # and requeues its row in one transaction while this tick pages, so a page
+            # holding that row is always read with the pause beside it.
+            paused = set(conn.execute(sa.select(CampaignState.campaign).where(CampaignState.paused)).scalars())
         if not rows:
             return
         last = (rows[-1].dispatch_after, rows[-1].id)

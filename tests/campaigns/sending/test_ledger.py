@@ -56,3 +56,18 @@ def test_the_dispatcher_skips_paused_campaigns_without_looping_on_them(people):
                                                              updated_at=NOW))
     # page_size 1 forces several pages over rows that must all be skipped.
     assert list(dispatchable_batches(people, now=NOW, lease=timedelta(minutes=5), batch_size=5, page_size=1)) == []
+
+
+def test_a_pause_recorded_while_the_dispatcher_pages_holds_the_rest_of_the_campaign(people):
+    # A job's 401 pauses the campaign and puts its row back in the queue in one
+    # transaction, while the tick is still paging: the pages after it must see the pause,
+    # or the row goes out again at once (CI saw a delivery 'sent' after its campaign paused).
+    config = config_with("min_orders = 1")
+    run_id = claim_run(people, "c", NOW, lease=timedelta(minutes=5))
+    plan_run(people, config, config.campaigns[0], run_id=run_id, scheduled_at=NOW, now=NOW - timedelta(days=1))
+    pages = dispatchable_batches(people, now=NOW, lease=timedelta(minutes=5), batch_size=1, page_size=1)
+    assert len(next(pages)) == 1
+    with people.begin() as conn:
+        conn.execute(sa.insert(CampaignState.__table__).values(campaign="c", paused=True, paused_reason="401",
+                                                             updated_at=NOW))
+    assert list(pages) == []
