@@ -17,6 +17,10 @@ from workers.jobs.broker import EVENTS_ACTOR, SEND_ACTOR, enqueue_many, send_mes
 from workers.jobs.delivery import deliver_batch
 from workers.jobs.runtime import Runtime
 
+#: Dramatiq's own retries of a job, for both actors. They cover crashes of the job itself
+#: (database down); provider answers are retried through the ledger, per row.
+JOB_RETRIES = {"max_retries": 5, "min_backoff": 1000, "max_backoff": 60_000}
+
 
 def declare_actors(broker: Broker, runtime: Callable[[], Runtime], *, queue: str) -> dict[str, dramatiq.Actor]:
     """Declare nurture's actors on ``broker``; ``runtime`` returns this process's runtime."""
@@ -30,17 +34,7 @@ def declare_actors(broker: Broker, runtime: Callable[[], Runtime], *, queue: str
         """Deliver a batch of ledger rows; provider retries are re-enqueued one row each."""
         deliver_now(runtime(), delivery_ids)
 
-    # Dramatiq's own retries cover crashes of the job itself (database down); provider
-    # answers are retried through the ledger above, per row.
-    actor = dramatiq.actor(
-        send_deliveries,
-        broker=broker,
-        actor_name=SEND_ACTOR,
-        queue_name=queue,
-        max_retries=5,
-        min_backoff=1000,
-        max_backoff=60_000,
-    )
+    actor = dramatiq.actor(send_deliveries, broker=broker, actor_name=SEND_ACTOR, queue_name=queue, **JOB_RETRIES)
 
     def handle_events(event_ids: list[int]) -> None:
         """Plan event campaigns for freshly recorded events and enqueue what is due now,
@@ -57,13 +51,5 @@ def declare_actors(broker: Broker, runtime: Callable[[], Runtime], *, queue: str
             return
         enqueue_many(broker, [send_message(queue, due[start : start + size]) for start in range(0, len(due), size)])
 
-    events_actor = dramatiq.actor(
-        handle_events,
-        broker=broker,
-        actor_name=EVENTS_ACTOR,
-        queue_name=queue,
-        max_retries=5,
-        min_backoff=1000,
-        max_backoff=60_000,
-    )
+    events_actor = dramatiq.actor(handle_events, broker=broker, actor_name=EVENTS_ACTOR, queue_name=queue, **JOB_RETRIES)
     return {SEND_ACTOR: actor, EVENTS_ACTOR: events_actor}
