@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from campaigns.store.db import make_engine
-from tests.campaigns.reports import test_engagement_report as on_sqlite
+from tests.campaigns.reports import test_campaign as on_sqlite
 
 pytestmark = pytest.mark.integration
 

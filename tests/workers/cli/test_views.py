@@ -1,6 +1,6 @@
 """``nurture segments``, ``nurture customer`` and ``nurture report channels`` through the
 Typer app, on a throwaway project in ``tmp_path`` holding the hand-computed shop of
-tests/campaigns/reports/test_reports.py (its docstring has the arithmetic)."""
+tests/campaigns/reports/test_customers.py (its docstring has the arithmetic)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, Delivery, Order
 from campaigns.customers.profiles import recompute_profiles
 from campaigns.reports.customers import channel_report, customer_view, segment_counts
-from tests.campaigns.reports.test_reports import AS_OF, add_ledger, build_shop
+from tests.campaigns.reports.test_customers import AS_OF, add_ledger, build_shop
 from workers.cli.main import app
 
 
