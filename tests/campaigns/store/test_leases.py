@@ -1,11 +1,11 @@
-"""The scheduler's leader lease: one holder at a time, renewal, takeover after expiry."""
+"""The scheduler's leader lease: one holder at a time, renewal, takeover after expiry (how the
+scheduler holds it: tests/workers/jobs/test_scheduler.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from campaigns.store.leases import SCHEDULER_LEASE, acquire_lease, lease_holder, release_lease
-from workers.jobs.scheduler import Leadership
+from campaigns.store.leases import acquire_lease, lease_holder, release_lease
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(seconds=60)
@@ -31,13 +31,3 @@ def test_release_hands_over_at_once_and_only_by_the_holder(sqlite_engine):
     assert release_lease(sqlite_engine, "x", "a")
     assert lease_holder(sqlite_engine, "x") is None
     assert acquire_lease(sqlite_engine, "x", "b", now=T0 + timedelta(seconds=1), ttl=TTL)
-
-
-def test_leadership_stands_by_while_another_scheduler_leads(sqlite_engine):
-    first = Leadership(engine=sqlite_engine, ttl=TTL, holder="first")
-    second = Leadership(engine=sqlite_engine, ttl=TTL, holder="second")
-    assert first.hold(T0) and not second.hold(T0)
-    assert first.hold(T0 + timedelta(seconds=30)) and not second.hold(T0 + timedelta(seconds=31))
-    first.release()  # a clean shutdown
-    assert second.hold(T0 + timedelta(seconds=32))
-    assert lease_holder(sqlite_engine, SCHEDULER_LEASE).holder == "second"
