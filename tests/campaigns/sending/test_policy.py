@@ -18,7 +18,6 @@ from campaigns.customers.addresses import address_digest, legacy_address_digest
 from campaigns.project.loading import load_config
 from campaigns.store.models import Consent, Customer, Delivery, Suppression
 from campaigns.sending.policy import earliest_in_windows, next_opening
-from campaigns.customers.timezones import customer_zone, zone_of_phone
 from workers.jobs.inprocess import InProcessWorkers
 from workers.jobs.runtime import Runtime
 from tests.conftest import grant_consent
@@ -390,33 +389,6 @@ def test_earliest_in_windows_finds_the_overlap_or_reports_none():
     both = earliest_in_windows(at, SHANGHAI, [(time(8), time(21)), (time(11, 30), time(13, 30))])
     assert both == datetime(2026, 6, 2, 3, 30, tzinfo=UTC)
     assert earliest_in_windows(at, SHANGHAI, [(time(8), time(21)), (time(22), time(23))]) is None
-
-
-def test_zone_guesses_from_the_phone_only_where_a_country_has_one_zone():
-    assert zone_of_phone("+86 138 0000 0000") == SHANGHAI
-    assert zone_of_phone("+85291234567") == ZoneInfo("Asia/Hong_Kong")
-    assert zone_of_phone("+12125550100") is None  # the US spans six zones: no guess
-    assert zone_of_phone("13800000000") is None  # not E.164
-    fallback = ZoneInfo("Europe/Paris")
-    assert customer_zone({"timezone": "Asia/Tokyo", "phone": "+8613800000000"}, fallback) == ZoneInfo("Asia/Tokyo")
-    assert customer_zone({"timezone": "Not/AZone", "phone": None}, fallback) == fallback
-
-
-def test_check_reports_a_window_that_can_never_open_with_file_line_and_key(tmp_path):
-    from campaigns.project.check import check_config_file
-
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "m.txt.j2").write_text("hi")
-    text = CONFIG.format(url="sqlite:///x.db", compliance="", campaigns=(
-        campaign("night_owls", extra='window = "22:00-23:30"')
-        + campaign("late_notice", extra='purpose = "transactional"\nwindow = "22:00-23:30"')))
-    (tmp_path / "config.toml").write_text(text)
-
-    result = check_config_file(tmp_path / "config.toml")
-
-    assert [(issue.key_path, issue.line) for issue in result.issues] == [
-        ("campaigns[0].window", text.splitlines().index('window = "22:00-23:30"') + 1)]
-    assert "quiet hours 21:00-08:00" in result.issues[0].message
 
 
 def test_quiet_hours_start_is_the_deadline_for_queued_marketing(world):
