@@ -1,13 +1,18 @@
 """The customer commands of workers/cli/customers.py through the Typer app: ``nurture import``
-(customers, orders), each on a throwaway project in ``tmp_path``."""
+(customers, orders), each on a throwaway project in ``tmp_path``, and hostile rows listed by
+line (the rows themselves: tests/campaigns/customers/importing/test_fields.py)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import sqlalchemy as sa
 
+from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, Order
+from tests.campaigns.customers.importing.import_files import count, customer, write
+from tests.campaigns.customers.importing.test_fields import UNSTORABLE_CUSTOMERS
 from tests.workers.cli.win_back import assert_no_crash, customer_rows, invoke
 
 # --------------------------------------------------------------------------- import
@@ -150,3 +155,36 @@ def test_import_into_an_unreachable_database_is_exit_2(make_project):
     assert_no_crash(result)
     assert result.exit_code == 2
     assert "database error" in result.output
+
+
+def test_cli_import_lists_hostile_rows_by_line_without_traceback_or_personal_data(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from workers.cli.main import app
+
+    database = tmp_path / "cli.db"
+    config = write(tmp_path, "config.toml", f'[database]\nurl = "sqlite:///{database}"\n')
+    lines = [UNSTORABLE_CUSTOMERS[0], UNSTORABLE_CUSTOMERS[1], UNSTORABLE_CUSTOMERS[5],
+             '{"customer_id": "h14", "email": "h14@example.com", "phone": "+8613812345678", "name": "\\ud800"}',
+             UNSTORABLE_CUSTOMERS[12]]
+    jsonl = write(tmp_path, "c.jsonl", "\n".join(lines) + "\n")
+    csv_file = write(tmp_path, "c.csv", 'customer_id,email,name\nX0029,x29@example.com,Ann\n'
+                                        'X0030,x30@example.com,"unterminated\nX0031,x31@example.com,never\n')
+
+    for path, bad_lines, imported in ((jsonl, [2, 3, 4], 2), (csv_file, [3], 1)):
+        result = CliRunner().invoke(app, ["import", "customers", str(path), "-c", str(config)])
+        assert result.exit_code == 3, result.output
+        assert "Traceback" not in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert f"{imported} imported, {len(bad_lines)} rejected" in result.output
+        listed = [int(line.strip()[len(f"{path}:"):].split(":", 1)[0])
+                  for line in result.output.splitlines() if line.strip().startswith(f"{path}:")]
+        assert listed == bad_lines
+        assert "example.com" not in result.output and "13812345678" not in result.output
+    engine = make_engine(f"sqlite:///{database}")
+    try:
+        assert sorted(c.external_id for c in (customer(engine, i) for i in ("h1", "h13", "X0029"))) == [
+            "X0029", "h1", "h13"]
+        assert count(engine, Customer) == 3
+    finally:
+        engine.dispose()
