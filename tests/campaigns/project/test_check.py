@@ -4,7 +4,7 @@ that once stopped the scheduler: test_check_hardening.py, test_check_tick_proper
 
 from __future__ import annotations
 
-from tests.campaigns.sending.test_policy import CONFIG, campaign
+from tests.campaigns.sending.policy_world import CONFIG, campaign
 
 
 def test_check_reports_a_window_that_can_never_open_with_file_line_and_key(tmp_path):

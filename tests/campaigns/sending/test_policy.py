@@ -3,7 +3,8 @@ suppression list, frequency caps across campaigns, quiet hours and send windows 
 customer's zone.
 
 Each test starts broadcasts with ``run_now`` on in-process Dramatiq workers whose clock
-the test sets, then reads the ledger: what was sent, skipped or deferred, and until when.
+the test sets (the world of policy_world.py), then reads the ledger: what was sent,
+skipped or deferred, and until when.
 """
 
 from __future__ import annotations
@@ -11,130 +12,25 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
 import sqlalchemy as sa
 
 from campaigns.customers.addresses import address_digest, legacy_address_digest
 from campaigns.project.loading import load_config
-from campaigns.store.models import Consent, Customer, Delivery, Suppression
 from campaigns.sending.policy import earliest_in_windows, next_opening
+from campaigns.store.models import Consent, Customer, Delivery, Suppression
+from tests.campaigns.sending.policy_world import (  # noqa: F401 (world: fixture)
+    MORNING,
+    campaign,
+    deliver_all,
+    world,
+    world_with,
+)
+from tests.conftest import grant_consent
 from workers.jobs.inprocess import InProcessWorkers
 from workers.jobs.runtime import Runtime
-from tests.conftest import grant_consent
-from workers.jobs.scheduler import run_now
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")
-#: 10:00 in Shanghai: inside the default marketing hours there.
-MORNING = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
-
-CONFIG = """
-[database]
-url = "{url}"
-[profiles]
-cron = ""
-[worker]
-backoff_base = "0s"
-backoff_cap = "0s"
-{compliance}
-[channels.mail]
-kind = "outbox"
-dir = "out"
-recipient = "email"
-[channels.text]
-kind = "outbox"
-dir = "out-sms"
-recipient = "phone"
-{campaigns}
-"""
-
-
-def campaign(name: str, *, channels: str = '["mail"]', extra: str = "") -> str:
-    return f"""
-[[campaigns]]
-name = "{name}"
-timezone = "Asia/Shanghai"
-trigger = {{ manual = true }}
-channels = {channels}
-{extra}
-  [[campaigns.steps]]
-  template = "m"
-"""
-
-
-DEFAULT_CAMPAIGNS = (
-    campaign("promo_a") + campaign("promo_b") + campaign("promo_skip", extra='when_capped = "skip"')
-    + campaign("promo_sms", channels='["text"]') + campaign("promo_sms_2", channels='["text"]')
-    + campaign("receipt", extra='purpose = "transactional"')
-)
-
-
-class World:
-    """A migrated SQLite database, a config and in-process workers on a settable clock."""
-
-    def __init__(self, tmp_path, url: str, *, compliance: str = "", campaigns: str = DEFAULT_CAMPAIGNS) -> None:
-        (tmp_path / "templates").mkdir(exist_ok=True)
-        (tmp_path / "templates" / "m.txt.j2").write_text("hello {{ customer.external_id }}")
-        (tmp_path / "config.toml").write_text(CONFIG.format(url=url, compliance=compliance, campaigns=campaigns))
-        self.config = load_config(tmp_path / "config.toml")
-        self.now = MORNING
-        self.runtime = Runtime.from_config(self.config, clock=lambda: self.now)
-        self.engine = self.runtime.engine
-        self.workers = InProcessWorkers(runtime=self.runtime)
-
-    def add(self, external_id: str, *, email: str | None = None, phone: str | None = None,
-            timezone: str | None = "Asia/Shanghai", consent: tuple[str, ...] = ("email", "sms")) -> int:
-        with self.engine.begin() as conn:
-            customer_id = conn.execute(sa.insert(Customer.__table__).values(
-                external_id=external_id, email=email, phone=phone, timezone=timezone, attributes={},
-                created_at=MORNING - timedelta(days=100), updated_at=MORNING,
-            ).returning(Customer.__table__.c.id)).scalar_one()
-            for family in consent:
-                conn.execute(sa.insert(Consent.__table__).values(
-                    customer_id=customer_id, channel=family, status="granted", source="signup form",
-                    recorded_at=MORNING - timedelta(days=100)))
-        return customer_id
-
-    def run(self, name: str, at: datetime | None = None) -> None:
-        """Broadcast ``name`` at ``at`` (default: the current clock) and wait for the workers."""
-        if at is not None:
-            self.now = at
-        run_now(config=self.config, engine=self.engine, broker=self.workers.broker,
-                campaign=self.config.campaign(name), now=self.now)
-        self.workers.join()
-
-    def tick(self, at: datetime) -> None:
-        """A scheduler tick at ``at``: sends what has come due (deferred rows included)."""
-        self.now = at
-        self.workers.tick(at)
-
-    def rows(self, campaign: str) -> dict[str, sa.Row]:
-        with self.engine.connect() as conn:
-            return {row.external_id: row for row in conn.execute(
-                sa.select(Customer.external_id, Delivery.status, Delivery.due_at, Delivery.sent_at,
-                          Delivery.last_error)
-                .join(Delivery, Delivery.customer_id == Customer.id).where(Delivery.campaign == campaign))}
-
-
-def deliver_all(world: World) -> None:
-    """What a worker's job does with every queued row (planning alone sends nothing)."""
-    from workers.jobs.delivery import deliver_batch
-
-    with world.engine.connect() as conn:
-        ids = list(conn.execute(sa.select(Delivery.id).where(Delivery.status == "queued")).scalars())
-    deliver_batch(world.runtime, ids)
-
-
-@pytest.fixture
-def world(tmp_path, sqlite_url):
-    made = World(tmp_path, sqlite_url)
-    with made.workers.running():
-        yield made
-    made.runtime.close()
-
-
-def world_with(tmp_path, sqlite_url, **kwargs) -> World:
-    return World(tmp_path, sqlite_url, **kwargs)
 
 
 # --- consent -------------------------------------------------------------------------
@@ -399,41 +295,6 @@ def test_quiet_hours_start_is_the_deadline_for_queued_marketing(world):
     assert quiet_hours_start(world.config, world.config.campaign("promo_sms"), customer, now=evening) == \
         datetime(2026, 6, 1, 13, 0, tzinfo=UTC)  # 21:00 Shanghai
     assert quiet_hours_start(world.config, world.config.campaign("receipt"), customer, now=evening) is None
-
-
-def test_the_worker_tells_the_channel_how_long_marketing_may_wait(world):
-    seen = []
-    outbox = world.runtime.channels["text"]
-
-    class Recording:
-        name = "text"
-
-        def send(self, message):
-            seen.append(message.metadata)
-            return outbox.send(message)
-
-        def close(self):
-            outbox.close()
-
-    world.runtime.channels["text"] = Recording()
-    world.add("sh", phone="+8613800000001", timezone=None, consent=("sms",))
-    world.run("promo_sms", at=datetime(2026, 6, 1, 12, 15, tzinfo=UTC))  # 20:15 in Shanghai
-
-    assert seen == [{"purpose": "marketing", "deliver_within_s": 45 * 60}]
-
-
-def test_status_says_why_messages_are_held_back(world):
-    from campaigns.reports.deliveries import held_back_summary
-
-    night = datetime(2026, 6, 1, 14, 30, tzinfo=UTC)  # 22:30 in Shanghai
-    world.add("sh", email="sh@x.cn")
-    world.add("tokyo", email="tokyo@x.cn", timezone="Asia/Tokyo")  # 23:30 there
-    world.add("never", email="never@x.cn", consent=())
-    world.run("promo_a", at=night)
-
-    assert held_back_summary(world.engine) == [
-        {"campaign": "promo_a", "status": "queued", "reason": "outside quiet hours 21:00-08:00", "count": 2},
-    ]
 
 
 def test_next_opening_inside_before_after_and_across_midnight():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -10,6 +10,7 @@ from campaigns.project.loading import load_config
 from campaigns.sending.ledger import run_batches
 from campaigns.store.models import Delivery, DeliveryAttempt
 from campaigns.sending.planning import claim_run, plan_run
+from tests.campaigns.sending.policy_world import world  # noqa: F401 (world: fixture)
 from tests.conftest import TICK_NOW, seed_customers
 from workers.jobs.delivery import deliver_batch
 from workers.jobs.runtime import Runtime
@@ -226,3 +227,24 @@ def test_a_job_that_fails_before_sending_hands_its_rows_straight_back(tmp_path, 
         rows = conn.execute(sa.select(Delivery.status, Delivery.attempts, Delivery.claim_token)).all()
     runtime.close()
     assert set(rows) == {("queued", 0, None)}  # due again at once, the claim undone
+
+
+def test_the_worker_tells_the_channel_how_long_marketing_may_wait(world):
+    seen = []
+    outbox = world.runtime.channels["text"]
+
+    class Recording:
+        name = "text"
+
+        def send(self, message):
+            seen.append(message.metadata)
+            return outbox.send(message)
+
+        def close(self):
+            outbox.close()
+
+    world.runtime.channels["text"] = Recording()
+    world.add("sh", phone="+8613800000001", timezone=None, consent=("sms",))
+    world.run("promo_sms", at=datetime(2026, 6, 1, 12, 15, tzinfo=UTC))  # 20:15 in Shanghai
+
+    assert seen == [{"purpose": "marketing", "deliver_within_s": 45 * 60}]
