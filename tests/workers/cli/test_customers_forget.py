@@ -1,5 +1,8 @@
-"""`nurture forget CUSTOMER` through the Typer app: confirmation, --yes, --json, an
-unknown customer, and the outbox files that held the customer's messages."""
+"""`nurture forget CUSTOMER` (workers/cli/customers.py) through the Typer app: confirmation,
+--yes, --json, an unknown customer, and the outbox files that held the customer's messages.
+
+Apart from test_customers.py: its project (five lapsed customers already messaged, the
+installation secret set) and its ``invoke`` (typing answers) are its own."""
 
 from __future__ import annotations
 
