@@ -1,14 +1,9 @@
-"""The report commands of workers/cli/reports.py: ``nurture report campaign`` through the
-Typer app on the throwaway win_back project, and the CSV ``nurture report channels --csv``
-writes. (``report channels`` on the hand-computed shop is in test_views.py, with its fixtures.)"""
+"""``nurture report campaign`` (workers/cli/reports.py) through the Typer app on the throwaway
+win_back project. (``report channels``, on the hand-computed shop: test_reports_channels.py.)"""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 from tests.workers.cli.win_back import NOW_ARG, assert_no_crash, flat, invoke, seed_lapsed
-from workers.cli.reports import CSV_METRICS, write_channel_csv
 
 
 def test_report_campaign_table_shows_lift_as_not_available_without_a_holdout(project, engine):
@@ -21,19 +16,3 @@ def test_report_campaign_table_shows_lift_as_not_available_without_a_holdout(pro
     assert result.exit_code == 0, result.output
     text = flat(result.output)
     assert "enrolled (treated) 4" in text and "held out 0" in text and "n/a (no holdout)" in text
-
-
-def test_channel_report_csv_neutralises_formula_channel_names(tmp_path: Path) -> None:
-    row = {metric: 1 for metric in CSV_METRICS} | {"stages": {"new": 1}}
-    data = {
-        "stages": ["new"],
-        "acquisition": [{**row, "channel": '=HYPERLINK("http://evil.example","x")'}, {**row, "channel": "store"}],
-        "purchase": [{**row, "channel": "@SUM(A1:A2)"}, {**row, "channel": "+cmd|' /C calc'!A0"}],
-    }
-    target = tmp_path / "channels.csv"
-
-    assert write_channel_csv(data, target) == 4
-
-    with target.open(newline="", encoding="utf-8") as handle:
-        channels = [line["channel"] for line in csv.DictReader(handle)]
-    assert channels == ['\'=HYPERLINK("http://evil.example","x")', "store", "'@SUM(A1:A2)", "'+cmd\\|' /C calc'!A0"]
