@@ -443,9 +443,9 @@ def batched_writes(database_url: str, first: int, last: int) -> dict[str, Any]:
     them in under load, one transaction per batch, in this process."""
     import sqlalchemy as sa
 
+    from campaigns.responses.recording import InboundResponse, record_responses
     from campaigns.store.db import make_engine
     from campaigns.store.models import Delivery
-    from campaigns.responses.recording import InboundResponse, record_responses
     from workers.http.batching import MAX_BATCH_ITEMS
 
     moment = datetime.now(UTC)
@@ -481,8 +481,8 @@ def profile(database_url: str, token: str, first: int, count: int) -> dict[str, 
 
     import sqlalchemy as sa
 
-    from campaigns.store.db import make_engine
     from campaigns.responses.recording import record_responses
+    from campaigns.store.db import make_engine
     from workers.http.callbacks.common import parse_form
     from workers.http.callbacks.twilio import parse_twilio_status, twilio_signature_valid
 

@@ -535,8 +535,8 @@ def _remove_unless_kept(directory: Path, *, keep: bool) -> None:
 
 def run_scenario(scenario: str, options: Options) -> dict[str, Any]:
     """Run one scenario end to end; returns its figures and the list of failed checks."""
-    from campaigns.store.db import make_engine
     from campaigns.customers.importing.files import import_file
+    from campaigns.store.db import make_engine
 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")

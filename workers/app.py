@@ -11,11 +11,11 @@ import os
 
 import dramatiq
 
-from campaigns.project.loading import load_config
 from campaigns.customers.masking import install_masking, secrets_from_config
+from campaigns.project.loading import load_config
+from workers.channels.registry import quiet_request_logs
 from workers.jobs.actors import declare_actors
 from workers.jobs.broker import make_broker
-from workers.channels.registry import quiet_request_logs
 from workers.jobs.runtime import LazyRuntime
 
 _config_path = os.environ.get("NURTURE_CONFIG", "config.toml")

@@ -16,7 +16,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from campaigns.audience.conditions import SQL_OPERATORS, as_bigint, balanced, days_comparison, null_safe
+from campaigns.audience.conditions import (
+    SQL_OPERATORS,
+    as_bigint,
+    balanced,
+    days_comparison,
+    null_safe,
+)
 from campaigns.audience.language import (
     CONSENT_CHANNELS,
     FIELDS,

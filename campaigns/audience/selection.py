@@ -19,15 +19,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from campaigns.store.jsonattr import kind_of, typed_attribute
-from campaigns.config.campaigns import AudienceConfig, CampaignConfig
-from campaigns.config.schema import AppConfig
-from campaigns.config.vocabulary import CHANNEL_FAMILY
-from campaigns.store.models import Consent, Customer, CustomerProfile, Order, Suppression
 from campaigns.audience.compiler import compile_expression
 from campaigns.audience.language import Expression
 from campaigns.audience.parser import parse_expression
 from campaigns.audience.segments import segment_expressions
+from campaigns.config.campaigns import AudienceConfig, CampaignConfig
+from campaigns.config.schema import AppConfig
+from campaigns.config.vocabulary import CHANNEL_FAMILY
+from campaigns.store.jsonattr import kind_of, typed_attribute
+from campaigns.store.models import Consent, Customer, CustomerProfile, Order, Suppression
 
 _PROFILE = CustomerProfile.__table__
 

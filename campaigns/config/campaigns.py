@@ -15,7 +15,14 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from campaigns.config.base import Duration, StrictModel
 from campaigns.config.durations import MAX_DAYS
 from campaigns.config.triggers import Trigger
-from campaigns.config.values import MAX_COUNT, FiniteFloat, Int64, Window, check_timezone, window_bounds
+from campaigns.config.values import (
+    MAX_COUNT,
+    FiniteFloat,
+    Int64,
+    Window,
+    check_timezone,
+    window_bounds,
+)
 
 
 class TemplatesConfig(StrictModel):

@@ -14,9 +14,9 @@ from pydantic import ConfigDict, Field, field_validator
 
 from campaigns.config.base import Duration, RecipientField, StrictModel
 from campaigns.config.options.aliyun import AliyunSmsConfig
+from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.options.tencent import TencentSmsConfig
 from campaigns.config.options.twilio import TwilioConfig
-from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
 
 

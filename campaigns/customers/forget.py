@@ -44,11 +44,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.config.keys import FORGOTTEN_KEY_PURPOSE, derive_key, keyed_hex
 from campaigns.config.vocabulary import CHANNEL_FAMILIES
 from campaigns.customers.addresses import address_digest, legacy_address_digest, normalize_address
-from campaigns.errors import UnknownCustomerError
-from campaigns.config.keys import FORGOTTEN_KEY_PURPOSE, derive_key, keyed_hex
 from campaigns.customers.masking import mask_email, mask_phone, mask_text
+from campaigns.errors import UnknownCustomerError
 from campaigns.store.models import (
     CampaignState,
     Consent,

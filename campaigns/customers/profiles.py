@@ -34,8 +34,15 @@ from sqlalchemy.engine import Engine
 from campaigns.config.profiles import LifecycleConfig, RfmConfig
 from campaigns.config.schema import AppConfig
 from campaigns.store.db import COUNT_ROWS, dialect_insert
+from campaigns.store.models import (
+    CampaignRun,
+    Customer,
+    CustomerProfile,
+    Order,
+    ProfileTransition,
+    utcnow,
+)
 from campaigns.store.sqltime import plus_interval
-from campaigns.store.models import CampaignRun, Customer, CustomerProfile, Order, ProfileTransition, utcnow
 
 _PROFILE = CustomerProfile.__table__
 _TIME = _PROFILE.c.as_of.type

@@ -24,9 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.config.schema import AppConfig
+from campaigns.reports.stats import conversion_lift
 from campaigns.store.models import Delivery, Enrollment, Event, Order, Response
 from campaigns.store.sqltime import plus_interval
-from campaigns.reports.stats import conversion_lift
 
 DEFAULT_WINDOW = timedelta(days=14)
 

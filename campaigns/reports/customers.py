@@ -25,9 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.config.schema import AppConfig
-from campaigns.config.vocabulary import STAGES
+from campaigns.config.vocabulary import CHANNEL_FAMILY, STAGES
 from campaigns.store.models import (
     Consent,
     Customer,

@@ -31,8 +31,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.reports.campaign import ENGAGEMENT_KINDS, campaign_report
 from campaigns.config.schema import AppConfig
+from campaigns.reports.campaign import ENGAGEMENT_KINDS, campaign_report
 from campaigns.store.models import Delivery, Enrollment, Response
 
 #: The stages, in funnel order; ``campaign_funnel`` returns a count for each.

@@ -24,7 +24,15 @@ from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.schema import AppConfig
 from campaigns.customers.addresses import normalize_address
 from campaigns.customers.masking import mask_email
-from campaigns.responses.dsn import DELAYED, DELIVERED, HARD, SOFT, DsnRecipient, DsnReport, verp_hash
+from campaigns.responses.dsn import (
+    DELAYED,
+    DELIVERED,
+    HARD,
+    SOFT,
+    DsnRecipient,
+    DsnReport,
+    verp_hash,
+)
 from campaigns.responses.recording import InboundResponse, record_responses
 from campaigns.store.models import Customer, Delivery
 

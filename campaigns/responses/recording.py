@@ -29,11 +29,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.store.db import dialect_insert
-from campaigns.customers.masking import mask_text
-from campaigns.store.models import Customer, Delivery, Response
 from campaigns.config.vocabulary import FAMILY_FIELDS
+from campaigns.customers.masking import mask_text
 from campaigns.responses.optout import is_opt_out, opt_out_in, set_consent_in
+from campaigns.store.db import dialect_insert
+from campaigns.store.models import Customer, Delivery, Response
 
 #: What a response can be.
 RESPONSE_KINDS = frozenset({

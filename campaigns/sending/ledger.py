@@ -26,11 +26,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.audience.selection import order_facts
-from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.config.schema import AppConfig
-from campaigns.store.db import COUNT_ROWS, dialect_insert
+from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.customers.masking import mask_text
 from campaigns.sending.messages import Outcome, SendResult
+from campaigns.sending.policy import Skip
+from campaigns.store.db import COUNT_ROWS, dialect_insert
 from campaigns.store.models import (
     CampaignState,
     Customer,
@@ -40,7 +41,6 @@ from campaigns.store.models import (
     Suppression,
     utcnow,
 )
-from campaigns.sending.policy import Skip
 
 _CUSTOMER_FIELDS = (
     "id", "external_id", "name", "email", "phone", "wechat_openid", "timezone", "locale",

@@ -21,11 +21,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.audience.selection import audience_select
-from campaigns.config.values import zone_named
-from campaigns.sending.enrolment import enrol, occurrence_column
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
-from campaigns.config.triggers import DateTrigger, EventTrigger, SegmentEnteredTrigger, StageEnteredTrigger
+from campaigns.config.triggers import (
+    DateTrigger,
+    EventTrigger,
+    SegmentEnteredTrigger,
+    StageEnteredTrigger,
+)
+from campaigns.config.values import zone_named
+from campaigns.sending.enrolment import enrol, occurrence_column
 from campaigns.store.db import dialect_insert
 from campaigns.store.jsonattr import typed_attribute
 from campaigns.store.models import (

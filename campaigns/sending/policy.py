@@ -29,13 +29,17 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from campaigns.customers.addresses import DIGEST_PREFIX, address_digests
-from campaigns.config.vocabulary import CHANNEL_FAMILY
+from campaigns.audience.compiler import compile_expression
+from campaigns.audience.parser import parse_expression
+from campaigns.audience.segments import segment_expressions
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.compliance import FrequencyCapsConfig
+from campaigns.config.keys import installation_secret
 from campaigns.config.schema import AppConfig
 from campaigns.config.values import window_bounds
-from campaigns.config.keys import installation_secret
+from campaigns.config.vocabulary import CHANNEL_FAMILY
+from campaigns.customers.addresses import DIGEST_PREFIX, address_digests
+from campaigns.customers.timezones import customer_zone
 from campaigns.store.models import (
     Consent,
     Customer,
@@ -46,10 +50,6 @@ from campaigns.store.models import (
     Order,
     Suppression,
 )
-from campaigns.audience.compiler import compile_expression
-from campaigns.audience.parser import parse_expression
-from campaigns.audience.segments import segment_expressions
-from campaigns.customers.timezones import customer_zone
 
 
 @dataclass(frozen=True)

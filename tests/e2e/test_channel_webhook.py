@@ -9,8 +9,8 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from campaigns.config.channels import WebhookChannelConfig
-from campaigns.sending.messages import OutboundMessage, Outcome
 from campaigns.config.secretvalues import webhook_signing_key
+from campaigns.sending.messages import OutboundMessage, Outcome
 from workers.channels.webhook import WebhookChannel
 
 SECRET_ENV = "NURTURE_TEST_WEBHOOK_CHANNEL_SECRET"

@@ -30,10 +30,10 @@ from campaigns.config.options.wechat import (
 from campaigns.sending.messages import OutboundMessage, Outcome
 from tests.conftest import missing_service
 from workers.channels.base import Channel
-from workers.channels.wechat.official_account import WeChatOAChannel, next_beijing_midnight
-from workers.channels.wechat.wecom_robot import WeComRobotChannel
 from workers.channels.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from workers.channels.tokencache import CachedToken, MemoryTokenCache, RedisTokenCache, TokenCache
+from workers.channels.wechat.official_account import WeChatOAChannel, next_beijing_midnight
+from workers.channels.wechat.wecom_robot import WeComRobotChannel
 
 REDIS_URL = os.environ.get("NURTURE_TEST_REDIS_WECHAT", "redis://127.0.0.1:6379/12")
 ROBOT_KEY = "robot-key-5f1c"

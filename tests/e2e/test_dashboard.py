@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
-from campaigns.reports.campaign import campaign_report
 from campaigns.config.schema import AppConfig
 from campaigns.project.loading import parse_config
+from campaigns.reports.campaign import campaign_report
 from campaigns.reports.funnel import campaign_funnel
 from campaigns.store.models import Customer, Order
 from tests.campaigns.reports import test_funnel as hand

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
 from campaigns.project.loading import load_config
-from campaigns.store.models import Delivery
 from campaigns.sending.tokens import verify_unsubscribe_token
+from campaigns.store.models import Delivery
 from tests.conftest import TICK_NOW, seed_customers
 from workers.jobs.inprocess import InProcessWorkers
 from workers.jobs.runtime import Runtime

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from campaigns.customers.profiles import recompute_profiles
 from campaigns.project.loading import load_config
 from campaigns.store.models import Customer, Delivery, Order
-from campaigns.customers.profiles import recompute_profiles
+from tests.conftest import grant_consent
 from workers.jobs.inprocess import InProcessWorkers
 from workers.jobs.runtime import Runtime
-from tests.conftest import grant_consent
 
 DAY0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from campaigns.store.models import Event
 from tests.conftest import ServerThread
 from tests.e2e.test_event_receiver import KEY, add_customers, runtime, served  # noqa: F401
-from workers.jobs.inprocess import InProcessWorkers
-from workers.http.app import create_app
 from workers.http import errors as receiver_http
+from workers.http.app import create_app
+from workers.jobs.inprocess import InProcessWorkers
 
 BODY = {"events": [{"event_id": "e-1", "customer_id": "ann", "name": "pageview"}]}
 

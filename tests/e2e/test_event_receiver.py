@@ -15,8 +15,8 @@ from campaigns.project.loading import load_config
 from campaigns.store.models import Customer, Delivery, Event, utcnow
 from tests.conftest import ServerThread, grant_consent
 from workers.cli.main import app as cli_app
-from workers.jobs.inprocess import InProcessWorkers
 from workers.http.app import create_app
+from workers.jobs.inprocess import InProcessWorkers
 from workers.jobs.runtime import Runtime
 
 KEY = "test-key-123"
@@ -290,8 +290,8 @@ def test_on_postgres_one_bad_event_does_not_lose_the_others(pg_runtime, monkeypa
 
 def test_on_postgres_an_event_the_database_refuses_is_rejected_alone(pg_runtime, monkeypatch):
     """Validation bypassed: PostgreSQL itself refuses the NUL; the others are still stored."""
-    from campaigns.customers.importing import rows as importing_rows
     from campaigns.customers.events import record_events
+    from campaigns.customers.importing import rows as importing_rows
 
     monkeypatch.setattr(importing_rows, "check_row", lambda row: None)
     add_customers(pg_runtime.engine, "ann")

@@ -34,9 +34,9 @@ from campaigns.project.loading import parse_config
 from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, Delivery, Response
 from workers.channels.smtp import message_hash
+from workers.http.app import web_routes
 from workers.http.callbacks.common import CALLBACK_TOKEN_ENV
 from workers.http.callbacks.sms import sms_routes
-from workers.http.app import web_routes
 from workers.http.callbacks.wechat import WECHAT_PUSH_TOKEN_ENV, wechat_routes
 
 NOW = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from campaigns.customers.masking import install_masking, secrets_from_config, uninstall_masking
 from campaigns.project.loading import load_config
 from campaigns.sending.ledger import run_batches
-from campaigns.customers.masking import install_masking, secrets_from_config, uninstall_masking
-from campaigns.store.models import CampaignState, Delivery
 from campaigns.sending.planning import claim_run, plan_run
+from campaigns.store.models import CampaignState, Delivery
 from tests.conftest import TICK_NOW, seed_customers
 from workers.jobs.delivery import deliver_batch
 from workers.jobs.runtime import Runtime

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from campaigns.sending.assignment import BUCKETS, bucket, variant_of
 from campaigns.project.loading import load_config
+from campaigns.sending.assignment import BUCKETS, bucket, variant_of
 from campaigns.store.models import Consent, Customer, Delivery, Enrollment, Order
+from tests.conftest import grant_consent
 from workers.jobs.inprocess import InProcessWorkers
 from workers.jobs.runtime import Runtime
-from tests.conftest import grant_consent
 
 DAY0 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: the win-back's cron slot
 

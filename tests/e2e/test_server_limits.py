@@ -22,9 +22,9 @@ import pytest
 import uvicorn
 
 from campaigns.project.loading import parse_config
-from workers.jobs.broker import make_broker
 from workers.http.app import create_app
 from workers.http.server_limits import uvicorn_options
+from workers.jobs.broker import make_broker
 
 HALF_HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: "
 

@@ -12,11 +12,11 @@ import sqlalchemy as sa
 
 from campaigns.project.loading import load_config
 from campaigns.sending.ledger import run_batches
-from campaigns.store.models import Response
 from campaigns.sending.planning import claim_run, plan_run
+from campaigns.store.models import Response
 from tests.conftest import TICK_NOW, seed_customers
-from workers.jobs.delivery import deliver_batch
 from workers.http.app import create_app
+from workers.jobs.delivery import deliver_batch
 from workers.jobs.runtime import Runtime
 
 with warnings.catch_warnings():

@@ -16,12 +16,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
 from campaigns.project.loading import parse_config
+from campaigns.responses.preferences import PREFERENCE_SOURCE
 from campaigns.sending.tokens import make_click_token, make_open_token, make_unsubscribe_token
 from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
-from tests.conftest import grant_consent
 from tests.campaigns.responses.test_dsn import DMARC, HARD_BOUNCE, MAILBOX_FULL, build_dsn
+from tests.conftest import grant_consent
 from workers.channels.smtp import message_hash
-from campaigns.responses.preferences import PREFERENCE_SOURCE
 from workers.http.app import web_routes
 from workers.http.links import LINK_SECRET_ENV, PIXEL
 

@@ -8,7 +8,14 @@ import pytest
 
 import campaigns.customers.forget as forget_module
 from campaigns.customers.forget import forget_customer
-from tests.campaigns.customers.test_forget import LATER, SECRET, TARGET, all_text, build_world, check_forget
+from tests.campaigns.customers.test_forget import (
+    LATER,
+    SECRET,
+    TARGET,
+    all_text,
+    build_world,
+    check_forget,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hook_secret")]
 

@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.store.db import make_engine, upgrade
 from campaigns.customers.importing.files import import_file
 from campaigns.customers.importing.report import RowError
+from campaigns.store.db import make_engine, upgrade
 from campaigns.store.models import Consent, Customer, Event, Order, OrderItem
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from campaigns.responses.recording import InboundResponse, record_responses
 from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, Delivery, Response, Suppression
-from campaigns.responses.recording import InboundResponse, record_responses
 
 NOW = datetime(2026, 6, 1, 4, 0, tzinfo=UTC)
 

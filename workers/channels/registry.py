@@ -6,26 +6,26 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
+from campaigns.config.keys import installation_secret
 from campaigns.config.options.aliyun import AliyunSmsConfig
+from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.options.tencent import TencentSmsConfig
 from campaigns.config.options.twilio import TwilioConfig
-from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.options.wechat import WeChatOAChannelConfig, WeComRobotChannelConfig
-from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
 from campaigns.config.schema import AppConfig
-from campaigns.config.keys import installation_secret
 from workers.channels.base import Channel
 from workers.channels.limited import RateLimitedChannel
 from workers.channels.outbox import OutboxChannel
+from workers.channels.ratelimit import make_rate_limiter
 from workers.channels.sms.aliyun import AliyunSmsChannel
 from workers.channels.sms.tencent import TencentSmsChannel
 from workers.channels.sms.twilio import TwilioChannel
 from workers.channels.smtp import SmtpChannel
+from workers.channels.tokencache import make_token_cache
 from workers.channels.webhook import WebhookChannel
 from workers.channels.wechat.official_account import WeChatOAChannel
 from workers.channels.wechat.wecom_robot import WeComRobotChannel
-from workers.channels.ratelimit import make_rate_limiter
-from workers.channels.tokencache import make_token_cache
 
 #: Loggers of the channels' HTTP client that log every request line at INFO.
 HTTP_CLIENT_LOGGERS = ("httpx", "httpcore")

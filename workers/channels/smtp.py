@@ -36,9 +36,9 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import formatdate
 
+from campaigns.config.keys import message_tag
 from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.secretvalues import read_secret
-from campaigns.config.keys import message_tag
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from campaigns.sending.tokens import unsubscribe_mailto, unsubscribe_url
 from workers.channels.smtp_replies import classify_exception, classify_reply, reply_text

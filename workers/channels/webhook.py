@@ -27,10 +27,9 @@ import time
 import httpx
 
 from campaigns.config.channels import WebhookChannelConfig
-from campaigns.config.secretvalues import read_secret
+from campaigns.config.secretvalues import read_secret, webhook_channel_key, webhook_signing_key
 from campaigns.customers.masking import mask_text
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
-from campaigns.config.secretvalues import webhook_channel_key, webhook_signing_key
 from workers.channels.httpclients import ThreadClients, parse_retry_after, request_or_retry
 
 RETRY_STATUSES = frozenset({408, 425, 429})

@@ -20,9 +20,9 @@ import typer
 from rich.console import Console
 
 from campaigns.config.schema import AppConfig
-from campaigns.project.loading import load_config
 from campaigns.customers.masking import register_secrets, secrets_from_config
 from campaigns.errors import ConfigError, NurtureError
+from campaigns.project.loading import load_config
 from campaigns.store.db import make_engine, upgrade
 from campaigns.store.models import utcnow
 

@@ -14,12 +14,25 @@ import typer
 from rich.table import Table
 
 from campaigns.config.vocabulary import FAMILY_FIELDS
-from campaigns.errors import NurtureError
 from campaigns.customers.lookups import customer_row_id
+from campaigns.errors import NurtureError
 from campaigns.reports.suppressions import suppression_list
-from campaigns.responses.optout import family_of_address, is_opt_out, lift_suppression, opt_out, set_consent
+from campaigns.responses.optout import (
+    family_of_address,
+    is_opt_out,
+    lift_suppression,
+    opt_out,
+    set_consent,
+)
 from campaigns.store.models import utcnow
-from workers.cli.common import ConfigOption, JsonOption, console, engine_for, friendly_errors, load_app_config
+from workers.cli.common import (
+    ConfigOption,
+    JsonOption,
+    console,
+    engine_for,
+    friendly_errors,
+    load_app_config,
+)
 
 #: ``nurture suppress``: add to, remove from and list the suppression list.
 suppress_app = typer.Typer(help="The suppression list: addresses never messaged again.", no_args_is_help=True)

@@ -211,9 +211,9 @@ def forget(
     from campaigns.config.channels import OutboxChannelConfig
     from campaigns.config.keys import MissingSecretError, require_secret
     from campaigns.customers.forget import forget_customer
+    from campaigns.customers.lookups import customer_row_id
     from campaigns.errors import UnknownCustomerError
     from campaigns.reports.deliveries import customer_send_keys
-    from campaigns.customers.lookups import customer_row_id
     from workers.channels.outbox import remove_messages
 
     cfg = load_app_config(config)

@@ -73,7 +73,12 @@ def demo(
     Uses the embedded default (SQLite + stub broker + outbox) and resets only its own
     data: it refuses (exit 2) a database or outbox holding anything it did not write.
     """
-    from campaigns.customers.demo_data import demo_moment, inspect_demo_database, mark_demo_database, write_demo_files
+    from campaigns.customers.demo_data import (
+        demo_moment,
+        inspect_demo_database,
+        mark_demo_database,
+        write_demo_files,
+    )
     from campaigns.customers.importing.files import import_file
     from campaigns.customers.profiles import recompute_profiles
     from campaigns.reports.campaign import campaign_report

@@ -216,7 +216,11 @@ def worker(
 @friendly_errors
 def status(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
     """Deliveries per campaign, channel and status; why messages were held back; paused campaigns."""
-    from campaigns.reports.deliveries import delivery_summary, held_back_summary, paused_campaigns_summary
+    from campaigns.reports.deliveries import (
+        delivery_summary,
+        held_back_summary,
+        paused_campaigns_summary,
+    )
 
     cfg = load_app_config(config)
     engine = engine_for(cfg)

@@ -46,7 +46,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from campaigns.reports.campaign import campaign_report
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import read_secret
@@ -57,8 +56,9 @@ from campaigns.config.triggers import (
     SegmentEnteredTrigger,
     StageEnteredTrigger,
 )
-from campaigns.reports.funnel import FUNNEL_STAGES, campaign_funnel
+from campaigns.reports.campaign import campaign_report
 from campaigns.reports.customers import channel_report
+from campaigns.reports.funnel import FUNNEL_STAGES, campaign_funnel
 
 #: Folder of the page templates (shipped as package data).
 TEMPLATE_DIR = Path(__file__).with_name("dashboard_templates")

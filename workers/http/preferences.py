@@ -37,7 +37,12 @@ from campaigns.config.options.smtp import SmtpChannelConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.customers.masking import mask_email, mask_phone
-from campaigns.responses.preferences import MessageRecipient, load_recipient, unsubscribe_once, withdraw_families
+from campaigns.responses.preferences import (
+    MessageRecipient,
+    load_recipient,
+    unsubscribe_once,
+    withdraw_families,
+)
 from campaigns.sending.tokens import verify_unsubscribe_token
 from workers.http.errors import guarded, json_error, read_limited
 from workers.http.forms import parse_form

@@ -16,12 +16,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from campaigns.project.loading import load_config
 from campaigns.customers.masking import install_masking, secrets_from_config
-from workers.jobs.broker import make_broker
+from campaigns.project.loading import load_config
 from workers.channels.registry import quiet_request_logs
 from workers.http.app import create_app
 from workers.http.server_limits import install_log_limits, uvicorn_options
+from workers.jobs.broker import make_broker
 
 
 def create() -> Starlette:

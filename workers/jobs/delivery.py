@@ -17,10 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from campaigns.config.secretvalues import read_secret
+from campaigns.customers.masking import mask_text
 from campaigns.errors import RenderError
 from campaigns.sending.interactions import interaction_channels, last_interactions
 from campaigns.sending.ledger import Claim, Recorded, claim, record, release
-from campaigns.customers.masking import mask_text
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from campaigns.sending.policy import Skip, quiet_hours_start, send_time_skips
 from campaigns.sending.rendering import build_context

@@ -19,9 +19,9 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config.schema import AppConfig
 from campaigns.project.loading import load_config
+from campaigns.sending.rendering import TemplateRenderer
 from campaigns.store.db import make_engine
 from campaigns.store.models import utcnow
-from campaigns.sending.rendering import TemplateRenderer
 from workers.channels.base import Channel
 from workers.channels.registry import build_channels
 

@@ -25,7 +25,8 @@ from sqlalchemy.engine import Engine
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.triggers import CronTrigger, DateTrigger, EventTrigger, ManualTrigger
-from campaigns.store.leases import SCHEDULER_LEASE, acquire_lease, lease_holder, release_lease
+from campaigns.customers.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
+from campaigns.sending.cron import due_slot, latest_cron_slot
 from campaigns.sending.ledger import dispatchable_batches, requeue_expired_leases, run_batches
 from campaigns.sending.planning import (
     PlannedRun,
@@ -36,8 +37,7 @@ from campaigns.sending.planning import (
     plan_events,
     plan_run,
 )
-from campaigns.customers.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
-from campaigns.sending.cron import due_slot, latest_cron_slot
+from campaigns.store.leases import SCHEDULER_LEASE, acquire_lease, lease_holder, release_lease
 from workers.jobs.broker import enqueue_many, send_message
 
 logger = logging.getLogger("nurture.scheduler")

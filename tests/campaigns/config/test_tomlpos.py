@@ -10,7 +10,6 @@ import pytest
 from campaigns.config.tomlpos import KeyLines
 from tests.conftest import line_of
 
-
 DOC = textwrap.dedent(
     """\
     # a comment with [brackets] and a fake header below

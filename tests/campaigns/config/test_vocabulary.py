@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import get_args
 
 from campaigns.config.base import RecipientField
-from campaigns.config.vocabulary import CHANNEL_FAMILIES, CHANNEL_FAMILY, DEFAULT_RFM_RULES, FAMILY_FIELDS
+from campaigns.config.vocabulary import (
+    CHANNEL_FAMILIES,
+    CHANNEL_FAMILY,
+    DEFAULT_RFM_RULES,
+    FAMILY_FIELDS,
+)
 
 
 def test_every_channel_family_has_one_address_field_and_back() -> None:

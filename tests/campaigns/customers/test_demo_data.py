@@ -9,8 +9,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from campaigns.store.db import make_engine, upgrade
 from campaigns.customers.demo_data import inspect_demo_database, mark_demo_database
+from campaigns.store.db import make_engine, upgrade
 from campaigns.store.models import Customer, Order, utcnow
 
 

@@ -6,26 +6,27 @@ The scenario runs on SQLite here and on PostgreSQL in tests/integration/test_for
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import hashlib
-
 import pytest
 import sqlalchemy as sa
 
 import campaigns.customers.forget as forget_module
+from campaigns.config.schema import AppConfig
 from campaigns.customers.addresses import address_digest as addresses_digest
 from campaigns.customers.addresses import legacy_address_digest
-from campaigns.reports.campaign import campaign_report
-from campaigns.config.schema import AppConfig
-from campaigns.project.loading import load_config
-from campaigns.store.db import make_engine
-from campaigns.errors import UnknownCustomerError
 from campaigns.customers.events import record_events
 from campaigns.customers.forget import address_digest, forget_customer
+from campaigns.customers.profiles import recompute_profiles
+from campaigns.errors import UnknownCustomerError
+from campaigns.project.loading import load_config
+from campaigns.reports.campaign import campaign_report
+from campaigns.reports.customers import channel_report, segment_counts
+from campaigns.store.db import make_engine
 from campaigns.store.models import (
     CampaignState,
     Consent,
@@ -36,8 +37,6 @@ from campaigns.store.models import (
     Response,
     Suppression,
 )
-from campaigns.customers.profiles import recompute_profiles
-from campaigns.reports.customers import channel_report, segment_counts
 from tests.conftest import TICK_NOW, seed_customers
 from workers.jobs.inprocess import InProcessWorkers
 from workers.jobs.runtime import Runtime

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from campaigns.project.loading import parse_config
 from campaigns.customers.masking import (
     MaskingFilter,
     install_masking,
@@ -20,6 +19,7 @@ from campaigns.customers.masking import (
     secrets_from_config,
     uninstall_masking,
 )
+from campaigns.project.loading import parse_config
 
 
 @pytest.fixture

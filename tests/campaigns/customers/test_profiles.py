@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from campaigns.config.profiles import RfmConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.vocabulary import DEFAULT_RFM_RULES
+from campaigns.customers.profiles import recompute_profiles, segment_case
 from campaigns.project.loading import parse_config
 from campaigns.store.db import make_engine, upgrade
 from campaigns.store.models import Customer, CustomerProfile, Order, ProfileTransition
-from campaigns.customers.profiles import recompute_profiles, segment_case
 
 AS_OF = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 CONFIG = AppConfig()

@@ -15,14 +15,14 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from campaigns.project.loading import parse_config
-from campaigns.errors import ConfigError
-from campaigns.store.jsonattr import typed_attribute
-from campaigns.sending.cron import latest_cron_slot
 from campaigns.audience.compiler import compile_expression
 from campaigns.audience.language import MAX_EXPANDED_NODES, MAX_SEGMENT_NESTING, ExpressionError
 from campaigns.audience.parser import parse_expression
 from campaigns.config.tomlpos import KeyLines
+from campaigns.errors import ConfigError
+from campaigns.project.loading import parse_config
+from campaigns.sending.cron import latest_cron_slot
+from campaigns.store.jsonattr import typed_attribute
 from workers.cli.main import app
 
 HOOK_ENV = "NURTURE_TEST_HARDENING_HOOK_SECRET"

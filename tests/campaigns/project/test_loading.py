@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.project.check import check_config_file
 from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
 from campaigns.config.runtime import BROKER_URL_ENV, DATABASE_URL_ENV
-from campaigns.project.loading import format_location, load_config, parse_config
 from campaigns.errors import ConfigError, ConfigIssue
+from campaigns.project.check import check_config_file
+from campaigns.project.loading import format_location, load_config, parse_config
 from tests.conftest import line_of
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

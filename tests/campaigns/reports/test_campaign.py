@@ -52,9 +52,9 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from campaigns.reports.campaign import ENGAGEMENT_KINDS, campaign_report
 from campaigns.config.schema import AppConfig
 from campaigns.project.loading import load_config
+from campaigns.reports.campaign import ENGAGEMENT_KINDS, campaign_report
 from campaigns.store.models import Customer, Delivery, Order, Response
 from workers.cli.main import app
 

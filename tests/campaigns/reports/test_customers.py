@@ -38,7 +38,9 @@ import sqlalchemy as sa
 
 from campaigns.config.schema import AppConfig
 from campaigns.config.vocabulary import STAGES
+from campaigns.customers.profiles import recompute_profiles
 from campaigns.project.loading import parse_config
+from campaigns.reports.customers import channel_report, customer_view, segment_counts
 from campaigns.store.models import (
     Consent,
     Customer,
@@ -48,8 +50,6 @@ from campaigns.store.models import (
     Response,
     Suppression,
 )
-from campaigns.customers.profiles import recompute_profiles
-from campaigns.reports.customers import channel_report, customer_view, segment_counts
 
 AS_OF = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 CONFIG = AppConfig()

@@ -34,9 +34,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from campaigns.reports.campaign import campaign_report
 from campaigns.config.schema import AppConfig
 from campaigns.project.loading import parse_config
+from campaigns.reports.campaign import campaign_report
 from campaigns.reports.funnel import FUNNEL_STAGES, campaign_funnel
 from campaigns.store.models import Customer, Delivery, Enrollment, Order, Response
 

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from campaigns.customers.addresses import address_digest, legacy_address_digest
-from campaigns.store.models import Consent, Customer, Suppression
 from campaigns.responses.optout import family_of_address, is_opt_out, lift_suppression, opt_out
+from campaigns.store.models import Consent, Customer, Suppression
 from workers.cli.main import app
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from campaigns.sending.ledger import claim
-from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
-from campaigns.sending.policy import send_time_skips
 from campaigns.responses.recording import InboundResponse, record_responses
+from campaigns.sending.ledger import claim
+from campaigns.sending.policy import send_time_skips
+from campaigns.store.models import Consent, Customer, Delivery, Response, Suppression
 
 NOW = datetime(2026, 6, 1, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 

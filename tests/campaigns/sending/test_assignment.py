@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from campaigns.sending.assignment import BUCKETS, bucket, bucket_sql, in_holdout_sql, variant_of, variant_sql
+from campaigns.sending.assignment import (
+    BUCKETS,
+    bucket,
+    bucket_sql,
+    in_holdout_sql,
+    variant_of,
+    variant_sql,
+)
 from campaigns.store.db import make_engine
 
 

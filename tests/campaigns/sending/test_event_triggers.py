@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from campaigns.config.triggers import EventTrigger
-from campaigns.project.loading import parse_config
 from campaigns.errors import ConfigError
-from campaigns.store.models import Customer, Delivery, Event
+from campaigns.project.loading import parse_config
 from campaigns.sending.event_triggers import plan_for_events
 from campaigns.sending.planning import plan_events
+from campaigns.store.models import Customer, Delivery, Event
 from tests.conftest import grant_consent
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

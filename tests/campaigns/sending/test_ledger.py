@@ -9,7 +9,12 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from campaigns.sending.ledger import claim, dispatchable_batches, requeue_expired_leases, run_batches
+from campaigns.sending.ledger import (
+    claim,
+    dispatchable_batches,
+    requeue_expired_leases,
+    run_batches,
+)
 from campaigns.sending.planning import claim_run, plan_run
 from campaigns.store.models import CampaignState
 from tests.campaigns.five_customers import NOW, config_with, people  # noqa: F401 (people: fixture)

@@ -11,7 +11,12 @@ import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 
 from campaigns.errors import RenderError
-from campaigns.sending.rendering import TemplateRenderer, build_context, sample_context, template_parts
+from campaigns.sending.rendering import (
+    TemplateRenderer,
+    build_context,
+    sample_context,
+    template_parts,
+)
 
 
 def write(root: Path, name: str, text: str) -> Path:

@@ -37,8 +37,8 @@ mail = {{ limit = 2, per = "1m" }}
 
 
 def test_a_rate_limit_for_an_unknown_channel_is_a_config_error():
-    from campaigns.project.loading import parse_config
     from campaigns.errors import ConfigError
+    from campaigns.project.loading import parse_config
 
     with pytest.raises(ConfigError) as caught:
         parse_config('[rate_limits]\nsms = { limit = 5 }\n')

@@ -11,7 +11,14 @@ import json
 import sqlalchemy as sa
 
 from campaigns.store.models import Delivery
-from tests.workers.cli.win_back import NOW_ARG, assert_no_crash, flat, invoke, outbox_files, seed_lapsed
+from tests.workers.cli.win_back import (
+    NOW_ARG,
+    assert_no_crash,
+    flat,
+    invoke,
+    outbox_files,
+    seed_lapsed,
+)
 
 
 def test_audience_dry_run_counts_and_sends_nothing(project, engine):

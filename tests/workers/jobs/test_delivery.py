@@ -8,8 +8,8 @@ import sqlalchemy as sa
 
 from campaigns.project.loading import load_config
 from campaigns.sending.ledger import run_batches
-from campaigns.store.models import Delivery, DeliveryAttempt
 from campaigns.sending.planning import claim_run, plan_run
+from campaigns.store.models import Delivery, DeliveryAttempt
 from tests.campaigns.sending.policy_world import world  # noqa: F401 (world: fixture)
 from tests.conftest import TICK_NOW, seed_customers
 from workers.jobs.delivery import deliver_batch

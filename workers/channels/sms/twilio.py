@@ -15,7 +15,6 @@ from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.httpclients import parse_retry_after
 from workers.channels.sms.common import HttpSmsChannel, is_marketing, provider_error
 
-
 TWILIO_RETRY = frozenset({20429, 21611, 30001})
 TWILIO_SUPPRESS = frozenset({21610, 30005, 30006})
 TWILIO_PERMANENT = frozenset({30036, 30003, 30004, 30007})

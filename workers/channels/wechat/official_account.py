@@ -21,8 +21,14 @@ from campaigns.config.options.wechat import WeChatOAChannelConfig, refuses_marke
 from campaigns.config.secretvalues import read_secret
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.tokencache import CachedToken, MemoryTokenCache, TokenCache
-from workers.channels.wechat.common import Answer, WeChatHttpChannel, errmsg, permanent, post_json, utc_now
-
+from workers.channels.wechat.common import (
+    Answer,
+    WeChatHttpChannel,
+    errmsg,
+    permanent,
+    post_json,
+    utc_now,
+)
 
 #: Official Account errcodes (CHANNELS.md §2d, plus the codes of the same family WeChat documents).
 OA_ERRCODES: dict[int, Outcome] = {

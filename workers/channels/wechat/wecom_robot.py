@@ -14,8 +14,14 @@ from campaigns.config.options.wechat import WeComRobotChannelConfig
 from campaigns.config.secretvalues import read_secret
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from workers.channels.ratelimit import MemoryRateLimiter, RateLimiter
-from workers.channels.wechat.common import Answer, WeChatHttpChannel, errmsg, permanent, post_json, utc_now
-
+from workers.channels.wechat.common import (
+    Answer,
+    WeChatHttpChannel,
+    errmsg,
+    permanent,
+    post_json,
+    utc_now,
+)
 
 #: WeCom robot errcodes (CHANNELS.md §1). Other 40xxx codes are permanent.
 WECOM_ERRCODES: dict[int, Outcome] = {

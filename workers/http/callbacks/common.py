@@ -27,7 +27,11 @@ from starlette.requests import Request
 from campaigns.config import jsonvalues
 from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import read_secret
-from campaigns.responses.recording import EARLIEST_PROVIDER_TIME, LATEST_PROVIDER_TIME, InboundResponse
+from campaigns.responses.recording import (
+    EARLIEST_PROVIDER_TIME,
+    LATEST_PROVIDER_TIME,
+    InboundResponse,
+)
 from workers.http.batching import ResponseWriter
 from workers.http.errors import BodyTooLarge, Refused, read_limited
 

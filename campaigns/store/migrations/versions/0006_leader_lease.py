@@ -14,7 +14,6 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-
 revision = '0006'
 down_revision = '0005'
 branch_labels = None

@@ -13,7 +13,6 @@ from campaigns.customers.importing.files import import_file
 from campaigns.store.models import Customer
 from tests.campaigns.customers.importing.import_files import customer, seed_customers, write
 
-
 UNSTORABLE_CUSTOMERS = [
     '{"customer_id": "h1", "email": "h1@example.com", "attributes": {"tier": "gold"}}',
     '{"customer_id": "h2", "email": "h2@example.com", "attributes": {"score": NaN}}',

@@ -23,7 +23,6 @@ from tests.campaigns.customers.importing.import_files import (
     write_jsonl,
 )
 
-
 CUSTOMERS_CSV = """\
 customer_id,name,email,timezone,acquisition_channel,created_at,vip,points,ratio,zip,city
 c1,Ann,ann@example.com,Asia/Shanghai,ecommerce,2024-01-02,true,120,1.5,007,Shanghai
