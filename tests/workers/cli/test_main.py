@@ -37,3 +37,15 @@ def test_import_help_lists_the_three_kinds_with_their_help():
     assert "orders Import (upsert) orders keyed by order_id, with optional items." in text
     assert "events Import events (deduplicated on event_id or content)." in text
     assert "scheduler" not in text
+
+
+def test_python_dash_m_workers_cli_is_the_nurture_command():
+    # The benches fall back to it when no `nurture` script is on PATH; before __main__.py
+    # existed it imported the package, did nothing and exited 0.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "workers.cli", "check", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: python -m workers.cli check" in flat(result.stdout)
