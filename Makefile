@@ -42,7 +42,7 @@ test-shifted: install
 	$(BIN)/python -m tests.clockshift $(SHIFT_TO) --zone Asia/Shanghai -- -q -p no:cacheprovider $(SHIFTED_TESTS)
 
 test-unit: install browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/campaigns tests/workers tests/e2e tests/test_clockshift.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests --ignore=tests/integration
 
 test-integration: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
