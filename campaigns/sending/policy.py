@@ -216,8 +216,10 @@ def _timing(config: AppConfig, campaign: CampaignConfig | None, delivery: Any, *
         return Skip("send windows never open together: " + ", ".join(label for label, _ in named))
     if until == now:
         return None
-    blocking = [label for label, bounds in named if next_opening(now, zone, *bounds) is not None]
-    return Skip(f"outside {' and '.join(blocking)} ({zone.key})", defer_until=until)
+    # Quiet hours are the window marketing must stay out of; the others, where it must be.
+    blocking = [("inside " if label.startswith("quiet hours") else "outside ") + label
+                for label, bounds in named if next_opening(now, zone, *bounds) is not None]
+    return Skip(f"{' and '.join(blocking)} ({zone.key})", defer_until=until)
 
 
 def quiet_hours_start(config: AppConfig, campaign: CampaignConfig | None, customer: dict[str, Any], *,

@@ -18,5 +18,5 @@ def test_status_says_why_messages_are_held_back(world):
     world.run("promo_a", at=night)
 
     assert held_back_summary(world.engine) == [
-        {"campaign": "promo_a", "status": "queued", "reason": "outside quiet hours 21:00-08:00", "count": 2},
+        {"campaign": "promo_a", "status": "queued", "reason": "inside quiet hours 21:00-08:00", "count": 2},
     ]

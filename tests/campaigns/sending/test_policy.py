@@ -247,7 +247,7 @@ def test_marketing_at_night_waits_for_eight_in_the_customers_zone_transactional_
     promo = world.rows("promo_a")
     assert promo["sh"].status == "queued"
     assert promo["sh"].due_at == datetime(2026, 6, 2, 0, 0, tzinfo=UTC)  # 08:00 in Shanghai
-    assert promo["sh"].last_error == "outside quiet hours 21:00-08:00 (Asia/Shanghai)"
+    assert promo["sh"].last_error == "inside quiet hours 21:00-08:00 (Asia/Shanghai)"
     assert promo["ny"].status == "sent"
     # No time zone on file: a +86 number means Shanghai.
     assert world.rows("promo_sms")["phone_only"].due_at == datetime(2026, 6, 2, 0, 0, tzinfo=UTC)
