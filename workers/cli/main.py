@@ -15,7 +15,7 @@ import os
 import typer
 
 from campaigns.customers.masking import install_masking
-from workers.cli import compliance, customers, demo, reports, sending, setup, views
+from workers.cli import compliance, customers, demo, preview, reports, sending, setup, views
 
 app = typer.Typer(
     help="nurture: lifecycle marketing automation. Campaigns in config.toml, delivered by Dramatiq workers.",
@@ -33,6 +33,7 @@ app.command("run")(sending.run_campaign)
 app.command()(sending.worker)
 app.command()(customers.profiles)
 app.command()(views.audience)
+app.command()(preview.preview)
 app.command()(sending.status)
 app.command()(sending.resume)
 app.command()(customers.forget)

@@ -1,0 +1,122 @@
+"""``nurture preview`` (workers/cli/preview.py) through the Typer app, on the throwaway
+win_back project of tests/workers/cli/win_back.py: what a customer would get, sending and
+writing nothing; and a clear message and exit code for every mistake."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from campaigns.store.models import Delivery, Enrollment
+from tests.workers.cli.win_back import NOW_ARG, assert_no_crash, flat, invoke, outbox_files, seed_lapsed
+
+
+def ledger_rows(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return (conn.execute(sa.select(sa.func.count()).select_from(Delivery)).scalar_one()
+                + conn.execute(sa.select(sa.func.count()).select_from(Enrollment)).scalar_one())
+
+
+def test_preview_json_has_every_part_the_channel_and_the_sms_length(project, engine):
+    seed_lapsed(engine)
+
+    result = invoke("preview", "win_back", "--customer", "C00000", "--now", NOW_ARG, "-c", project.config, "--json")
+
+    assert_no_crash(result)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["verdict"], data["channel"], data["recipient"]) == ("send", "email", "p0@example.com")
+    assert data["parts"]["subject"] == "We miss you, Test Person0"
+    assert data["parts"]["txt"] == "Hi Test Person0, you ordered 1 time(s)."
+    assert data["sms"] == {"text": "Test Person0: 15% off, code WELCOMEBACK", "encoding": "GSM-7", "units": 39,
+                           "characters": 39, "segments": 1}
+    assert ledger_rows(engine) == 0
+    assert outbox_files(project) == ([], [])
+
+
+def test_preview_table_shows_the_verdict_the_channels_and_the_parts(project, engine):
+    seed_lapsed(engine)
+
+    result = invoke("preview", "win_back", "--customer", "C00003", "--now", NOW_ARG, "-c", project.config)
+
+    assert result.exit_code == 0, result.output
+    out = flat(result.output)
+    assert "would send now on sms to +8613800000003" in out  # C00003 has no email
+    assert "email email - no address" in out
+    assert "sms phone +8613800000003 yes" in out
+    assert "SMS: 39 characters (39 septets), GSM-7, 1 segment" in out
+    assert "We miss you, Test Person3" in out
+
+
+def test_preview_says_why_a_customer_would_not_get_it(project, engine):
+    seed_lapsed(engine)  # C00004 bought within 30 days: not lapsed
+
+    result = invoke("preview", "win_back", "--customer", "C00004", "--now", NOW_ARG, "-c", project.config)
+
+    assert result.exit_code == 0, result.output
+    out = flat(result.output)
+    assert "would not send" in out
+    assert "not_in_audience: the customer is not in the campaign's audience now" in out
+
+
+def test_preview_writes_the_html_part_to_a_file(project, engine):
+    seed_lapsed(engine)
+    project.write("templates/win_back/miss_you.html.j2", "<h1>{{ customer.name }}</h1>")
+    target = project.root / "preview.html"
+
+    result = invoke("preview", "win_back", "--customer", "C00001", "--now", NOW_ARG, "-c", project.config,
+                    "--html", target)
+
+    assert result.exit_code == 0, result.output
+    assert target.read_text(encoding="utf-8") == "<h1>Test Person1</h1>"
+    assert f"HTML part written to {target}" in flat(result.output)
+
+
+def test_html_without_an_html_part_is_a_clear_error(project, engine):
+    seed_lapsed(engine)
+
+    result = invoke("preview", "win_back", "--customer", "C00001", "--now", NOW_ARG, "-c", project.config,
+                    "--html", project.root / "x.html")
+
+    assert_no_crash(result)
+    assert result.exit_code == 1
+    assert "template win_back/miss_you has no HTML part" in flat(result.output)
+    assert not (project.root / "x.html").exists()
+
+
+def test_a_template_that_fails_for_the_customer_exits_1_with_the_error(project, engine):
+    seed_lapsed(engine)
+    project.write("templates/win_back/miss_you.txt.j2", "{{ customer.attributes.n.nope() }}")
+
+    result = invoke("preview", "win_back", "--customer", "C00001", "--now", NOW_ARG, "-c", project.config)
+
+    assert_no_crash(result)
+    assert result.exit_code == 1
+    assert "would fail: render failed: win_back/miss_you.txt.j2" in flat(result.output)
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["nope", "--customer", "C00000"], 1, "no campaign named 'nope' (campaigns: win_back)"),
+    (["win_back", "--customer", "ghost"], 1, "no customer with customer_id 'ghost'"),
+    (["win_back", "--customer", "C00000", "--step", "3"], 1,
+     "campaign 'win_back' has 1 step(s), numbered 0 to 0: no step 3"),
+    (["win_back", "--customer", "C00000", "--variant", "1"], 1, "step 0 of 'win_back' has no A/B variants"),
+    (["win_back", "--customer", "C00000", "--now", "yesterday"], 2, "is not an ISO 8601 time"),
+    (["win_back"], 2, "Missing option '--customer'"),
+])
+def test_mistakes_are_clear_errors_with_an_exit_code(project, engine, args, code, message):
+    seed_lapsed(engine)
+
+    result = invoke("preview", *args, "-c", project.config)
+
+    assert_no_crash(result)
+    assert result.exit_code == code, result.output
+    assert message in flat(result.output)
+
+
+def test_preview_is_listed_in_help():
+    result = invoke("--help")
+
+    assert "preview" in flat(result.output)
