@@ -8,12 +8,17 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: install demo test test-unit test-integration test-shifted check clean
 
+# Say what is happening (pip is silent for a minute), and keep pip's and setuptools'
+# warnings, which look like errors and are not, in $(VENV)/install.log; shown on failure.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nurture needs Python 3.11 or newer; set PYTHON=python3.11")'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@echo "installing nurture into $(VENV) (first run only, ~1 min; pip's log: $(VENV)/install.log)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/python -m pip install --disable-pip-version-check --upgrade pip && \
+	   $(BIN)/python -m pip install --disable-pip-version-check -e '.[test]'; } >$(VENV)/install.log 2>&1 || \
+	 { tail -n 40 $(VENV)/install.log; echo "error: installing nurture failed; the whole log is $(VENV)/install.log" >&2; exit 1; }
+	@touch $(STAMP)
+	@echo "installed"
 
 install: $(STAMP)
 

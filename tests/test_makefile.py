@@ -1,0 +1,83 @@
+"""``make install`` (the first step of ``make demo`` and ``make test``): it says what it is
+doing, keeps pip's and setuptools' warnings out of the user's way in ``.venv/install.log``,
+and shows that log when the install fails (issue #14).
+
+Run against a stand-in for ``python3`` (``PYTHON=`` and ``VENV=`` are the Makefile's own
+knobs): the stand-in makes the venv and plays pip, printing the setuptools warning block
+the real install prints, so the test needs no network and takes no minute."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FAKE_PYTHON = """#!/bin/sh
+# Stands in for python3: the version check passes, `-m venv DIR` copies this script to
+# DIR/bin/python, and `-m pip` prints what setuptools prints (and fails when told to).
+case "$1" in
+  -c) exit 0 ;;
+  -m) case "$2" in
+        venv) mkdir -p "$3/bin" && cp "$0" "$3/bin/python" && exit 0 ;;
+        pip) echo "Obtaining file:///work/nurture"
+             echo "********************************************************************************" >&2
+             echo "SetuptoolsDeprecationWarning: License classifiers are deprecated." >&2
+             echo "********************************************************************************" >&2
+             if [ -n "$FAKE_PIP_FAILS" ]; then echo "ERROR: No matching distribution found for sqlmodel" >&2; exit 1; fi
+             exit 0 ;;
+      esac ;;
+esac
+exit 2
+"""
+
+
+@pytest.fixture
+def fake_python(tmp_path: Path) -> Path:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    path = tmp_path / "python3"
+    path.write_text(FAKE_PYTHON)
+    path.chmod(0o755)
+    return path
+
+
+def make_install(fake_python: Path, venv: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), f"PYTHON={fake_python}", f"VENV={venv}", "install"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+    )
+
+
+def test_install_says_what_it_does_and_keeps_warnings_in_the_log(fake_python, tmp_path):
+    venv = tmp_path / "venv"
+
+    result = make_install(fake_python, venv)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"installing nurture into {venv} (first run only, ~1 min; pip's log: {venv}/install.log)",
+        "installed",
+    ]
+    assert result.stderr == ""
+    log = (venv / "install.log").read_text()
+    assert log.count("SetuptoolsDeprecationWarning") == 2  # pip itself, then nurture
+    # Installed: a second run has nothing to do.
+    again = make_install(fake_python, venv)
+    assert again.returncode == 0 and "installing" not in again.stdout and again.stderr == ""
+
+
+def test_a_failed_install_shows_the_log_and_fails(fake_python, tmp_path):
+    venv = tmp_path / "venv"
+
+    result = make_install(fake_python, venv, FAKE_PIP_FAILS="1")
+
+    assert result.returncode != 0
+    assert "ERROR: No matching distribution found for sqlmodel" in result.stdout
+    assert f"error: installing nurture failed; the whole log is {venv}/install.log" in result.stderr
+    assert not (venv / ".installed-stamp").exists()  # the next run tries again
