@@ -49,6 +49,10 @@ CUSTOMER_FIELDS = (
 )
 
 
+#: Delivery statuses of a message still to go.
+PENDING = ("queued", "sending")
+
+
 @dataclass(frozen=True)
 class ChannelCheck:
     """One channel of the campaign's preference list, for this customer."""
@@ -68,7 +72,8 @@ class Blocker:
 
     #: A stable code: ``disabled``, ``paused``, ``not_in_audience``, ``held_out``,
     #: ``already_enrolled``, ``no_channel``, ``quiet_hours``, ``send_window``, ``capped``,
-    #: ``step_condition``, ``suppressed``, ``consent_withdrawn``, ``no_consent`` or ``policy``.
+    #: ``step_condition``, ``suppressed``, ``consent_withdrawn``, ``no_consent``, and for a
+    #: message already waiting in the ledger ``series_ended`` or ``goal_reached``; else ``policy``.
     code: str
     message: str
     until: datetime | None = None
@@ -192,14 +197,19 @@ def preview_message(
         usable = next((c for c in checks if c.problem is None), None)
         send_key = (planned[0]["send_key"] if planned
                     else f"{campaign_cfg.name}:{step}:{person['id']}:{_occurrence(campaign_cfg)}")
+        # A row already waiting in the ledger is checked as itself: the caps must not count
+        # it as a rival for its own slot. Otherwise id 0, which no row has.
+        waiting = next((row for row in planned if row["status"] in PENDING), None)
+        pending = waiting["id"] if waiting else 0
         if usable is None:
             blockers.append(Blocker("no_channel", "no usable channel: " + "; ".join(
                 f"{c.channel}: {c.problem.replace('_', ' ')}" for c in checks if c.problem)))
         else:
-            delivery = ClaimedDelivery(id=0, send_key=send_key, campaign=campaign_cfg.name, step=step,
+            delivery = ClaimedDelivery(id=pending, send_key=send_key, campaign=campaign_cfg.name, step=step,
                                        channel=usable.channel, template=template, attempts=0,
-                                       customer=person, stats=stats)
-            skip = send_time_skips(conn, config, [delivery], now=now).get(0)
+                                       customer=person, stats=stats,
+                                       enrollment_id=waiting["enrollment_id"] if waiting else None)
+            skip = send_time_skips(conn, config, [delivery], now=now).get(pending)
             if skip is not None:
                 blockers.append(_policy_blocker(config, campaign_cfg, person, skip, now=now))
     preview = MessagePreview(
@@ -298,7 +308,7 @@ def _channel_checks(config: AppConfig, campaign: CampaignConfig, person: dict[st
 def _planned(conn: sa.Connection, campaign: str, step: int, customer_id: int) -> list[dict[str, Any]]:
     """This step's deliveries to this customer already in the ledger, newest first."""
     rows = conn.execute(
-        sa.select(Delivery.send_key, Delivery.status, Delivery.channel, Delivery.variant, Delivery.due_at,
+        sa.select(Delivery.id, Delivery.enrollment_id, Delivery.send_key, Delivery.status, Delivery.channel, Delivery.variant, Delivery.due_at,
                   Delivery.sent_at, Delivery.last_error)
         .where(Delivery.campaign == campaign, Delivery.step == step, Delivery.customer_id == customer_id)
         .order_by(Delivery.id.desc())
@@ -321,8 +331,7 @@ def _campaign_blockers(conn: sa.Connection, campaign: CampaignConfig, customer_i
     if facts["held_out"]:
         blockers.append(Blocker("held_out", f"the customer is in the campaign's holdout group "
                                             f"({campaign.holdout:.0%} held out to measure lift): never messaged"))
-    pending = [row for row in planned if row["status"] in ("queued", "sending")]
-    if campaign.reentry == "never" and not pending:
+    if campaign.reentry == "never" and not any(row["status"] in PENDING for row in planned):
         enrolled = conn.execute(
             sa.select(Enrollment.enrolled_at, Enrollment.state)
             .where(Enrollment.campaign == campaign.name, Enrollment.customer_id == customer_id)
@@ -345,7 +354,11 @@ def _policy_blocker(config: AppConfig, campaign: CampaignConfig, person: dict[st
     quiet = config.compliance.marketing_window
     # The checks that come before timing in policy.send_time_skips first, then timing:
     # quiet hours are told apart from send windows by the config, not by the wording.
-    if _CAP.search(reason):
+    if lowered.startswith("series ended"):
+        code = "series_ended"
+    elif lowered.startswith("goal reached"):
+        code = "goal_reached"
+    elif _CAP.search(reason):
         code = "capped"
     elif "condition" in lowered:
         code = "step_condition"

@@ -374,3 +374,36 @@ def test_a_chinese_sms_part_is_counted_in_ucs2(shop, tmp_path):
     sms = shop.preview("promo", "C1").as_dict()["sms"]
 
     assert sms == {"text": "【小店】李伟，本周八五折", "encoding": "UCS-2", "units": 12, "characters": 12, "segments": 1}
+
+
+def queue(shop: Shop, customer_id: int, *, campaign: str = "promo", step: int = 0, state: str = "active") -> int:
+    """An enrolment and its queued delivery for ``campaign`` step ``step``, due an hour ago
+    (so it would outrank a message due now for a frequency cap's slot)."""
+    with shop.engine.begin() as conn:
+        enrollment_id = conn.execute(sa.insert(Enrollment).values(
+            campaign=campaign, customer_id=customer_id, occurrence="once", enrolled_at=MORNING - timedelta(hours=1),
+            holdout=False, state=state).returning(Enrollment.id)).scalar_one()
+        conn.execute(sa.insert(Delivery).values(
+            send_key=f"{campaign}:{step}:{customer_id}:once", campaign=campaign, step=step, customer_id=customer_id,
+            channel="mail", template="promo/hello", enrollment_id=enrollment_id, status="queued",
+            due_at=MORNING - timedelta(hours=1), dispatch_after=MORNING - timedelta(hours=1)))
+    return enrollment_id
+
+
+def test_a_message_waiting_in_the_ledger_does_not_take_its_own_cap_slot(shop):
+    customer_id = shop.add("C1")
+    queue(shop, customer_id)
+
+    preview = shop.preview("promo", "C1")
+
+    assert preview.verdict == "send", preview.blockers
+    assert [(p["send_key"], p["status"]) for p in preview.planned] == [(f"promo:0:{customer_id}:once", "queued")]
+
+
+def test_a_waiting_message_whose_series_ended_would_not_go(shop):
+    customer_id = shop.add("C1", orders=1)
+    queue(shop, customer_id, state="exited_goal")
+
+    [blocker] = shop.preview("promo", "C1").blockers
+
+    assert blocker.code == "series_ended" and blocker.until is None
