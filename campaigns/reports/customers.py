@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config.schema import AppConfig
 from campaigns.config.vocabulary import CHANNEL_FAMILY, STAGES
+from campaigns.reports.activity import customer_enrollments, customer_events
 from campaigns.store.models import (
     Consent,
     Customer,
@@ -175,7 +176,12 @@ def customer_view(engine: Engine, external_id: str, *, limit: int = VIEW_LIMIT) 
     first; at most ``limit``; a response counts when it names the customer or one of the
     customer's deliveries) with ``responses_total``, and ``suppressed`` with the matching
     ``suppressions`` (an address of the customer on the suppression list of its channel
-    family: email, sms for the phone, wechat for the openid).
+    family: email, sms for the phone, wechat for the openid), ``events`` (newest first; at
+    most ``limit``: name, time, properties) with ``events_total``, and ``enrollments``
+    (newest first; at most ``limit``) with ``enrollments_total``: each enrolment's campaign,
+    occurrence, state, ``holdout``, ``enrolled_at``, ``exited_at`` and ``variants``, the A/B
+    variant its messages got at each step that has variants (``[{"step", "variant",
+    "template"}]``; empty for a held-out customer, who gets no messages).
 
     Nothing is masked: this is an operator tool and addresses are what an operator needs.
     """
@@ -219,15 +225,17 @@ def customer_view(engine: Engine, external_id: str, *, limit: int = VIEW_LIMIT) 
         deliveries = _rows(conn, sa.select(delivery.campaign, delivery.step, delivery.channel, delivery.template,
                                            delivery.status, delivery.attempts, delivery.due_at, delivery.sent_at,
                                            delivery.last_error, delivery.send_key, delivery.created_at)
-                           .where(delivery.customer_id == cid)
+                           # Test sends used the customer's data but went to the marketer.
+                           .where(delivery.customer_id == cid, delivery.is_test.is_(False))
                            .order_by(delivery.created_at.desc(), delivery.id.desc())
                            .limit(limit))
         deliveries_total = conn.execute(sa.select(sa.func.count()).select_from(Delivery.__table__)
-                                        .where(delivery.customer_id == cid)).scalar_one()
+                                        .where(delivery.customer_id == cid, delivery.is_test.is_(False))).scalar_one()
 
         response = Response.__table__.c
         mine = sa.or_(response.customer_id == cid,
-                      response.delivery_id.in_(sa.select(delivery.id).where(delivery.customer_id == cid)))
+                      response.delivery_id.in_(sa.select(delivery.id).where(delivery.customer_id == cid,
+                                                                            delivery.is_test.is_(False))))
         responses = _rows(conn, sa.select(response.kind, response.provider, response.provider_ref,
                                           response.occurred_at, delivery.campaign, response.payload)
                           .select_from(Response.__table__.outerjoin(Delivery.__table__,
@@ -245,6 +253,9 @@ def customer_view(engine: Engine, external_id: str, *, limit: int = VIEW_LIMIT) 
                                              suppression.created_at)
                              .where(sa.or_(*addresses)).order_by(suppression.channel)) if addresses else []
 
+        events, events_total = customer_events(conn, cid, limit=limit)
+        enrollments, enrollments_total = customer_enrollments(conn, cid, limit=limit)
+
     return {
         "customer": customer,
         "profile": dict(profile) if profile is not None else None,
@@ -259,6 +270,10 @@ def customer_view(engine: Engine, external_id: str, *, limit: int = VIEW_LIMIT) 
         "responses_total": responses_total,
         "suppressed": bool(suppressions),
         "suppressions": suppressions,
+        "events": events,
+        "events_total": events_total,
+        "enrollments": enrollments,
+        "enrollments_total": enrollments_total,
     }
 
 

@@ -96,7 +96,8 @@ def customer(
     config: ConfigOption = Path("config.toml"),
     as_json: JsonOption = False,
 ) -> None:
-    """One customer: profile, stage and segment history, orders, consents, deliveries, responses.
+    """One customer: profile, stage and segment history, orders, consents, events, enrolments
+    (holdout, A/B variant), deliveries and responses.
 
     Addresses are shown in full (an operator tool).
     """
@@ -150,6 +151,23 @@ def customer(
         print_table(titled_table("consents", ["channel", "status", "source", "recorded"],
                                  [[c["channel"], c["status"], text(c["source"]), when(c["recorded_at"])]
                                   for c in view["consents"]]))
+    if view["events"]:
+        print_table(titled_table(
+            f"events: {view['events_total']}", ["occurred", "event", "properties"],
+            [[when(e["occurred_at"]), e["name"],
+              clip(", ".join(f"{k}={v}" for k, v in sorted(e["properties"].items())) or "-")] for e in view["events"]],
+            total=view["events_total"],
+        ))
+    if view["enrollments"]:
+        # Variants as the campaign report names them: A for the first of a step's variants.
+        print_table(titled_table(
+            f"enrolments: {view['enrollments_total']}",
+            ["enrolled", "campaign", "occurrence", "state", "holdout", "variants", "exited"],
+            [[when(e["enrolled_at"]), e["campaign"], e["occurrence"], e["state"], "yes" if e["holdout"] else "no",
+              ", ".join(f"step {v['step']}: {chr(ord('A') + v['variant'])}" for v in e["variants"]) or "-",
+              when(e["exited_at"])] for e in view["enrollments"]],
+            total=view["enrollments_total"],
+        ))
     print_table(titled_table(
         f"deliveries: {view['deliveries_total']}",
         ["created", "campaign", "step", "channel", "status", "attempts", "sent", "last error"],
