@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from campaigns.config.vocabulary import FAMILY_FIELDS
 from campaigns.customers.lookups import customer_row_id
@@ -19,7 +20,6 @@ from campaigns.errors import NurtureError
 from campaigns.reports.suppressions import suppression_list
 from campaigns.responses.optout import (
     family_of_address,
-    is_opt_out,
     lift_suppression,
     opt_out,
     set_consent,
@@ -32,6 +32,7 @@ from workers.cli.common import (
     engine_for,
     friendly_errors,
     load_app_config,
+    parse_now,
 )
 
 #: ``nurture suppress``: add to, remove from and list the suppression list.
@@ -151,28 +152,40 @@ def reply(
     address: Annotated[str, typer.Argument(help="Who replied: phone number, e-mail address or OpenID.")],
     text: Annotated[str, typer.Argument(help="What they wrote.")],
     family: FamilyOption = None,
+    at: Annotated[str | None, typer.Option("--at", help="When they wrote (ISO 8601; default: now).")] = None,
     config: ConfigOption = Path("config.toml"),
     as_json: JsonOption = False,
 ) -> None:
-    """Feed in a customer's reply: an opt-out word suppresses the address at once.
+    """Record a customer's reply, like a reply a provider pushes.
 
-    The words: R, T, TD, N, 退订, 取消, STOP, UNSUBSCRIBE, CANCEL, END, QUIT, STOPALL
-    (trimmed, any case). The address is suppressed and consent withdrawn before any queued
-    send fires; any other text changes nothing. For replies exported from a provider
-    console; `nurture serve` takes them from provider pushes.
+    The reply is credited to the last message sent to that customer on a channel of the
+    address's family, so the campaign report's "replied" counts it. An opt-out word
+    suppresses the address and withdraws consent at once, before any queued send fires:
+    R, T, TD, N, 退订, 取消, STOP, UNSUBSCRIBE, CANCEL, END, QUIT, STOPALL (trimmed, any
+    case). For replies exported from a provider console or taken by hand; `nurture serve`
+    takes them from provider pushes. The same address, --at and text twice is one reply.
     """
-    engine = engine_for(load_app_config(config))
+    from campaigns.responses.replies import record_reply
+
+    cfg = load_app_config(config)
     chosen = _family(address, family)
-    if not is_opt_out(text):
-        if as_json:
-            _print_json({"opt_out": False})
-        else:
-            console.print("not an opt-out keyword: nothing changed", highlight=False)
-        return
-    result = opt_out(engine, family=chosen, address=address, reason=f"opt-out reply {text.strip()[:40]!r}",
-                     source="reply", now=utcnow())
+    moment = utcnow()
+    result = record_reply(engine_for(cfg), cfg, family=chosen, address=address, text=text,
+                          at=parse_now(at) if at else moment, now=moment)
     if as_json:
-        _print_json({"opt_out": True, "family": chosen, "added": result.suppressed, "customers": result.customers})
+        _print_json({"recorded": result.recorded, "family": chosen, "customer": result.customer,
+                     "campaign": result.campaign, "step": result.step, "send_key": result.send_key,
+                     "opt_out": result.opt_out, "added": result.suppressed, "customers": result.customers})
         return
-    console.print(f"opt-out: {chosen} {address} suppressed; consent withdrawn for {result.customers} customer(s)",
-                  highlight=False)
+    if not result.recorded:
+        console.print("this reply (same address, time and text) was recorded before: nothing changed",
+                      highlight=False)
+        return
+    who = f"customer {result.customer}" if result.customer else "no customer has this address"
+    to = (f"credited to {result.campaign} step {result.step}" if result.campaign
+          else "not credited to a campaign (no message was sent to them on this channel before)")
+    console.print(Text(f"reply from {address} recorded ({who}); {to}"))
+    if result.opt_out:
+        state = "suppressed" if result.suppressed else "was already suppressed"
+        console.print(Text(f"opt-out: {chosen} {address} {state}; consent withdrawn for {result.customers} "
+                           "customer(s)"))

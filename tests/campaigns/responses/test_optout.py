@@ -99,10 +99,13 @@ def test_cli_suppress_add_list_remove_and_reply(cli_project, sqlite_url):
     listed = runner.invoke(app, ["suppress", "list", "--json", *config])
     assert json.loads(listed.output)["entries"][0]["address"] == "bounce@x.cn"
 
+    # Every reply is recorded (tests/workers/cli/test_compliance_reply.py); only an opt-out suppresses.
     ignored = runner.invoke(app, ["reply", "+8613800000001", "thanks!", "--json", *config])
-    assert json.loads(ignored.output) == {"opt_out": False}
+    assert json.loads(ignored.output)["opt_out"] is False
     stopped = runner.invoke(app, ["reply", "+8613800000001", "退订", "--json", *config])
-    assert json.loads(stopped.output) == {"opt_out": True, "family": "sms", "added": True, "customers": 1}
+    assert {key: value for key, value in json.loads(stopped.output).items()
+            if key in ("opt_out", "family", "added", "customers")} == {
+        "opt_out": True, "family": "sms", "added": True, "customers": 1}
     assert consents(engine)[(customer_id, "sms")][0] == "withdrawn"
 
     removed = runner.invoke(app, ["suppress", "remove", "bounce@x.cn", *config])
