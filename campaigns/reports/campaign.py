@@ -86,7 +86,8 @@ def campaign_report(engine: Engine, config: AppConfig, name: str, *, now: dateti
             sa.select(e.c.state, sa.func.count()).where(e.c.campaign == name).group_by(e.c.state)).all())
         delivery_rows = conn.execute(
             sa.select(d.c.step, d.c.variant, d.c.channel, d.c.status, sa.func.count())
-            .where(d.c.campaign == name)
+            # Test sends (nurture test-send) went to the marketer, not to customers.
+            .where(d.c.campaign == name, d.c.is_test.is_(False))
             .group_by(d.c.step, d.c.variant, d.c.channel, d.c.status)
             .order_by(d.c.step, d.c.variant, d.c.channel, d.c.status)
         ).all()
@@ -160,14 +161,16 @@ def _attributed(conn: sa.Connection, dialect: str, name: str, window: timedelta,
     deadline = plus_interval(dialect, touch.c.sent_at, window, touch.c.sent_at.type)
     # No message (any campaign) was sent to the customer between this touch and the order.
     no_later_touch = ~sa.exists().where(
-        later.c.customer_id == touch.c.customer_id, later.c.status == "sent",
+        later.c.customer_id == touch.c.customer_id, later.c.status == "sent", later.c.is_test.is_(False),
         later.c.sent_at > touch.c.sent_at, later.c.sent_at < Order.ordered_at,
     )
     rows = conn.execute(
         sa.select(touch.c.step, touch.c.variant, touch.c.channel, sa.func.count(Order.id), sa.func.sum(Order.amount))
         .select_from(touch)
         .join(Order, Order.customer_id == touch.c.customer_id)
-        .where(touch.c.campaign == name, touch.c.status == "sent", Order.ordered_at > touch.c.sent_at,
+        # A test send touched the marketer's inbox, not the customer's: it earns no order.
+        .where(touch.c.campaign == name, touch.c.status == "sent", touch.c.is_test.is_(False),
+               Order.ordered_at > touch.c.sent_at,
                Order.ordered_at <= deadline, Order.ordered_at <= now, no_later_touch)
         .group_by(touch.c.step, touch.c.variant, touch.c.channel)
     ).all()
@@ -200,7 +203,7 @@ def _engagement(conn: sa.Connection, name: str) -> dict[tuple[int, int | None, s
         .select_from(d.join(r, r.c.delivery_id == d.c.id))
         # Responses to a message never marked sent (a receipt racing a crashed worker)
         # are left out so every count is a share of "sent" and no rate exceeds 100 %.
-        .where(d.c.campaign == name, d.c.status == "sent")
+        .where(d.c.campaign == name, d.c.status == "sent", d.c.is_test.is_(False))
         .group_by(d.c.id, d.c.step, d.c.variant, d.c.channel)
         .subquery("flags")
     )

@@ -19,6 +19,7 @@ def delivery_summary(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(Delivery.campaign, Delivery.channel, Delivery.status, sa.func.count())
+            .where(Delivery.is_test.is_(False))  # test sends are not the campaign's messages
             .group_by(Delivery.campaign, Delivery.channel, Delivery.status)
             .order_by(Delivery.campaign, Delivery.channel, Delivery.status)
         ).all()
@@ -32,7 +33,8 @@ def held_back_summary(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(Delivery.campaign, Delivery.status, Delivery.last_error, sa.func.count())
-            .where(Delivery.status.in_(["skipped", "queued"]), Delivery.last_error.is_not(None))
+            .where(Delivery.status.in_(["skipped", "queued"]), Delivery.last_error.is_not(None),
+                   Delivery.is_test.is_(False))
             .group_by(Delivery.campaign, Delivery.status, Delivery.last_error)
         ).all()
     counts: dict[tuple[str, str, str], int] = {}
@@ -55,7 +57,7 @@ def sent_count(engine: Engine, external_id: str) -> int:
     with engine.connect() as conn:
         return conn.execute(
             sa.select(sa.func.count()).select_from(Delivery).join(Customer, Customer.id == Delivery.customer_id)
-            .where(Customer.external_id == external_id, Delivery.status == "sent")
+            .where(Customer.external_id == external_id, Delivery.status == "sent", Delivery.is_test.is_(False))
         ).scalar_one()
 
 

@@ -41,6 +41,9 @@ class MessageRecipient:
     #: Family -> consent status (granted, withdrawn, or None when nothing is recorded),
     #: for every family the customer has an address or a consent record on.
     consents: dict[str, str | None] = field(default_factory=dict)
+    #: The message was a test send (nurture test-send): its links change no consent, the
+    #: one who clicks being the marketer, not the customer whose data it was rendered with.
+    is_test: bool = False
 
 
 def load_recipient(engine: Engine, config: AppConfig, send_key: str) -> MessageRecipient | None:
@@ -51,7 +54,8 @@ def load_recipient(engine: Engine, config: AppConfig, send_key: str) -> MessageR
     """
     with engine.connect() as conn:
         delivery = conn.execute(
-            sa.select(Delivery.id, Delivery.customer_id, Delivery.channel).where(Delivery.send_key == send_key)
+            sa.select(Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.is_test)
+            .where(Delivery.send_key == send_key)
         ).first()
         if delivery is None:
             return None
@@ -66,7 +70,7 @@ def load_recipient(engine: Engine, config: AppConfig, send_key: str) -> MessageR
     family = CHANNEL_FAMILY.get(str(getattr(options, "recipient", ""))) or "email"
     shown = {f: consents.get(f) for f in FAMILY_FIELDS if addresses.get(f) or f in consents}
     return MessageRecipient(send_key=send_key, delivery_id=delivery.id, customer_id=delivery.customer_id,
-                            family=family, address=addresses.get(family), consents=shown)
+                            family=family, address=addresses.get(family), consents=shown, is_test=delivery.is_test)
 
 
 def unsubscribe_once(engine: Engine, recipient: MessageRecipient, *, now: datetime) -> ResponseResult:
@@ -77,7 +81,7 @@ def unsubscribe_once(engine: Engine, recipient: MessageRecipient, *, now: dateti
         send_key=recipient.send_key, family=recipient.family, payload={"method": "one-click"},
     )
     result = record_responses(engine, [item], now=now)[0]
-    if result.duplicate and recipient.consents.get(recipient.family) == "granted":
+    if result.duplicate and not recipient.is_test and recipient.consents.get(recipient.family) == "granted":
         # Recorded before, but consent was granted again since: the customer asks
         # again, and an unsubscribe is honoured whatever the ledger already holds.
         set_consent(engine, customer_id=recipient.customer_id, family=recipient.family, status="withdrawn",
@@ -103,6 +107,6 @@ def withdraw_families(engine: Engine, recipient: MessageRecipient, families: lis
     # Recorded first: should the consent write fail, a retry finds the family still
     # granted and withdraws it (the response then being a duplicate).
     record_responses(engine, items, now=now)
-    for family in families:
+    for family in families if not recipient.is_test else ():
         set_consent(engine, customer_id=recipient.customer_id, family=family, status="withdrawn",
                     source=PREFERENCE_SOURCE, now=now)

@@ -116,11 +116,16 @@ def record_responses_in(conn: sa.Connection, items: Sequence[InboundResponse], *
                         now: datetime) -> list[ResponseResult]:
     """:func:`record_responses` inside the caller's transaction."""
     deliveries = _deliveries(conn, items)
+    tests = {delivery.id for delivery in deliveries if delivery is not None and delivery.is_test}
     customers: list[int | None] = []
     rows: list[dict[str, Any]] = []
     for item, delivery in zip(items, deliveries, strict=True):
         customer_id = delivery.customer_id if delivery is not None else None
-        if customer_id is None and item.address and item.family in FAMILY_FIELDS:
+        if delivery is not None and delivery.is_test:
+            # An answer to a test send (nurture test-send) came from the marketer's address:
+            # stored with its delivery, but it is nobody's response and has no effects below.
+            customer_id = None
+        elif customer_id is None and item.address and item.family in FAMILY_FIELDS:
             customer_id = _customer_by_address(conn, item.family, item.address)
         customers.append(customer_id)
         rows.append({
@@ -156,6 +161,9 @@ def record_responses_in(conn: sa.Connection, items: Sequence[InboundResponse], *
             results.append(ResponseResult(None, True, delivery_id, customer_id, False, False))
             continue
         key = (row["provider"], row["provider_ref"], row["kind"])
+        if delivery_id is not None and delivery_id in tests:
+            results.append(ResponseResult(inserted_ids[key], False, delivery_id, None, False, False))
+            continue
         suppressed, opted_out = _apply_effects(conn, item, customer_id, now=now)
         results.append(ResponseResult(inserted_ids[key], False, delivery_id, customer_id, suppressed, opted_out))
     return results
@@ -261,7 +269,7 @@ def _apply_effects(conn: sa.Connection, item: InboundResponse, customer_id: int 
 def _deliveries(conn: sa.Connection, items: Sequence[InboundResponse]) -> list[Any]:
     """Each item's delivery (None when unknown), found by send key first, else by the
     provider's message id (the newest delivery carrying it); two statements at most."""
-    columns = (Delivery.id, Delivery.customer_id, Delivery.channel)
+    columns = (Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.is_test)
     send_keys = sorted({item.send_key for item in items if item.send_key})
     by_key = {
         row.send_key: row

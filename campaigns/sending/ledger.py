@@ -62,6 +62,8 @@ class ClaimedDelivery:
     customer: dict[str, Any]
     stats: dict[str, Any]
     enrollment_id: int | None = None
+    #: A test send (see campaigns.sending.test_sends): sent once to the marketer's address.
+    is_test: bool = False
 
 
 @dataclass
@@ -84,7 +86,10 @@ def requeue_expired_leases(engine: Engine, *, now: datetime) -> int:
         result = conn.execute(
             sa.update(Delivery)
             .where(Delivery.status == "sending", Delivery.lease_until < now)
-            .values(status="queued", claim_token=None, dispatch_after=now, updated_at=now,
+            # A test send is never sent again: queued, a worker would have only the
+            # customer's own address to send it to.
+            .values(status=sa.case((Delivery.is_test, "failed"), else_="queued"), claim_token=None,
+                    dispatch_after=now, updated_at=now,
                     last_error="lease expired: worker stopped before recording an outcome")
         )
         return result.rowcount
@@ -155,14 +160,19 @@ def run_batches(engine: Engine, run_id: int, *, now: datetime, batch_size: int) 
             yield list(partition)
 
 
-def claim(engine: Engine, ids: Sequence[int], *, now: datetime, lease: timedelta) -> Claim:
-    """Claim the still-queued, due rows among ``ids`` and load their customers."""
+def claim(engine: Engine, ids: Sequence[int], *, now: datetime, lease: timedelta, tests: bool = False) -> Claim:
+    """Claim the still-queued, due rows among ``ids`` and load their customers.
+
+    ``tests`` claims test sends only, and only then: a worker (``tests=False``) never
+    holds one, so a test message cannot reach the customer whose data it was rendered with.
+    """
     token = str(uuid.uuid4())
     result = Claim(token=token)
     with engine.begin() as conn:
         conn.execute(
             sa.update(Delivery)
-            .where(Delivery.id.in_(list(ids)), Delivery.status == "queued", Delivery.due_at <= now)
+            .where(Delivery.id.in_(list(ids)), Delivery.status == "queued", Delivery.due_at <= now,
+                   Delivery.is_test.is_(tests))
             .values(
                 status="sending",
                 claim_token=token,
@@ -201,6 +211,7 @@ def claim(engine: Engine, ids: Sequence[int], *, now: datetime, lease: timedelta
                 template=row.template,
                 attempts=row.attempts,
                 enrollment_id=row.enrollment_id,
+                is_test=row.is_test,
                 customer=customer,
                 stats=stats.get(row.customer_id, {"orders_count": 0, "total_spent": 0.0, "last_order_at": None}),
             )
@@ -283,7 +294,11 @@ def record(
             }
         )
         change: dict[str, Any] = {"b_id": delivery_id, "claim_token": None, "lease_until": None, "updated_at": now}
-        if result.outcome is Outcome.OK:
+        if delivery.is_test and result.outcome is not Outcome.OK:
+            # A test send is tried once and says why it failed: no retry (nobody would send
+            # it again), no suppression or paused campaign (the address is not a customer's).
+            change.update(status="failed", last_error=result.error)
+        elif result.outcome is Outcome.OK:
             change.update(status="sent", sent_at=finished_at, provider_message_id=result.provider_message_id,
                           last_error=None)
         elif result.outcome is Outcome.RETRY and delivery.attempts < worker.channel_max_attempts.get(

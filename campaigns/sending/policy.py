@@ -279,6 +279,8 @@ def _recent_marketing(conn: sa.Connection, config: AppConfig, deliveries: Sequen
     query = sa.select(Delivery.customer_id, Delivery.channel, Delivery.status, Delivery.sent_at).where(
         Delivery.customer_id.in_(customer_ids),
         Delivery.id.not_in(sorted(d.id for d in deliveries)),
+        # A test send went to the marketer's address, not the customer's: it takes no slot.
+        Delivery.is_test.is_(False),
         sa.or_(
             sa.and_(Delivery.status == "sent", Delivery.sent_at > now - WEEK),
             sa.and_(Delivery.status == "sending", Delivery.lease_until > now),

@@ -206,6 +206,9 @@ class Delivery(SQLModel, table=True):
     #: blocked), and when: the latest receipt wins.
     receipt_status: str | None = Field(default=None, max_length=16)
     receipt_at: datetime | None = None
+    #: A test send (``nurture test-send``): a real message to an address the marketer
+    #: gave, never counted in reports or caps and never suppressing the customer.
+    is_test: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class Enrollment(SQLModel, table=True):

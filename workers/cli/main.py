@@ -15,7 +15,7 @@ import os
 import typer
 
 from campaigns.customers.masking import install_masking
-from workers.cli import compliance, customers, demo, preview, reports, sending, setup, views
+from workers.cli import compliance, customers, demo, preview, reports, sending, setup, test_send, views
 
 app = typer.Typer(
     help="nurture: lifecycle marketing automation. Campaigns in config.toml, delivered by Dramatiq workers.",
@@ -44,6 +44,7 @@ app.command()(compliance.reply)
 app.add_typer(reports.report_app, name="report")
 app.command()(views.segments)
 app.command()(views.customer)
+app.command("test-send")(test_send.test_send)
 
 
 def main() -> None:

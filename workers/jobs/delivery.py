@@ -33,11 +33,16 @@ logger = logging.getLogger("nurture.delivery")
 LEASE_USABLE_SHARE = 0.8
 
 
-def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
-    """Deliver the still-queued rows among ``delivery_ids``; returns what was recorded."""
+def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str | None = None) -> Recorded:
+    """Deliver the still-queued rows among ``delivery_ids``; returns what was recorded.
+
+    ``test_to`` sends test rows (``nurture test-send``) instead, to that address: they
+    skip the send-time policy (the marketer asked for this message now, whatever the
+    sample customer's consent, caps or quiet hours) and go through the rest unchanged.
+    """
     config = runtime.config
     now = runtime.clock()
-    claimed = claim(runtime.engine, delivery_ids, now=now, lease=config.worker.lease)
+    claimed = claim(runtime.engine, delivery_ids, now=now, lease=config.worker.lease, tests=test_to is not None)
     # Stop sending well before the lease ends: past it, the scheduler may hand the rows to
     # another worker, and a row sent by both would be a duplicate.
     stop_at = now + config.worker.lease * LEASE_USABLE_SHARE
@@ -46,7 +51,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
     if claimed.deliveries:
         try:
             with runtime.engine.connect() as conn:
-                skips = send_time_skips(conn, config, claimed.deliveries, now=now)
+                skips = send_time_skips(conn, config, claimed.deliveries, now=now) if test_to is None else {}
                 interactions = last_interactions(conn, config, claimed.deliveries)
         except Exception:
             # Nothing was sent: hand the rows straight back rather than leave them to the
@@ -71,7 +76,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
         elif channel is None or options is None:
             result = SendResult(Outcome.HALT, error=f"channel {delivery.channel!r} is not configured")
         else:
-            recipient = delivery.customer.get(options.recipient)
+            recipient = test_to or delivery.customer.get(options.recipient)
             if not recipient:
                 result = SendResult(Outcome.PERMANENT, error=f"customer has no {options.recipient}")
             else:
@@ -79,7 +84,8 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int]) -> Recorded:
                 extra = {"purpose": campaign.purpose if campaign else "marketing"}
                 # Providers that queue (Twilio) are told to drop the message rather than
                 # deliver it into the customer's quiet hours.
-                quiet_from = quiet_hours_start(config, campaign, delivery.customer, now=started)
+                quiet_from = None if test_to else quiet_hours_start(config, campaign, delivery.customer,
+                                                                    now=started)
                 if quiet_from is not None:
                     extra["deliver_within_s"] = max(1, int((quiet_from - started).total_seconds()))
                 if delivery.channel in channels_needing_interaction:
