@@ -103,6 +103,11 @@ class MessagePreview:
     parts: dict[str, str] = field(default_factory=dict)
     #: The template failed to render: the message would fail with this error.
     render_error: str | None = None
+    #: The send key the message is rendered with: the waiting row's, else the one planning
+    #: would give (``...:preview`` when it depends on a run or an event still to come).
+    send_key: str = ""
+    #: ``marketing`` or ``transactional``: channels add compliance text to marketing.
+    purpose: str = "marketing"
 
     @property
     def verdict(self) -> str:
@@ -146,6 +151,7 @@ class MessagePreview:
             "sms": None if sms is None else {"text": self.sms_text, **sms.as_dict()},
             "json": self.json_body,
             "render_error": self.render_error,
+            "send_key": self.send_key,
         }
 
 
@@ -217,6 +223,7 @@ def preview_message(
         variant=shown, variant_source=None if shown is None else ("chosen" if variant is not None else "assigned"),
         customer=person["external_id"], now=now, channel=usable.channel if usable else None,
         recipient=usable.address if usable else None, channels=checks, blockers=blockers, planned=planned,
+        send_key=send_key, purpose=campaign_cfg.purpose,
     )
     context = build_context(customer=person, stats=stats, campaign=campaign_cfg.name, step=step,
                             send_key=send_key, now=now)

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.panel import Panel
 from rich.text import Text
 
+from campaigns.config.channels import WebhookChannelConfig
+from campaigns.config.options.twilio import TwilioConfig
+from campaigns.config.schema import AppConfig
 from campaigns.errors import NurtureError
+from campaigns.sending.messages import OutboundMessage
 from campaigns.sending.preview import MessagePreview, preview_message
 from campaigns.sending.rendering import TemplateRenderer
+from campaigns.sending.smssegments import sms_length
 from workers.cli.common import (
     ConfigOption,
     JsonOption,
@@ -27,6 +32,8 @@ from workers.cli.common import (
     load_app_config,
     parse_now,
 )
+from workers.channels.sms.twilio import TwilioChannel
+from workers.channels.webhook import WebhookChannel
 from workers.cli.tables import print_json, print_table, text, titled_table, when
 
 #: Part names as a marketer reads them.
@@ -58,14 +65,45 @@ def preview(
                              campaign=campaign, customer=customer, now=moment, step=step, variant=variant)
     if html is not None:
         _write_html(result, html)
+    wire = as_sent(cfg, result)
     if as_json:
-        print_json(result.as_dict())
+        print_json({**result.as_dict(), "as_sent": wire})
     else:
-        _print(result)
+        _print(result, wire)
         if html is not None:
             console.print(f"HTML part written to {html}", highlight=False, markup=False)
     if result.render_error is not None:
         raise typer.Exit(1)
+
+
+def as_sent(config: AppConfig, result: MessagePreview) -> dict[str, Any] | None:
+    """What the chosen channel itself makes of the parts, for the channels that build their
+    own body: the webhook's JSON body (a JSON object of the parts without a ``json`` part)
+    and Twilio's SMS text (with the brand prefix and opt-out line it adds to marketing).
+    None for the others: they send the parts as shown, or a provider-side template."""
+    options = config.channels.get(result.channel or "")
+    if options is None or result.render_error is not None or result.recipient is None:
+        return None
+    message = OutboundMessage(send_key=result.send_key, delivery_id=0, campaign=result.campaign, step=result.step,
+                              channel=result.channel or "", recipient=result.recipient,
+                              customer_external_id=result.customer, parts=result.parts,
+                              metadata={"purpose": result.purpose})
+    # The channels' own code, so the preview cannot drift from them; neither touches the
+    # network before send().
+    if isinstance(options, WebhookChannelConfig):
+        hook = WebhookChannel(name=message.channel, options=options)
+        try:
+            return {"kind": "webhook", "body": json.loads(hook.body(message))}
+        finally:
+            hook.close()
+    if isinstance(options, TwilioConfig):
+        twilio = TwilioChannel(name=message.channel, options=options)
+        try:
+            text = twilio.text(message)
+        finally:
+            twilio.close()
+        return {"kind": "twilio", "sms": {"text": text, **sms_length(text).as_dict()}}
+    return None
 
 
 def _write_html(result: MessagePreview, path: Path) -> None:
@@ -98,7 +136,7 @@ def _verdict(result: MessagePreview) -> Text:
     return lines
 
 
-def _print(result: MessagePreview) -> None:
+def _print(result: MessagePreview, wire: dict[str, Any] | None) -> None:
     variant = "" if result.variant is None else f", variant {result.variant} ({result.variant_source})"
     console.print(Text(f"{result.campaign} step {result.step} (of {_steps(result.steps)}): template {result.template}"
                        f"{variant}, for customer {result.customer} at {result.now:%Y-%m-%d %H:%M} UTC"),
@@ -121,6 +159,13 @@ def _print(result: MessagePreview) -> None:
         console.print(Panel(Text(body.rstrip("\n")), title=title, title_align="left", expand=False))
     if "sms" not in result.parts and "txt" in result.parts:
         console.print(Text(f"as SMS (the text part): {_sms_title(result)}"))
+    if wire is not None and wire["kind"] == "webhook":
+        console.print(Panel(Text(json.dumps(wire["body"], indent=2, ensure_ascii=False)), expand=False,
+                            title=f"as {result.channel} posts it (webhook body)", title_align="left"))
+    elif wire is not None:
+        sms = wire["sms"]
+        console.print(Panel(Text(sms["text"]), expand=False, title_align="left",
+                            title=f"as {result.channel} sends it (Twilio): {_length(sms)}"))
 
 
 def _steps(count: int) -> str:
@@ -130,7 +175,11 @@ def _steps(count: int) -> str:
 def _sms_title(result: MessagePreview) -> str:
     sms = result.sms
     assert sms is not None  # only called with an sms or txt part
-    unit = "septets" if sms.encoding == "GSM-7" else "UTF-16 units"
-    return (f"SMS: {sms.characters} characters ({sms.units} {unit}), {sms.encoding}, "
-            f"{sms.segments} segment{'s' if sms.segments != 1 else ''}")
+    return f"SMS: {_length(sms.as_dict())}"
+
+
+def _length(sms: dict[str, Any]) -> str:
+    unit = "septets" if sms["encoding"] == "GSM-7" else "UTF-16 units"
+    return (f"{sms['characters']} characters ({sms['units']} {unit}), {sms['encoding']}, "
+            f"{sms['segments']} segment{'s' if sms['segments'] != 1 else ''}")
 

@@ -116,6 +116,53 @@ def test_mistakes_are_clear_errors_with_an_exit_code(project, engine, args, code
     assert message in flat(result.output)
 
 
+CHANNELS_THAT_BUILD_THEIR_BODY = """
+[channels.hook]
+kind = "webhook"
+url = "http://127.0.0.1:9/none"
+
+[channels.twilio]
+kind = "twilio"
+account_sid_env = "NURTURE_TEST_TWILIO_SID"
+auth_token_env = "NURTURE_TEST_TWILIO_TOKEN"
+from = "+15005550006"
+marketing_prefix = "Shop: "
+
+[[campaigns]]
+name = "ping"
+trigger = { manual = true }
+channels = ["hook"]
+  [[campaigns.steps]]
+  template = "win_back/miss_you"
+
+[[campaigns]]
+name = "texts"
+trigger = { manual = true }
+channels = ["twilio"]
+  [[campaigns.steps]]
+  template = "win_back/miss_you"
+"""
+
+
+def test_preview_shows_what_webhook_and_twilio_channels_make_of_the_parts(project, engine):
+    seed_lapsed(engine)
+    project.config.write_text(project.config.read_text() + CHANNELS_THAT_BUILD_THEIR_BODY)
+
+    hook = invoke("preview", "ping", "--customer", "C00001", "--now", NOW_ARG, "-c", project.config, "--json")
+    texts = invoke("preview", "texts", "--customer", "C00001", "--now", NOW_ARG, "-c", project.config)
+
+    assert hook.exit_code == 0, hook.output
+    assert json.loads(hook.stdout)["as_sent"] == {"kind": "webhook", "body": {
+        "recipient": "C00001", "customer_id": "C00001", "campaign": "ping", "step": 0,
+        "subject": "We miss you, Test Person1", "txt": "Hi Test Person1, you ordered 1 time(s).",
+        "sms": "Test Person1: 15% off, code WELCOMEBACK"}}
+    assert texts.exit_code == 0, texts.output
+    out = flat(texts.output)
+    # The brand prefix and the opt-out line Twilio adds to marketing count in its length.
+    assert "as twilio sends it (Twilio): 67 characters (67 septets), GSM-7, 1 segment" in out
+    assert "Shop: Test Person1: 15% off, code WELCOMEBACK Reply STOP to opt out" in out
+
+
 def test_preview_is_listed_in_help():
     result = invoke("--help")
 
