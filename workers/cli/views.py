@@ -96,10 +96,10 @@ def customer(
     config: ConfigOption = Path("config.toml"),
     as_json: JsonOption = False,
 ) -> None:
-    """One customer: profile, stage and segment history, orders, consents, events, enrolments
-    (holdout, A/B variant), deliveries and responses.
+    """One customer: profile, history, orders, consents, events, enrolments, deliveries, responses.
 
-    Addresses are shown in full (an operator tool).
+    Enrolments show the holdout and each step's A/B variant. Addresses are shown in full
+    (an operator tool).
     """
     cfg = load_app_config(config)
     view = customer_view(engine_for(cfg), external_id)
