@@ -35,6 +35,17 @@ def latest_cron_slot(cron: str, zone: ZoneInfo, now: datetime) -> datetime | Non
     return previous.astimezone(UTC)
 
 
+def next_cron_slot(cron: str, zone: ZoneInfo, now: datetime) -> datetime | None:
+    """The first slot of ``cron`` in ``zone`` strictly after ``now``, in UTC, or None when
+    there is none within croniter's 50-year search (what ``nurture campaigns`` shows as
+    the next run)."""
+    try:
+        following = croniter(cron, now.astimezone(zone)).get_next(datetime)
+    except (CroniterError, OverflowError):
+        return None
+    return following.astimezone(UTC)
+
+
 def due_slot(campaign: CampaignConfig, now: datetime, *, max_lateness: timedelta) -> datetime | None:
     """The slot the scheduler should run now, or None when the latest one is too late.
 

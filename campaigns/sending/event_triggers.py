@@ -23,9 +23,10 @@ from campaigns.store.models import Delivery, Event
 
 
 def plan_for_events(engine: Engine, config: AppConfig, event_ids: Sequence[int], *, now: datetime) -> list[int]:
-    """The fast path after events are recorded: plan every enabled event campaign for just
-    ``event_ids`` and return the ids of the deliveries now due, marked as handed to the
-    broker (``dispatch_after = now + lease``, as a tick does), for the caller to enqueue.
+    """The fast path after events are recorded: plan every enabled event campaign that is
+    not paused for just ``event_ids`` and return the ids of the deliveries now due, marked
+    as handed to the broker (``dispatch_after = now + lease``, as a tick does), for the
+    caller to enqueue.
 
     Later steps of a series stay queued until their due time; the scheduler sends them.
     Running this twice for the same events plans and returns nothing new.
@@ -34,11 +35,15 @@ def plan_for_events(engine: Engine, config: AppConfig, event_ids: Sequence[int],
     campaigns = [c for c in config.campaigns if c.enabled and isinstance(c.trigger, EventTrigger)]
     if not ids or not campaigns:
         return []
-    for campaign in campaigns:
-        plan_events(engine, config, campaign, now=now, window=config.scheduler.entry_window, event_ids=ids)
-    names = [c.name for c in campaigns if c.name not in paused_campaigns(engine)]
+    # A paused campaign plans nothing (campaigns.sending.control): its events are planned
+    # by the first tick after resume, while still within the entry window.
+    paused = paused_campaigns(engine)
+    names = [c.name for c in campaigns if c.name not in paused]
     if not names:
         return []
+    for campaign in campaigns:
+        if campaign.name in names:
+            plan_events(engine, config, campaign, now=now, window=config.scheduler.entry_window, event_ids=ids)
     with engine.connect() as conn:
         customers: set[int] = set()
         for chunk in chunks(ids):

@@ -75,7 +75,7 @@ class Claim:
 
 
 def paused_campaigns(engine: Engine) -> set[str]:
-    """Names of campaigns paused by a ``halt`` outcome."""
+    """Names of paused campaigns (by hand, or by a ``halt`` outcome)."""
     with engine.connect() as conn:
         return set(conn.execute(sa.select(CampaignState.campaign).where(CampaignState.paused)).scalars())
 
@@ -168,11 +168,16 @@ def claim(engine: Engine, ids: Sequence[int], *, now: datetime, lease: timedelta
     """
     token = str(uuid.uuid4())
     result = Claim(token=token)
+    # A paused campaign's rows wait, even those enqueued before the pause
+    # (campaigns.sending.control); a test send is the marketer's and goes.
+    held = [] if tests else [
+        Delivery.campaign.not_in(sa.select(CampaignState.campaign).where(CampaignState.paused))
+    ]
     with engine.begin() as conn:
         conn.execute(
             sa.update(Delivery)
             .where(Delivery.id.in_(list(ids)), Delivery.status == "queued", Delivery.due_at <= now,
-                   Delivery.is_test.is_(tests))
+                   Delivery.is_test.is_(tests), *held)
             .values(
                 status="sending",
                 claim_token=token,
@@ -405,14 +410,3 @@ def _suppression_for(config: AppConfig, delivery: ClaimedDelivery, result: SendR
     if not family or not address:
         return None
     return {"channel": family, "address": address, "reason": (result.error or "suppressed")[:200], "created_at": utcnow()}
-
-
-def resume_campaign(engine: Engine, campaign: str) -> bool:
-    """Unpause a campaign halted by a provider answer; True if it was paused."""
-    with engine.begin() as conn:
-        result = conn.execute(
-            sa.update(CampaignState)
-            .where(CampaignState.campaign == campaign, CampaignState.paused)
-            .values(paused=False, paused_reason=None, updated_at=utcnow())
-        )
-        return result.rowcount > 0

@@ -130,10 +130,11 @@ def test_an_auth_failure_pauses_the_campaign_and_keeps_the_rest_queued(runtime, 
         assert statuses(runtime.engine) == {"queued": 10}
         again = workers.tick(TICK_NOW)
     assert again.enqueued_deliveries == 0
-    from campaigns.sending.ledger import paused_campaigns, resume_campaign
+    from campaigns.sending.control import resume_campaign
+    from campaigns.sending.ledger import paused_campaigns
 
     assert paused_campaigns(runtime.engine) == {"win_back"}
-    assert resume_campaign(runtime.engine, "win_back")
+    assert resume_campaign(runtime.engine, "win_back", now=TICK_NOW)
     http_sink.responses.clear()
     with InProcessWorkers(runtime=runtime).running() as workers:
         workers.tick(TICK_NOW)

@@ -2,8 +2,9 @@
 
 The commands live in one module per group (:mod:`~workers.cli.setup`,
 :mod:`~workers.cli.customers`, :mod:`~workers.cli.sending`, :mod:`~workers.cli.views`,
-:mod:`~workers.cli.reports`, :mod:`~workers.cli.compliance`, :mod:`~workers.cli.demo`) over
-:mod:`workers.cli.common`; this module only registers them, so imports point one way.
+:mod:`~workers.cli.reports`, :mod:`~workers.cli.compliance`, :mod:`~workers.cli.demo`,
+:mod:`~workers.cli.campaigns` ...) over :mod:`workers.cli.common`; this module only
+registers them, so imports point one way.
 The order of registration is the order ``nurture --help`` lists them in.
 """
 
@@ -15,7 +16,18 @@ import os
 import typer
 
 from campaigns.customers.masking import install_masking
-from workers.cli import compliance, customers, demo, preview, reports, sending, setup, test_send, views
+from workers.cli import (
+    campaigns,
+    compliance,
+    customers,
+    demo,
+    preview,
+    reports,
+    sending,
+    setup,
+    test_send,
+    views,
+)
 
 app = typer.Typer(
     help="nurture: lifecycle marketing automation. Campaigns in config.toml, delivered by Dramatiq workers.",
@@ -35,7 +47,10 @@ app.command()(customers.profiles)
 app.command()(views.audience)
 app.command()(preview.preview)
 app.command()(sending.status)
-app.command()(sending.resume)
+app.command("campaigns")(campaigns.list_campaigns)
+app.command()(campaigns.pause)
+app.command()(campaigns.resume)
+app.command()(campaigns.retry)
 app.command()(customers.forget)
 app.command()(demo.demo)
 app.add_typer(compliance.suppress_app, name="suppress")

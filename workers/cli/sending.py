@@ -1,5 +1,6 @@
 """Sending: ``nurture scheduler``, ``run``, ``worker`` and ``serve`` start the processes that
-deliver; ``status`` and ``resume`` watch and unblock them.
+deliver; ``status`` watches them (``pause``, ``resume`` and ``retry`` are in
+:mod:`workers.cli.campaigns`).
 
 With ``broker.url = "stub://"`` each command sends through worker threads of its own
 process (:attr:`~campaigns.config.runtime.BrokerConfig.in_process`); with Redis, ``nurture worker`` does.
@@ -245,15 +246,3 @@ def status(config: ConfigOption = Path("config.toml"), as_json: JsonOption = Fal
         console.print(reasons)
     for item in paused:
         console.print(f"[bold red]paused[/] {item['campaign']}: {item['reason']}  (resume: nurture resume {item['campaign']})")
-
-
-@friendly_errors
-def resume(campaign: str, config: ConfigOption = Path("config.toml")) -> None:
-    """Resume a campaign paused by a provider's halt answer (after fixing the cause)."""
-    from campaigns.sending.ledger import resume_campaign
-
-    cfg = load_app_config(config)
-    if resume_campaign(engine_for(cfg), campaign):
-        console.print(f"resumed {campaign}; its queued deliveries go out on the next scheduler tick")
-    else:
-        console.print(f"{campaign} was not paused")

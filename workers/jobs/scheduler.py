@@ -26,8 +26,14 @@ from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.triggers import CronTrigger, DateTrigger, EventTrigger, ManualTrigger
 from campaigns.customers.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
+from campaigns.sending.control import check_runnable
 from campaigns.sending.cron import due_slot, latest_cron_slot
-from campaigns.sending.ledger import dispatchable_batches, requeue_expired_leases, run_batches
+from campaigns.sending.ledger import (
+    dispatchable_batches,
+    paused_campaigns,
+    requeue_expired_leases,
+    run_batches,
+)
 from campaigns.sending.planning import (
     PlannedRun,
     claim_run,
@@ -72,8 +78,13 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
     report.requeued_leases = requeue_expired_leases(engine, now=now)
     batch_size = config.broker.batch_size
     queue = config.broker.queue
+    # A paused campaign plans nothing (campaigns.sending.control): its slot is not claimed,
+    # so a resume within max_lateness still runs it; its entries wait within entry_window.
+    paused = paused_campaigns(engine)
     # Cron campaigns first: a due fan-out is not held up by the profile recompute.
     for campaign in config.campaigns:
+        if campaign.name in paused:
+            continue
         slot = due_slot(campaign, now, max_lateness=config.scheduler.max_lateness)
         if slot is None:
             continue
@@ -87,7 +98,8 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
 
     report.profiles = _recompute_when_due(config=config, engine=engine, now=now)
     for campaign in config.campaigns:
-        if not campaign.enabled or isinstance(campaign.trigger, (CronTrigger, ManualTrigger)):
+        if (not campaign.enabled or campaign.name in paused
+                or isinstance(campaign.trigger, (CronTrigger, ManualTrigger))):
             continue
         # Event campaigns are planned here too: events imported in bulk, and any event the
         # fast path (handle_events) missed, still go out.
@@ -110,7 +122,10 @@ def run_now(*, config: AppConfig, engine: Engine, broker: Broker, campaign: Camp
             now: datetime) -> TickReport:
     """Start one run of ``campaign`` at ``now`` (``nurture run``): a one-off broadcast for a
     manual campaign, or an extra run of a cron campaign. The run is claimed like a cron
-    slot (to the minute), so running it twice in the same minute sends nothing twice."""
+    slot (to the minute), so running it twice in the same minute sends nothing twice.
+
+    Raises :class:`~campaigns.errors.NurtureError` for a disabled or paused campaign."""
+    check_runnable(engine, campaign)
     report = TickReport(now=now)
     slot = now.replace(second=0, microsecond=0)
     run_id = claim_run(engine, campaign.name, slot, lease=config.worker.lease)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.workers.cli.win_back import flat, invoke
-from workers.cli import demo, sending, setup
+from workers.cli import campaigns, demo, sending, setup
 
 
 def first_line(func: Callable[..., object]) -> str:
@@ -21,7 +21,7 @@ def test_top_level_help_lists_every_command_with_its_help():
     text = flat(result.output)
     assert "lifecycle marketing automation" in text
     for name, func in {"check": setup.check, "scheduler": sending.scheduler, "worker": sending.worker,
-                       "status": sending.status, "resume": sending.resume, "demo": demo.demo}.items():
+                       "status": sending.status, "resume": campaigns.resume, "demo": demo.demo}.items():
         assert f"{name} {first_line(func)}" in text, name
     assert "db Database schema (Alembic migrations)." in text
     assert "import Import customers, orders or events from CSV or JSONL." in text

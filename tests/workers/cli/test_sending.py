@@ -1,6 +1,6 @@
 """The sending commands of workers/cli/sending.py through the Typer app: scheduler, status,
-worker, resume, run and serve, each on a throwaway project in ``tmp_path`` (SQLite file,
-stub broker, outbox channels writing into ``tmp_path``)."""
+worker, run and serve (resume: test_campaigns.py), each on a throwaway project in
+``tmp_path`` (SQLite file, stub broker, outbox channels writing into ``tmp_path``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from email.parser import BytesParser
 import pytest
 import sqlalchemy as sa
 
-from campaigns.store.models import CampaignState, Delivery
+from campaigns.store.models import Delivery
 from tests.conftest import TICK_NOW, seed_customers
 from tests.workers.cli.win_back import (
     NOW_ARG,
@@ -152,32 +152,6 @@ def test_an_unreachable_database_is_exit_2_and_a_message(make_project, command):
     assert "database error" in result.output
     assert "127.0.0.1" in result.output
     assert outbox_files(project) == ([], [])
-
-
-def test_resume_of_a_campaign_that_is_not_paused_says_so(project, engine):
-    result = invoke("resume", "win_back", "-c", project.config)
-
-    assert_no_crash(result)
-    assert result.exit_code == 0
-    assert "win_back was not paused" in result.output
-    assert "resumed" not in result.output
-
-
-def test_resume_of_a_paused_campaign_unpauses_it(project, engine):
-    with engine.begin() as conn:
-        conn.execute(sa.insert(CampaignState).values(
-            campaign="win_back", paused=True, paused_reason="provider said halt: account suspended"))
-    status = json.loads(invoke("status", "-c", project.config, "--json").stdout)
-    assert status["paused"] == [{"campaign": "win_back", "reason": "provider said halt: account suspended"}]
-
-    result = invoke("resume", "win_back", "-c", project.config)
-
-    assert_no_crash(result)
-    assert result.exit_code == 0
-    assert "resumed win_back" in result.output
-    assert json.loads(invoke("status", "-c", project.config, "--json").stdout)["paused"] == []
-    again = invoke("resume", "win_back", "-c", project.config)
-    assert "win_back was not paused" in again.output
 
 
 # --------------------------------------------------------------------------- run and serve
