@@ -36,6 +36,7 @@ from campaigns.config.schema import AppConfig
 from campaigns.customers.timezones import customer_zone
 from campaigns.errors import NurtureError, RenderError, UnknownCustomerError
 from campaigns.sending.assignment import in_holdout_sql, variant_sql
+from campaigns.sending.control import PAUSED_BY_HAND
 from campaigns.sending.ledger import ClaimedDelivery
 from campaigns.sending.policy import Skip, next_opening, send_time_skips
 from campaigns.sending.rendering import TemplateRenderer, build_context
@@ -332,7 +333,8 @@ def _campaign_blockers(conn: sa.Connection, campaign: CampaignConfig, customer_i
     paused = conn.execute(sa.select(CampaignState.paused_reason)
                           .where(CampaignState.campaign == campaign.name, CampaignState.paused)).first()
     if paused is not None:
-        blockers.append(Blocker("paused", f"the campaign is paused: {paused.paused_reason or 'no reason given'}"))
+        blockers.append(Blocker("paused", f"the campaign is paused ({paused.paused_reason or PAUSED_BY_HAND}): "
+                                          f"it sends nothing until `nurture resume {campaign.name}`"))
     if not facts["in_audience"]:
         blockers.append(Blocker("not_in_audience", "the customer is not in the campaign's audience now"))
     if facts["held_out"]:
