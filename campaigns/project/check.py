@@ -2,8 +2,13 @@
 
 Loading the config already validates keys, types, cron expressions, time zones, channel
 references, template files and duplicate names. On top of that, every template a
-campaign uses is compiled and rendered against a sample customer with StrictUndefined,
-so an undefined variable is an error here rather than a failed send.
+campaign uses is compiled and rendered with StrictUndefined, as the worker renders it,
+for each customer archetype the campaign can reach (:mod:`campaigns.project.archetypes`:
+a typical customer, no orders, one order, many orders, no name, no attributes, no email,
+no phone, no WeChat), so an undefined variable or a value that is None for some customers
+is an error here rather than a failed send. A marketing email whose body has neither
+``unsubscribe_url`` nor ``preferences_url`` is a warning, and so are links that would be
+empty (:mod:`campaigns.sending.bodylinks`).
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ from campaigns.config.channels import WebhookChannelConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import read_secret, webhook_channel_key
 from campaigns.config.tomlpos import KeyLines
-from campaigns.errors import ConfigError, ConfigIssue, RenderError
+from campaigns.errors import ConfigError, ConfigIssue
 from campaigns.project.loading import format_location, load_config, secret_warnings
+from campaigns.project.rendercheck import template_findings
 from campaigns.sending.policy import earliest_in_windows
-from campaigns.sending.rendering import TemplateRenderer, sample_context
 
 
 @dataclass
@@ -47,25 +52,12 @@ def check_config_file(path: str | Path) -> CheckResult:
     result = CheckResult(config=config, warnings=secret_warnings(config))
     lines = KeyLines(Path(path).read_text(encoding="utf-8"))
     result.issues.extend(_webhook_secret_issues(config, path, lines))
-    renderer = TemplateRenderer.from_config(config.templates)
-    context = sample_context()
-    for c_index, campaign in enumerate(config.campaigns):
+    for c_index in range(len(config.campaigns)):
         result.issues.extend(_window_issues(config, c_index, path, lines))
-        for s_index, step in enumerate(campaign.steps):
-            key = ("campaigns", c_index, "steps", s_index, "template")
-            try:
-                for template in step.templates:
-                    renderer.render(template, context)
-                    result.templates_rendered += 1
-            except RenderError as exc:
-                result.issues.append(
-                    ConfigIssue(
-                        str(path),
-                        lines.line_of(key),
-                        f"campaigns[{c_index}].steps[{s_index}].template",
-                        f"template does not render against a sample customer: {exc}",
-                    )
-                )
+    templates = template_findings(config, path, lines)
+    result.issues.extend(templates.errors)
+    result.warnings.extend(templates.warnings)
+    result.templates_rendered = templates.rendered
     return result
 
 

@@ -35,6 +35,7 @@ from jinja2 import (
 )
 
 from campaigns.errors import RenderError
+from campaigns.sending.bodylinks import NO_LINKS, BodyLinks
 from campaigns.sending.renderbudget import MAX_OPERATIONS, MAX_OUTPUT_CHARS
 from campaigns.sending.sandbox import MessageSandbox
 
@@ -206,9 +207,16 @@ def build_context(
     step: int,
     send_key: str,
     now: datetime,
+    links: BodyLinks | None = None,
 ) -> dict[str, Any]:
     """The variables a template sees: ``customer``, ``stats``, ``campaign``, ``step``,
-    ``send_key`` and ``now``. ``customer.first_name`` is derived from the name."""
+    ``send_key``, ``now``, ``unsubscribe_url`` and ``preferences_url``.
+
+    ``customer.first_name`` is derived from the name. ``links`` are the message's signed
+    unsubscribe and preference links (:func:`campaigns.sending.bodylinks.make_body_links`);
+    without them both variables are empty strings, as in a message sent without
+    ``[api] public_url``.
+    """
     name = customer.get("name") or ""
     data = dict(customer)
     words = name.split()
@@ -221,4 +229,6 @@ def build_context(
         "step": step,
         "send_key": send_key,
         "now": now,
+        "unsubscribe_url": (links or NO_LINKS).unsubscribe_url,
+        "preferences_url": (links or NO_LINKS).preferences_url,
     }

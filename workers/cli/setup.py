@@ -25,9 +25,12 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 
 @friendly_errors
 def check(config: ConfigOption = Path("config.toml"), as_json: JsonOption = False) -> None:
-    """Validate config.toml and render every template against a sample customer.
+    """Validate config.toml and render every template for several kinds of customer.
 
-    Reports every error at once with file, line and key path; exits 1 on any error.
+    Each template is rendered as a send would render it, for every customer archetype its
+    campaign can reach: typical, no orders, one order, many orders, no name, no attributes,
+    and no email, phone or WeChat. Reports every error at once with file, line and key path,
+    and warns about marketing email without an unsubscribe link; exits 1 on any error.
     """
     result = check_config_file(config)
     if as_json:

@@ -13,9 +13,9 @@
   The page only withdraws: a link in a forwarded mail must not be able to grant consent
   in somebody else's name, so families without consent are shown but cannot be ticked.
 
-Tokens are verified with the ``unsubscribe_secret_env`` of each ``smtp`` channel, read
-at request time (every configured secret is tried, so several SMTP channels may use
-different ones). What the changes record is :mod:`campaigns.responses.preferences`; the
+Tokens are verified with the ``unsubscribe_secret_env`` of each ``smtp`` channel and the
+``[api]`` link secret (which seals the links in message bodies), read at request time
+(every configured secret is tried, so several SMTP channels may use different ones). What the changes record is :mod:`campaigns.responses.preferences`; the
 pages are the autoescaped Jinja templates in ``preference_templates/``.
 """
 
@@ -111,16 +111,18 @@ def masked_address(family: str, address: str | None) -> str:
 
 def unsubscribe_send_key(config: AppConfig, token: str) -> str | None:
     """The send key an unsubscribe ``token`` names, verified with the secret of any SMTP
-    channel; None when no configured secret verifies it."""
+    channel (``List-Unsubscribe``) or the link secret (the ``unsubscribe_url`` and
+    ``preferences_url`` of message bodies, :mod:`campaigns.sending.bodylinks`); None when
+    no configured secret verifies it."""
+    secrets = [read_secret(channel.unsubscribe_secret_env) for channel in config.channels.values()
+               if isinstance(channel, SmtpChannelConfig)]
     tried: list[str] = []
-    for channel in config.channels.values():
-        if isinstance(channel, SmtpChannelConfig):
-            secret = read_secret(channel.unsubscribe_secret_env)
-            if secret and secret not in tried:
-                tried.append(secret)
-                send_key = verify_unsubscribe_token(token, secret)
-                if send_key is not None:
-                    return send_key
+    for secret in [*secrets, read_secret(config.api.link_secret_env)]:
+        if secret and secret not in tried:
+            tried.append(secret)
+            send_key = verify_unsubscribe_token(token, secret)
+            if send_key is not None:
+                return send_key
     return None
 
 

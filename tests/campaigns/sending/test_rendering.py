@@ -213,3 +213,45 @@ def test_repo_templates_render_against_the_sample_context() -> None:
     rendered = renderer.render("win_back/miss_you", sample_context())
     assert {"subject", "txt"} <= set(rendered)
     assert all(isinstance(text, str) and text for text in rendered.values())
+
+
+# -- unsubscribe_url and preferences_url (campaigns.sending.bodylinks) ------------------------
+
+
+def test_templates_get_signed_per_recipient_preference_links(tmp_path: Path, renderer: TemplateRenderer) -> None:
+    from campaigns.sending.bodylinks import make_body_links
+    from campaigns.sending.tokens import verify_unsubscribe_token
+
+    write(tmp_path, "footer.txt.j2", "Unsubscribe: {{ unsubscribe_url }}\nPreferences: {{ preferences_url }}")
+    secret = "link-secret-for-tests"
+
+    def links_of(send_key: str) -> list[str]:
+        links = make_body_links(send_key, public_url="https://t.shop.example/", secret=secret)
+        ctx = build_context(customer={"id": 1, "external_id": "C-1", "name": "Li"}, stats={}, campaign="demo",
+                            step=0, send_key=send_key, now=datetime(2026, 3, 2, tzinfo=UTC), links=links)
+        text = renderer.render("footer", ctx)["txt"]
+        return [line.split(": ", 1)[1] for line in text.splitlines()]
+
+    bob, carol = links_of("win_back:0:1:once"), links_of("win_back:0:2:once")
+    for (unsubscribe, preferences), send_key in ((bob, "win_back:0:1:once"), (carol, "win_back:0:2:once")):
+        assert unsubscribe.startswith("https://t.shop.example/u/") and "//u" not in unsubscribe
+        token = unsubscribe.rsplit("/", 1)[1]
+        # Signed: the preference page's verification gives this message's send key back,
+        # and the token shows nothing of it.
+        assert verify_unsubscribe_token(token, secret) == send_key
+        assert verify_unsubscribe_token(token, "another-secret") is None
+        assert "win_back" not in token
+        assert preferences == unsubscribe
+    assert bob != carol  # per recipient
+
+
+def test_links_are_empty_without_public_url_or_secret(tmp_path: Path, renderer: TemplateRenderer) -> None:
+    from campaigns.sending.bodylinks import make_body_links
+
+    write(tmp_path, "footer.txt.j2", "[{{ unsubscribe_url }}|{{ preferences_url }}]")
+    assert renderer.render("footer", context())["txt"] == "[|]"
+    for public_url, secret in ((None, "s"), ("https://t.example", None)):
+        links = make_body_links("k" * 64, public_url=public_url, secret=secret)
+        ctx = build_context(customer={"name": "Li"}, stats={}, campaign="demo", step=0, send_key="k" * 64,
+                            now=datetime(2026, 3, 2, tzinfo=UTC), links=links)
+        assert renderer.render("footer", ctx)["txt"] == "[|]"

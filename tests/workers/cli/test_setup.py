@@ -173,11 +173,15 @@ def test_check_reports_template_with_undefined_variable(runner: CliRunner, in_tm
 
 def test_check_ok_config_in_tmp(runner: CliRunner, in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NURTURE_SECRET", "an-installation-secret")
+    monkeypatch.setenv("NURTURE_LINK_SECRET", "a-link-secret")
     demo = in_tmp / "templates" / "demo"
     demo.mkdir(parents=True)
-    (demo / "fine.txt.j2").write_text("Hi {{ customer.first_name }}\n", encoding="utf-8")
-    (demo / "broken.txt.j2").write_text("Hi {{ customer.attributes.favourite_tea or 'tea' }}\n", encoding="utf-8")
-    (in_tmp / "config.toml").write_text(UNDEFINED, encoding="utf-8")
+    # Marketing email: each body has its unsubscribe link, else check warns.
+    (demo / "fine.txt.j2").write_text("Hi {{ customer.first_name }}\n{{ unsubscribe_url }}\n", encoding="utf-8")
+    (demo / "broken.txt.j2").write_text("Hi {{ customer.attributes.favourite_tea or 'tea' }}\n"
+                                        "{{ preferences_url }}\n", encoding="utf-8")
+    (in_tmp / "config.toml").write_text('[api]\npublic_url = "https://t.example.com"\n\n' + UNDEFINED,
+                                        encoding="utf-8")
     result = runner.invoke(app, ["check", "-c", "config.toml", "--json"])
     assert result.exit_code == 0, result.stdout
     report = json.loads(result.stdout)

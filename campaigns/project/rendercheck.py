@@ -1,0 +1,141 @@
+"""``nurture check``'s template findings: every step's templates rendered for every
+customer archetype its campaign can reach, and the unsubscribe links of marketing email.
+
+Each template is rendered as the worker renders it (:class:`TemplateRenderer`,
+:func:`build_context`) with the real campaign name and step, for each archetype of
+:mod:`campaigns.project.archetypes`. A failure is an error naming the template's file and
+line, the archetypes it fails for and the step's line in config.toml. When the campaign's
+audience expression, segment, step condition or stage trigger may rule those archetypes
+out (check cannot evaluate them without a database), the failure is a warning instead;
+a failure for the typical customer is always an error.
+
+A marketing campaign reaching email must give every recipient a way out in the body, not
+only in the ``List-Unsubscribe`` header some clients hide: a template whose text and HTML
+parts show neither ``{{ unsubscribe_url }}`` nor ``{{ preferences_url }}`` is a warning.
+The links are rendered as stand-in URLs and looked for in the output, so a link behind a
+condition that holds (``{% if unsubscribe_url %}``) counts and one in a comment does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from campaigns.config.campaigns import CampaignConfig
+from campaigns.config.schema import AppConfig
+from campaigns.config.tomlpos import KeyLines
+from campaigns.config.vocabulary import CHANNEL_FAMILY
+from campaigns.errors import ConfigIssue, RenderError
+from campaigns.project.archetypes import TYPICAL, Archetype, narrowed_by, reachable
+from campaigns.project.loading import format_location
+from campaigns.sending.bodylinks import BodyLinks, missing_links_reason
+from campaigns.sending.rendering import TemplateRenderer, build_context
+
+#: The send key check renders with (a real one is a 64-character digest).
+CHECK_SEND_KEY = "0" * 64
+#: Where the stand-in links point when ``[api] public_url`` is unset.
+STAND_IN_BASE = "https://nurture.invalid"
+#: The body parts of an email (the subject is not a body).
+BODY_PARTS = ("txt", "html")
+
+
+@dataclass
+class TemplateFindings:
+    """What rendering the templates found: errors, warnings (both located in config.toml)
+    and how many step templates rendered for every archetype they can reach."""
+
+    errors: list[ConfigIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    rendered: int = 0
+
+
+def stand_in_links(config: AppConfig) -> BodyLinks:
+    """The links check renders with: under ``public_url`` when set, so a template that
+    slices or compares them sees their real shape; distinct, so each can be found."""
+    base = (config.api.public_url or STAND_IN_BASE).rstrip("/")
+    return BodyLinks(unsubscribe_url=f"{base}/u/check-unsubscribe-token",
+                     preferences_url=f"{base}/u/check-preferences-token")
+
+
+def template_findings(config: AppConfig, path: str | Path, lines: KeyLines) -> TemplateFindings:
+    """Render every step template of ``config`` for its campaign's archetypes."""
+    findings = TemplateFindings()
+    renderer = TemplateRenderer.from_config(config.templates)
+    links = stand_in_links(config)
+    now = datetime.now(UTC)
+    templates_with_links: set[str] = set()
+    for c_index, campaign in enumerate(config.campaigns):
+        archetypes = reachable(config, campaign)
+        reaches_email = any(CHANNEL_FAMILY.get(config.channels[name].recipient) == "email"
+                            for name in campaign.channels if name in config.channels)
+        for s_index, step in enumerate(campaign.steps):
+            key = ("campaigns", c_index, "steps", s_index, "template")
+
+            def issue(message: str, key: tuple[str | int, ...] = key) -> ConfigIssue:
+                return ConfigIssue(str(path), lines.line_of(key), format_location(key), message)
+
+            for template in step.templates:
+                failures: dict[str, list[Archetype]] = {}
+                typical: dict[str, str] | None = None
+                for archetype in archetypes:
+                    context = build_context(customer=archetype.customer, stats=archetype.stats,
+                                            campaign=campaign.name, step=s_index, send_key=CHECK_SEND_KEY,
+                                            now=now, links=links)
+                    try:
+                        parts = renderer.render(template, context)
+                    except RenderError as exc:
+                        failures.setdefault(str(exc), []).append(archetype)
+                        continue
+                    if archetype.name == TYPICAL:
+                        typical = parts
+                for error, failed in failures.items():
+                    message, fatal = _failure(campaign, step_index=s_index, error=error, failed=failed)
+                    if fatal:
+                        findings.errors.append(issue(message))
+                    else:
+                        findings.warnings.append(str(issue(message)))
+                if not any(_is_fatal(campaign, s_index, failed) for failed in failures.values()):
+                    findings.rendered += 1
+                if typical is None:
+                    continue
+                if any(url in text for text in typical.values() for url in (links.unsubscribe_url,
+                                                                            links.preferences_url)):
+                    templates_with_links.add(template)
+                if campaign.purpose == "marketing" and reaches_email and not _body_links(typical, links):
+                    findings.warnings.append(str(issue(
+                        f"marketing email template {template!r} has no unsubscribe or preference link in its "
+                        "body: add {{ unsubscribe_url }} or {{ preferences_url }} to its text or HTML part "
+                        "(the List-Unsubscribe header alone is not shown by every mail client)")))
+    reason = missing_links_reason(config.api)
+    if templates_with_links and reason:
+        findings.warnings.append(f"{reason} ({len(templates_with_links)} template(s) use them)")
+    return findings
+
+
+def _body_links(parts: dict[str, str], links: BodyLinks) -> bool:
+    """Whether a text or HTML part shows one of the links."""
+    return any(url in parts.get(part, "") for part in BODY_PARTS
+               for url in (links.unsubscribe_url, links.preferences_url))
+
+
+def _is_fatal(campaign: CampaignConfig, step_index: int, failed: list[Archetype]) -> bool:
+    """A failure is an error unless only archetypes the campaign's expressions may rule out fail."""
+    return any(a.name == TYPICAL for a in failed) or not narrowed_by(campaign, campaign.steps[step_index])
+
+
+def _failure(campaign: CampaignConfig, *, step_index: int, error: str, failed: list[Archetype]) -> tuple[str, bool]:
+    """The message of one render failure, and whether it is an error."""
+    who = failed[0].described if len(failed) == 1 else "customers with " + ", ".join(a.name for a in failed)
+    if any(a.name == TYPICAL for a in failed):
+        who = "a typical customer" + ("" if len(failed) == 1 else
+                                      " (and " + ", ".join(a.name for a in failed if a.name != TYPICAL) + ")")
+    message = f"template does not render for {who}: {error}"
+    if "'None' has no attribute" in error or "NoneType" in error:
+        message += (" (the value is None for such a customer: test it first, e.g. "
+                    "{% if stats.last_order_at %}...{% endif %}, or give a default with `or`)")
+    fatal = _is_fatal(campaign, step_index, failed)
+    if not fatal:
+        narrowed = " and ".join(narrowed_by(campaign, campaign.steps[step_index]))
+        message += f"; fine only if {narrowed} rules such customers out"
+    return message, fatal
