@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from campaigns.config.secretvalues import read_secret
 from campaigns.customers.masking import mask_text
 from campaigns.errors import RenderError
+from campaigns.sending.bodylinks import make_body_links
 from campaigns.sending.interactions import interaction_channels, last_interactions
 from campaigns.sending.ledger import Claim, Recorded, claim, record, release
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
@@ -191,6 +192,9 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
             step=delivery.step,
             send_key=delivery.send_key,
             now=now,
+            # The body's unsubscribe and preference links share the click tracking's
+            # public_url and secret, read once per batch.
+            links=make_body_links(delivery.send_key, public_url=runtime.config.api.public_url, secret=link_secret),
         )
         parts = runtime.renderer.render(delivery.template, context)
     except RenderError as exc:
