@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -109,6 +109,9 @@ class MessagePreview:
     send_key: str = ""
     #: ``marketing`` or ``transactional``: channels add compliance text to marketing.
     purpose: str = "marketing"
+    #: The customer's time zone (their own, their phone's, else the campaign's): quiet
+    #: hours and send windows are in it.
+    zone: str = "UTC"
 
     @property
     def verdict(self) -> str:
@@ -153,6 +156,7 @@ class MessagePreview:
             "json": self.json_body,
             "render_error": self.render_error,
             "send_key": self.send_key,
+            "zone": self.zone,
         }
 
 
@@ -184,6 +188,7 @@ def preview_message(
         NurtureError: no such campaign, step or variant.
         UnknownCustomerError: no customer has that id.
     """
+    now = now.astimezone(UTC)  # shown as UTC; an offset given on the command line is honoured
     campaign_cfg = find_campaign(config, campaign)
     steps = len(campaign_cfg.steps)
     if not 0 <= step < steps:
@@ -224,7 +229,7 @@ def preview_message(
         variant=shown, variant_source=None if shown is None else ("chosen" if variant is not None else "assigned"),
         customer=person["external_id"], now=now, channel=usable.channel if usable else None,
         recipient=usable.address if usable else None, channels=checks, blockers=blockers, planned=planned,
-        send_key=send_key, purpose=campaign_cfg.purpose,
+        send_key=send_key, purpose=campaign_cfg.purpose, zone=customer_zone(person, campaign_cfg.zone).key,
     )
     context = build_context(customer=person, stats=stats, campaign=campaign_cfg.name, step=step,
                             send_key=send_key, now=now)

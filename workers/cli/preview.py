@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.panel import Panel
@@ -139,7 +140,8 @@ def _verdict(result: MessagePreview) -> Text:
 def _print(result: MessagePreview, wire: dict[str, Any] | None) -> None:
     variant = "" if result.variant is None else f", variant {result.variant} ({result.variant_source})"
     console.print(Text(f"{result.campaign} step {result.step} (of {_steps(result.steps)}): template {result.template}"
-                       f"{variant}, for customer {result.customer} at {result.now:%Y-%m-%d %H:%M} UTC"),
+                       f"{variant}, for customer {result.customer} at {result.now:%Y-%m-%d %H:%M} UTC "
+                       f"({result.now.astimezone(ZoneInfo(result.zone)):%H:%M} {result.zone}, their time)"),
                   style="bold")
     console.print(_verdict(result))
     print_table(titled_table("channels, in the campaign's order", ["channel", "to", "address", "usable"],

@@ -50,6 +50,16 @@ def test_preview_table_shows_the_verdict_the_channels_and_the_parts(project, eng
     assert "We miss you, Test Person3" in out
 
 
+def test_preview_shows_a_local_now_in_utc_and_in_the_customers_time(project, engine):
+    seed_lapsed(engine)
+
+    result = invoke("preview", "win_back", "--customer", "C00000", "--now", "2026-03-02T10:05+08:00",
+                    "-c", project.config)
+
+    assert result.exit_code == 0, result.output
+    assert "for customer C00000 at 2026-03-02 02:05 UTC (10:05 Asia/Shanghai, their time)" in flat(result.output)
+
+
 def test_preview_says_why_a_customer_would_not_get_it(project, engine):
     seed_lapsed(engine)  # C00004 bought within 30 days: not lapsed
 
