@@ -23,6 +23,7 @@ from campaigns.config.triggers import (
     SegmentEnteredTrigger,
     StageEnteredTrigger,
 )
+from campaigns.sending.control import PAUSED_BY_HAND
 from campaigns.sending.cron import next_cron_slot
 from campaigns.sending.messages import Outcome
 from campaigns.store.models import CampaignState, Delivery, DeliveryAttempt, Enrollment
@@ -106,14 +107,14 @@ def _next(campaign: CampaignConfig, state: str, now: datetime) -> tuple[datetime
         local = slot.astimezone(campaign.zone)
         return local, f"{local:%Y-%m-%d %H:%M} {campaign.timezone}"
     if isinstance(trigger, StageEnteredTrigger):
-        return None, f"when a customer enters stage {trigger.stage_entered} (profile recomputes)"
+        return None, "at each profile recompute"
     if isinstance(trigger, SegmentEnteredTrigger):
-        return None, f"when a customer enters segment {trigger.segment_entered} (profile recomputes)"
+        return None, "at each profile recompute"
     if isinstance(trigger, EventTrigger):
         return None, f"on each {trigger.event} event"
     if isinstance(trigger, DateTrigger):
         return None, f"daily, from {trigger.at} customer time"
-    return None, f"when run by hand (nurture run {campaign.name})"
+    return None, f"by hand (nurture run {campaign.name})"
 
 
 def campaigns_overview(engine: Engine, config: AppConfig, *, now: datetime) -> list[CampaignOverview]:
@@ -162,7 +163,7 @@ def campaigns_overview(engine: Engine, config: AppConfig, *, now: datetime) -> l
             purpose=campaign.purpose,
             trigger=describe_trigger(campaign),
             state=state,
-            paused_reason=(paused[name] or "paused by hand") if name in paused else None,
+            paused_reason=(paused[name] or PAUSED_BY_HAND) if name in paused else None,
             next_run=next_run,
             next=next_text,
             enrolled=enrolled.get((name, False), 0) + enrolled.get((name, True), 0),

@@ -35,7 +35,7 @@ from campaigns.store.db import COUNT_ROWS, dialect_insert
 from campaigns.store.models import CampaignState, Delivery, Enrollment
 
 #: The reason recorded for a pause by hand without ``--reason``.
-PAUSED_BY_HAND = "paused by hand"
+PAUSED_BY_HAND = "by hand"
 
 
 def paused_reason(engine: Engine, campaign: str) -> str | None:

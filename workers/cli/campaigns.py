@@ -72,7 +72,7 @@ def list_campaigns(config: ConfigOption = Path("config.toml"), now: NowOption = 
         error = "-" if row.last_error is None else f"{clip(row.last_error, 50)} ({_moment(row.last_error_at, 'UTC')})"
         lines.append([row.name, row.trigger, row.next, state, enrolled, str(row.sent_today), str(row.queued),
                       str(row.failed), text(error)])
-    print_table(titled_table(f"Campaigns at {moment:%Y-%m-%d %H:%M %Z}", columns, lines,
+    print_table(titled_table(f"Campaigns at {moment.isoformat(timespec='minutes')}", columns, lines,
                              right=("enrolled", "sent today", "queued", "failed")))
 
 
@@ -138,9 +138,12 @@ def retry(
         print_json({"campaign": report.campaign, "requeued": report.requeued, "not_retried": report.not_retried,
                     "paused": paused})
         return
-    console.print(f"{chosen.name}: re-queued {report.requeued} failed deliver{'y' if report.requeued == 1 else 'ies'}"
-                  + ("; they go out on the next scheduler tick" if report.requeued and paused is None else ""),
-                  highlight=False)
+    if report.requeued:
+        plural = "y" if report.requeued == 1 else "ies"
+        later = "; they go out on the next scheduler tick" if paused is None else ""
+        console.print(f"{chosen.name}: re-queued {report.requeued} failed deliver{plural}{later}", highlight=False)
+    else:
+        console.print(f"{chosen.name}: no failed deliveries to re-queue", highlight=False)
     for state, count in sorted(report.not_retried.items()):
         console.print(f"  {count} not retried: their series ended ({state})", highlight=False)
     if paused is not None and report.requeued:

@@ -131,9 +131,9 @@ def test_trigger_next_run_and_state_of_each_kind(sqlite_engine, config):
     # 3 December 2026 is a Thursday: the next Monday 09:30 UTC is 7 December.
     assert rows["daily_utc"].next == "2026-12-07 09:30 UTC"
     welcome = rows["welcome"]
-    assert (welcome.state, welcome.paused_reason) == ("paused", "paused by hand: fixing the coupon")
+    assert (welcome.state, welcome.paused_reason) == ("paused", "by hand: fixing the coupon")
     assert (welcome.next_run, welcome.next) == (None, "nothing until resumed")
-    assert (rows["promo"].trigger, rows["promo"].next) == ("manual (nurture run)", "when run by hand (nurture run promo)")
+    assert (rows["promo"].trigger, rows["promo"].next) == ("manual (nurture run)", "by hand (nurture run promo)")
     birthday = rows["birthday"]
     assert (birthday.state, birthday.next, birthday.trigger) == (
         "disabled", "never (disabled)", "attributes.birthday (yearly) at 09:00")

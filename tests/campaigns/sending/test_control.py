@@ -46,7 +46,7 @@ def statuses(engine) -> dict[str, int]:
 def test_a_paused_campaign_plans_nothing_and_sends_nothing_until_resumed(runtime, http_sink):
     seed_customers(runtime.engine, count=4, now=TICK_NOW, lapsed_share=1.0)
     assert pause_campaign(runtime.engine, "win_back", reason="new offer coming", now=TICK_NOW)
-    assert paused_reason(runtime.engine, "win_back") == "paused by hand: new offer coming"
+    assert paused_reason(runtime.engine, "win_back") == "by hand: new offer coming"
 
     with InProcessWorkers(runtime=runtime).running() as workers:
         paused = workers.tick(TICK_NOW)
@@ -74,7 +74,7 @@ def test_rows_queued_before_a_pause_wait_even_if_already_enqueued_and_go_after_r
     assert planned.enqueued_deliveries == 4
     assert pause_campaign(runtime.engine, "win_back", now=TICK_NOW)
     assert not pause_campaign(runtime.engine, "win_back", reason="again", now=TICK_NOW)  # first reason kept
-    assert paused_reason(runtime.engine, "win_back") == "paused by hand"
+    assert paused_reason(runtime.engine, "win_back") == "by hand"
 
     with workers.running():
         workers.join()  # the jobs run: they claim nothing of a paused campaign

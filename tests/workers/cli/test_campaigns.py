@@ -54,14 +54,14 @@ def test_pause_holds_the_campaign_and_resume_lets_it_go(project, engine):
     assert tick.exit_code == 0, tick.output
     assert outbox_files(project) == ([], []) and statuses(engine) == {}
     row = overview(project)
-    assert (row["state"], row["paused_reason"]) == ("paused", "paused by hand: new coupon tomorrow")
-    assert "paused: paused by hand: new coupon tomorrow" in flat(invoke("campaigns", "--now", NOW_ARG,
+    assert (row["state"], row["paused_reason"]) == ("paused", "by hand: new coupon tomorrow")
+    assert "paused: by hand: new coupon tomorrow" in flat(invoke("campaigns", "--now", NOW_ARG,
                                                                        "-c", project.config).output)
     refused = invoke("run", "win_back", "-c", project.config)
     assert_no_crash(refused)
     assert refused.exit_code == 1 and "paused" in refused.output and "nurture resume win_back" in refused.output
     again = invoke("pause", "win_back", "-c", project.config)
-    assert again.exit_code == 0 and "already paused (paused by hand: new coupon tomorrow)" in flat(again.output)
+    assert again.exit_code == 0 and "already paused (by hand: new coupon tomorrow)" in flat(again.output)
 
     resumed = invoke("resume", "win_back", "--now", NOW_ARG, "-c", project.config)
 
@@ -93,6 +93,7 @@ def test_retry_requeues_the_failed_messages_once_their_template_is_fixed(project
     assert (len(emails), len(texts)) == (3, 1) and statuses(engine) == {"sent": 4}
     again = invoke("retry", "win_back", "--now", NOW_ARG, "--json", "-c", project.config)
     assert json.loads(again.stdout) == {"campaign": "win_back", "requeued": 0, "not_retried": {}, "paused": None}
+    assert "win_back: no failed deliveries to re-queue" in invoke("retry", "win_back", "-c", project.config).output
 
 
 @pytest.mark.parametrize("command", [
