@@ -16,13 +16,14 @@ the preview cannot drift from it:
   :class:`~campaigns.sending.rendering.TemplateRenderer`, as the worker renders.
 
 A preview only reads: it never enrols, never writes a delivery, never touches the ledger.
-Links are shown as the template wrote them; click tracking rewrites them at send time.
+Links are shown as the template wrote them (click tracking rewrites them at send time);
+``unsubscribe_url`` and ``preferences_url`` are inert links of the real ones' length
+(:func:`preview_links`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,9 +37,11 @@ from campaigns.config.schema import AppConfig
 from campaigns.customers.timezones import customer_zone
 from campaigns.errors import NurtureError, RenderError, UnknownCustomerError
 from campaigns.sending.assignment import in_holdout_sql, variant_sql
+from campaigns.sending.bodylinks import BodyLinks, body_link_secret, make_body_links
 from campaigns.sending.control import PAUSED_BY_HAND
 from campaigns.sending.ledger import ClaimedDelivery
-from campaigns.sending.policy import Skip, next_opening, send_time_skips
+from campaigns.sending.policy import send_time_skips
+from campaigns.sending.previewreasons import Blocker, ChannelCheck, channel_checks, policy_blocker
 from campaigns.sending.rendering import TemplateRenderer, build_context
 from campaigns.sending.smssegments import SmsLength, sms_length
 from campaigns.store.models import CampaignState, Customer, CustomerProfile, Delivery, Enrollment
@@ -52,32 +55,6 @@ CUSTOMER_FIELDS = (
 
 #: Delivery statuses of a message still to go.
 PENDING = ("queued", "sending")
-
-
-@dataclass(frozen=True)
-class ChannelCheck:
-    """One channel of the campaign's preference list, for this customer."""
-
-    channel: str
-    #: The customer field it sends to (``email``, ``phone``, ``wechat_openid``).
-    recipient: str
-    address: str | None
-    #: None when the channel can be used, else ``no_address``, ``no_consent``,
-    #: ``consent_withdrawn`` or ``suppressed``.
-    problem: str | None
-
-
-@dataclass(frozen=True)
-class Blocker:
-    """Why the message would not go now: for good (``until`` None) or until a time."""
-
-    #: A stable code: ``disabled``, ``paused``, ``not_in_audience``, ``held_out``,
-    #: ``already_enrolled``, ``no_channel``, ``quiet_hours``, ``send_window``, ``capped``,
-    #: ``step_condition``, ``suppressed``, ``consent_withdrawn``, ``no_consent``, and for a
-    #: message already waiting in the ledger ``series_ended`` or ``goal_reached``; else ``policy``.
-    code: str
-    message: str
-    until: datetime | None = None
 
 
 @dataclass
@@ -205,7 +182,7 @@ def preview_message(
         template = step_cfg.variants[shown].template if shown is not None else step_cfg.template or ""
         planned = _planned(conn, campaign_cfg.name, step, person["id"])
         blockers = _campaign_blockers(conn, campaign_cfg, person["id"], facts, planned, now=now)
-        checks = _channel_checks(config, campaign_cfg, person, facts)
+        checks = channel_checks(config, campaign_cfg, person, facts)
         usable = next((c for c in checks if c.problem is None), None)
         send_key = (planned[0]["send_key"] if planned
                     else f"{campaign_cfg.name}:{step}:{person['id']}:{_occurrence(campaign_cfg)}")
@@ -223,7 +200,7 @@ def preview_message(
                                        enrollment_id=waiting["enrollment_id"] if waiting else None)
             skip = send_time_skips(conn, config, [delivery], now=now).get(pending)
             if skip is not None:
-                blockers.append(_policy_blocker(config, campaign_cfg, person, skip, now=now))
+                blockers.append(policy_blocker(config, campaign_cfg, person, skip, now=now))
     preview = MessagePreview(
         campaign=campaign_cfg.name, step=step, steps=steps, template=template,
         variant=shown, variant_source=None if shown is None else ("chosen" if variant is not None else "assigned"),
@@ -232,12 +209,26 @@ def preview_message(
         send_key=send_key, purpose=campaign_cfg.purpose, zone=customer_zone(person, campaign_cfg.zone).key,
     )
     context = build_context(customer=person, stats=stats, campaign=campaign_cfg.name, step=step,
-                            send_key=send_key, now=now)
+                            send_key=send_key, now=now, links=preview_links(config, send_key))
     try:
         preview.parts = renderer.render(template, context)
     except RenderError as exc:
         preview.render_error = str(exc)
     return preview
+
+
+#: Marks the send key a preview's links seal: no message's key starts with it (campaign
+#: names cannot), so the preference page answers "link not valid" for it.
+PREVIEW_KEY_MARK = "~"
+
+
+def preview_links(config: AppConfig, send_key: str) -> BodyLinks:
+    """``unsubscribe_url`` and ``preferences_url`` for a preview: the real links' shape and
+    length (an SMS counts them) sealing a send key no message has. A marketer opening a
+    preview's link must not unsubscribe the customer; empty, as in the message, without
+    ``[api] public_url`` or the link secret."""
+    return make_body_links(PREVIEW_KEY_MARK + send_key[1:], public_url=config.api.public_url,
+                           secret=body_link_secret(config.api))
 
 
 def _occurrence(campaign: CampaignConfig) -> str:
@@ -297,27 +288,6 @@ def _facts(conn: sa.Connection, config: AppConfig, campaign: CampaignConfig, ste
     return dict(row)
 
 
-def _channel_checks(config: AppConfig, campaign: CampaignConfig, person: dict[str, Any],
-                    facts: dict[str, Any]) -> list[ChannelCheck]:
-    """Each channel of the preference list with the first reason it cannot be used."""
-    checks = []
-    for index, name in enumerate(campaign.channels):
-        recipient = config.channels[name].recipient
-        address = person.get(recipient) or None
-        if not address:
-            problem: str | None = "no_address"
-        elif facts[f"withdrawn_{index}"] and not facts[f"consented_{index}"]:
-            problem = "consent_withdrawn"
-        elif not facts[f"consented_{index}"]:
-            problem = "no_consent"
-        elif facts[f"suppressed_{index}"]:
-            problem = "suppressed"
-        else:
-            problem = None
-        checks.append(ChannelCheck(channel=name, recipient=recipient, address=address, problem=problem))
-    return checks
-
-
 def _planned(conn: sa.Connection, campaign: str, step: int, customer_id: int) -> list[dict[str, Any]]:
     """This step's deliveries to this customer already in the ledger, newest first."""
     rows = conn.execute(
@@ -355,38 +325,3 @@ def _campaign_blockers(conn: sa.Connection, campaign: CampaignConfig, customer_i
             blockers.append(Blocker("already_enrolled", f"already enrolled on {enrolled.enrolled_at:%Y-%m-%d %H:%M} "
                                                         f"UTC ({enrolled.state}), and the campaign never re-enters"))
     return blockers
-
-
-_CAP = re.compile(r"\bcap", re.IGNORECASE)
-
-
-def _policy_blocker(config: AppConfig, campaign: CampaignConfig, person: dict[str, Any], skip: Skip, *,
-                    now: datetime) -> Blocker:
-    """The send-time policy's verdict as a blocker, with a code for scripts and tests."""
-    reason = skip.reason
-    lowered = reason.lower()
-    quiet = config.compliance.marketing_window
-    # The checks that come before timing in policy.send_time_skips first, then timing:
-    # quiet hours are told apart from send windows by the config, not by the wording.
-    if lowered.startswith("series ended"):
-        code = "series_ended"
-    elif lowered.startswith("goal reached"):
-        code = "goal_reached"
-    elif _CAP.search(reason):
-        code = "capped"
-    elif "condition" in lowered:
-        code = "step_condition"
-    elif "suppressed" in lowered:
-        code = "suppressed"
-    elif "withdrawn" in lowered:
-        code = "consent_withdrawn"
-    elif "consent" in lowered:
-        code = "no_consent"
-    elif (skip.defer_until is not None and campaign.purpose == "marketing" and quiet is not None
-          and next_opening(now, customer_zone(person, campaign.zone), *quiet) is not None):
-        code = "quiet_hours"
-    elif "window" in lowered:
-        code = "send_window"
-    else:
-        code = "policy"
-    return Blocker(code, reason, skip.defer_until)

@@ -407,3 +407,24 @@ def test_a_waiting_message_whose_series_ended_would_not_go(shop):
     [blocker] = shop.preview("promo", "C1").blockers
 
     assert blocker.code == "series_ended" and blocker.until is None
+
+
+def test_unsubscribe_links_have_the_real_shape_and_length_but_open_no_message(shop, monkeypatch):
+    from campaigns.sending.bodylinks import make_body_links
+    from campaigns.sending.tokens import verify_unsubscribe_token
+
+    customer_id = shop.add("C1")
+    (shop.config.templates.dir / "promo" / "hello.sms.j2").write_text("stop: {{ unsubscribe_url }}", encoding="utf-8")
+    shop.renderer = TemplateRenderer.from_config(shop.config.templates)
+    assert shop.preview("promo", "C1").parts["sms"] == "stop: "  # no [api] public_url: empty, as when sent
+
+    monkeypatch.setenv("NURTURE_LINK_SECRET", "preview-test-secret")
+    shop.config = shop.config.model_copy(
+        update={"api": shop.config.api.model_copy(update={"public_url": "https://t.shop.example"})})
+    link = shop.preview("promo", "C1").parts["sms"].removeprefix("stop: ")
+
+    real_key = f"promo:0:{customer_id}:once"
+    real = make_body_links(real_key, public_url="https://t.shop.example", secret="preview-test-secret")
+    assert link.startswith("https://t.shop.example/u/") and len(link) == len(real.unsubscribe_url)
+    token = link.rsplit("/", 1)[1]
+    assert verify_unsubscribe_token(token, "preview-test-secret") == "~" + real_key[1:]  # no message has it
