@@ -147,6 +147,10 @@ class CampaignConfig(StrictModel):
     #: What a marketing message over the ``[compliance.frequency]`` caps does: wait until
     #: the cap allows it (defer) or give this step up (skip; the series goes on).
     when_capped: Literal["defer", "skip"] = "defer"
+    #: Which message a frequency cap keeps when several campaigns want the same slot of a
+    #: customer: higher first (then the earlier due time). Transactional messages are never
+    #: capped, so this orders marketing campaigns only.
+    priority: int = Field(default=0, ge=-1000, le=1000)
     steps: list[StepConfig] = Field(min_length=1)
 
     @property

@@ -16,7 +16,9 @@ condition. Each check is one query for the whole claimed batch.
   quiet hours (all in the customer's local time): wait for the next opening, never drop;
 * marketing over the frequency caps (per channel family per day, across channels per
   week; transactional messages neither count nor are capped): defer until the cap
-  frees, or skip the step when the campaign says ``when_capped = "skip"``.
+  frees, or skip the step when the campaign says ``when_capped = "skip"``. Which
+  message keeps a slot several want goes by rank (campaign ``priority``, then due
+  time): :mod:`campaigns.sending.caps`.
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ from campaigns.config.values import window_bounds
 from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.customers.addresses import DIGEST_PREFIX, address_digests
 from campaigns.customers.timezones import customer_zone
+from campaigns.sending.caps import Rank, Slot, batch_ranks, cap_reached, taken_slots
 from campaigns.store.models import (
     Consent,
     Customer,
     CustomerProfile,
-    Delivery,
     Enrollment,
     Event,
     Order,
@@ -132,12 +134,14 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
                    compile_expression(expression, now=now, segments=segments, profile=profile))).scalars())
         failing[(name, step_index)] = set(customer_ids) - matching
 
-    # 6. frequency caps: marketing already sent (or going out now) to these customers.
+    # 6. frequency caps: marketing sent, going out now or outranking these messages.
     caps = config.compliance.frequency
-    recent = _recent_marketing(conn, config, deliveries, now=now) if caps.enabled else {}
+    taken = taken_slots(conn, config, deliveries, now=now) if caps.enabled else {}
+    ranks = batch_ranks(conn, config, deliveries, now=now) if caps.enabled else {}
     consent_required = config.compliance.consent == "required"
 
-    for delivery in sorted(deliveries, key=lambda d: d.id):  # type: ignore[attr-defined]
+    # In rank order, so the batch's own messages take their slots as the ranking says.
+    for delivery in sorted(deliveries, key=lambda d: ranks.get(d.id, (0, now, d.id))):  # type: ignore[attr-defined]
         enrollment = enrollments.get(getattr(delivery, "enrollment_id", None))
         campaign = campaigns.get(delivery.campaign)  # type: ignore[attr-defined]
         marketing = campaign is None or campaign.purpose == "marketing"
@@ -162,8 +166,9 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
         else:
             skip = _timing(config, campaign, delivery, marketing=marketing, now=now)
             if skip is None and marketing and caps.enabled:
-                skip = _capped(caps, campaign, recent.setdefault(customer_id, []),
-                               family[0] if family else delivery.channel, now=now)  # type: ignore[attr-defined]
+                skip = _capped(caps, campaign, taken.setdefault(customer_id, []),
+                               family[0] if family else delivery.channel,  # type: ignore[attr-defined]
+                               own=ranks.get(delivery.id, (0, now, delivery.id)), now=now)  # type: ignore[attr-defined]
         if skip is not None:
             skips[delivery.id] = skip  # type: ignore[attr-defined]
     return skips
@@ -172,8 +177,6 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
 #: Rounds of "move to the next opening" before windows are declared disjoint.
 _WINDOW_ROUNDS = 8
 
-DAY = timedelta(days=1)
-WEEK = timedelta(days=7)
 #: How long a message waits when the installation secret is missing (see _suppressed).
 SECRET_RETRY = timedelta(minutes=15)
 
@@ -239,62 +242,21 @@ def quiet_hours_start(config: AppConfig, campaign: CampaignConfig | None, custom
 UTC_ZONE = ZoneInfo("UTC")
 
 
-def _capped(caps: FrequencyCapsConfig, campaign: CampaignConfig | None, history: list[tuple[str, datetime]],
-            family: str, *, now: datetime) -> Skip | None:
+def _capped(caps: FrequencyCapsConfig, campaign: CampaignConfig | None, slots: list[Slot], family: str, *,
+            own: Rank, now: datetime) -> Skip | None:
     """Skip or defer a marketing message over the frequency caps; else count it as sent.
 
-    ``history`` holds the customer's recent marketing (channel family, moment) and grows
-    with each message of the batch let through, so one batch cannot exceed a cap either.
+    ``slots`` holds the customer's taken slots (:func:`~campaigns.sending.caps.taken_slots`)
+    and grows with each message of the batch let through, so one batch cannot exceed a cap either.
     """
-    same_day = sorted(moment for fam, moment in history if fam == family and moment > now - DAY)
-    same_week = sorted(moment for _, moment in history if moment > now - WEEK)
-    frees: list[datetime] = []
-    reasons: list[str] = []
-    if len(same_day) >= caps.per_channel_per_day:
-        frees.append(same_day[len(same_day) - caps.per_channel_per_day] + DAY)
-        reasons.append(f"{caps.per_channel_per_day} {family} per day")
-    if len(same_week) >= caps.per_week:
-        frees.append(same_week[len(same_week) - caps.per_week] + WEEK)
-        reasons.append(f"{caps.per_week} per week across channels")
-    if not reasons:
-        history.append((family, now))
+    over = cap_reached(caps, slots, family, own=own, now=now)
+    if over is None:
+        slots.append(Slot(family, now))
         return None
-    reason = "frequency cap reached: " + " and ".join(reasons)
+    reason, frees = over
     if campaign is not None and campaign.when_capped == "skip":
         return Skip(reason)
-    # A second after the oldest counted message leaves its period.
-    return Skip(reason, defer_until=max(frees) + timedelta(seconds=1))
-
-
-def _recent_marketing(conn: sa.Connection, config: AppConfig, deliveries: Sequence[Any], *,
-                      now: datetime) -> dict[int, list[tuple[str, datetime]]]:
-    """Per customer of the batch: (channel family, moment) of each marketing message sent
-    in the past week, or being sent right now by another job. Those count as sent now:
-    two jobs holding messages for one customer must not both pass the cap (each checks
-    after its own claim is committed, so at least one of them sees the other)."""
-    customer_ids = sorted({d.customer["id"] for d in deliveries})
-    if not customer_ids:
-        return {}
-    transactional = sorted(c.name for c in config.campaigns if c.purpose == "transactional")
-    query = sa.select(Delivery.customer_id, Delivery.channel, Delivery.status, Delivery.sent_at).where(
-        Delivery.customer_id.in_(customer_ids),
-        Delivery.id.not_in(sorted(d.id for d in deliveries)),
-        # A test send went to the marketer's address, not the customer's: it takes no slot.
-        Delivery.is_test.is_(False),
-        sa.or_(
-            sa.and_(Delivery.status == "sent", Delivery.sent_at > now - WEEK),
-            sa.and_(Delivery.status == "sending", Delivery.lease_until > now),
-        ),
-    )
-    if transactional:
-        query = query.where(Delivery.campaign.not_in(transactional))
-    history: dict[int, list[tuple[str, datetime]]] = {}
-    for row in conn.execute(query):
-        channel = config.channels.get(row.channel)
-        family = (CHANNEL_FAMILY.get(channel.recipient) if channel else None) or row.channel
-        moment = row.sent_at if row.status == "sent" and row.sent_at is not None else now
-        history.setdefault(row.customer_id, []).append((family, moment))
-    return history
+    return Skip(reason, defer_until=frees)
 
 
 def _family(config: AppConfig, delivery: object) -> tuple[str, str] | None:
