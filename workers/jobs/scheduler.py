@@ -81,7 +81,11 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
     # A paused campaign plans nothing (campaigns.sending.control): its slot is not claimed,
     # so a resume within max_lateness still runs it; its entries wait within entry_window.
     paused = paused_campaigns(engine)
-    # Cron campaigns first: a due fan-out is not held up by the profile recompute.
+    # Cron campaigns first: a due fan-out is not held up by the profile recompute. Every due
+    # run is planned before any is handed to the workers: a frequency cap keeps a customer's
+    # slot for the highest-ranked message (campaigns.sending.caps), which it can see only
+    # once planned; a run enqueued before the next one is planned would win by coming first.
+    planned_runs: list[int] = []
     for campaign in config.campaigns:
         if campaign.name in paused:
             continue
@@ -94,6 +98,8 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
         planned = plan_run(engine, config, campaign, run_id=run_id, scheduled_at=slot, now=now)
         logger.info("campaign %s run %s planned %d deliveries", campaign.name, slot.isoformat(), planned.planned)
         report.runs.append(planned)
+        planned_runs.append(run_id)
+    for run_id in planned_runs:
         _enqueue(report, broker, queue, run_batches(engine, run_id, now=now, batch_size=batch_size))
 
     report.profiles = _recompute_when_due(config=config, engine=engine, now=now)
