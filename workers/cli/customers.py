@@ -23,6 +23,7 @@ from workers.cli.common import (
     load_app_config,
     parse_now,
 )
+from workers.cli.runreport import print_outcome
 
 #: ``nurture import``: one command per kind of file.
 import_app = typer.Typer(help="Import customers, orders or events from CSV or JSONL.", no_args_is_help=True)
@@ -116,11 +117,13 @@ def track(
 ) -> None:
     """Record one event and trigger its event campaigns right away.
 
-    With broker.url = "stub://" the due messages are sent before this command exits; with
-    Redis a handle_events job is enqueued for the workers. Exit 3 if the event is rejected.
+    With broker.url = "stub://" the due messages are sent before this command exits, and it
+    says how many were sent, deferred (quiet hours, frequency cap, send window), skipped
+    and failed; with Redis a handle_events job is enqueued for the workers. Exit 3 if the
+    event is rejected.
     """
     from campaigns.customers.events import record_events
-    from campaigns.reports.deliveries import sent_count
+    from campaigns.reports.outcomes import customer_deliveries_after, delivery_outcomes, newest_delivery_id
     from workers.jobs.broker import enqueue_many, events_message, make_broker
 
     cfg = load_app_config(config)
@@ -134,27 +137,29 @@ def track(
         raw["event_id"] = event_id
     result = record_events(engine, [raw])
     status = result.statuses[0]
-    sent: int | None = None
+    outcome: dict[str, Any] | None = None
     if result.accepted_ids:
         message = events_message(cfg.broker.queue, result.accepted_ids)
         if cfg.broker.in_process:
-            before = sent_count(engine, customer)
+            # What the event planned are the customer's rows newer than this one.
+            before = newest_delivery_id(engine)
             workers = in_process_workers(cfg, engine=engine)
             with workers.running():
                 enqueue_many(workers.broker, [message])
                 workers.join()
-            sent = sent_count(engine, customer) - before
+            outcome = delivery_outcomes(engine, ids=customer_deliveries_after(engine, customer, before))
         else:
             enqueue_many(make_broker(cfg.broker), [message])
     if as_json:
-        print(json.dumps({**result.to_dict()["events"][0], "sent": sent}))
+        print(json.dumps({**result.to_dict()["events"][0], "sent": outcome["sent"] if outcome else None,
+                          "outcome": outcome}))
     elif status.status == "rejected":
         err_console.print(f"[bold red]rejected:[/] {status.reason}", highlight=False)
     elif status.status == "duplicate":
         console.print(f"duplicate: event {status.event_id} was already recorded; nothing triggered", highlight=False)
     else:
-        tail = f"{sent} message(s) sent" if sent is not None else "handed to the workers"
-        console.print(f"[green]accepted[/] {event} for {customer}: {tail}", highlight=False)
+        console.print(f"[green]accepted[/] {event} for {customer}", highlight=False)
+        print_outcome(outcome)
     if status.status == "rejected":
         raise typer.Exit(3)
 

@@ -24,8 +24,8 @@ from workers.cli.common import (
     err_console,
     friendly_errors,
     in_process_workers,
-    print_tick,
 )
+from workers.cli.runreport import outcome_of, print_tick
 
 
 def _demo_refusal(cfg: AppConfig, db_path: Path, target: Any) -> str | None:
@@ -129,7 +129,7 @@ def demo(
     workers = in_process_workers(cfg, engine=engine, clock=lambda: now)
     with workers.running():
         tick_report = workers.tick(now)
-    print_tick(tick_report, as_json=False)
+    print_tick(tick_report, as_json=False, outcome=outcome_of(engine, tick_report))
     console.print("[bold]5.[/] results")
     table = Table(title="What was sent")
     for column in ("campaign", "channel", "status", "messages", "where"):

@@ -32,16 +32,16 @@ from workers.cli.common import (
     load_app_config,
     no_such_campaign,
     parse_now,
-    print_tick,
     reachable_broker,
 )
+from workers.cli.runreport import outcome_of, print_tick
 
 
 @friendly_errors
 def scheduler(
     config: ConfigOption = Path("config.toml"),
     once: Annotated[bool, typer.Option("--once", help="Run one tick and exit.")] = False,
-    now: Annotated[str | None, typer.Option("--now", help="Pretend it is this time (ISO 8601); for back-fills and tests.")] = None,
+    now: Annotated[str | None, typer.Option("--now", help="Pretend it is this time (ISO 8601), for back-fills and tests; needs broker.url = \"stub://\".")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Claim due campaign runs, write their deliveries and enqueue jobs.
@@ -53,6 +53,12 @@ def scheduler(
 
     fixed_now = parse_now(now) if now else None
     cfg = load_app_config(config)
+    if fixed_now is not None and not cfg.broker.in_process:
+        # The clock moves this process only: Redis workers check due times, quiet hours
+        # and caps on their own real clock, so replayed messages would wait in the queue.
+        raise NurtureError("--now needs the in-process broker (broker.url = \"stub://\", or "
+                           "NURTURE_BROKER_URL=stub://): with Redis the workers send on the real clock, "
+                           "not the replayed one")
     engine = engine_for(cfg)
     clock = (lambda: fixed_now) if fixed_now else utcnow
     # --once is a manual tick: it runs whoever leads (ticks are idempotent). A loop ticks
@@ -70,7 +76,8 @@ def scheduler(
                 while True:
                     moment = clock()
                     if once or leadership.hold(moment):
-                        print_tick(workers.tick(moment), as_json=as_json)
+                        report = workers.tick(moment)  # returns once the queue has drained
+                        print_tick(report, as_json=as_json, outcome=outcome_of(engine, report))
                     else:
                         standby(moment)
                     if once:
@@ -150,8 +157,12 @@ def run_campaign(
     as_json: JsonOption = False,
 ) -> None:
     """Run a campaign now, once: a one-off broadcast (trigger = { manual = true }) or an
-    extra run of a cron campaign. Running it again within the same minute sends nothing
-    twice; with reentry = "never" nobody gets it twice ever."""
+    extra run of a cron campaign.
+
+    Running it again reaches whoever is targeted by then (customers imported since
+    included) and nobody twice: with reentry = "never" nobody ever gets it twice, with
+    "every_run" not twice within a minute. Prints how many were sent, deferred (quiet
+    hours, frequency cap, send window), skipped and failed."""
     from workers.jobs.scheduler import run_now
 
     cfg = load_app_config(config)
@@ -164,15 +175,18 @@ def run_campaign(
     if cfg.broker.in_process:
         workers = in_process_workers(cfg, engine=engine)
         with workers.running():
-            report = run_now(config=cfg, engine=engine, broker=workers.broker, campaign=campaign_cfg, now=now)
+            report = run_now(config=cfg, engine=engine, broker=workers.broker, campaign=campaign_cfg, now=now,
+                             keep_ids=True)
             workers.join()
+        outcome = outcome_of(engine, report)
     else:
         report = run_now(config=cfg, engine=engine, broker=reachable_broker(cfg), campaign=campaign_cfg, now=now)
+        outcome = None  # Redis workers send it: `nurture status` tells
     if not any(run.planned for run in report.runs) and not as_json:
         # Claimed nothing (same minute) or planned nothing new (everyone already had it).
         console.print(f"{campaign}: nothing more to send (everyone targeted already has it)")
         return
-    print_tick(report, as_json=as_json)
+    print_tick(report, as_json=as_json, outcome=outcome)
 
 
 @friendly_errors

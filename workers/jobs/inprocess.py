@@ -35,7 +35,9 @@ class InProcessWorkers:
     def tick(self, now: datetime) -> TickReport:
         """Run one scheduler tick and wait until every job it enqueued (and their
         retries) has been processed."""
-        report = tick(config=self.runtime.config, engine=self.runtime.engine, broker=self.broker, now=now)
+        # In process the outcome is known once the queue drains: keep the ids to report it.
+        report = tick(config=self.runtime.config, engine=self.runtime.engine, broker=self.broker, now=now,
+                      keep_ids=True)
         self.join()
         return report
 

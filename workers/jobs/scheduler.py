@@ -70,11 +70,14 @@ class TickReport:
     enqueued_jobs: int = 0
     enqueued_deliveries: int = 0
     requeued_leases: int = 0
+    #: The ids handed to the broker, when the caller asked for them (``keep_ids``): with
+    #: in-process workers the command reports what became of each (sent, deferred ...).
+    delivery_ids: list[int] | None = None
 
 
-def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) -> TickReport:
+def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime, keep_ids: bool = False) -> TickReport:
     """Run one scheduler tick at ``now``."""
-    report = TickReport(now=now)
+    report = TickReport(now=now, delivery_ids=[] if keep_ids else None)
     report.requeued_leases = requeue_expired_leases(engine, now=now)
     batch_size = config.broker.batch_size
     queue = config.broker.queue
@@ -125,15 +128,19 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime) ->
 
 
 def run_now(*, config: AppConfig, engine: Engine, broker: Broker, campaign: CampaignConfig,
-            now: datetime) -> TickReport:
+            now: datetime, keep_ids: bool = False) -> TickReport:
     """Start one run of ``campaign`` at ``now`` (``nurture run``): a one-off broadcast for a
-    manual campaign, or an extra run of a cron campaign. The run is claimed like a cron
-    slot (to the minute), so running it twice in the same minute sends nothing twice.
+    manual campaign, or an extra run of a cron campaign.
+
+    Each call is a run of its own, claimed at ``now`` itself rather than its minute: a
+    second run plans who is targeted now, customers imported since the first included.
+    Nobody gets a message twice all the same: the send keys hold one occurrence per
+    customer ("once" with ``reentry = "never"``, the minute with ``"every_run"``).
 
     Raises :class:`~campaigns.errors.NurtureError` for a disabled or paused campaign."""
     check_runnable(engine, campaign)
-    report = TickReport(now=now)
-    slot = now.replace(second=0, microsecond=0)
+    report = TickReport(now=now, delivery_ids=[] if keep_ids else None)
+    slot = now
     run_id = claim_run(engine, campaign.name, slot, lease=config.worker.lease)
     if run_id is None:
         return report
@@ -150,6 +157,8 @@ def _enqueue(report: TickReport, broker: Broker, queue: str, batches: Iterator[l
     for batch in batches:
         pending.append(send_message(queue, batch))
         report.enqueued_deliveries += len(batch)
+        if report.delivery_ids is not None:
+            report.delivery_ids.extend(batch)
         if len(pending) >= PIPELINE_SIZE:
             report.enqueued_jobs += enqueue_many(broker, pending)
             pending = []
