@@ -9,7 +9,6 @@ message with exit code 1 or 2; a traceback means a bug.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
     from dramatiq import Broker
 
     from workers.jobs.inprocess import InProcessWorkers
-    from workers.jobs.scheduler import TickReport
 
 #: Where the commands print their results.
 console = Console(soft_wrap=True)
@@ -133,32 +131,3 @@ def reachable_broker(config: AppConfig) -> Broker:
     broker = make_broker(config.broker)
     broker.client.ping()  # type: ignore[attr-defined]
     return broker
-
-
-def print_tick(report: TickReport, *, as_json: bool) -> None:
-    """Print what a scheduler tick (or ``nurture run``) planned and enqueued."""
-    if as_json:
-        print(json.dumps({
-            "now": report.now.isoformat(),
-            "runs": [{"campaign": r.campaign, "scheduled_at": r.scheduled_at.isoformat(), "planned": r.planned}
-                     for r in report.runs],
-            "enqueued_jobs": report.enqueued_jobs,
-            "enqueued_deliveries": report.enqueued_deliveries,
-            "requeued_leases": report.requeued_leases,
-            "profiles": None if report.profiles is None else {
-                "customers": report.profiles.customers, "stage_entries": report.profiles.stage_entries,
-                "segment_entries": report.profiles.segment_entries},
-            "entries": report.entries,
-        }))
-        return
-    if report.profiles is not None:
-        console.print(f"profiles recomputed: {report.profiles.customers} customers, "
-                      f"{report.profiles.stage_entries} stage entries, {report.profiles.segment_entries} segment entries")
-    for name, planned in report.entries.items():
-        console.print(f"entries [bold]{name}[/]: {planned} new deliveries")
-    for run in report.runs:
-        console.print(f"run [bold]{run.campaign}[/] @ {run.scheduled_at:%Y-%m-%d %H:%M} UTC: {run.planned} new deliveries")
-    console.print(
-        f"tick {report.now:%Y-%m-%d %H:%M:%S} UTC: enqueued {report.enqueued_deliveries} deliveries "
-        f"in {report.enqueued_jobs} jobs"
-    )
