@@ -28,12 +28,15 @@ from workers.cli import (
     test_send,
     views,
 )
+from workers.cli.helptext import MARKUP_MODE, hide_flag_types
 
+hide_flag_types()
 app = typer.Typer(
     help="nurture: lifecycle marketing automation. Campaigns in config.toml, delivered by Dramatiq workers.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=MARKUP_MODE,
 )
 app.add_typer(setup.db_app, name="db")
 app.add_typer(customers.import_app, name="import")
