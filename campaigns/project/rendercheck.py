@@ -126,10 +126,12 @@ def _is_fatal(campaign: CampaignConfig, step_index: int, failed: list[Archetype]
 
 def _failure(campaign: CampaignConfig, *, step_index: int, error: str, failed: list[Archetype]) -> tuple[str, bool]:
     """The message of one render failure, and whether it is an error."""
-    who = failed[0].described if len(failed) == 1 else "customers with " + ", ".join(a.name for a in failed)
+    # A template that fails for the typical customer fails for nearly everyone: listing
+    # the other archetypes would only bury the error.
     if any(a.name == TYPICAL for a in failed):
-        who = "a typical customer" + ("" if len(failed) == 1 else
-                                      " (and " + ", ".join(a.name for a in failed if a.name != TYPICAL) + ")")
+        who = "a typical customer"
+    else:
+        who = failed[0].described if len(failed) == 1 else "customers with " + ", ".join(a.name for a in failed)
     message = f"template does not render for {who}: {error}"
     if "'None' has no attribute" in error or "NoneType" in error:
         message += (" (the value is None for such a customer: test it first, e.g. "

@@ -221,7 +221,7 @@ def test_nurture_check_reports_a_sandbox_violation_with_file_and_line(
     assert result.exit_code == 1, result.output
     [error] = json.loads(result.stdout)["errors"]
     assert error["key"] == "campaigns[0].steps[0].template"
-    assert "template does not render against a sample customer: evil/x.txt.j2:1:" in error["message"]
+    assert "template does not render for a typical customer: evil/x.txt.j2:1:" in error["message"]
     assert expected in error["message"]
 
     result = CliRunner().invoke(app, ["check", "-c", "config.toml"])
