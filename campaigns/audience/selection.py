@@ -13,7 +13,7 @@ customer's profile as of the last recompute. All of them are combined with AND.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -186,20 +186,23 @@ class Reach:
         return sa.case(*whens, else_=sa.null())
 
     def exclusion_reason(self) -> sa.ColumnElement[str]:
-        """NULL for a reachable customer, else the first reason none of the campaign's
-        channels can be used: no address on any of them, consent withdrawn (or, where it
-        is required, never given) wherever there is an address, or every remaining
-        address suppressed."""
+        """NULL for a reachable customer, else why none of the campaign's channels can be
+        used: no address on any of them; every address suppressed; else, on the addresses
+        left, consent withdrawn, or (where it is required) never given.
+
+        Suppression is asked first: suppressing an address (an operator, a bounce, an
+        opt-out reply) also withdraws consent, and such a customer read "consent withdrawn".
+        """
         fields = list(self.fields.values())
+        usable = {f: sa.and_(_has_address(f), ~self.suppressed(f)) for f in fields}
         any_address = sa.or_(*[_has_address(f) for f in fields])
-        any_consented = sa.or_(*[sa.and_(_has_address(f), self.consented(f)) for f in fields])
-        any_withdrawn = sa.or_(*[sa.and_(_has_address(f), self.withdrawn(f)) for f in fields])
+        any_withdrawn = sa.or_(*[sa.and_(usable[f], self.withdrawn(f)) for f in fields])
         return sa.case(
             (sa.or_(*[self.reachable(f) for f in fields]), sa.null()),
             (~any_address, sa.literal("no_address")),
-            (sa.and_(~any_consented, any_withdrawn), sa.literal("consent_withdrawn")),
-            (~any_consented, sa.literal("no_consent")),
-            else_=sa.literal("suppressed"),
+            (~sa.or_(*usable.values()), sa.literal("suppressed")),
+            (any_withdrawn, sa.literal("consent_withdrawn")),
+            else_=sa.literal("no_consent"),
         )
 
 
@@ -227,24 +230,35 @@ def _matched(config: AppConfig, campaign: CampaignConfig, *, now: datetime, colu
 
 
 def audience_breakdown(
-    engine: sa.Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime, sample_size: int = 10
+    engine: sa.Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime, sample_size: int = 10,
+    held_out: Callable[[sa.ColumnElement[int]], sa.ColumnElement[bool]] | None = None,
 ) -> dict[str, Any]:
     """A dry run of ``campaign``'s audience at ``now``: who matches, which channel each
-    would get, who is excluded and why, and a sample. Two GROUP BY queries and one
-    LIMIT query; nothing is written."""
+    would get, who is excluded and why, who the holdout takes, and a sample. Two GROUP BY
+    queries and one LIMIT query; nothing is written.
+
+    ``held_out`` is the campaign's holdout rule over a customer id column (the SQL of
+    :func:`campaigns.sending.assignment.in_holdout_sql`, which this layer cannot import:
+    :func:`campaigns.reports.audience.campaign_audience` passes it); without it nobody is
+    counted as held out. Held-out customers stay in ``reachable`` and ``by_channel`` (they
+    are enrolled, as planning does) and are counted apart in ``holdout``; ``would_send``
+    is the reachable customers the holdout leaves.
+    """
     reach = Reach(config, campaign)
     reason = reach.exclusion_reason().label("reason")
     channel = reach.channel_choice().label("channel")
-    matched = _matched(config, campaign, now=now, columns=[Customer.id.label("customer_id"), channel, reason],
-                       reach=reach)
+    held = (held_out(Customer.id) if held_out is not None else sa.false()).label("held_out")
+    matched = _matched(config, campaign, now=now,
+                       columns=[Customer.id.label("customer_id"), channel, reason, held], reach=reach)
     inner = matched.subquery("matched")
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(inner.c.channel, inner.c.reason, sa.func.count()).group_by(inner.c.channel, inner.c.reason)
+            sa.select(inner.c.channel, inner.c.reason, inner.c.held_out, sa.func.count())
+            .group_by(inner.c.channel, inner.c.reason, inner.c.held_out)
         ).all()
         sample = conn.execute(
             sa.select(Customer.external_id, Customer.name, inner.c.channel, _PROFILE.c.stage,
-                      _PROFILE.c.rfm_segment, _PROFILE.c.orders_count)
+                      _PROFILE.c.rfm_segment, _PROFILE.c.orders_count, inner.c.held_out)
             .join(inner, inner.c.customer_id == Customer.id)
             .outerjoin(_PROFILE, _PROFILE.c.customer_id == Customer.id)
             .where(inner.c.channel.is_not(None))
@@ -253,9 +267,11 @@ def audience_breakdown(
         ).mappings().all()
     by_channel: dict[str, int] = {}
     excluded = dict.fromkeys(EXCLUSION_REASONS, 0)
-    for channel_name, why, count in rows:
+    holdout = 0
+    for channel_name, why, is_held, count in rows:
         if channel_name is not None:
             by_channel[channel_name] = by_channel.get(channel_name, 0) + count
+            holdout += count if is_held else 0
         else:
             excluded[why] += count
     reachable = sum(by_channel.values())
@@ -266,9 +282,10 @@ def audience_breakdown(
         "reachable": reachable,
         "by_channel": by_channel,
         "excluded": excluded,
-        # Holdout groups arrive with the campaign engine; until then nobody is held out.
-        "holdout": 0,
-        "sample": [dict(row) for row in sample],
+        "holdout": holdout,
+        "would_send": reachable - holdout,
+        # SQLite hands the flag back as 0/1.
+        "sample": [{**row, "held_out": bool(row["held_out"])} for row in sample],
     }
 
 

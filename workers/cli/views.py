@@ -193,9 +193,8 @@ def audience(
     as_json: JsonOption = False,
 ) -> None:
     """Dry run: how many customers a campaign (or --where expression) targets, on which
-    channels, who is excluded and why, and a sample. Sends nothing."""
-    from campaigns.audience.selection import audience_breakdown
-    from campaigns.reports.audience import expression_matches
+    channels, who is excluded and why, who its holdout takes, and a sample. Sends nothing."""
+    from campaigns.reports.audience import campaign_audience, expression_matches
 
     moment = parse_now(now) if now else utcnow()
     cfg = load_app_config(config)
@@ -218,7 +217,7 @@ def audience(
     except KeyError:
         err_console.print(f"[bold red]error:[/] {no_such_campaign(cfg, campaign)}")  # type: ignore[arg-type]
         raise typer.Exit(1) from None
-    result = audience_breakdown(engine, cfg, campaign_cfg, now=moment, sample_size=sample)
+    result = campaign_audience(engine, cfg, campaign_cfg, now=moment, sample_size=sample)
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -231,13 +230,16 @@ def audience(
         table.add_row(f"→ {name}", str(count))
     for reason, count in result["excluded"].items():
         table.add_row(f"excluded: {reason.replace('_', ' ')}", str(count))
-    table.add_row("held out", str(result["holdout"]))
+    share = f" ({campaign_cfg.holdout:.0%} of the reachable, kept out to measure lift)" if campaign_cfg.holdout else ""
+    table.add_row(f"held out{share}", str(result["holdout"]))
+    table.add_row("would be messaged", str(result["would_send"]), style="bold")
     console.print(table)
     if result["sample"]:
+        columns = ("external_id", "name", "channel", "stage", "rfm_segment", "orders_count", "held_out")
         sample_table = Table(title=f"Sample of {len(result['sample'])}")
-        for column in ("external_id", "name", "channel", "stage", "rfm_segment", "orders_count"):
+        for column in columns:
             sample_table.add_column(column)
         for row in result["sample"]:
-            sample_table.add_row(*[str(row[c]) if row[c] is not None else "-" for c in
-                                   ("external_id", "name", "channel", "stage", "rfm_segment", "orders_count")])
+            sample_table.add_row(*[("yes" if row[c] else "no") if c == "held_out" else
+                                   str(row[c]) if row[c] is not None else "-" for c in columns])
         console.print(sample_table)

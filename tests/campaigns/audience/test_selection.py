@@ -70,6 +70,22 @@ def test_the_dry_run_counts_reachable_customers_per_channel_and_exclusions_by_re
     assert [row["external_id"] for row in result["sample"]] == ["bob", "cat"]
 
 
+def test_a_suppressed_address_is_excluded_as_suppressed_not_as_consent_withdrawn(people):
+    from campaigns.responses.optout import opt_out
+
+    # `nurture suppress add` (and a bounce, an opt-out reply) suppresses the address and
+    # withdraws consent with it: the dry run read "consent withdrawn" for it.
+    opt_out(people, family="email", address="ann@x.cn", reason="operator", source="operator", now=NOW)
+    with people.begin() as conn:
+        withdraw(conn, sa.select(Customer.id).where(Customer.external_id == "dan").scalar_subquery(), "email")
+    config = config_with("")
+
+    result = audience_breakdown(people, config, config.campaigns[0], now=NOW, sample_size=0)
+
+    # ann (suppressed, consent withdrawn with it), dan (withdrew, not suppressed)
+    assert result["excluded"] == {"no_address": 1, "no_consent": 0, "consent_withdrawn": 1, "suppressed": 1}
+
+
 def _forget_consent(engine, external_id: str) -> None:
     with engine.begin() as conn:
         conn.execute(sa.delete(Consent.__table__).where(

@@ -11,6 +11,7 @@ import json
 import sqlalchemy as sa
 
 from campaigns.store.models import Delivery
+from tests.conftest import TICK_NOW, seed_customers
 from tests.workers.cli.win_back import (
     NOW_ARG,
     assert_no_crash,
@@ -49,3 +50,22 @@ def test_audience_where_takes_an_expression_and_reports_its_errors(project, engi
     assert_no_crash(bad)
     assert bad.exit_code == 1
     assert "unknown field 'stagee' at column 1 (did you mean 'stage'?)" in flat(bad.output)
+
+
+def test_audience_shows_whom_the_holdout_would_take(project, engine):
+    # It always said "held out 0".
+    project.config.write_text(project.config.read_text().replace('channels = ["email", "sms"]',
+                                                                 'channels = ["email", "sms"]\nholdout = 0.5'))
+    seed_customers(engine, count=40, now=TICK_NOW, lapsed_share=0.5)
+
+    as_json = invoke("audience", "win_back", "--now", NOW_ARG, "-c", project.config, "--json", "--sample", "20")
+    table = invoke("audience", "win_back", "--now", NOW_ARG, "-c", project.config)
+
+    assert as_json.exit_code == 0, as_json.output
+    report = json.loads(as_json.stdout)
+    held = report["holdout"]
+    assert report["reachable"] == 20 and 0 < held < 20 and report["would_send"] == 20 - held
+    assert sum(row["held_out"] for row in report["sample"]) == held
+    text = flat(table.output)
+    assert f"held out (50% of the reachable, kept out to measure lift) {held}" in text
+    assert f"would be messaged {20 - held}" in text
