@@ -12,11 +12,15 @@ Definitions (docs/campaigns.md):
   window; the campaign's revenue is the sum of the orders credited to its messages.
 * **engagement** (receipts, opens, clicks, replies, unsubscribes, complaints): the number
   of *sent* messages with at least one response of that kind (``response.delivery_id``),
-  so a message opened five times counts once; rates are over the messages sent.
+  so a message opened five times counts once; rates are over the messages sent. On a
+  channel whose provider sends no delivery receipts (SMTP, webhook), **delivered** is
+  the messages sent less those a bounce or an undelivered notice came back for, and
+  ``delivery_note`` names those channels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,6 +49,28 @@ ENGAGEMENT_KINDS: dict[str, tuple[str, ...]] = {
     "unsubscribed": ("unsubscribed",),
     "complained": ("complained",),
 }
+#: Channel kinds whose provider reports delivery: SMS receipts, WeChat's template-message
+#: pushes. The others (SMTP, webhook, outbox, WeCom robot) only say they accepted a
+#: message: there, an accepted send counts as delivered unless a bounce or an
+#: undelivered notice came back, and the report says so (``delivery_note``), rather
+#: than a delivery rate of 0 % for lack of receipts.
+RECEIPT_KINDS = frozenset({"aliyun_sms", "tencent_sms", "twilio", "wechat_oa"})
+
+
+def without_receipts(config: AppConfig, channels: Iterable[str]) -> list[str]:
+    """The configured channels among ``channels`` that get no delivery receipts, sorted."""
+    return sorted(name for name in set(channels)
+                  if name in config.channels and config.channels[name].kind not in RECEIPT_KINDS)
+
+
+def delivery_note(channels: Sequence[str]) -> str | None:
+    """What "delivered" means on ``channels`` (those :func:`without_receipts` names); None if none."""
+    if not channels:
+        return None
+    return (f"{', '.join(channels)}: no delivery receipts, so delivered counts the messages the provider "
+            "accepted, less those that bounced")
+
+
 #: Rates: name -> (numerator, denominator); a denominator of "sent" is the messages sent.
 ENGAGEMENT_RATES: dict[str, tuple[str, str]] = {
     "delivery_rate": ("delivered", "sent"),
@@ -108,8 +134,16 @@ def campaign_report(engine: Engine, config: AppConfig, name: str, *, now: dateti
         steps[key]["attributed_revenue"] = revenue
     # Each message belongs to exactly one (step, variant, channel), so the per-message
     # counts of the groups add up exactly to per-channel and campaign totals.
+    # Channels without delivery receipts (by kind, and none ever came back for this
+    # campaign): there an accepted send counts as delivered unless it bounced.
+    receipted = {channel for (_, _, channel), found in engaged.items() if found.get("delivered")}
+    assumed = [name for name in without_receipts(config, [channel for _, _, channel in steps])
+               if name not in receipted]
     for key, counts in steps.items():
-        counts["engagement"] = _with_rates(counts.get("sent", 0), engaged.get(key, {}))
+        found = engaged.setdefault(key, {})
+        if key[2] in assumed:
+            found["delivered"] = max(counts.get("sent", 0) - found.get("not_delivered", 0), 0)
+        counts["engagement"] = _with_rates(counts.get("sent", 0), found)
     # Per channel, only outcomes: what is still queued (or later skipped) belongs to the
     # per-step rows, so forgetting a customer, which cancels their queued messages,
     # leaves every per-channel number as it was.
@@ -124,7 +158,7 @@ def campaign_report(engine: Engine, config: AppConfig, name: str, *, now: dateti
     for total in channels.values():
         total["attributed_revenue"] = round(total["attributed_revenue"], 2)
         total["engagement"] = _with_rates(total["sent"], total["engagement"])
-    campaign_engagement = {kind: sum(counts[kind] for counts in engaged.values()) for kind in ENGAGEMENT_KINDS}
+    campaign_engagement = {kind: sum(counts.get(kind, 0) for counts in engaged.values()) for kind in ENGAGEMENT_KINDS}
     return {
         "campaign": name,
         "now": now.isoformat(),
@@ -146,6 +180,8 @@ def campaign_report(engine: Engine, config: AppConfig, name: str, *, now: dateti
         "attributed_orders": attributed["orders"],
         "attributed_revenue": attributed["revenue"],
         "engagement": _with_rates(by_status.get("sent", 0), campaign_engagement),
+        "delivery_note": delivery_note(assumed),
+        "assumed_delivered": assumed,
         "channels": [{"channel": channel, **counts} for channel, counts in sorted(channels.items())],
         "steps": [
             {"step": step, "variant": variant, "channel": channel, **counts}

@@ -64,12 +64,20 @@ def campaign_funnel(
     # Inner query: one row per treated enrolment with a 0/1 flag per stage (MAX over the
     # fan-out of messages x responses, so repeats count once); the outer one adds the
     # flags up. Outer joins keep enrolments that were never messaged in ``enrolled``.
+    reached = {stage: sa.and_(sent, r.c.kind.in_(kinds)) for stage, kinds in _RESPONSE_STAGES.items()}
+    assumed = report.get("assumed_delivered") or []
+    if assumed:
+        # Channels without delivery receipts (the report's): a sent message nothing
+        # bounced back for counts as delivered, as in the report.
+        bounce = Response.__table__.alias("bounce")
+        bounced = sa.exists().where(bounce.c.delivery_id == d.c.id,
+                                    bounce.c.kind.in_(ENGAGEMENT_KINDS["not_delivered"]))
+        reached["delivered"] = sa.or_(reached["delivered"], sa.and_(sent, d.c.channel.in_(assumed), ~bounced))
     flags = (
         sa.select(
             e.c.id,
             sa.func.max(sa.case((sent, 1), else_=0)).label("messaged"),
-            *(sa.func.max(sa.case((sa.and_(sent, r.c.kind.in_(kinds)), 1), else_=0)).label(stage)
-              for stage, kinds in _RESPONSE_STAGES.items()),
+            *(sa.func.max(sa.case((condition, 1), else_=0)).label(stage) for stage, condition in reached.items()),
         )
         .select_from(
             e.outerjoin(d, sa.and_(d.c.enrollment_id == e.c.id, d.c.campaign == name))

@@ -255,6 +255,20 @@ def test_the_index_lists_every_campaign_in_config_order_with_its_figures(client,
     assert "acquisition.<b>bold</b>.repeat_rate" in page.bars
 
 
+def test_a_channel_without_receipts_counts_accepted_sends_as_delivered_and_says_so(client, config, engine):
+    # "other" went out on an outbox channel and no receipt came back: its delivery rate
+    # read 0.0 %, as if nothing had arrived.
+    report = campaign_report(engine, config, "other", now=NOW)
+    index = metrics(client.get("/dashboard", auth=AUTH).text)
+    page = metrics(client.get("/dashboard/campaigns/other", auth=AUTH).text)
+
+    assert report["assumed_delivered"] == ["mail"] and report["engagement"]["delivery_rate"] == 1.0
+    assert index.values["campaign.other.delivery_rate"] == "100.0%"
+    assert "mail: no delivery receipts, so delivered counts the messages the provider accepted" in \
+        " ".join(index.values["campaign.other.delivery_note"].split())
+    assert "no delivery receipts" in page.values["delivery_note"]
+
+
 def test_the_json_endpoint_is_the_report_and_the_funnel(client, config, engine):
     response = client.get("/dashboard/api/campaigns/promo", auth=AUTH)
     assert response.status_code == 200
