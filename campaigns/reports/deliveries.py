@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.store.models import CampaignState, Customer, Delivery
+from campaigns.store.models import CampaignState, Delivery
 
 
 def delivery_summary(engine: Engine) -> list[dict[str, Any]]:
@@ -50,15 +50,6 @@ def paused_campaigns_summary(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         return [{"campaign": r[0], "reason": r[1]} for r in conn.execute(
             sa.select(CampaignState.campaign, CampaignState.paused_reason).where(CampaignState.paused))]
-
-
-def sent_count(engine: Engine, external_id: str) -> int:
-    """How many messages were sent to the customer with this ``customer_id`` (external id)."""
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).select_from(Delivery).join(Customer, Customer.id == Delivery.customer_id)
-            .where(Customer.external_id == external_id, Delivery.status == "sent", Delivery.is_test.is_(False))
-        ).scalar_one()
 
 
 def customer_send_keys(engine: Engine, customer_id: int) -> list[tuple[str, str, str]]:
