@@ -158,16 +158,20 @@ def _print(result: MessagePreview, wire: dict[str, Any] | None) -> None:
             title = _sms_title(result)
         elif part == "json":
             body = json.dumps(result.json_body, indent=2, ensure_ascii=False)
-        console.print(Panel(Text(body.rstrip("\n")), title=title, title_align="left", expand=False))
+        # soft_wrap=False: the console's soft wrap would crop a long line at the panel's
+        # edge, hiding part of the message; here every line wraps inside the panel.
+        console.print(Panel(Text(body.rstrip("\n")), title=title, title_align="left", expand=False),
+                      soft_wrap=False)
     if "sms" not in result.parts and "txt" in result.parts:
         console.print(Text(f"as SMS (the text part): {_sms_title(result)}"))
     if wire is not None and wire["kind"] == "webhook":
         console.print(Panel(Text(json.dumps(wire["body"], indent=2, ensure_ascii=False)), expand=False,
-                            title=f"as {result.channel} posts it (webhook body)", title_align="left"))
+                            title=f"as {result.channel} posts it (webhook body)", title_align="left"),
+                      soft_wrap=False)
     elif wire is not None:
         sms = wire["sms"]
         console.print(Panel(Text(sms["text"]), expand=False, title_align="left",
-                            title=f"as {result.channel} sends it (Twilio): {_length(sms)}"))
+                            title=f"as {result.channel} sends it (Twilio): {_length(sms)}"), soft_wrap=False)
 
 
 def _steps(count: int) -> str:

@@ -177,3 +177,17 @@ def test_preview_is_listed_in_help():
     result = invoke("--help")
 
     assert "preview" in flat(result.output)
+
+
+def test_preview_wraps_a_long_line_instead_of_cropping_it(project, engine):
+    # The console soft-wraps (tables print at their natural width), which cropped a part's
+    # long line at the panel's edge: the demo's HTML lost its discount code.
+    seed_lapsed(engine)
+    template = project.config.parent / "templates" / "win_back" / "miss_you.txt.j2"
+    words = " ".join(f"word{n}" for n in range(60))
+    template.write_text(words + " END-OF-LINE\n")
+
+    result = invoke("preview", "win_back", "--customer", "C00000", "--now", NOW_ARG, "-c", project.config)
+
+    assert result.exit_code == 0, result.output
+    assert f"{words} END-OF-LINE" in flat(result.output)
