@@ -46,17 +46,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import read_secret
-from campaigns.config.triggers import (
-    CronTrigger,
-    DateTrigger,
-    EventTrigger,
-    SegmentEnteredTrigger,
-    StageEnteredTrigger,
-)
 from campaigns.reports.campaign import campaign_report
+from campaigns.reports.campaigns_overview import describe_trigger
 from campaigns.reports.customers import channel_report
 from campaigns.reports.funnel import FUNNEL_STAGES, campaign_funnel
 
@@ -151,7 +144,7 @@ def dashboard_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], d
     )
     env.filters.update(count=format_count, pct=format_pct, money=format_money, pts=format_pts,
                        moment=format_moment)
-    env.globals.update(funnel_stages=FUNNEL_STAGES, trigger_text=trigger_text)
+    env.globals.update(funnel_stages=FUNNEL_STAGES, trigger_text=describe_trigger)
     password_env = config.api.dashboard_password_env
     throttle = FailureThrottle(max_failures=config.api.dashboard_max_failures,
                                window_s=config.api.dashboard_lockout_s, clock=clock)
@@ -293,20 +286,3 @@ def format_moment(value: datetime) -> str:
     """``2026-06-05 12:00 UTC`` (a naive moment is taken as UTC, as the database stores it)."""
     aware = value if value.tzinfo else value.replace(tzinfo=UTC)
     return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def trigger_text(campaign: CampaignConfig) -> str:
-    """What starts ``campaign``, in a few words."""
-    trigger = campaign.trigger
-    if isinstance(trigger, CronTrigger):
-        return f"cron {trigger.cron} ({campaign.timezone})"
-    if isinstance(trigger, StageEnteredTrigger):
-        return f"enters stage {trigger.stage_entered}"
-    if isinstance(trigger, SegmentEnteredTrigger):
-        return f"enters segment {trigger.segment_entered}"
-    if isinstance(trigger, EventTrigger):
-        return f"event {trigger.event}"
-    if isinstance(trigger, DateTrigger):
-        before = f"{trigger.days_before} days before " if trigger.days_before else ""
-        return f"{before}{trigger.date}{' (yearly)' if trigger.annual else ''} at {trigger.at}"
-    return "manual (nurture run)"
