@@ -62,7 +62,7 @@ class ClaimedDelivery:
     customer: dict[str, Any]
     stats: dict[str, Any]
     enrollment_id: int | None = None
-    #: A test send (see campaigns.sending.test_sends): sent once to the marketer's address.
+    #: A test send (see campaigns.sending.testsends): sent once to the marketer's address.
     is_test: bool = False
 
 

@@ -25,7 +25,7 @@ from workers.cli import (
     reports,
     sending,
     setup,
-    test_send,
+    testsend,
     views,
 )
 from workers.cli.helptext import MARKUP_MODE, hide_flag_types
@@ -62,7 +62,7 @@ app.command()(compliance.reply)
 app.add_typer(reports.report_app, name="report")
 app.command()(views.segments)
 app.command()(views.customer)
-app.command("test-send")(test_send.test_send)
+app.command("test-send")(testsend.test_send)
 
 
 def main() -> None:

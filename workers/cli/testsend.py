@@ -1,7 +1,7 @@
 """``nurture test-send``: one campaign message, sent for real to an address the marketer gives.
 
 The row is written to the ledger first, marked as a test
-(:mod:`campaigns.sending.test_sends`), then sent by this process through the worker's own
+(:mod:`campaigns.sending.testsends`), then sent by this process through the worker's own
 send path (:func:`workers.jobs.delivery.deliver_batch`), whatever the broker: a test send
 must not wait for, or depend on, a worker that may not be running.
 """
@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from campaigns.errors import NurtureError
-from campaigns.sending.test_sends import create_test_delivery, recorded_outcome
+from campaigns.sending.testsends import create_test_delivery, recorded_outcome
 from workers.cli.common import (
     ConfigOption,
     JsonOption,

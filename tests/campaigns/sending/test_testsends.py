@@ -1,4 +1,4 @@
-"""Test sends (campaigns.sending.test_sends) in the ledger, on a real SQLite database: the
+"""Test sends (campaigns.sending.testsends) in the ledger, on a real SQLite database: the
 row is written as a test, workers never claim it, and whatever the provider answers it
 ends once, suppressing nothing and pausing nothing (the CLI and the real channels:
 tests/e2e/test_test_send.py)."""
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from campaigns.errors import NurtureError
 from campaigns.sending.ledger import claim, record, requeue_expired_leases
 from campaigns.sending.messages import Outcome, SendResult
-from campaigns.sending.test_sends import create_test_delivery, recorded_outcome, sample_customer
+from campaigns.sending.testsends import create_test_delivery, recorded_outcome, sample_customer
 from campaigns.store.models import CampaignState, Delivery, Enrollment, Suppression
 from tests.campaigns.five_customers import NOW, config_with, people  # noqa: F401 (people: fixture)
 
