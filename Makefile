@@ -42,6 +42,7 @@ test: install browser
 # By hand: make test-shifted SHIFT_TO=02:00 SHIFTED_TESTS="tests/campaigns tests/workers tests/e2e"
 SHIFT_TO      ?= 22:30
 SHIFTED_TESTS ?= tests/e2e/test_spine_sqlite.py tests/workers/cli/test_sending.py tests/workers/cli/test_reports.py \
+                 tests/workers/cli/test_runreport.py tests/workers/cli/test_campaigns.py tests/e2e/test_test_send.py \
                  tests/integration/test_distributed.py tests/integration/test_rate_limit_processes.py
 test-shifted: install
 	$(BIN)/python -m tests.clockshift $(SHIFT_TO) --zone Asia/Shanghai -- -q -p no:cacheprovider $(SHIFTED_TESTS)
