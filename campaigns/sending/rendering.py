@@ -20,7 +20,7 @@ Templates run in a sandbox (:mod:`campaigns.sending.sandbox`) under a budget per
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,30 +165,6 @@ def _template_lineno(exc: BaseException) -> int | None:
             lineno = tb.tb_lineno
         tb = tb.tb_next
     return lineno
-
-
-def sample_context() -> dict[str, Any]:
-    """A plausible customer context, used by ``nurture check`` to render every template."""
-    return build_context(
-        customer={
-            "id": 0,
-            "external_id": "C-SAMPLE",
-            "name": "Li Wei",
-            "email": "li.wei@example.com",
-            "phone": "+8613800000000",
-            "wechat_openid": "o-sample",
-            "timezone": "Asia/Shanghai",
-            "locale": "zh-CN",
-            "acquisition_channel": "ecommerce",
-            "created_at": datetime(2024, 3, 1, tzinfo=UTC),
-            "attributes": {},
-        },
-        stats={"orders_count": 3, "total_spent": 456.0, "last_order_at": datetime(2025, 6, 1, tzinfo=UTC)},
-        campaign="sample",
-        step=0,
-        send_key="0" * 64,
-        now=datetime.now(UTC),
-    )
 
 
 class _Attributes(dict[str, Any]):

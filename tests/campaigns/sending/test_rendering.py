@@ -14,7 +14,6 @@ from campaigns.errors import RenderError
 from campaigns.sending.rendering import (
     TemplateRenderer,
     build_context,
-    sample_context,
     template_parts,
 )
 
@@ -207,10 +206,14 @@ def test_build_context_does_not_mutate_the_customer() -> None:
     assert customer == {"name": "Li Wei", "attributes": {"a": 1}}
 
 
-def test_repo_templates_render_against_the_sample_context() -> None:
+def test_repo_templates_render_for_the_typical_customer() -> None:
+    from campaigns.project.archetypes import TYPICAL_CUSTOMER, TYPICAL_STATS
+
     root = Path(__file__).resolve().parents[3] / "templates"
     renderer = TemplateRenderer(directory=root)
-    rendered = renderer.render("win_back/miss_you", sample_context())
+    context = build_context(customer=TYPICAL_CUSTOMER, stats=TYPICAL_STATS, campaign="win_back", step=0,
+                            send_key="0" * 64, now=datetime(2026, 3, 2, 2, 0, tzinfo=UTC))
+    rendered = renderer.render("win_back/miss_you", context)
     assert {"subject", "txt"} <= set(rendered)
     assert all(isinstance(text, str) and text for text in rendered.values())
 
