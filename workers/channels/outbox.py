@@ -17,8 +17,8 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable
-from email.message import EmailMessage
 from email import policy
+from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, make_msgid
 from pathlib import Path

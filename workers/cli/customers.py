@@ -123,7 +123,11 @@ def track(
     event is rejected.
     """
     from campaigns.customers.events import record_events
-    from campaigns.reports.outcomes import customer_deliveries_after, delivery_outcomes, newest_delivery_id
+    from campaigns.reports.outcomes import (
+        customer_deliveries_after,
+        delivery_outcomes,
+        newest_delivery_id,
+    )
     from workers.jobs.broker import enqueue_many, events_message, make_broker
 
     cfg = load_app_config(config)

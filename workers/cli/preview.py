@@ -24,6 +24,8 @@ from campaigns.sending.messages import OutboundMessage
 from campaigns.sending.preview import MessagePreview, preview_message
 from campaigns.sending.rendering import TemplateRenderer
 from campaigns.sending.smssegments import sms_length
+from workers.channels.sms.twilio import TwilioChannel
+from workers.channels.webhook import WebhookChannel
 from workers.cli.common import (
     ConfigOption,
     JsonOption,
@@ -33,8 +35,6 @@ from workers.cli.common import (
     load_app_config,
     parse_now,
 )
-from workers.channels.sms.twilio import TwilioChannel
-from workers.channels.webhook import WebhookChannel
 from workers.cli.tables import print_json, print_table, text, titled_table, when
 
 #: Part names as a marketer reads them.

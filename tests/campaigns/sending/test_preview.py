@@ -18,7 +18,15 @@ from campaigns.sending.preview import find_campaign, preview_message
 from campaigns.sending.rendering import TemplateRenderer
 from campaigns.sending.smssegments import sms_length
 from campaigns.store.db import make_engine, upgrade
-from campaigns.store.models import CampaignState, Consent, Customer, Delivery, Enrollment, Order, Suppression
+from campaigns.store.models import (
+    CampaignState,
+    Consent,
+    Customer,
+    Delivery,
+    Enrollment,
+    Order,
+    Suppression,
+)
 
 #: 10:00 in Shanghai: marketing hours.
 MORNING = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)

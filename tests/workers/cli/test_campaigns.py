@@ -10,7 +10,14 @@ import pytest
 import sqlalchemy as sa
 
 from campaigns.store.models import CampaignState, Delivery
-from tests.workers.cli.win_back import NOW_ARG, assert_no_crash, flat, invoke, outbox_files, seed_lapsed
+from tests.workers.cli.win_back import (
+    NOW_ARG,
+    assert_no_crash,
+    flat,
+    invoke,
+    outbox_files,
+    seed_lapsed,
+)
 
 
 def statuses(engine) -> dict[str, int]:

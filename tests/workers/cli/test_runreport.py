@@ -14,7 +14,15 @@ import sqlalchemy as sa
 
 from campaigns.store.models import Customer, Delivery
 from tests.conftest import TICK_NOW, seed_customers
-from tests.workers.cli.win_back import NOW_ARG, Project, assert_no_crash, flat, invoke, outbox_files, seed_lapsed
+from tests.workers.cli.win_back import (
+    NOW_ARG,
+    Project,
+    assert_no_crash,
+    flat,
+    invoke,
+    outbox_files,
+    seed_lapsed,
+)
 
 BROADCAST = """
 [[campaigns]]

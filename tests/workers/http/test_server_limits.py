@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.http.server_limits import FD_RESERVE, RepeatLimiter, fit_connections_to_fd_limit
+from workers.http.server_limits import FD_RESERVE, RepeatLimiter
 
 
 class FakeClock:
