@@ -6,6 +6,7 @@
     ├── ConfigError            the configuration is invalid (carries every issue found)
     ├── DataImportError        an import file cannot be read at all (bad rows are not errors)
     ├── RenderError            a template failed to compile or render (permanent for a delivery)
+    ├── UnknownCampaignError   config.toml has no campaign by that name (also a KeyError)
     ├── UnknownCustomerError   no customer has the customer_id given (``nurture forget``)
     └── DeliveryError          a channel could not deliver one message
         ├── RetryableDeliveryError   try again later (network, timeout, 429, 5xx)
@@ -59,6 +60,20 @@ class RenderError(NurtureError):
         self.lineno = lineno
         where = f"{template}:{lineno}" if lineno else template
         super().__init__(f"{where}: {message}")
+
+
+class UnknownCampaignError(NurtureError, KeyError):
+    """config.toml defines no campaign by the name a command or page was given.
+
+    A KeyError too, since it is a failed look-up by name (the dashboard answers 404 on it).
+    """
+
+    def __init__(self, name: str, *, known: list[str]) -> None:
+        self.name = name
+        super().__init__(f"no campaign named {name!r} (campaigns: {', '.join(known) or 'none'})")
+
+    def __str__(self) -> str:  # KeyError's own quotes the message
+        return str(self.args[0])
 
 
 class UnknownCustomerError(NurtureError):

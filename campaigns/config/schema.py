@@ -27,6 +27,7 @@ from campaigns.config.runtime import (
     SecurityConfig,
     WorkerConfig,
 )
+from campaigns.errors import UnknownCampaignError
 
 
 class AppConfig(StrictModel):
@@ -53,8 +54,9 @@ class AppConfig(StrictModel):
     source: Path | None = Field(default=None, exclude=True)
 
     def campaign(self, name: str) -> CampaignConfig:
-        """The campaign called ``name``; KeyError if there is none."""
+        """The campaign called ``name``; :class:`UnknownCampaignError` (a KeyError) listing
+        the campaigns if there is none."""
         for campaign in self.campaigns:
             if campaign.name == name:
                 return campaign
-        raise KeyError(name)
+        raise UnknownCampaignError(name, known=[campaign.name for campaign in self.campaigns])

@@ -137,15 +137,6 @@ class MessagePreview:
         }
 
 
-def find_campaign(config: AppConfig, name: str) -> CampaignConfig:
-    """The campaign called ``name``; a :class:`NurtureError` listing the campaigns otherwise."""
-    for campaign in config.campaigns:
-        if campaign.name == name:
-            return campaign
-    known = ", ".join(c.name for c in config.campaigns) or "none"
-    raise NurtureError(f"no campaign named {name!r} (campaigns: {known})")
-
-
 def preview_message(
     engine: Engine,
     config: AppConfig,
@@ -166,7 +157,7 @@ def preview_message(
         UnknownCustomerError: no customer has that id.
     """
     now = now.astimezone(UTC)  # shown as UTC; an offset given on the command line is honoured
-    campaign_cfg = find_campaign(config, campaign)
+    campaign_cfg = config.campaign(campaign)
     steps = len(campaign_cfg.steps)
     if not 0 <= step < steps:
         raise NurtureError(f"campaign {campaign!r} has {steps} step(s), numbered 0 to {steps - 1}: no step {step}")

@@ -26,7 +26,6 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
 from campaigns.errors import NurtureError, UnknownCustomerError
 from campaigns.sending.assignment import variant_of
@@ -89,7 +88,7 @@ def create_test_delivery(
     config.toml does not define, and :class:`~campaigns.errors.UnknownCustomerError` for an
     unknown customer.
     """
-    chosen = _campaign(config, campaign)
+    chosen = config.campaign(campaign)
     if channel not in config.channels:
         known = ", ".join(sorted(config.channels)) or "none"
         raise NurtureError(f"no channel named {channel!r} in config.toml (channels: {known})")
@@ -144,11 +143,3 @@ def recorded_outcome(engine: Engine, delivery_id: int) -> TestOutcome:
             .where(Delivery.id == delivery_id, Delivery.is_test)
         ).one()
     return TestOutcome(status=row.status, last_error=row.last_error, provider_message_id=row.provider_message_id)
-
-
-def _campaign(config: AppConfig, name: str) -> CampaignConfig:
-    for campaign in config.campaigns:
-        if campaign.name == name:
-            return campaign
-    known = ", ".join(c.name for c in config.campaigns) or "none"
-    raise NurtureError(f"no campaign named {name!r} (campaigns: {known})")

@@ -13,8 +13,6 @@ from typing import Annotated
 
 import typer
 
-from campaigns.config.campaigns import CampaignConfig
-from campaigns.config.schema import AppConfig
 from workers.cli.common import (
     ConfigOption,
     JsonOption,
@@ -22,7 +20,6 @@ from workers.cli.common import (
     engine_for,
     friendly_errors,
     load_app_config,
-    no_such_campaign,
     parse_now,
 )
 from workers.cli.tables import clip, print_json, print_table, text, titled_table
@@ -31,13 +28,6 @@ from workers.cli.tables import clip, print_json, print_table, text, titled_table
 NowOption = Annotated[str | None, typer.Option(
     "--now", help="Act as if it were this time (ISO 8601, e.g. 2026-12-04T10:00+08:00); default: now.")]
 CampaignArgument = Annotated[str, typer.Argument(help="Campaign name (as in config.toml).", show_default=False)]
-
-
-def _campaign(cfg: AppConfig, name: str) -> CampaignConfig:
-    try:
-        return cfg.campaign(name)
-    except KeyError:
-        raise no_such_campaign(cfg, name) from None
 
 
 def _moment(value: datetime | None, zone: str) -> str:
@@ -91,7 +81,7 @@ def pause(
     from campaigns.sending.control import pause_campaign, paused_reason
 
     cfg = load_app_config(config)
-    name = _campaign(cfg, campaign).name
+    name = cfg.campaign(campaign).name
     engine = engine_for(cfg)
     if pause_campaign(engine, name, reason=reason, now=parse_now(now)):
         console.print(f"paused {name}: it plans nothing and its queued messages wait "
@@ -106,7 +96,7 @@ def resume(campaign: CampaignArgument, config: ConfigOption = Path("config.toml"
     from campaigns.sending.control import resume_campaign
 
     cfg = load_app_config(config)
-    name = _campaign(cfg, campaign).name
+    name = cfg.campaign(campaign).name
     if resume_campaign(engine_for(cfg), name, now=parse_now(now)):
         console.print(f"resumed {name}; its queued deliveries go out on the next scheduler tick", highlight=False)
     else:
@@ -130,7 +120,7 @@ def retry(
     from campaigns.sending.control import paused_reason, retry_failed
 
     cfg = load_app_config(config)
-    chosen = _campaign(cfg, campaign)
+    chosen = cfg.campaign(campaign)
     engine = engine_for(cfg)
     report = retry_failed(engine, chosen, now=parse_now(now), since=parse_now(since) if since else None)
     paused = paused_reason(engine, chosen.name)

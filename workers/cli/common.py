@@ -109,12 +109,6 @@ def parse_now(value: str | None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def no_such_campaign(config: AppConfig, name: str) -> NurtureError:
-    """The error for a campaign name config.toml does not define, listing those it does."""
-    known = ", ".join(c.name for c in config.campaigns) or "none"
-    return NurtureError(f"no campaign named {name!r} (campaigns: {known})")
-
-
 def in_process_workers(config: AppConfig, *, engine: sa.Engine,
                        clock: Callable[[], datetime] = utcnow) -> InProcessWorkers:
     """Worker threads of this process over a stub broker (start them with ``.running()``)."""

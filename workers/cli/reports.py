@@ -26,7 +26,6 @@ from workers.cli.common import (
     engine_for,
     friendly_errors,
     load_app_config,
-    no_such_campaign,
     parse_now,
 )
 from workers.cli.tables import add_row, key_values, money, pct, print_json, print_table
@@ -125,10 +124,7 @@ def report_campaign(
     channel and per channel."""
     cfg = load_app_config(config)
     moment = parse_now(now) if now else utcnow()
-    try:
-        data = campaign_report(engine_for(cfg), cfg, name, now=moment)
-    except KeyError:
-        raise no_such_campaign(cfg, name) from None
+    data = campaign_report(engine_for(cfg), cfg, name, now=moment)
     if as_json:
         print_json(data)
         return

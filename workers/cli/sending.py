@@ -30,7 +30,6 @@ from workers.cli.common import (
     friendly_errors,
     in_process_workers,
     load_app_config,
-    no_such_campaign,
     parse_now,
     reachable_broker,
 )
@@ -166,10 +165,7 @@ def run_campaign(
     from workers.jobs.scheduler import run_now
 
     cfg = load_app_config(config)
-    try:
-        campaign_cfg = cfg.campaign(campaign)
-    except KeyError:
-        raise no_such_campaign(cfg, campaign) from None
+    campaign_cfg = cfg.campaign(campaign)
     engine = engine_for(cfg)
     now = utcnow()
     if cfg.broker.in_process:

@@ -32,7 +32,6 @@ from workers.cli.common import (
     err_console,
     friendly_errors,
     load_app_config,
-    no_such_campaign,
     parse_now,
 )
 from workers.cli.tables import (
@@ -212,11 +211,7 @@ def audience(
             console.print(f"  {row['external_id']}  {row['name'] or ''}  ({row['acquisition_channel'] or '-'})",
                           highlight=False)
         return
-    try:
-        campaign_cfg = cfg.campaign(campaign)  # type: ignore[arg-type]
-    except KeyError:
-        err_console.print(f"[bold red]error:[/] {no_such_campaign(cfg, campaign)}")  # type: ignore[arg-type]
-        raise typer.Exit(1) from None
+    campaign_cfg = cfg.campaign(campaign)  # type: ignore[arg-type]
     result = campaign_audience(engine, cfg, campaign_cfg, now=moment, sample_size=sample)
     if as_json:
         print(json.dumps(result, indent=2, default=str))

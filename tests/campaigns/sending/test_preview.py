@@ -14,7 +14,7 @@ from campaigns.audience.selection import audience_select
 from campaigns.errors import NurtureError, UnknownCustomerError
 from campaigns.project.loading import load_config
 from campaigns.sending.enrolment import enrol
-from campaigns.sending.preview import find_campaign, preview_message
+from campaigns.sending.preview import preview_message
 from campaigns.sending.rendering import TemplateRenderer
 from campaigns.sending.smssegments import sms_length
 from campaigns.store.db import make_engine, upgrade
@@ -193,7 +193,7 @@ def test_the_html_is_autoescaped_as_the_worker_renders_it(shop):
 def test_variant_and_holdout_are_those_enrolment_assigns(shop):
     for number in range(24):
         shop.add(f"C{number:02d}")
-    campaign = find_campaign(shop.config, "split")
+    campaign = shop.config.campaign("split")
     with shop.engine.begin() as conn:
         targets = sa.select(audience_select(shop.config, campaign, now=MORNING).subquery("a"),
                             sa.literal("once").label("occurrence")).subquery("targets")
