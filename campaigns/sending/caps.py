@@ -57,17 +57,11 @@ class Slot:
     rank: Rank | None = None
 
 
-def batch_ranks(conn: sa.Connection, config: AppConfig, deliveries: Sequence[Any], *,
-                now: datetime) -> dict[int, Rank]:
-    """The rank of each claimed delivery of the batch (their due times read in one query;
-    a delivery not in the ledger, as a preview's, is due ``now``)."""
-    ids = sorted(d.id for d in deliveries)
-    if not ids:
-        return {}
+def batch_ranks(config: AppConfig, deliveries: Sequence[Any], *, now: datetime) -> dict[int, Rank]:
+    """The rank of each claimed delivery of the batch, from the due time the claim read
+    (a delivery not in the ledger, as a preview's, is due ``now``)."""
     priorities = {c.name: c.priority for c in config.campaigns}
-    query = sa.select(Delivery.id, Delivery.due_at).where(Delivery.id.in_(ids))
-    due = {row.id: row.due_at for row in conn.execute(query)}
-    return {d.id: rank(priorities.get(d.campaign, 0), due.get(d.id, now), d.id) for d in deliveries}
+    return {d.id: rank(priorities.get(d.campaign, 0), d.due_at or now, d.id) for d in deliveries}
 
 
 def taken_slots(conn: sa.Connection, config: AppConfig, deliveries: Sequence[Any], *,

@@ -64,6 +64,9 @@ class ClaimedDelivery:
     enrollment_id: int | None = None
     #: A test send (see campaigns.sending.testsends): sent once to the marketer's address.
     is_test: bool = False
+    #: When the row fell due (None: not in the ledger, as a preview's, so due now); the
+    #: frequency caps rank a batch's messages by it.
+    due_at: datetime | None = None
 
 
 @dataclass
@@ -217,6 +220,7 @@ def claim(engine: Engine, ids: Sequence[int], *, now: datetime, lease: timedelta
                 attempts=row.attempts,
                 enrollment_id=row.enrollment_id,
                 is_test=row.is_test,
+                due_at=row.due_at,
                 customer=customer,
                 stats=stats.get(row.customer_id, {"orders_count": 0, "total_spent": 0.0, "last_order_at": None}),
             )

@@ -137,7 +137,7 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
     # 6. frequency caps: marketing sent, going out now or outranking these messages.
     caps = config.compliance.frequency
     taken = taken_slots(conn, config, deliveries, now=now) if caps.enabled else {}
-    ranks = batch_ranks(conn, config, deliveries, now=now) if caps.enabled else {}
+    ranks = batch_ranks(config, deliveries, now=now) if caps.enabled else {}
     consent_required = config.compliance.consent == "required"
 
     # In rank order, so the batch's own messages take their slots as the ranking says.

@@ -188,7 +188,8 @@ def preview_message(
             delivery = ClaimedDelivery(id=pending, send_key=send_key, campaign=campaign_cfg.name, step=step,
                                        channel=usable.channel, template=template, attempts=0,
                                        customer=person, stats=stats,
-                                       enrollment_id=waiting["enrollment_id"] if waiting else None)
+                                       enrollment_id=waiting["enrollment_id"] if waiting else None,
+                                       due_at=waiting["due_at"] if waiting else None)
             skip = send_time_skips(conn, config, [delivery], now=now).get(pending)
             if skip is not None:
                 blockers.append(policy_blocker(config, campaign_cfg, person, skip, now=now))
