@@ -338,3 +338,80 @@ class Lease(SQLModel, table=True):
     holder: str = Field(max_length=200)
     acquired_at: datetime
     expires_at: datetime
+
+
+class CustomerIdentifier(SQLModel, table=True):
+    """One way to recognise a customer: ``(kind, value)``, unique across customers.
+
+    Kinds: ``id`` (a source system's id, ``pos:88``, or an unsourced ``customer_id``),
+    ``phone`` (E.164), ``email`` (normalised), ``openid`` (``<app>:<openid>``), ``unionid``.
+    Every customer holds at least its own ``external_id`` as an ``id``; a merge moves the
+    merged customer's identifiers to the survivor, so any of them still finds the person.
+    """
+
+    __tablename__ = "customer_identifier"
+    __table_args__ = (sa.UniqueConstraint("kind", "value", name="uq_identifier_kind_value"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16)
+    value: str = Field(max_length=320)
+    #: The import source that reported it (``pos``, ``shop``), or None for an unsourced one.
+    source: str | None = Field(default=None, max_length=32)
+    #: The source confirmed it (a phone verified by SMS code): a strong identifier.
+    verified: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    first_seen_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+
+
+class CustomerMerge(SQLModel, table=True):
+    """One merge of a customer into a survivor: who, when, why, and everything it changed,
+    so ``nurture customer unmerge`` can put every row back exactly.
+
+    ``moved`` maps a table to the ids of its rows re-pointed to the survivor; ``removed``
+    holds whole rows the merge deleted (the merged customer itself, consent and enrolment
+    rows the survivor already had, its profile); ``changed`` holds ``[table, id, column,
+    old value]`` for every value it overwrote (a consent withdrawn, an enrolment ended).
+    """
+
+    __tablename__ = "customer_merge"
+
+    id: int | None = Field(default=None, primary_key=True)
+    survivor_id: int = Field(index=True)
+    #: The merged customer's row id and external id (the row itself is in ``removed``).
+    merged_id: int = Field(index=True)
+    merged_external_id: str = Field(max_length=128)
+    #: ``import:<source>`` (a strong match), ``review`` (decided by hand), ``cli`` ...
+    reason: str = Field(max_length=200)
+    #: Who decided: the matching rule, or the operator's name.
+    actor: str = Field(default="nurture", max_length=128)
+    merged_at: datetime = Field(default_factory=utcnow)
+    moved: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+    removed: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+    changed: list[Any] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False, default=list))
+    #: Set when the merge was reversed.
+    unmerged_at: datetime | None = None
+
+
+class IdentityReview(SQLModel, table=True):
+    """Two customers sharing a weak identifier (an email): the same person, or a family?
+
+    Opened by an import, closed by ``nurture identity review --merge/--keep-apart``; a pair
+    kept apart is never proposed again.
+    """
+
+    __tablename__ = "identity_review"
+    __table_args__ = (sa.UniqueConstraint("customer_id", "other_customer_id", name="uq_review_pair"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: The pair, lower row id first.
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    other_customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16)
+    #: The shared identifier's value as it was matched (shown masked in the CLI).
+    value: str = Field(max_length=320)
+    source: str | None = Field(default=None, max_length=32)
+    #: open, merged, kept_apart.
+    status: str = Field(default="open", max_length=16)
+    opened_at: datetime = Field(default_factory=utcnow)
+    decided_at: datetime | None = None

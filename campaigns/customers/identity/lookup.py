@@ -1,0 +1,92 @@
+"""Which customer holds an identifier: the one place references become row ids.
+
+Set based: :func:`holders` answers for any number of identifiers in one SELECT per
+statement-sized chunk. A customer row written without identifiers (by an older version
+or by hand) is still found by its ``external_id`` (:func:`resolve_reference`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from campaigns.config.identity import IdentityConfig
+from campaigns.customers.identity.identifiers import Identifier, parse_reference
+from campaigns.store.chunks import chunks
+from campaigns.store.models import Customer, CustomerIdentifier
+
+
+def holders(conn: Connection, identifiers: Iterable[Identifier]) -> dict[Identifier, int]:
+    """identifier -> customer row id, for those of ``identifiers`` some customer holds."""
+    by_kind: dict[str, set[str]] = defaultdict(set)
+    for identifier in identifiers:
+        by_kind[identifier.kind].add(identifier.value)
+    table = CustomerIdentifier.__table__
+    found: dict[Identifier, int] = {}
+    for kind, values in sorted(by_kind.items()):
+        for chunk in chunks(sorted(values)):
+            query = sa.select(table.c.value, table.c.customer_id).where(
+                table.c.kind == kind, table.c.value.in_(chunk)
+            )
+            found.update({Identifier(kind, value): pk for value, pk in conn.execute(query)})
+    return found
+
+
+def resolve_reference(conn: Connection, reference: str, *, rules: IdentityConfig) -> int | None:
+    """The row id of the customer ``reference`` names (any identifier, see
+    :func:`~campaigns.customers.identity.identifiers.parse_reference`), or None.
+
+    Candidates are tried most specific first; a bare value that is some customer's
+    ``external_id`` wins over the same digits read as a phone.
+    """
+    candidates = parse_reference(reference, rules=rules)
+    found = holders(conn, candidates)
+    for candidate in candidates:
+        if candidate in found:
+            return found[candidate]
+    if candidates and candidates[0].kind == "id":
+        table = Customer.__table__
+        return conn.execute(sa.select(table.c.id).where(table.c.external_id == candidates[0].value)).scalar()
+    return None
+
+
+def resolve_references(
+    conn: Connection, references: Iterable[str], *, rules: IdentityConfig, source: str | None = None
+) -> dict[str, int]:
+    """reference -> customer row id for each of ``references`` that names a customer, in
+    a few statements whatever their number (orders and events of an import batch).
+
+    A bare reference is the row's ``customer_id`` in ``source`` (``pos:88``) when a
+    source is named, else an ``external_id``; ``kind:value`` names any identifier.
+    """
+    wanted: dict[str, list[Identifier]] = {}
+    for reference in set(references):
+        kind, colon, _ = reference.partition(":")
+        if colon and kind in ("phone", "email", "openid", "unionid", "id"):
+            wanted[reference] = parse_reference(reference, rules=rules)
+        else:
+            value = f"{source}:{reference.strip()}" if source else reference.strip()
+            wanted[reference] = [Identifier("id", value)]
+    found = holders(conn, (identifier for candidates in wanted.values() for identifier in candidates))
+    resolved: dict[str, int] = {}
+    unresolved_ids: dict[str, str] = {}
+    for reference, candidates in wanted.items():
+        hit = next((found[c] for c in candidates if c in found), None)
+        if hit is not None:
+            resolved[reference] = hit
+        elif candidates and candidates[0].kind == "id":
+            unresolved_ids[candidates[0].value] = reference
+    if unresolved_ids:
+        # Rows written without identifiers are still found by their external_id.
+        table = Customer.__table__
+        for chunk in chunks(sorted(unresolved_ids)):
+            query = sa.select(table.c.external_id, table.c.id).where(table.c.external_id.in_(chunk))
+            for external_id, pk in conn.execute(query):
+                resolved[unresolved_ids[external_id]] = pk
+    return resolved
+
+
+__all__ = ["holders", "resolve_reference", "resolve_references"]
