@@ -113,3 +113,18 @@ def test_every_command_and_option_the_chinese_readme_shows_exists():
                     assert word.split("=")[0] in options, f"{line}: {word}"
             shown += 1
     assert shown >= 20
+
+
+def test_operations_lists_every_server_limit_with_its_key():
+    """Issue #12's done-when: docs/operations.md lists the server's limits. Every limit
+    ``nurture serve`` enforces from ``[api]`` must be in its table, by key."""
+    from campaigns.config.runtime import ApiConfig
+    from workers.http.server_limits import ServerLimits
+
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text.split("## Server limits", 1)[1].split("\n## ", 1)[0]
+    keys = {name for name in ServerLimits.__dataclass_fields__}
+    keys |= {name for name in ApiConfig.model_fields
+             if name.endswith(("_timeout_s", "_bytes")) or name.startswith(("max_", "dashboard_max", "dashboard_lockout"))}
+    missing = sorted(key for key in keys if f"`{key}`" not in section)
+    assert not missing, f"docs/operations.md 'Server limits' does not list: {missing}"
