@@ -61,7 +61,7 @@ app.command()(compliance.consent)
 app.command()(compliance.reply)
 app.add_typer(reports.report_app, name="report")
 app.command()(views.segments)
-app.command()(views.customer)
+app.add_typer(views.customer_app, name="customer")
 app.command("test-send")(testsend.test_send)
 
 

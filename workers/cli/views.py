@@ -1,6 +1,10 @@
 """Read-only looks at the customers: ``nurture segments``, ``nurture customer ID`` and
 ``nurture audience`` (a dry run of who a campaign or expression targets; sends nothing).
 
+``nurture customer`` is a command group (:data:`customer_app`) whose default is ``show``:
+``nurture customer ID`` and ``nurture customer show ID`` are the same, and the group's
+other commands (``merge``, ``unmerge``, ``merges``) are registered on it by their modules.
+
 Presentation only: the numbers come from :mod:`campaigns.reports.customers`,
 :mod:`campaigns.reports.audience` and :mod:`campaigns.audience.selection`. Each command
 prints rich tables, or with ``--json`` the report's dict as JSON (times in ISO 8601).
@@ -16,10 +20,12 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from campaigns.errors import NurtureError
 from campaigns.reports.customers import customer_view, segment_counts
@@ -45,6 +51,33 @@ from workers.cli.tables import (
     text,
     titled_table,
     when,
+)
+
+
+class DefaultShowGroup(TyperGroup):
+    """A command group that runs ``show`` when its first argument names no subcommand.
+
+    Click parses a group's own arguments before it picks a subcommand, so a group cannot
+    take ``ID`` itself and still offer ``merge``: instead ``show`` is put in front of the
+    arguments when the first one is neither a subcommand nor a help flag. ``nurture
+    customer --help`` (and ``nurture customer`` alone) still list the subcommands.
+    """
+
+    #: The subcommand run when none is named.
+    default_command = "show"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Insert :attr:`default_command` before ``args`` unless they start with a subcommand."""
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+#: ``nurture customer``: show one customer (the default), and the merge commands.
+customer_app = typer.Typer(
+    cls=DefaultShowGroup,
+    no_args_is_help=True,
+    help="One customer's record (`nurture customer ID` is `nurture customer show ID`), and merging customers.",
 )
 
 
@@ -89,6 +122,7 @@ def segments(config: ConfigOption = Path("config.toml"), as_json: JsonOption = F
                       "include them", highlight=False)
 
 
+@customer_app.command("show")
 @friendly_errors
 def customer(
     external_id: Annotated[str, typer.Argument(metavar="ID", help="The customer's id (customer_id of the import).")],
