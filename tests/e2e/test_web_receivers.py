@@ -438,3 +438,40 @@ def test_bounces_refuse_garbage_and_oversized_bodies_with_json(setup):
     wrong_type = post_bounce(client, build_dsn([HARD_BOUNCE]), content_type="application/json")
     assert wrong_type.status_code == 415
     assert responses(engine) == []
+
+
+# -- hostile input on the customer-link routes (issue #12 item 3) -----------------------------
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+HOSTILE_LINK_REQUESTS = {
+    "preferences: NUL family": ("POST", "/u/{token}/preferences", b"save=1&family=%00", FORM),
+    "preferences: invalid UTF-8": ("POST", "/u/{token}/preferences", b"save=1&family=%ED%A0%80", FORM),
+    "preferences: 5,000-digit field": ("POST", "/u/{token}/preferences", b"save=" + b"9" * 5000, FORM),
+    "preferences: NaN family": ("POST", "/u/{token}/preferences", b"save=1&family=NaN", FORM),
+    "preferences: JSON body": ("POST", "/u/{token}/preferences", b'{"save": NaN}', {"Content-Type": "application/json"}),
+    "one-click: NUL body": ("POST", "/u/{token}", b"List-Unsubscribe=%00", FORM),
+    "one-click: invalid UTF-8 body": ("POST", "/u/{token}", b"List-Unsubscribe=\xed\xa0\x80", FORM),
+    "unsubscribe: NUL token": ("POST", "/u/%00", b"List-Unsubscribe=One-Click", FORM),
+    "page: lone-surrogate token": ("GET", "/u/%ED%A0%80", b"", {}),
+    "click: NUL token": ("GET", "/c/%00", b"", {}),
+    "click: invalid UTF-8 token": ("GET", "/c/%ED%A0%80", b"", {}),
+    "click: 5,000-digit token": ("GET", "/c/" + "9" * 5000, b"", {}),
+    "open: NUL token": ("GET", "/o/%00.gif", b"", {}),
+    "open: invalid UTF-8 token": ("GET", "/o/%ED%A0%80.gif", b"", {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_LINK_REQUESTS))
+def test_hostile_input_on_the_customer_link_routes_is_never_a_5xx_and_changes_nothing(setup, case):
+    """The links in a message are the routes anyone can reach: a malformed token or form
+    is answered (4xx, or the page/pixel that never reveals anything) and stores nothing."""
+    client, engine = setup
+    method, path, body, headers = HOSTILE_LINK_REQUESTS[case]
+    token = make_unsubscribe_token(SEND_KEY, UNSUB_SECRET)
+    before = consent(engine)
+    answer = client.request(method, path.format(token=token), content=body, headers=headers)
+    assert answer.status_code < 500, (case, answer.status_code, answer.text[:200])
+    if not path.startswith("/o/"):
+        assert answer.status_code >= 400 or "unsubscribed" not in answer.text.lower(), case
+    assert consent(engine) == before
+    assert responses(engine) == []

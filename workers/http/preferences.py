@@ -180,6 +180,10 @@ def save_preferences_endpoint(*, config: AppConfig, engine: Engine, clock: Calla
             # An empty POST must not read as "untick everything".
             return json_error(400, "expected the preference form (save=1 and a family field per ticked channel)")
         ticked = set(fields.get("family", []))
+        if not ticked <= set(recipient.consents):
+            # A family the page never offered (NUL, "NaN", a forged name): the form was not
+            # the page's, so it must not read as "every real family unticked".
+            return json_error(400, "the family field names a channel this page does not offer")
         withdrawn = [f for f, status in recipient.consents.items() if status == "granted" and f not in ticked]
         if withdrawn:
             await run_in_threadpool(withdraw_families, engine, recipient, withdrawn, now=clock())
