@@ -208,3 +208,82 @@ def test_recompute_is_deterministic_and_gives_everyone_one_stage_and_one_segment
         assert profile["stage"] in ("prospect", "new", "active", "at_risk", "churned")
         assert (profile["rfm_segment"] is None) == (not orders)
         assert (profile["stage"] == "prospect") == (not orders)
+
+
+def two_recomputes(engine, *, partial: bool) -> None:
+    """The shop, a full recompute, then new orders of a and c and a second recompute:
+    full, or only for a and c (what a merge's survivor gets)."""
+    from campaigns.customers.profiles import recompute_profiles_for
+
+    with engine.begin() as conn:
+        ids = {name: add_customer(conn, name, orders) for name, orders in [
+            ("p", []), ("a", [("2026-05-20T12:00", 50)]), ("b", [("2025-01-01T12:00", 500)]),
+            ("c", [("2025-12-01T12:00", 30)]), ("e", [("2026-05-01T08:00", 10)]),
+        ]}
+    recompute_profiles(engine, CONFIG, as_of=AS_OF - timedelta(days=30))
+    with engine.begin() as conn:
+        for name, when, amount in [("a", "2026-05-30T12:00", 900), ("c", "2026-05-31T12:00", 5), ("b", "2026-05-31T13:00", 1)]:
+            conn.execute(sa.insert(Order.__table__).values(order_id=f"{name}-late", customer_id=ids[name],
+                                                           ordered_at=at(when), amount=amount))
+    if partial:
+        recompute_profiles_for(engine, CONFIG, [ids["a"], ids["c"]], as_of=AS_OF)
+    else:
+        recompute_profiles(engine, CONFIG, as_of=AS_OF)
+
+
+def profile_state(engine) -> tuple[dict, dict, list]:
+    profiles = {name: {k: v for k, v in row.items() if k not in ("customer_id", "computed_at")}
+                for name, row in profiles_by_id(engine).items()}
+    with engine.connect() as conn:
+        transitions = sorted(
+            tuple(row) for row in conn.execute(
+                sa.select(Customer.external_id, ProfileTransition.kind, ProfileTransition.value,
+                          ProfileTransition.previous, ProfileTransition.entered_at)
+                .join(Customer, Customer.id == ProfileTransition.customer_id))
+        )
+        runs = conn.execute(sa.text("SELECT scheduled_at FROM campaign_run WHERE campaign = '__profiles__'")).all()
+    return profiles, transitions, runs
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_pair(request, tmp_path):
+    """Two fresh databases of one dialect."""
+    urls = []
+    for name in ("full", "partial"):
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / name}.db"
+            engine = make_engine(url)
+            upgrade(engine)
+            engine.dispose()
+        else:
+            url = request.getfixturevalue("postgres_url") if name == "full" else _second_postgres(request)
+        urls.append(url)
+    engines = [make_engine(url) for url in urls]
+    yield engines
+    for engine in engines:
+        engine.dispose()
+
+
+def _second_postgres(request):
+    # postgres_url is one database per test; the second comes from the same fixture's code.
+    from tests.conftest import postgres_url as fixture
+
+    generator = fixture.__wrapped__()
+    request.addfinalizer(lambda: next(generator, None))
+    return next(generator)
+
+
+def test_recomputing_some_customers_gives_them_what_a_full_recompute_gives(engine_pair):
+    full, partial = engine_pair
+    two_recomputes(full, partial=False)
+    two_recomputes(partial, partial=True)
+    full_profiles, full_transitions, full_runs = profile_state(full)
+    partial_profiles, partial_transitions, partial_runs = profile_state(partial)
+    # The ranking moved for everyone, but only a and c were recomputed...
+    for name in ("a", "c"):
+        assert partial_profiles[name] == full_profiles[name]
+    assert [t for t in partial_transitions if t[0] in ("a", "c")] == [t for t in full_transitions if t[0] in ("a", "c")]
+    assert any(t[0] == "a" and t[4] == AS_OF for t in partial_transitions)  # something did change for them
+    # ... the others kept their first recompute, which stays the latest one recorded.
+    assert partial_profiles["b"]["as_of"] == AS_OF - timedelta(days=30) != full_profiles["b"]["as_of"]
+    assert len(partial_runs) == 1 and len(full_runs) == 2
