@@ -111,13 +111,12 @@ def from_json(table: sa.Table, column: str, value: Any) -> Any:
     """A value stored by :func:`to_json` back in the Python type of ``table.column``."""
     if value is None or not isinstance(value, str):
         return value
-    try:
-        python_type = table.c[column].type.python_type
-    except NotImplementedError:  # JSON and other types without one: stored as they are
-        return value
-    if python_type is datetime:
+    column_type = table.c[column].type
+    # A TypeDecorator (SQLModel's UTCDateTime) is told by the type it decorates.
+    column_type = getattr(column_type, "impl_instance", column_type)
+    if isinstance(column_type, sa.DateTime):
         return datetime.fromisoformat(value)
-    if python_type is date:
+    if isinstance(column_type, sa.Date):
         return date.fromisoformat(value)
     return value
 
