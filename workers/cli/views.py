@@ -11,25 +11,30 @@ prints rich tables, or with ``--json`` the report's dict as JSON (times in ISO 8
 
 ``nurture customer`` shows e-mail addresses and phone numbers in full, in the table view
 as in ``--json``: it is an operator tool for looking at one person's record, and a masked
-address cannot be checked against a complaint or a suppression list.
+address cannot be checked against a complaint or a suppression list. The identifiers
+table (every phone, email, openid the person was ever known by, issue #15) is masked
+unless ``--reveal``: it lists far more than the one address a complaint is about.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
+import sqlalchemy as sa
 import typer
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from campaigns.customers.identity.lookup import resolve_reference
 from campaigns.errors import NurtureError
 from campaigns.reports.customers import customer_view, segment_counts
-from campaigns.store.models import utcnow
+from campaigns.reports.identity import customer_identity, mask_identifier
+from campaigns.store.models import Customer, utcnow
 from workers.cli.common import (
     ConfigOption,
     JsonOption,
@@ -125,19 +130,36 @@ def segments(config: ConfigOption = Path("config.toml"), as_json: JsonOption = F
 @customer_app.command("show")
 @friendly_errors
 def customer(
-    external_id: Annotated[str, typer.Argument(metavar="ID", help="The customer's id (customer_id of the import).")],
+    reference: Annotated[str, typer.Argument(
+        metavar="ID", help="Any identifier of the customer: `C000007`, `pos:88`, `13800138000`, "
+                           "`phone:+8613800138000`, `email:a@b.cn`, `unionid:...`, `openid:APP:...`.")],
     config: ConfigOption = Path("config.toml"),
+    reveal: Annotated[bool, typer.Option("--reveal", help="Show identifier values in full, not masked.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """One customer: profile, history, orders, consents, events, enrolments, deliveries, responses.
+    """One customer: identifiers and merges, profile, history, orders, consents, events,
+    enrolments, deliveries, responses.
 
-    Enrolments show the holdout and each step's A/B variant. Addresses are shown in full
-    (an operator tool).
+    The customer is found by any identifier it holds. Enrolments show the holdout and each
+    step's A/B variant. The customer's own addresses are shown in full (an operator tool);
+    the identifiers table masks values unless `--reveal`.
     """
     cfg = load_app_config(config)
-    view = customer_view(engine_for(cfg), external_id)
+    engine = engine_for(cfg)
+    with engine.connect() as conn:
+        row_id = resolve_reference(conn, reference, rules=cfg.identity)
+        external_id = None if row_id is None else conn.execute(
+            sa.select(Customer.external_id).where(Customer.id == row_id)).scalar()
+    view = None if external_id is None else customer_view(engine, external_id)
     if view is None:
-        raise NurtureError(f"customer {external_id!r} not found")
+        raise NurtureError(f"customer {reference!r} not found (give an id, a phone, an email, ...: "
+                           "see `nurture customer --help`)")
+    with engine.connect() as conn:
+        identity = customer_identity(conn, view["customer"]["id"])
+    if not reveal:
+        for row in identity["identifiers"]:
+            row["value"] = mask_identifier(row["kind"], row["value"])
+    view |= identity
     if as_json:
         print_json(view)
         return
@@ -152,6 +174,7 @@ def customer(
          if view["suppressed"] else "no"),
     ]), title=Text(f"customer {person['external_id']}"), title_align="left", expand=False), highlight=False)
 
+    print_identity(view)
     profile = view["profile"]
     if profile is None:
         console.print("no profile yet (run `nurture profiles`)")
@@ -213,6 +236,22 @@ def customer(
             f"responses: {view['responses_total']}", ["occurred", "kind", "campaign", "provider"],
             [[when(r["occurred_at"]), r["kind"], text(r["campaign"]), r["provider"]] for r in view["responses"]],
             total=view["responses_total"],
+        ))
+
+
+def print_identity(view: dict[str, Any]) -> None:
+    """The identifiers table and the merges that formed the person, under the customer panel."""
+    print_table(titled_table(
+        f"identifiers: {len(view['identifiers'])}", ["kind", "value", "source", "verified", "first seen", "last seen"],
+        [[i["kind"], i["value"], text(i["source"]), "yes" if i["verified"] else "no", when(i["first_seen_at"]),
+          when(i["last_seen_at"])] for i in view["identifiers"]],
+    ))
+    if view["merges"]:
+        print_table(titled_table(
+            f"merged into this person: {len(view['merges'])}", ["merge", "merged", "when", "why", "by"],
+            [[str(m["id"]), m["merged_external_id"], when(m["merged_at"]), m["reason"], m["actor"]]
+             for m in view["merges"]],
+            right=("merge",),
         ))
 
 

@@ -75,7 +75,8 @@ def test_customer_shows_events_and_enrolments_with_holdout_and_variant(project, 
             assert variants in ("step 0: A", "step 0: B")
 
         data = json.loads(invoke("customer", external_id, "-c", project.config, "--json").stdout)
-        assert data == round_trip(customer_view(engine, external_id))
+        # seed_customers writes no identifiers (a row from before issue #15) and no merge formed it.
+        assert data == round_trip(customer_view(engine, external_id) | {"identifiers": [], "merges": []})
         [enrolment] = data["enrollments"]
         assert enrolment["holdout"] is enrolled[external_id] and data["enrollments_total"] == 1
         if not enrolled[external_id]:
