@@ -3,7 +3,7 @@
 The commands live in one module per group (:mod:`~workers.cli.setup`,
 :mod:`~workers.cli.customers`, :mod:`~workers.cli.sending`, :mod:`~workers.cli.views`,
 :mod:`~workers.cli.reports`, :mod:`~workers.cli.compliance`, :mod:`~workers.cli.demo`,
-:mod:`~workers.cli.campaigns` ...) over :mod:`workers.cli.common`; this module only
+:mod:`~workers.cli.identity`, :mod:`~workers.cli.campaigns` ...) over :mod:`workers.cli.common`; this module only
 registers them, so imports point one way.
 The order of registration is the order ``nurture --help`` lists them in.
 """
@@ -21,6 +21,7 @@ from workers.cli import (
     compliance,
     customers,
     demo,
+    identity,
     preview,
     reports,
     sending,
@@ -62,6 +63,7 @@ app.command()(compliance.reply)
 app.add_typer(reports.report_app, name="report")
 app.command()(views.segments)
 app.add_typer(views.customer_app, name="customer")
+app.add_typer(identity.identity_app, name="identity")
 app.command("test-send")(testsend.test_send)
 
 

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from campaigns.config.schema import AppConfig
-from campaigns.customers import profiles
 from campaigns.customers.identity.merging import choose_survivor, merge_customers
+from campaigns.customers.profiles import latest_recompute, recompute_profiles_for
 from campaigns.errors import NurtureError
 from campaigns.store.models import Customer, IdentityReview
 
@@ -141,16 +141,12 @@ def keep_apart(conn: Connection, review_id: int, *, now: datetime) -> ReviewItem
 def recompute_survivor(engine: Engine, config: AppConfig, survivor_id: int) -> bool:
     """Recompute the survivor's profile after a merge is committed, as of the latest full
     recompute so it stays in step with everyone else's; False when profiles were never
-    computed (the next ``nurture profiles`` computes everyone's) or this version cannot
-    recompute one customer."""
-    recompute_for = getattr(profiles, "recompute_profiles_for", None)
-    if recompute_for is None:
-        return False
+    computed (the next ``nurture profiles`` computes everyone's)."""
     with engine.connect() as conn:
-        as_of = profiles.latest_recompute(conn)
+        as_of = latest_recompute(conn)
     if as_of is None:
         return False
-    recompute_for(engine, config, [survivor_id], as_of=as_of)
+    recompute_profiles_for(engine, config, [survivor_id], as_of=as_of)
     return True
 
 
