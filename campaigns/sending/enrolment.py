@@ -142,7 +142,13 @@ def enrol(
                 sa.literal(created, type_=time_type),
             )
             .select_from(joined)
-            .where(enrollment.c.holdout.is_(sa.false()), enrollment.c.state == "active")
+            .where(
+                enrollment.c.holdout.is_(sa.false()),
+                enrollment.c.state == "active",
+                # One message per enrolment and step, whatever the send key says: an
+                # enrolment a merge moved to the survivor keeps the merged record's keys.
+                ~sa.exists().where(Delivery.enrollment_id == enrollment.c.id, Delivery.step == step_index),
+            )
         )
         inserted += conn.execute(
             dialect_insert(conn, Delivery.__table__)
