@@ -25,6 +25,12 @@ Every hash kept is keyed with the installation secret (``[security] secret_env``
 :mod:`campaigns.config.keys`), one derived key per purpose: an unkeyed SHA-256 of a phone number
 gives the number back by brute force in seconds. Without the secret nothing is erased
 (:class:`campaigns.config.keys.MissingSecretError`).
+* ``customer_identifier``: every identifier the customer holds (those merged records
+  brought along included) is deleted: none may find the person again.
+* ``identity_review``: the shared value of each pair the customer is in is blanked.
+* ``customer_merge``: in every merge the customer took part in, the merged record's
+  external id and personal fields, and the personal values the merge overwrote, are
+  blanked (the merge can still be undone, to a record as forgotten as this one).
 * Queued deliveries become ``skipped`` ("customer forgotten") and active enrolments end
   (``exited_unsubscribe``): nothing more is ever sent to this customer.
 
@@ -53,10 +59,13 @@ from campaigns.store.models import (
     CampaignState,
     Consent,
     Customer,
+    CustomerIdentifier,
+    CustomerMerge,
     Delivery,
     DeliveryAttempt,
     Enrollment,
     Event,
+    IdentityReview,
     Response,
     Suppression,
 )
@@ -89,6 +98,9 @@ class ForgetReport:
     suppressions_digested: int
     responses_scrubbed: int
     paused_reasons_scrubbed: int
+    identifiers_removed: int
+    reviews_scrubbed: int
+    merges_scrubbed: int
 
     def to_dict(self) -> dict[str, Any]:
         """The report as a JSON-ready dict."""
@@ -152,6 +164,13 @@ def forget_customer(engine: Engine, external_id: str, *, now: datetime, secret: 
             paused_reasons_scrubbed=_scrub_texts(conn, CampaignState.__table__.c.paused_reason,
                                                  CampaignState.__table__.c.paused_reason.is_not(None), addresses,
                                                  names, only_addresses=True),
+            identifiers_removed=conn.execute(
+                sa.delete(CustomerIdentifier).where(CustomerIdentifier.customer_id == customer_id)).rowcount,
+            reviews_scrubbed=conn.execute(
+                sa.update(IdentityReview)
+                .where(sa.or_(IdentityReview.customer_id == customer_id, IdentityReview.other_customer_id == customer_id))
+                .values(value=FORGOTTEN_PREFIX)).rowcount,
+            merges_scrubbed=_scrub_merges(conn, customer_id),
         )
 
 
@@ -194,6 +213,38 @@ def _hashed_key(key: str, hash_key: bytes) -> str:
     if key.startswith(FORGOTTEN_PREFIX):
         return key
     return FORGOTTEN_PREFIX + keyed_hex(hash_key, key)
+
+
+#: Customer columns that describe the person, blanked in merge records (to these values).
+_PERSONAL_FIELDS: dict[str, Any] = {"name": None, "email": None, "phone": None, "wechat_openid": None,
+                                    "locale": None, "timezone": None, "attributes": {}}
+
+
+def _scrub_merges(conn: sa.Connection, customer_id: int) -> int:
+    """Blank the personal data merge records keep of the customer and of the records merged
+    into it: the merged customer's row (external id, fields), review values, and the
+    customer values a merge overwrote. The number of merge records rewritten.
+
+    Each merged record gets a placeholder of its own, so an unmerge still re-inserts it
+    under a unique external id. Records are few per customer: rewritten one by one.
+    """
+    table = CustomerMerge.__table__
+    rows = conn.execute(sa.select(table.c.id, table.c.removed, table.c.changed).where(
+        sa.or_(table.c.survivor_id == customer_id, table.c.merged_id == customer_id))).all()
+    for row in rows:
+        placeholder = FORGOTTEN_PREFIX + secrets.token_hex(16)
+        removed = {name: [dict(item) for item in items] for name, items in (row.removed or {}).items()}
+        for item in removed.get("customer", []):
+            item.update(_PERSONAL_FIELDS, external_id=placeholder)
+        for item in removed.get("identity_review", []):
+            item["value"] = FORGOTTEN_PREFIX
+        changed = [
+            [name, key, column, _PERSONAL_FIELDS[column] if name == "customer" and column in _PERSONAL_FIELDS else old]
+            for name, key, column, old in (row.changed or [])
+        ]
+        conn.execute(sa.update(table).where(table.c.id == row.id).values(
+            merged_external_id=placeholder, removed=removed, changed=changed))
+    return len(rows)
 
 
 def _withdraw_consents(conn: sa.Connection, customer_id: int, *, now: datetime) -> int:

@@ -124,8 +124,8 @@ def build(engine) -> dict[str, int]:
                payload={})
         # Reviews: A-B (decided by the merge), B-X (repeats A-X), Y-B (becomes Y-A), B-Z (becomes A-Z).
         for low, high in [(a, b), (a, x), (b, x), (y, b), (b, z)]:
-            insert(conn, IdentityReview, customer_id=low, other_customer_id=high, kind="email", value=f"{low}-{high}",
-                   source="shop", status="open", opened_at=NOW - timedelta(days=1))
+            insert(conn, IdentityReview, customer_id=low, other_customer_id=high, kind="email",
+                   value=f"family-{low}-{high}@example.cn", source="shop", status="open", opened_at=NOW - timedelta(days=1))
     recompute_profiles(engine, AppConfig(), as_of=NOW - timedelta(days=1))
     return {"a": a, "b": b, "x": x, "y": y, "z": z}
 
@@ -239,3 +239,26 @@ def test_a_customer_cannot_be_merged_into_itself_or_a_stranger(engine):
         with engine.begin() as conn, pytest.raises(MergeError, match=message):
             merge_customers(conn, survivor_id=survivor, merged_id=merged, reason="t", actor="t", now=LATER)
     assert snapshot(engine) == before
+
+
+def test_forgetting_a_survivor_removes_its_identifiers_and_the_personal_data_of_its_merges(engine):
+    from campaigns.customers.forget import FORGOTTEN_PREFIX, forget_customer
+
+    ids = build(engine)
+    merge_id = merge(engine, ids["a"], ids["b"])
+    report = forget_customer(engine, "pos:1", now=LATER, secret="installation-secret")
+    assert (report.identifiers_removed, report.merges_scrubbed, report.reviews_scrubbed) == (5, 1, 3)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(CustomerIdentifier)).scalar() == 0
+        record = conn.execute(sa.select(CustomerMerge)).one()
+        reviews = conn.execute(sa.select(IdentityReview.value)).scalars().all()
+    kept = repr((record.merged_external_id, record.removed, record.changed))
+    for personal in ("shop:9", "W. Fang", "wf@example.com", "zh-CN", "Beijing", "Shanghai", "@example.cn"):
+        assert personal not in kept
+    assert record.merged_external_id.startswith(FORGOTTEN_PREFIX)
+    assert set(reviews) == {FORGOTTEN_PREFIX}
+    # The merge can still be undone, to a record as forgotten as the survivor.
+    with engine.begin() as conn:
+        unmerge(conn, merge_id=merge_id, now=LATER)
+        restored = conn.execute(sa.select(Customer).where(Customer.id == ids["b"])).one()
+    assert restored.external_id == record.merged_external_id and restored.email is None and restored.attributes == {}
