@@ -3,7 +3,7 @@
 The commands live in one module per group (:mod:`~workers.cli.setup`,
 :mod:`~workers.cli.customers`, :mod:`~workers.cli.sending`, :mod:`~workers.cli.views`,
 :mod:`~workers.cli.reports`, :mod:`~workers.cli.compliance`, :mod:`~workers.cli.demo`,
-:mod:`~workers.cli.identity`, :mod:`~workers.cli.campaigns` ...) over :mod:`workers.cli.common`; this module only
+:mod:`~workers.cli.identity`, :mod:`~workers.cli.merges`, :mod:`~workers.cli.campaigns` ...) over :mod:`workers.cli.common`; this module only
 registers them, so imports point one way.
 The order of registration is the order ``nurture --help`` lists them in.
 """
@@ -22,6 +22,7 @@ from workers.cli import (
     customers,
     demo,
     identity,
+    merges,
     preview,
     reports,
     sending,
@@ -62,6 +63,9 @@ app.command()(compliance.consent)
 app.command()(compliance.reply)
 app.add_typer(reports.report_app, name="report")
 app.command()(views.segments)
+views.customer_app.command("merge")(merges.merge)
+views.customer_app.command("unmerge")(merges.unmerge)
+views.customer_app.command("merges")(merges.merges)
 app.add_typer(views.customer_app, name="customer")
 app.add_typer(identity.identity_app, name="identity")
 app.command("test-send")(testsend.test_send)
