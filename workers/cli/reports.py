@@ -1,12 +1,16 @@
 """The report commands: ``nurture report channels`` (customers, orders and revenue per
-acquisition and purchase channel, also as CSV) and ``nurture report campaign NAME``.
+acquisition and purchase channel, also as CSV), ``nurture report campaign NAME`` and
+``nurture report identity`` (customers per source, overlaps, omnichannel share, merges per
+day; also as CSV).
 
-Presentation only: the numbers come from :mod:`campaigns.reports.customers` and
-:mod:`campaigns.reports.campaign`; ``--json`` prints the report's dict (times in ISO 8601).
+Presentation only: the numbers come from :mod:`campaigns.reports.customers`,
+:mod:`campaigns.reports.campaign` and :mod:`campaigns.reports.identity`; ``--json`` prints
+the report's dict (times in ISO 8601).
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,10 +18,12 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
+from campaigns.config.values import zone_named
 from campaigns.errors import NurtureError
 from campaigns.reports import csvexport
 from campaigns.reports.campaign import campaign_report
 from campaigns.reports.customers import channel_report
+from campaigns.reports.identity import identity_report
 from campaigns.store.models import utcnow
 from workers.cli.common import (
     ConfigOption,
@@ -28,7 +34,7 @@ from workers.cli.common import (
     load_app_config,
     parse_now,
 )
-from workers.cli.tables import add_row, key_values, money, pct, print_json, print_table
+from workers.cli.tables import add_row, key_values, money, pct, print_json, print_table, titled_table
 
 #: ``nurture report``: one command per report.
 report_app = typer.Typer(help="Reports over customers, orders and profiles.", no_args_is_help=True)
@@ -197,3 +203,101 @@ def _engagement_line(engagement: dict[str, Any]) -> str:
             f" · clicked {e['clicked']} ({pct(e['click_rate'])}, {pct(e['click_to_open_rate'])} of opens)"
             f" · replied {e['replied']} ({pct(e['reply_rate'])})"
             f" · unsubscribed {e['unsubscribed']} ({pct(e['unsubscribe_rate'])})")
+
+
+#: CSV columns of ``report identity``: one row per source, overlap, channel and day, each
+#: filling the columns that apply to it.
+IDENTITY_CSV = ("section", "name", "other", "customers", "omnichannel", "merges", "unmerged", "share",
+                "share_of_other")
+
+
+def write_identity_csv(data: dict[str, Any], path: Path) -> int:
+    """``report identity`` as CSV in :data:`IDENTITY_CSV` (sections ``source``, ``overlap``,
+    ``omnichannel``, ``merges``); returns the number of data rows. Source and channel names
+    come from imported data: formula-like cells get a leading ``'``."""
+    def share(value: float | None) -> Any:
+        return "" if value is None else round(value, 4)
+
+    rows: list[list[Any]] = [
+        *(["source", r["source"], "", r["customers"], "", "", "", share(r["share"]), ""] for r in data["sources"]),
+        *(["overlap", r["first"], r["second"], r["customers"], "", "", "", share(r["share_of_first"]),
+           share(r["share_of_second"])] for r in data["overlaps"]),
+        *(["omnichannel", r["channel"], "", r["customers"], r["omnichannel"], "", "", share(r["share"]), ""]
+          for r in data["omnichannel"]),
+        *(["merges", r["day"], "", "", "", r["merges"], r["unmerged"], "", ""] for r in data["merges"]),
+    ]
+    try:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csvexport.writer(handle)  # formula cells neutralised (CSV injection)
+            writer.writerow(IDENTITY_CSV)
+            writer.writerows(rows)
+    except OSError as exc:
+        raise NurtureError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    return len(rows)
+
+
+def _since(value: str | None, zone: Any) -> datetime | None:
+    """``--since``: a date is its local midnight in the report's zone; a time as given."""
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return parse_now(value)
+    return datetime.combine(day, time(0), tzinfo=zone)
+
+
+@report_app.command("identity")
+@friendly_errors
+def report_identity(
+    config: ConfigOption = Path("config.toml"),
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Count merges from this date (local midnight) or time (ISO 8601) on.")] = None,
+    timezone: Annotated[str | None, typer.Option(
+        "--timezone", metavar="ZONE", help="The days of merges in this IANA zone (default: [profiles] timezone).")] = None,
+    as_json: JsonOption = False,
+    csv_file: Annotated[Path | None, typer.Option("--csv", metavar="FILE",
+                                                  help="Also write the report as CSV to FILE.")] = None,
+) -> None:
+    """One person across systems: customers per source, overlaps between sources, the
+    omnichannel share per acquisition channel, and merges per day.
+
+    A customer counts under every source it holds an id from (`(none)`: an import without
+    `--source`); omnichannel means ids from two or more sources. `--since` limits the
+    merges only. Merges later undone are counted apart.
+    """
+    cfg = load_app_config(config)
+    zone = zone_named(timezone or cfg.profiles.timezone)
+    if zone is None:
+        raise NurtureError(f"unknown time zone {timezone!r} (use an IANA name such as 'Asia/Shanghai')")
+    data = identity_report(engine_for(cfg), zone=zone, since=_since(since, zone))
+    if csv_file is not None:
+        written = write_identity_csv(data, csv_file)
+        if not as_json:
+            console.print(f"wrote {written} rows to {csv_file}", highlight=False)
+            return
+    if as_json:
+        print_json(data)
+        return
+    print_table(titled_table(
+        f"customers per source (of {data['customers']})", ["source", "customers", "share"],
+        [[r["source"], str(r["customers"]), pct(r["share"])] for r in data["sources"]], right=("customers", "share")))
+    if data["overlaps"]:
+        print_table(titled_table(
+            "overlaps: customers known to both", ["source", "and source", "customers", "of first", "of second"],
+            [[r["first"], r["second"], str(r["customers"]), pct(r["share_of_first"]), pct(r["share_of_second"])]
+             for r in data["overlaps"]], right=("customers", "of first", "of second")))
+    omni = Table(title="omnichannel share by acquisition channel (ids from 2+ sources)", title_justify="left")
+    for column in ("channel", "customers", "omnichannel", "share"):
+        omni.add_column(column, justify="left" if column == "channel" else "right")
+    for row in data["omnichannel"]:
+        add_row(omni, row["channel"], str(row["customers"]), str(row["omnichannel"]), pct(row["share"]))
+    total = data["omnichannel_total"]
+    omni.add_section()
+    add_row(omni, "total", str(total["customers"]), str(total["omnichannel"]), pct(total["share"]), style="bold")
+    print_table(omni)
+    since_text = f" since {since}" if since else ""
+    print_table(titled_table(
+        f"merges per day ({data['timezone']}){since_text}: {data['merges_total']}, "
+        f"{data['unmerged_total']} more undone", ["day", "merges", "undone"],
+        [[r["day"], str(r["merges"]), str(r["unmerged"])] for r in data["merges"]], right=("merges", "undone")))

@@ -82,7 +82,8 @@ class DefaultShowGroup(TyperGroup):
 customer_app = typer.Typer(
     cls=DefaultShowGroup,
     no_args_is_help=True,
-    help="One customer's record (`nurture customer ID` is `nurture customer show ID`), and merging customers.",
+    help="One customer: its record by any identifier (`nurture customer ID` is `nurture customer show ID`), "
+         "and merging customers.",
 )
 
 

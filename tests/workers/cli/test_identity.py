@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from campaigns.store.models import Customer, CustomerMerge, CustomerProfile, IdentityReview, Order
+from campaigns.store.models import (
+    Customer,
+    CustomerIdentifier,
+    CustomerMerge,
+    CustomerProfile,
+    IdentityReview,
+    Order,
+)
 from tests.workers.cli.shop import table_rows
 from tests.workers.cli.win_back import assert_no_crash, invoke
 from workers.cli.identity import operator_name
@@ -131,3 +138,65 @@ def test_no_open_items(project, engine):
 def test_operator_name(monkeypatch):
     monkeypatch.setenv("USER", "li")
     assert operator_name(None) == "li" and operator_name(" ana ") == "ana"
+
+
+def seed_sources(engine) -> None:
+    """"a" is known to the pos and the shop, "b" to the pos only, "c" to an unsourced import;
+    two merges into "a", one at 23:30 Shanghai on the 20th, one the next day, undone."""
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Customer.__table__), [
+            {"external_id": name, "acquisition_channel": channel, "created_at": T0, "updated_at": T0,
+             "attributes": {}} for name, channel in (("a", "store"), ("b", "store"), ("c", "=online"))])
+        ids = dict(conn.execute(sa.select(Customer.external_id, Customer.id)).all())
+        conn.execute(sa.insert(CustomerIdentifier.__table__), [
+            {"customer_id": ids[name], "kind": "id", "value": value, "source": source, "verified": False,
+             "first_seen_at": T0, "last_seen_at": T0}
+            for name, value, source in (("a", "pos:1", "pos"), ("a", "shop:1", "shop"), ("b", "pos:2", "pos"),
+                                        ("c", "c", None))])
+        conn.execute(sa.insert(CustomerMerge.__table__), [
+            {"survivor_id": ids["a"], "merged_id": 90 + n, "merged_external_id": f"gone{n}", "reason": "import:pos",
+             "actor": "nurture", "merged_at": at, "unmerged_at": undone, "moved": {}, "removed": {}, "changed": []}
+            for n, at, undone in ((1, datetime(2026, 11, 20, 15, 30, tzinfo=UTC), None),
+                                  (2, datetime(2026, 11, 21, 3, 0, tzinfo=UTC), datetime(2026, 11, 22, tzinfo=UTC)))])
+
+
+def test_report_identity_tables_json_and_csv(project, engine, tmp_path):
+    seed_sources(engine)
+    result = invoke("report", "identity", "--timezone", "Asia/Shanghai", "-c", project.config)
+    assert result.exit_code == 0, result.output
+    sources = table_rows(result.output, "customers per source (of 3)", "overlaps")
+    assert sources == {"pos": ["2", "66.7%"], "shop": ["1", "33.3%"],
+                       "(none)": ["1", "33.3%"]}
+    overlaps = table_rows(result.output, "overlaps", "omnichannel")
+    assert overlaps["pos"] == ["shop", "1", "50.0%", "100.0%"]
+    omni = table_rows(result.output, "omnichannel share", "merges per day")
+    assert omni["store"] == ["2", "1", "50.0%"] and omni["=online"] == ["1", "0", "0.0%"]
+    assert omni["total"] == ["3", "1", "33.3%"]
+    merges = table_rows(result.output, "merges per day (Asia/Shanghai): 1, 1 more undone")
+    assert merges["2026-11-20"] == ["1", "0"] and merges["2026-11-21"] == ["0", "1"]
+
+    data = json.loads(invoke("report", "identity", "--json", "--since", "2026-11-21", "--timezone",
+                             "Asia/Shanghai", "-c", project.config).output)
+    # Local midnight of the 21st in Shanghai is 16:00 UTC on the 20th: the 15:30 merge is before it.
+    assert data["merges"] == [{"day": "2026-11-21", "merges": 0, "unmerged": 1}]
+    assert data["since"].startswith("2026-11-21T00:00:00+08:00") and data["customers"] == 3
+
+    csv_path = tmp_path / "identity.csv"
+    written = invoke("report", "identity", "--csv", csv_path, "--timezone", "UTC", "-c", project.config)
+    assert written.exit_code == 0 and "wrote 8 rows" in written.output, written.output
+    lines = csv_path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "section,name,other,customers,omnichannel,merges,unmerged,share,share_of_other"
+    assert "overlap,pos,shop,1,,,,0.5,1.0" in lines
+    assert "omnichannel,'=online,,1,0,,,0.0," in lines  # a formula-like channel name stays text
+    assert "merges,2026-11-20,,,,1,0,," in lines
+
+
+def test_report_identity_mistakes(project, engine):
+    bad_zone = invoke("report", "identity", "--timezone", "Mars/Olympus", "-c", project.config)
+    assert_no_crash(bad_zone)
+    assert bad_zone.exit_code == 1 and "unknown time zone" in bad_zone.output
+    bad_since = invoke("report", "identity", "--since", "last week", "-c", project.config)
+    assert_no_crash(bad_since)
+    assert bad_since.exit_code == 2 and "ISO 8601" in bad_since.output
+    empty = invoke("report", "identity", "-c", project.config)
+    assert empty.exit_code == 0 and "customers per source (of 0)" in empty.output
