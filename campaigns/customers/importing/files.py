@@ -15,6 +15,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from campaigns.config.identity import IdentityConfig
+from campaigns.customers.identity.resolution import MatchPlan
 from campaigns.customers.importing.fields import RowInvalid
 from campaigns.customers.importing.readers import LineReader, csv_rows, jsonl_rows, resolve_format
 from campaigns.customers.importing.report import ImportReport, RowError
@@ -31,6 +33,9 @@ def import_file(
     file_format: str | None = None,
     batch_size: int = 1000,
     progress: Callable[[int], None] | None = None,
+    source: str | None = None,
+    match: tuple[str, ...] | None = None,
+    identity: IdentityConfig | None = None,
 ) -> ImportReport:
     """Import ``path`` as ``kind`` rows into the database behind ``engine``.
 
@@ -42,12 +47,20 @@ def import_file(
     Raises :class:`DataImportError` when the file cannot be processed at all; bad rows are
     returned in :attr:`ImportReport.rejected` instead. Should a fatal error occur mid-file
     (e.g. invalid UTF-8), the rows before it have been written - re-importing is safe.
+
+    ``source`` names the system the file comes from (``pos``): a row's ``customer_id`` is
+    then the id ``pos:<customer_id>``, and customers are matched on ``match`` (default: the
+    source's ``[identity.sources.<source>] match`` in ``identity``, the ``[identity]``
+    rules; see :mod:`campaigns.customers.identity.resolution`). Orders and events name
+    their customer by its id in ``source`` or by any identifier (``phone:+86...``).
+    Without a source, ids are bare ``customer_id`` values, as they always were.
     """
     if kind not in REQUIRED_COLUMNS:
         raise DataImportError(f"unknown import kind {kind!r}: use customers, orders or events")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     path = Path(path)
+    plan = MatchPlan.of(rules=identity or IdentityConfig(), source=source, match=match)
     fmt = resolve_format(path, file_format)
     report = ImportReport(kind=kind, path=str(path))
     parse = PARSERS[kind]
@@ -56,9 +69,14 @@ def import_file(
 
     def flush() -> None:
         if pending:
-            results, refused = write_in_halves(functools.partial(writer, engine), pending)
-            report.imported += sum(written for written, _ in results)
-            report.rejected.extend(error for _, errors in results for error in errors)
+            results, refused = write_in_halves(functools.partial(writer, engine, plan=plan), pending)
+            for outcome in results:
+                report.imported += outcome.written
+                report.rejected.extend(outcome.errors)
+                report.created += outcome.counts.get("created", 0)
+                report.updated += outcome.counts.get("updated", 0)
+                report.merged += outcome.counts.get("merged", 0)
+                report.reviews_opened += outcome.counts.get("reviews_opened", 0)
             report.rejected.extend(RowError(row.line, f"the database refused this row ({cause})")
                                    for row, cause in refused)
             pending.clear()

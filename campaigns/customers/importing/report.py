@@ -30,6 +30,12 @@ class ImportReport:
     rows_read: int = 0
     imported: int = 0
     rejected: list[RowError] = field(default_factory=list)
+    #: Customers only: persons created, updated (one or more rows matched a stored
+    #: customer), merges run, and review items opened for weak matches.
+    created: int = 0
+    updated: int = 0
+    merged: int = 0
+    reviews_opened: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view, for ``--json`` output."""
@@ -38,6 +44,10 @@ class ImportReport:
             "path": self.path,
             "rows_read": self.rows_read,
             "imported": self.imported,
+            "created": self.created,
+            "updated": self.updated,
+            "merged": self.merged,
+            "reviews_opened": self.reviews_opened,
             "rejected_count": len(self.rejected),
             "rejected": [asdict(error) for error in self.rejected],
         }

@@ -30,7 +30,7 @@ from campaigns.customers.importing.fields import (
     text_value,
     timezone_name,
 )
-from campaigns.store.models import Consent, Customer, Event, Order, OrderItem
+from campaigns.store.models import Consent, Customer, CustomerIdentifier, Event, Order, OrderItem
 
 ImportKind = Literal["customers", "orders", "events"]
 
@@ -56,8 +56,12 @@ CONSENT_COLUMNS = {"email_consent": "email", "sms_consent": "sms", "wechat_conse
 #: Where and when the row's consents were given (the proof PIPL and MIIT ask for); the
 #: source is stored as ``import:<source>``, the time defaults to the import's.
 CONSENT_META_COLUMNS = ("consent_source", "consent_at")
+#: Identifier columns that are no Customer column: the WeChat unionid (one per person
+#: across the brand's apps) is only matched on and stored as an identifier.
+IDENTIFIER_ONLY_COLUMNS = ("unionid",)
 CUSTOMER_COLUMNS = frozenset(
-    ("customer_id", "created_at", "attributes", *CUSTOMER_TEXT_COLUMNS, *CONSENT_COLUMNS, *CONSENT_META_COLUMNS)
+    ("customer_id", "created_at", "attributes", *CUSTOMER_TEXT_COLUMNS, *CONSENT_COLUMNS, *CONSENT_META_COLUMNS,
+     *IDENTIFIER_ONLY_COLUMNS)
 )
 ORDER_COLUMNS = frozenset(("order_id", "customer_id", "ordered_at", "amount", "channel", "items"))
 EVENT_COLUMNS = frozenset(("event_id", "customer_id", "name", "occurred_at", "properties"))
@@ -92,7 +96,8 @@ def _column_length(column: sa.Column[Any]) -> int | None:
 
 def parse_customer(row: dict[str, Any], *, csv_source: bool) -> tuple[str, dict[str, Any]]:
     """A customer row -> (``customer_id``, the customer's columns, consents given with their
-    source and time, and attributes: unknown columns plus the ``attributes`` object)."""
+    source and time, attributes (unknown columns plus the ``attributes`` object) and the
+    identifier-only columns (``unionid``))."""
     check_row(row)
     columns = Customer.__table__.c
     external_id = required_text(row, "customer_id", max_length=_column_length(columns.external_id))
@@ -108,14 +113,16 @@ def parse_customer(row: dict[str, Any], *, csv_source: bool) -> tuple[str, dict[
         if granted is not None:
             consents[channel] = "granted" if granted else "withdrawn"
     source = text_value(row, "consent_source", max_length=_column_length(Consent.__table__.c.source) - len("import:"))
-    consent_meta = {"source": f"import:{source}" if source else "import",
+    consent_meta = {"source": f"import:{source}" if source else "import", "given": source,
                     "recorded_at": datetime_value(row, "consent_at", required=False)}
     attributes = extra_columns(row, CUSTOMER_COLUMNS, csv_source)
     nested = json_value(row, "attributes", dict, csv_source)
     if nested:
         attributes.update({k: v for k, v in nested.items() if v is not None and v != ""})
+    identifiers = {name: text_value(row, name, max_length=_column_length(CustomerIdentifier.__table__.c.value))
+                   for name in IDENTIFIER_ONLY_COLUMNS}
     return external_id, {"customer": record, "consents": consents, "consent_meta": consent_meta,
-                         "attributes": attributes}
+                         "attributes": attributes, "identifiers": identifiers}
 
 
 def _parse_items(value: list[Any]) -> list[dict[str, Any]]:
@@ -233,6 +240,7 @@ __all__ = [
     "CUSTOMER_COLUMNS",
     "CUSTOMER_TEXT_COLUMNS",
     "EVENT_COLUMNS",
+    "IDENTIFIER_ONLY_COLUMNS",
     "ORDER_COLUMNS",
     "PARSERS",
     "REQUIRED_COLUMNS",

@@ -22,6 +22,10 @@ def test_report_to_dict_is_json(engine: Engine, tmp_path: Path) -> None:
         "path": str(path),
         "rows_read": 1,
         "imported": 0,
+        "created": 0,
+        "updated": 0,
+        "merged": 0,
+        "reviews_opened": 0,
         "rejected_count": 1,
         "rejected": [{"line": 2, "reason": "email: not a valid address (one @, a dotted domain, no spaces)"}],
     }
