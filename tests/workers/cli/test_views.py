@@ -78,7 +78,8 @@ def test_customer_json_matches_the_database_unmasked(shop, config):
     assert_no_crash(result)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data == round_trip(customer_view(shop, "a1"))
+    # The shop's rows are written without identifiers (as before issue #15), and no merge formed a1.
+    assert data == round_trip(customer_view(shop, "a1") | {"identifiers": [], "merges": []})
     assert data["customer"]["email"] == "a1@example.com" and data["customer"]["phone"] == "+86000"
     assert data["profile"]["stage"] == "new" and data["orders_total"] == 2
     assert data["suppressed"] is True
