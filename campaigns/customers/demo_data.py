@@ -6,6 +6,16 @@ often and small, store buyers less often with more per basket, social buyers in 
 distributors rarely but in bulk, direct accounts steadily and large. About a third of the
 customers have lapsed (their last order is months ago), some never bought at all, and a
 few signed up in the past day.
+
+The people come from two systems, as a brand's customers do (issue #15): the store's tills
+(POS, source ``store``: member cards ``S000001``, known by a phone verified by SMS code) and
+the web shop (source ``online``: accounts ``W000001`` with an email and often a phone).
+About one person in five is in both, under the same phone: imported through
+``[identity.sources]`` (the web shop first), each of them ends as ONE customer holding both
+ids. A few of them opened a second web shop account with the same phone: the shop's phones
+are not verified, so its import only opens a review item, and the store's verified phone
+then merges the two accounts. A few couples share one family email across the two systems;
+that opens a review item too, and never merges two people.
 """
 
 from __future__ import annotations
@@ -42,8 +52,14 @@ PURCHASE_CHANNELS = ["ecommerce", "store", "social", "distributor", "direct"]
 #: Written into the SQLite header (``PRAGMA application_id``, "nurt" in ASCII) of a
 #: database ``nurture demo`` created: only such a database may be reset by a later run.
 DEMO_APPLICATION_ID = 0x6E757274
-#: The shapes of the ids ``write_demo_files`` gives (SQLite GLOB patterns).
-DEMO_CUSTOMER_GLOB = "C" + "[0-9]" * 6
+#: The sources the demo imports its customers from, in import order, with the letter of
+#: their ids: ``online:W000001`` (a web shop account) and ``store:S000001`` (a member card).
+DEMO_SOURCES = {"online": "W", "store": "S"}
+#: The shapes of the customer ids ``write_demo_files`` gives (SQLite GLOB patterns): one per
+#: source, and the bare ``C000001`` of demos from before sources, so their databases are
+#: still the demo's to reset.
+DEMO_CUSTOMER_GLOBS = (*(f"{source}:{letter}" + "[0-9]" * 6 for source, letter in DEMO_SOURCES.items()),
+                       "C" + "[0-9]" * 6)
 DEMO_ORDER_GLOB = "O" + "[0-9]" * 8
 
 
@@ -86,9 +102,10 @@ def inspect_demo_database(path: Path) -> DemoDatabase:
             foreign: dict[str, int] = {}
             if created_by_demo:
                 checks = {
-                    "customer": ("SELECT count(*) FROM customer WHERE external_id NOT GLOB ? "
-                                 "AND substr(external_id, 1, ?) != ?",
-                                 (DEMO_CUSTOMER_GLOB, len(FORGOTTEN_PREFIX), FORGOTTEN_PREFIX)),
+                    "customer": ("SELECT count(*) FROM customer WHERE "
+                                 + "external_id NOT GLOB ? AND " * len(DEMO_CUSTOMER_GLOBS)
+                                 + "substr(external_id, 1, ?) != ?",
+                                 (*DEMO_CUSTOMER_GLOBS, len(FORGOTTEN_PREFIX), FORGOTTEN_PREFIX)),
                     "orders": ("SELECT count(*) FROM orders WHERE order_id NOT GLOB ?", (DEMO_ORDER_GLOB,)),
                 }
                 for table, (sql, params) in checks.items():
@@ -128,82 +145,203 @@ def demo_moment(wall: datetime, *, zone: str = "Asia/Shanghai", hour: int = 10) 
     return moment.astimezone(wall.tzinfo)
 
 
-def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetime) -> dict[str, Path]:
-    """Write ``customers.csv``, ``orders.jsonl`` and ``events.csv`` under ``directory``."""
+#: Share of store members who also have a web shop account, and of web shop customers with
+#: a phone who also carry a store card: about one person in five is in both systems.
+ALSO_ONLINE = 0.4
+ALSO_STORE = 0.2
+#: One couple in this many people shares a family email across the two systems; one person
+#: in this many (of those in both) has a second web shop account under the same phone.
+FAMILY_EVERY = 250
+TWO_ACCOUNTS_EVERY = 200
+CUSTOMER_COLUMNS = [
+    "customer_id", "name", "email", "phone", "acquisition_channel", "created_at",
+    "timezone", "locale", "city", "vip", "email_consent", "sms_consent",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoFiles:
+    """What :func:`write_demo_files` wrote, and who in it is worth showing."""
+
+    #: source -> its customers file and its orders file, in import order (:data:`DEMO_SOURCES`).
+    customers: dict[str, Path]
+    orders: dict[str, Path]
+    #: Sign-up events, each naming its person as ``id:<source>:<id>`` (an event may name a
+    #: customer by any identifier), so this file is imported without a source.
+    events: Path
+    #: How many people (true persons) the files describe, and how many both sources hold.
+    people: int
+    in_both: int
+    #: ``(first account, second account, store card)`` of each person with two web shop
+    #: accounts under one phone: the shop alone cannot tell (its phones are not verified),
+    #: the till's verified phone merges the two accounts.
+    two_accounts: list[tuple[str, str, str]]
+    #: ``(online id, store id)`` of each couple sharing a family email: two people, one review item.
+    family: list[tuple[str, str]]
+    #: The phone of the first person with two accounts: the demo shows their one customer.
+    shared_phone: str | None
+
+
+@dataclass(kw_only=True)
+class _Person:
+    """One true person of the demo, before it is written as one to three source records."""
+
+    number: int
+    channel: str
+    given: str
+    surname: str
+    email: str
+    phone: str
+    created: datetime
+    extra: list[str]  # timezone .. sms_consent, as the customers file writes them
+    home: str  # the source where they first came from (their acquisition channel's)
+    sources: list[str]
+    orders: list[dict[str, object]] = field(default_factory=list)
+    #: source -> the person's id there; ``second`` is a second web shop account.
+    ids: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """Given name and surname."""
+        return f"{self.given} {self.surname}"
+
+
+def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetime) -> DemoFiles:
+    """Write ``<source>_customers.csv`` and ``<source>_orders.jsonl`` for each of
+    :data:`DEMO_SOURCES`, and ``events.csv``, under ``directory``, for ``customers`` people."""
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "customers": directory / "customers.csv",
-        "orders": directory / "orders.jsonl",
-        "events": directory / "events.csv",
-    }
-    channels = list(CHANNEL_PROFILES)
-    weights = [CHANNEL_PROFILES[c][0] for c in channels]
-    order_number = 0
-    with (
-        paths["customers"].open("w", newline="", encoding="utf-8") as customers_file,
-        paths["orders"].open("w", encoding="utf-8") as orders_file,
-        paths["events"].open("w", newline="", encoding="utf-8") as events_file,
-    ):
-        customers_csv = csv.writer(customers_file)
-        customers_csv.writerow([
-            "customer_id", "name", "email", "phone", "acquisition_channel", "created_at",
-            "timezone", "locale", "city", "vip", "email_consent", "sms_consent",
-        ])
+    people = _people(rng, customers, now)
+    in_both = [person for person in people if len(person.sources) > 1]
+    twice = sorted(rng.sample(in_both, min(len(in_both), max(1, len(people) // TWO_ACCOUNTS_EVERY))),
+                   key=lambda person: person.number)
+    # Each system numbers its records in its own order: the ids of one person share
+    # nothing. Second accounts are the web shop's newest.
+    records: dict[str, list[tuple[_Person, str]]] = {
+        source: [(person, source) for person in people if source in person.sources] for source in DEMO_SOURCES}
+    records["online"] += [(person, "second") for person in twice]
+    for source, rows in records.items():
+        for count, (person, role) in enumerate(rows, start=1):
+            person.ids[role] = f"{DEMO_SOURCES[source]}{count:06d}"
+    files = DemoFiles(
+        customers={source: directory / f"{source}_customers.csv" for source in DEMO_SOURCES},
+        orders={source: directory / f"{source}_orders.jsonl" for source in DEMO_SOURCES},
+        events=directory / "events.csv",
+        people=len(people),
+        in_both=len(in_both),
+        two_accounts=[(person.ids["online"], person.ids["second"], person.ids["store"]) for person in twice],
+        family=_share_family_emails(rng, people),
+        shared_phone=twice[0].phone if twice else None,
+    )
+    for source, rows in records.items():
+        with (files.customers[source].open("w", newline="", encoding="utf-8") as customers_file,
+              files.orders[source].open("w", encoding="utf-8") as orders_file):
+            customers_csv = csv.writer(customers_file)
+            customers_csv.writerow(CUSTOMER_COLUMNS)
+            for person, role in rows:
+                customers_csv.writerow(_record(person, role, now=now))
+                for order in person.orders if role == source else ():
+                    # A person in both systems bought at the till in the store, elsewhere online.
+                    where = "store" if order["channel"] == "store" else "online"
+                    if (where if len(person.sources) > 1 else person.home) == source:
+                        orders_file.write(json.dumps({"order_id": order["order_id"], "customer_id": person.ids[source],
+                                                     **order}) + "\n")
+    with files.events.open("w", newline="", encoding="utf-8") as events_file:
         events_csv = csv.writer(events_file)
         events_csv.writerow(["event_id", "customer_id", "name", "occurred_at", "source"])
-        for number in range(1, customers + 1):
-            external_id = f"C{number:06d}"
-            channel = rng.choices(channels, weights)[0]
-            _, per_year, basket, items_per_order = CHANNEL_PROFILES[channel]
-            name = f"{rng.choice(GIVEN)} {rng.choice(SURNAMES)}"
-            # The last few signed up in the past day and have not bought yet: the welcome
-            # series starts for them on the demo's first tick.
-            just_joined = number > customers - max(3, customers // 200)
-            if just_joined:
-                created = now - timedelta(hours=rng.uniform(0.5, 20))
-            else:
-                created = now - timedelta(days=rng.uniform(0, 730), hours=rng.uniform(0, 24))
-            has_email = rng.random() < 0.9
-            customers_csv.writerow([
-                external_id,
-                name,
-                f"{name.lower().replace(' ', '.')}.{number}@example.com" if has_email else "",
-                f"+86138{rng.randrange(10**8):08d}" if rng.random() < 0.8 else "",
-                channel,
-                created.isoformat(timespec="seconds"),
-                "Asia/Shanghai",
-                "zh-CN",
-                rng.choice(CITIES),
-                "true" if rng.random() < 0.05 else "false",
-                "true" if rng.random() < 0.92 else "false",
-                "true" if rng.random() < 0.6 else "false",
-            ])
-            events_csv.writerow([f"EV-{external_id}-signup", external_id, "signup",
-                                 created.isoformat(timespec="seconds"), channel])
-            # Lifecycle shape: some never buy, some lapse at a random point, the rest stay active.
-            roll = rng.random()
-            if roll < 0.12 or just_joined:
-                continue
-            active_until = now if roll > 0.45 else created + (now - created) * rng.uniform(0.05, 0.7)
-            moment = created + timedelta(days=rng.expovariate(per_year / 365))
-            first = True
-            while moment <= active_until or first:
-                first = False
-                moment = min(moment, now)
-                order_number += 1
-                items = []
-                for _ in range(max(1, int(rng.gauss(items_per_order, 1)))):
-                    category = rng.choice(list(CATEGORIES))
-                    price = round(max(5.0, rng.gauss(basket / items_per_order, basket / 5)), 2)
-                    items.append({"sku": rng.choice(CATEGORIES[category]), "category": category,
-                                  "quantity": rng.randint(1, 10 if channel == "distributor" else 3), "price": price})
-                amount = round(sum(i["price"] * i["quantity"] for i in items), 2)
-                purchase_channel = channel if rng.random() < 0.75 else rng.choice(PURCHASE_CHANNELS)
-                orders_file.write(json.dumps({
-                    "order_id": f"O{order_number:08d}", "customer_id": external_id,
-                    "ordered_at": moment.isoformat(timespec="seconds"), "amount": amount,
-                    "channel": purchase_channel, "items": items,
-                }) + "\n")
-                moment += timedelta(days=rng.expovariate(per_year / 365) + 1)
-    return paths
+        for person in people:
+            own_id = person.ids[person.home]
+            events_csv.writerow([f"EV-{own_id}-signup", f"id:{person.home}:{own_id}", "signup",
+                                 person.created.isoformat(timespec="seconds"), person.channel])
+    return files
+
+
+def _record(person: _Person, role: str, *, now: datetime) -> list[str]:
+    """The customers file row of ``person`` in the system ``role`` names (a source, or
+    ``second`` for a second web shop account)."""
+    if role == person.home:
+        return [person.ids[role], person.name, person.email, person.phone, person.channel,
+                person.created.isoformat(timespec="seconds"), *person.extra]
+    if role == "second":
+        # Opened later, with another address; no channel or consent of its own.
+        opened = person.created + (now - person.created) / 2
+        return [person.ids[role], person.name, f"{person.given}.{person.number}@work.example.com".lower(),
+                person.phone, "", opened.isoformat(timespec="seconds"), *person.extra[:3], "", "", ""]
+    # The other system's record: who they are there, and no sign-up date, channel or
+    # consent of its own (the first system's stand). A web shop account needs an email.
+    email = person.email or f"{person.given}.{person.surname}.{person.number}@example.com".lower()
+    return [person.ids[role], person.name, email, person.phone, "", "", *person.extra[:3], "", "", ""]
+
+
+def _people(rng: random.Random, count: int, now: datetime) -> list[_Person]:
+    """``count`` people with their orders and the systems that know them."""
+    channels = list(CHANNEL_PROFILES)
+    weights = [CHANNEL_PROFILES[c][0] for c in channels]
+    phones: set[str] = set()
+    people: list[_Person] = []
+    order_number = 0
+    for number in range(1, count + 1):
+        channel = rng.choices(channels, weights)[0]
+        _, per_year, basket, items_per_order = CHANNEL_PROFILES[channel]
+        given, surname = rng.choice(GIVEN), rng.choice(SURNAMES)
+        # The last few signed up in the past day and have not bought yet: the welcome
+        # series starts for them on the demo's first tick.
+        just_joined = number > count - max(3, count // 200)
+        if just_joined:
+            created = now - timedelta(hours=rng.uniform(0.5, 20))
+        else:
+            created = now - timedelta(days=rng.uniform(0, 730), hours=rng.uniform(0, 24))
+        has_email = rng.random() < 0.9
+        home = "store" if channel == "store" else "online"
+        phone = ""
+        # The tills know every member by phone; the web shop has a phone for most.
+        if home == "store" or rng.random() < 0.8:
+            while not phone or phone in phones:  # one number, one person: a repeat would merge two
+                phone = f"+86138{rng.randrange(10**8):08d}"
+            phones.add(phone)
+        person = _Person(
+            number=number, channel=channel, given=given, surname=surname, created=created, phone=phone,
+            email=f"{given}.{surname}.{number}@example.com".lower() if has_email else "",
+            extra=["Asia/Shanghai", "zh-CN", rng.choice(CITIES), "true" if rng.random() < 0.05 else "false",
+                   "true" if rng.random() < 0.92 else "false", "true" if rng.random() < 0.6 else "false"],
+            home=home, sources=[home],
+        )
+        if phone and not just_joined and rng.random() < (ALSO_ONLINE if home == "store" else ALSO_STORE):
+            person.sources = list(DEMO_SOURCES)
+        people.append(person)
+        # Lifecycle shape: some never buy, some lapse at a random point, the rest stay active.
+        roll = rng.random()
+        if roll < 0.12 or just_joined:
+            continue
+        active_until = now if roll > 0.45 else created + (now - created) * rng.uniform(0.05, 0.7)
+        moment = created + timedelta(days=rng.expovariate(per_year / 365))
+        first = True
+        while moment <= active_until or first:
+            first = False
+            moment = min(moment, now)
+            order_number += 1
+            items = []
+            for _ in range(max(1, int(rng.gauss(items_per_order, 1)))):
+                category = rng.choice(list(CATEGORIES))
+                price = round(max(5.0, rng.gauss(basket / items_per_order, basket / 5)), 2)
+                items.append({"sku": rng.choice(CATEGORIES[category]), "category": category,
+                              "quantity": rng.randint(1, 10 if channel == "distributor" else 3), "price": price})
+            amount = round(sum(i["price"] * i["quantity"] for i in items), 2)
+            purchase_channel = channel if rng.random() < 0.75 else rng.choice(PURCHASE_CHANNELS)
+            person.orders.append({"order_id": f"O{order_number:08d}", "ordered_at": moment.isoformat(timespec="seconds"),
+                                  "amount": amount, "channel": purchase_channel, "items": items})
+            moment += timedelta(days=rng.expovariate(per_year / 365) + 1)
+    return people
+
+
+def _share_family_emails(rng: random.Random, people: list[_Person]) -> list[tuple[str, str]]:
+    """Give a few couples one family email: a store member and a web shop customer of one
+    household, two people under one address (ids must be assigned already)."""
+    members = [p for p in people if p.sources == ["store"] and p.email]
+    shoppers = [p for p in people if p.sources == ["online"]]
+    pairs = min(max(1, len(people) // FAMILY_EVERY), len(members), len(shoppers))
+    couples = list(zip(rng.sample(members, pairs), rng.sample(shoppers, pairs), strict=True))
+    for member, shopper in couples:
+        member.email = shopper.email = f"{member.surname}.family.{member.number}@example.com".lower()
+        shopper.surname = member.surname
+    return [(shopper.ids["online"], member.ids["store"]) for member, shopper in couples]

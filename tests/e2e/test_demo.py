@@ -114,7 +114,14 @@ def test_demo_sends_to_the_outbox_exactly_what_the_ledger_records(demo_project):
     # The summary table shows the same counts as the ledger.
     assert "What was sent" in result.output
     assert table_rows(result.output) == {key: n for key, n in counts.items()}
-    assert "customers    300 imported, 0 rejected" in result.output
+    # The customers come from two sources and end as one customer per person (issue #15).
+    assert re.search(r"online customers +\d+ rows: .*, 0 rejected", result.output), result.output
+    assert re.search(r"store  customers +\d+ rows: .*, 0 rejected", result.output), result.output
+    with sqlite3.connect(root / "var" / "nurture.db") as conn:
+        assert conn.execute("SELECT count(*) FROM customer").fetchone()[0] == 300
+    conn.close()
+    assert "one person, one customer: `nurture customer phone:+86" in result.output
+    assert re.search(r"│ total +│ +300 │ +\d+ │ +\d+\.\d%", result.output), result.output
 
     # One file per sent message, in the outbox folders next to the config file.
     assert (root / "var" / "outbox").is_dir()

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from tests.e2e.test_demo import REPO_ROOT, ledger
 from workers.cli.main import app
 
-#: 300 customers of seed 3 include some two campaigns want on the same day (win_back and
-#: rescue): small enough to be quick, and the cap has something to decide.
-DEMO_ARGS = ["--customers", "300", "--seed", "3"]
+#: 300 customers of seed 7 include some two campaigns want on the same day: small enough to
+#: be quick, and the cap has something to decide (seed 3 did before the demo's people came
+#: from two sources, issue #15).
+DEMO_ARGS = ["--customers", "300", "--seed", "7"]
 
 
 def fresh_demo(root: Path) -> dict[str, str]:

@@ -79,11 +79,11 @@ def demo(
         mark_demo_database,
         write_demo_files,
     )
-    from campaigns.customers.importing.files import import_file
     from campaigns.customers.profiles import recompute_profiles
     from campaigns.reports.campaign import campaign_report
     from campaigns.reports.deliveries import delivery_summary
     from workers.channels.outbox import remove_messages
+    from workers.cli.demo_identity import decide_reviews, import_sources, show_one_person
 
     result = check_config_file(config)
     if not result.ok:
@@ -114,14 +114,16 @@ def demo(
     now = demo_moment(utcnow())
     console.print(f"demo clock: {now.astimezone(ZoneInfo('Asia/Shanghai')):%Y-%m-%d %H:%M} Asia/Shanghai, where the "
                   "demo customers live (marketing waits out the quiet hours, 21:00-08:00 local)")
-    console.print(f"[bold]1.[/] generating {customers} customers with two years of orders → {data_dir}")
+    console.print(f"[bold]1.[/] generating {customers} people with two years of orders → {data_dir}")
     files = write_demo_files(data_dir, customers=customers, seed=seed, now=now)
+    console.print(f"   they come from two systems: the web shop (source online) and the store's tills (source "
+                  f"store); {files.in_both} people are in both, under one phone", highlight=False)
     engine = engine_for(cfg)
     mark_demo_database(db_path)  # before any data: a later run may reset this database
-    console.print("[bold]2.[/] importing through `nurture import` code paths")
-    for kind, path in files.items():
-        report = import_file(engine, kind, path)  # type: ignore[arg-type]
-        console.print(f"   {kind:<9} {report.imported:>6} imported, {len(report.rejected)} rejected  ({path.name})")
+    console.print("[bold]2.[/] importing through `nurture import --source` code paths (\\[identity.sources] in "
+                  f"{config.name})", highlight=False)
+    import_sources(engine, cfg, files)
+    decide_reviews(engine, files, now=utcnow())
     profiles_report = recompute_profiles(engine, cfg, as_of=now)
     console.print(f"[bold]3.[/] profiles: {profiles_report.customers} customers staged and RFM-scored "
                   f"in {profiles_report.seconds:.1f}s (what the scheduler does daily)")
@@ -148,8 +150,11 @@ def demo(
         outcomes.add_row(campaign.name, str(data["enrolled"]), str(data["held_out"]), str(data["sent"]),
                          str(data["deliveries"].get("queued", 0)), str(data["skipped"]))
     console.print(outcomes)
+    console.print("[bold]6.[/] one person across the two sources")
+    person = show_one_person(engine, cfg, files)
     console.print(f"database: {db_path}   ·   run again: `make demo`")
-    console.print("explore: .venv/bin/nurture status | segments | audience win_back | customer C000042 | "
-                  "report channels | report campaign win_back")
+    console.print(f"explore: .venv/bin/nurture status | segments | audience win_back | customer {person or 'online:W000042'}"
+                  " | identity review | report identity | report channels | report campaign win_back",
+                  highlight=False)
     console.print("in a browser: NURTURE_DASHBOARD_PASSWORD=demo .venv/bin/nurture serve, then "
                   "http://127.0.0.1:8000/dashboard (any user name, password demo)")

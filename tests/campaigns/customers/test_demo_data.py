@@ -63,14 +63,18 @@ def test_any_row_in_a_database_the_demo_did_not_create_is_foreign_and_the_file_i
 def test_in_a_demo_database_only_rows_of_other_shapes_are_foreign(tmp_path):
     path = migrated(tmp_path / "nurture.db")
     mark_demo_database(path)
-    add_customer(path, "C000001", "O00000001")
+    add_customer(path, "store:S000001", "O00000001")
+    add_customer(path, "online:W000002", "O00000002")
+    add_customer(path, "C000003")  # a demo from before sources (issue #15) is still the demo's
     add_customer(path, "forgotten:0123abcd")  # a demo customer after `nurture forget`
     assert inspect_demo_database(path).foreign == {}
     assert inspect_demo_database(path).created_by_demo
 
     add_customer(path, "ACME-7", "INV-2024-1")
+    add_customer(path, "store:ACME-8")  # the demo's source, but not an id it writes
+    add_customer(path, "online:S000009")  # the other source's id shape
 
-    assert inspect_demo_database(path).foreign == {"customer": 1, "orders": 1}
+    assert inspect_demo_database(path).foreign == {"customer": 3, "orders": 1}
 
 
 def test_a_file_that_is_not_a_sqlite_database_is_foreign(tmp_path):
