@@ -178,7 +178,8 @@ class DemoFiles:
     two_accounts: list[tuple[str, str, str]]
     #: ``(online id, store id)`` of each couple sharing a family email: two people, one review item.
     family: list[tuple[str, str]]
-    #: The phone of the first person with two accounts: the demo shows their one customer.
+    #: The phone of the person with two accounts and the most orders: the demo shows their
+    #: one customer.
     shared_phone: str | None
 
 
@@ -231,7 +232,8 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
         in_both=len(in_both),
         two_accounts=[(person.ids["online"], person.ids["second"], person.ids["store"]) for person in twice],
         family=_share_family_emails(rng, people),
-        shared_phone=twice[0].phone if twice else None,
+        # The one with the most orders: their history shows both systems' orders.
+        shared_phone=max(twice, key=lambda person: (len(person.orders), -person.number)).phone if twice else None,
     )
     for source, rows in records.items():
         with (files.customers[source].open("w", newline="", encoding="utf-8") as customers_file,

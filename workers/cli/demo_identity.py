@@ -1,12 +1,12 @@
 """The identity part of ``nurture demo`` (issue #15): its customers come from two sources,
 the web shop and the store's tills, and end as one customer per person.
 
-The demo imports each source through the code of ``nurture import --source``, decides the
-review items the import opened as an operator would with ``nurture identity review``
-(the demo knows the truth of its data: a second web shop account under the same phone is
-the same person, a family email is not), and shows one person held by both sources with
-``nurture customer``'s identifiers table, and ``nurture report identity``'s omnichannel
-share.
+The demo imports each source through the code of ``nurture import --source``, merges the
+review items of second web shop accounts as an operator would with ``nurture identity
+review --merge`` (the demo knows its data: the same phone is the same person there), leaves
+the family emails (two people) open for the user to decide, and shows one person held by
+both sources with ``nurture customer``'s identifiers table, and ``nurture report
+identity``'s omnichannel share.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config.schema import AppConfig
 from campaigns.customers.demo_data import DemoFiles
-from campaigns.customers.identity.decisions import keep_apart, list_reviews, merge_review
+from campaigns.customers.identity.decisions import list_reviews, merge_review
 from campaigns.customers.identity.lookup import resolve_reference
 from campaigns.customers.importing.files import import_file
 from campaigns.reports.identity import customer_identity, identity_report
@@ -51,29 +51,22 @@ def import_sources(engine: Engine, cfg: AppConfig, files: DemoFiles) -> None:
 
 
 def decide_reviews(engine: Engine, files: DemoFiles, *, now: datetime) -> None:
-    """Merge the review items of people with two web shop accounts and keep the family
-    emails apart, as an operator would (``nurture identity review --merge N`` and
-    ``--keep-apart N``), at ``now`` (the wall clock, like the imports' first-seen times);
-    any other item stays open."""
+    """Merge the review items of people with two web shop accounts, as an operator would
+    (``nurture identity review --merge N``), at ``now`` (the wall clock, like the imports'
+    first-seen times). The family emails stay open, for the user to keep apart."""
     one_person = {frozenset((f"online:{first}", f"online:{second}")) for first, second, _ in files.two_accounts}
-    families = {frozenset((f"online:{shopper}", f"store:{member}")) for shopper, member in files.family}
-    merged = kept = 0
+    merged = 0
     with engine.begin() as conn:
         items = list_reviews(conn)
         for item in items:
-            pair = frozenset((item.customer_external_id, item.other_external_id))
-            if pair in one_person:
+            if frozenset((item.customer_external_id, item.other_external_id)) in one_person:
                 merge_review(conn, item.id, actor=DEMO_ACTOR, now=now)
                 merged += 1
-            elif pair in families:
-                keep_apart(conn, item.id, now=now)
-                kept += 1
-    console.print(f"   {len(items)} review item(s) opened, decided as an operator would "
-                  "(`nurture identity review --merge N | --keep-apart N`):", highlight=False)
-    console.print(f"   {merged} merged: a second web shop account under the phone of the first (the shop does "
-                  "not verify phones, the till does)", highlight=False)
-    console.print(f"   {kept} kept apart: a family email shared by two people; "
-                  f"{len(items) - merged - kept} left open", highlight=False)
+    console.print(f"   review items: {len(items)} opened; {merged} merged as an operator would (`nurture identity "
+                  "review --merge N`): a second web shop account under the phone of the first (the shop does not "
+                  "verify phones, the till does)", highlight=False)
+    console.print(f"   {len(items) - merged} left open, for you to keep apart (`nurture identity review`): a family "
+                  "email shared by two people", highlight=False)
 
 
 def show_one_person(engine: Engine, cfg: AppConfig, files: DemoFiles) -> str | None:

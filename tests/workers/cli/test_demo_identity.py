@@ -72,8 +72,8 @@ def test_the_demo_people_end_as_one_customer_each_and_the_share_is_the_overlap(e
             assert owner(conn, f"online:{shopper}") != owner(conn, f"store:{member}")
         reviews = conn.execute(sa.select(IdentityReview.kind, IdentityReview.status)).all()
         merges = conn.execute(sa.select(CustomerMerge.reason, CustomerMerge.actor)).all()
-    # A merged pair goes with the merged customer; the family's stays, never proposed again.
-    assert reviews == [("email", "kept_apart")] * len(files.family)
+    # A merged pair goes with the merged customer; the family's stays open for the user.
+    assert reviews == [("email", "open")] * len(files.family)
     assert merges == [("review", demo_identity.DEMO_ACTOR)] * len(files.two_accounts)
 
     report = identity_report(engine, zone=ZoneInfo("Asia/Shanghai"))
