@@ -178,8 +178,8 @@ class DemoFiles:
     two_accounts: list[tuple[str, str, str]]
     #: ``(online id, store id)`` of each couple sharing a family email: two people, one review item.
     family: list[tuple[str, str]]
-    #: The phone of the person with two accounts and the most orders: the demo shows their
-    #: one customer.
+    #: The phone of the person with two accounts the demo shows as one customer: one who
+    #: bought in both systems, with the most orders.
     shared_phone: str | None
 
 
@@ -232,8 +232,7 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
         in_both=len(in_both),
         two_accounts=[(person.ids["online"], person.ids["second"], person.ids["store"]) for person in twice],
         family=_share_family_emails(rng, people),
-        # The one with the most orders: their history shows both systems' orders.
-        shared_phone=max(twice, key=lambda person: (len(person.orders), -person.number)).phone if twice else None,
+        shared_phone=max(twice, key=_showcase).phone if twice else None,
     )
     for source, rows in records.items():
         with (files.customers[source].open("w", newline="", encoding="utf-8") as customers_file,
@@ -256,6 +255,13 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
             events_csv.writerow([f"EV-{own_id}-signup", f"id:{person.home}:{own_id}", "signup",
                                  person.created.isoformat(timespec="seconds"), person.channel])
     return files
+
+
+def _showcase(person: _Person) -> tuple[bool, int, int]:
+    """How well ``person`` shows one customer across systems: orders from the store and
+    online first, then more orders, then the earlier person."""
+    in_store = sum(1 for order in person.orders if order["channel"] == "store")
+    return (0 < in_store < len(person.orders), len(person.orders), -person.number)
 
 
 def _record(person: _Person, role: str, *, now: datetime) -> list[str]:
