@@ -57,11 +57,12 @@ def open_reviews(conn: Connection, pairs: Iterable[ReviewPair], *, now: datetime
     ]
     opened = 0
     for chunk in chunks(values):
-        # One multi-row INSERT per chunk: its rowcount is exact on SQLite and PostgreSQL,
-        # and the unique pair makes a concurrent import's same proposal a no-op.
+        # RETURNING yields only the rows inserted (a driver's rowcount is not reliable
+        # here); the unique pair makes a concurrent import's same proposal a no-op.
         insert = dialect_insert(conn, table).values(chunk)
-        result = conn.execute(insert.on_conflict_do_nothing(index_elements=["customer_id", "other_customer_id"]))
-        opened += max(result.rowcount, 0)
+        result = conn.execute(insert.on_conflict_do_nothing(index_elements=["customer_id", "other_customer_id"])
+                              .returning(table.c.id))
+        opened += len(result.all())
     return opened
 
 
