@@ -15,8 +15,8 @@ is a few statements whatever its size:
 3. The caller writes each group's fields to its customer (creating it when the group has
    none): :mod:`campaigns.customers.importing.upserts`.
 4. :func:`attach_identifiers`: the rows' identifiers nobody holds are attached to their
-   customer (``ON CONFLICT DO NOTHING``), then the batch's identifiers are read again. One
-   a concurrent import gave another customer meanwhile is a strong match like any other
+   customer (``ON CONFLICT DO NOTHING RETURNING``), then those not inserted are read again.
+   One a concurrent import gave another customer meanwhile is a strong match like any other
    and merges (race safe); a weak one (``email``), or a kind the import does not match on,
    held by another customer opens a review item
    (:func:`~campaigns.customers.identity.review.open_reviews`), never a merge.
@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from campaigns.config.identity import IdentityConfig
@@ -41,8 +40,7 @@ from campaigns.customers.identity.identifiers import Identifier, normalize
 from campaigns.customers.identity.merging import choose_survivor, merge_customers
 from campaigns.customers.identity.review import ReviewPair, open_reviews
 from campaigns.errors import DataImportError
-from campaigns.store.chunks import chunks
-from campaigns.store.db import dialect_insert
+from campaigns.store.bulk import insert_rows, select_keyed, update_keyed
 from campaigns.store.models import Customer, CustomerIdentifier
 
 #: Kinds an import may match on (``--match``); its own id is always matched.
@@ -143,25 +141,22 @@ class Holding:
 
 
 def holdings(conn: Connection, identifiers: Iterable[Identifier]) -> dict[Identifier, Holding]:
-    """identifier -> its holder, for those of ``identifiers`` someone holds: one SELECT per
-    kind and statement chunk. An ``id`` nobody holds is still found as a customer's
-    ``external_id`` (a row written without identifiers)."""
-    by_kind: dict[str, set[str]] = defaultdict(set)
-    for identifier in identifiers:
-        by_kind[identifier.kind].add(identifier.value)
+    """identifier -> its holder, for those of ``identifiers`` someone holds: one statement
+    for all kinds (:func:`~campaigns.store.bulk.select_keyed`). An ``id`` nobody holds is
+    still found as a customer's ``external_id`` (a row written without identifiers)."""
+    wanted = list(dict.fromkeys((identifier.kind, identifier.value) for identifier in identifiers))
     table = CustomerIdentifier.__table__
-    found: dict[Identifier, Holding] = {}
-    for kind, values in sorted(by_kind.items()):
-        for chunk in chunks(sorted(values)):
-            query = sa.select(table.c.value, table.c.customer_id, table.c.verified).where(
-                table.c.kind == kind, table.c.value.in_(chunk))
-            found.update({Identifier(kind, value): Holding(pk, bool(verified)) for value, pk, verified in conn.execute(query)})
-    missing = sorted(value for value in by_kind.get("id", ()) if Identifier("id", value) not in found)
+    found: dict[Identifier, Holding] = {
+        Identifier(kind, value): Holding(pk, bool(verified))
+        for kind, value, pk, verified in select_keyed(
+            conn, table, wanted, on=("kind", "value"),
+            columns=(table.c.kind, table.c.value, table.c.customer_id, table.c.verified))
+    }
+    missing = [(value,) for kind, value in wanted if kind == "id" and Identifier("id", value) not in found]
     customers = Customer.__table__
-    for chunk in chunks(missing):
-        query = sa.select(customers.c.external_id, customers.c.id).where(customers.c.external_id.in_(chunk))
-        found.update({Identifier("id", external_id): Holding(pk, False, listed=False)
-                      for external_id, pk in conn.execute(query)})
+    found.update({Identifier("id", external_id): Holding(pk, False, listed=False)
+                  for external_id, pk in select_keyed(conn, customers, missing, on=("external_id",),
+                                                      columns=(customers.c.external_id, customers.c.id))})
     return found
 
 
@@ -305,15 +300,23 @@ def attach_identifiers(conn: Connection, batch: BatchMatch, row_customers: Seque
                     "source": plan.source, "verified": identifier.kind in plan.verified,
                     "first_seen_at": now, "last_seen_at": now,
                 }
-    for chunk in chunks(list(new.values())):
-        insert = dialect_insert(conn, identifiers).values(chunk)
-        conn.execute(insert.on_conflict_do_nothing(index_elements=["kind", "value"]))
-
-    held = holdings(conn, (identifier for row in batch.rows for identifier in row.all))
+    inserted: set[Identifier] = set()
+    if new:
+        inserted = {Identifier(kind, value) for kind, value in insert_rows(
+            conn, identifiers, list(new.values()),
+            finish=lambda insert: insert.on_conflict_do_nothing(index_elements=["kind", "value"]).returning(
+                identifiers.c.kind, identifiers.c.value))}
+    # Who holds each identifier now: those just inserted, their row's customer; the others
+    # are read again (held before, perhaps merged away since; or given meanwhile to another
+    # customer by a concurrent import, which the insert's conflict tells).
+    held = {identifier: Holding(new[identifier]["customer_id"], bool(new[identifier]["verified"]))
+            for identifier in inserted}
+    held.update(holdings(conn, (identifier for row in batch.rows for identifier in row.all
+                                if identifier not in inserted)))
     sets = _UnionFind()
     reviews: list[ReviewPair] = []
-    seen: dict[str, set[str]] = defaultdict(set)
-    verify: dict[str, set[str]] = defaultdict(set)
+    seen: set[tuple[str, str]] = set()
+    verify: set[tuple[str, str]] = set()
     for index, row in enumerate(batch.rows):
         customer = row_customers[index]
         for identifier in row.all:
@@ -321,9 +324,10 @@ def attach_identifiers(conn: Connection, batch: BatchMatch, row_customers: Seque
             if holding is None:
                 continue
             if holding.customer_id == customer:
-                seen[identifier.kind].add(identifier.value)
+                if identifier not in inserted:  # an identifier just inserted was seen now
+                    seen.add((identifier.kind, identifier.value))
                 if identifier.kind in plan.verified and not holding.verified:
-                    verify[identifier.kind].add(identifier.value)
+                    verify.add((identifier.kind, identifier.value))
             elif plan.joins(identifier.kind, stored_verified=holding.verified):
                 sets.union(customer, holding.customer_id, identifier.kind)
             else:
@@ -341,14 +345,8 @@ def attach_identifiers(conn: Connection, batch: BatchMatch, row_customers: Seque
             attachment.merged += len(customers) - 1
             attachment.moved_to.update({customer: survivor for customer in customers if customer != survivor})
 
-    for kind, values in sorted(seen.items()):
-        for chunk in chunks(sorted(values)):
-            conn.execute(sa.update(identifiers).where(identifiers.c.kind == kind, identifiers.c.value.in_(chunk))
-                         .values(last_seen_at=now))
-    for kind, values in sorted(verify.items()):
-        for chunk in chunks(sorted(values)):
-            conn.execute(sa.update(identifiers).where(identifiers.c.kind == kind, identifiers.c.value.in_(chunk))
-                         .values(verified=True))
+    update_keyed(conn, identifiers, sorted(seen), on=("kind", "value"), values={"last_seen_at": now})
+    update_keyed(conn, identifiers, sorted(verify), on=("kind", "value"), values={"verified": True})
     pairs = [
         ReviewPair(customer_id=attachment.customer(pair.customer_id),
                    other_customer_id=attachment.customer(pair.other_customer_id),

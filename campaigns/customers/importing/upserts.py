@@ -15,6 +15,7 @@ customer by any identifier (:func:`~campaigns.customers.identity.lookup.resolve_
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,7 @@ from campaigns.customers.identity.resolution import (
 )
 from campaigns.customers.importing.report import RowError
 from campaigns.customers.importing.rows import CUSTOMER_TEXT_COLUMNS
+from campaigns.store.bulk import insert_rows, select_keyed
 from campaigns.store.chunks import chunks
 from campaigns.store.db import dialect_insert
 from campaigns.store.models import Consent, Customer, Event, Order, OrderItem, utcnow
@@ -159,6 +161,28 @@ def _column_length(column: sa.Column[Any]) -> int:
     return int(getattr(column.type, "length", 0) or 0)
 
 
+def _customer_upsert(insert: Any, *, created_given: bool) -> Any:
+    """``insert`` (of import rows into ``customer``) made ``... ON CONFLICT (external_id) DO
+    UPDATE ... RETURNING id, external_id``: a value not given keeps the stored one, and so
+    does where the person first came from; ``created_at`` is overwritten only when the rows
+    give it."""
+    table = Customer.__table__
+    excluded = insert.excluded
+    set_: dict[str, Any] = {
+        # Empty means "not given": keep the stored value.
+        name: sa.func.coalesce(excluded[name], table.c[name])
+        for name in CUSTOMER_TEXT_COLUMNS
+    }
+    # Where the person first came from is never overwritten once known.
+    set_["acquisition_channel"] = sa.func.coalesce(table.c.acquisition_channel, excluded.acquisition_channel)
+    set_["attributes"] = excluded.attributes
+    set_["updated_at"] = excluded.updated_at
+    if created_given:
+        set_["created_at"] = excluded.created_at
+    return insert.on_conflict_do_update(index_elements=["external_id"], set_=set_).returning(
+        table.c.id, table.c.external_id)
+
+
 def _write_customers(engine: Engine, batch: list[PendingRow], *, plan: MatchPlan) -> BatchOutcome:
     table = Customer.__table__
     unique, errors = [], []
@@ -178,11 +202,13 @@ def _write_customers(engine: Engine, batch: list[PendingRow], *, plan: MatchPlan
         match = match_batch(conn, identities, plan=plan)
         targets, merged = merge_groups(conn, match, plan=plan, now=now)
         # attributes are merged into the stored ones (a partial file must not wipe keys it
-        # does not mention), which needs the current values: one SELECT per chunk.
-        stored: dict[int, tuple[str, dict[str, Any]]] = {}
-        for chunk in chunks(sorted(pk for pk in targets if pk is not None)):
-            query = sa.select(table.c.id, table.c.external_id, table.c.attributes).where(table.c.id.in_(chunk))
-            stored.update({pk: (external_id, attrs or {}) for pk, external_id, attrs in conn.execute(query)})
+        # does not mention), which needs the current values.
+        stored: dict[int, tuple[str, dict[str, Any]]] = {
+            pk: (external_id, attrs or {})
+            for pk, external_id, attrs in select_keyed(
+                conn, table, [(pk,) for pk in sorted(pk for pk in targets if pk is not None)], on=("id",),
+                columns=(table.c.id, table.c.external_id, table.c.attributes))
+        }
         # Rows with and without created_at are upserted separately: created_at is NOT NULL,
         # so the "not given" rows insert now() but must not overwrite it on update.
         groups: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
@@ -199,26 +225,11 @@ def _write_customers(engine: Engine, batch: list[PendingRow], *, plan: MatchPlan
                 values["created_at"] = now
             groups[given].append(values)
             keys.append(external_id)
+        pks: dict[str, int] = {}
         for created_given, rows in groups.items():
-            for chunk in chunks(rows):
-                insert = dialect_insert(conn, table).values(chunk)
-                excluded = insert.excluded
-                set_: dict[str, Any] = {
-                    # Empty means "not given": keep the stored value.
-                    name: sa.func.coalesce(excluded[name], table.c[name])
-                    for name in CUSTOMER_TEXT_COLUMNS
-                }
-                # Where the person first came from is never overwritten once known.
-                set_["acquisition_channel"] = sa.func.coalesce(table.c.acquisition_channel,
-                                                               excluded.acquisition_channel)
-                set_["attributes"] = excluded.attributes
-                set_["updated_at"] = excluded.updated_at
-                if created_given:
-                    set_["created_at"] = excluded.created_at
-                conn.execute(
-                    insert.on_conflict_do_update(index_elements=["external_id"], set_=set_)
-                )
-        pks = customer_ids(conn, set(keys))
+            if rows:
+                upsert = functools.partial(_customer_upsert, created_given=created_given)
+                pks.update({external_id: pk for pk, external_id in insert_rows(conn, table, rows, finish=upsert)})
         row_customers = [pks[keys[match.group_of[index]]] for index in range(len(unique))]
         attached = attach_identifiers(conn, match, row_customers, plan=plan, now=now)
         _write_consents(conn, unique, [attached.customer(pk) for pk in row_customers], plan=plan, now=now)
@@ -254,26 +265,27 @@ def _write_consents(conn: Connection, rows: list[PendingRow], customers: list[in
         # reported by another system (or anywhere else) stands.
         own = f"import:{plan.source}"
         regrant = sa.or_(consent.c.source == own, consent.c.source.startswith(own + ":"))
-    for chunk in chunks([chosen[key] for key in sorted(chosen)]):
-        insert = dialect_insert(conn, consent).values(chunk)
+
+    def upsert(insert: Any) -> Any:
         excluded = insert.excluded
-        conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=["customer_id", "channel"],
-                set_={
-                    "status": excluded.status,
-                    "source": excluded.source,
-                    "recorded_at": excluded.recorded_at,
-                },
-                # Only a real change is recorded (so recorded_at stays meaningful on
-                # re-import), and an import never re-grants consent that was withdrawn
-                # by another source (an unsubscribe must beat a stale CRM export).
-                where=sa.and_(
-                    consent.c.status != excluded.status,
-                    sa.or_(excluded.status == "withdrawn", consent.c.status != "withdrawn", regrant),
-                ),
-            )
+        return insert.on_conflict_do_update(
+            index_elements=["customer_id", "channel"],
+            set_={
+                "status": excluded.status,
+                "source": excluded.source,
+                "recorded_at": excluded.recorded_at,
+            },
+            # Only a real change is recorded (so recorded_at stays meaningful on
+            # re-import), and an import never re-grants consent that was withdrawn
+            # by another source (an unsubscribe must beat a stale CRM export).
+            where=sa.and_(
+                consent.c.status != excluded.status,
+                sa.or_(excluded.status == "withdrawn", consent.c.status != "withdrawn", regrant),
+            ),
         )
+
+    if chosen:
+        insert_rows(conn, consent, [chosen[key] for key in sorted(chosen)], finish=upsert)
 
 
 def _write_orders(engine: Engine, batch: list[PendingRow], *, plan: MatchPlan) -> BatchOutcome:
