@@ -10,6 +10,7 @@ once, the two are never proposed again.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from campaigns.config.schema import AppConfig
 from campaigns.customers.identity.merging import choose_survivor, merge_customers
 from campaigns.customers.profiles import latest_recompute, recompute_profiles_for
 from campaigns.errors import NurtureError
+from campaigns.store.bulk import select_keyed
 from campaigns.store.models import Customer, IdentityReview
 
 #: The reason recorded on a merge decided from a review item.
@@ -142,11 +144,23 @@ def recompute_survivor(engine: Engine, config: AppConfig, survivor_id: int) -> b
     """Recompute the survivor's profile after a merge is committed, as of the latest full
     recompute so it stays in step with everyone else's; False when profiles were never
     computed (the next ``nurture profiles`` computes everyone's)."""
+    return recompute_survivors(engine, config, [survivor_id])
+
+
+def recompute_survivors(engine: Engine, config: AppConfig, survivor_ids: Iterable[int]) -> bool:
+    """:func:`recompute_survivor` for several survivors at once (an import's merges, see
+    :attr:`~campaigns.customers.importing.report.ImportReport.survivors`); customers merged
+    away since are skipped. False when profiles were never computed or nobody is left."""
+    wanted = sorted(set(survivor_ids))
+    if not wanted:
+        return False
     with engine.connect() as conn:
         as_of = latest_recompute(conn)
-    if as_of is None:
+        existing = [pk for (pk,) in select_keyed(conn, _CUSTOMER, [(pk,) for pk in wanted], on=("id",),
+                                                  columns=(_CUSTOMER.c.id,))]
+    if as_of is None or not existing:
         return False
-    recompute_profiles_for(engine, config, [survivor_id], as_of=as_of)
+    recompute_profiles_for(engine, config, existing, as_of=as_of)
     return True
 
 
@@ -159,4 +173,5 @@ __all__ = [
     "list_reviews",
     "merge_review",
     "recompute_survivor",
+    "recompute_survivors",
 ]

@@ -77,6 +77,7 @@ def import_file(
                 report.updated += outcome.counts.get("updated", 0)
                 report.merged += outcome.counts.get("merged", 0)
                 report.reviews_opened += outcome.counts.get("reviews_opened", 0)
+                report.survivors |= outcome.survivors
             report.rejected.extend(RowError(row.line, f"the database refused this row ({cause})")
                                    for row, cause in refused)
             pending.clear()

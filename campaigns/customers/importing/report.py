@@ -36,6 +36,9 @@ class ImportReport:
     updated: int = 0
     merged: int = 0
     reviews_opened: int = 0
+    #: Customers that absorbed others in a merge during this import: their profiles are
+    #: stale until recomputed (:func:`campaigns.customers.identity.decisions.recompute_survivors`).
+    survivors: set[int] = field(default_factory=set)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view, for ``--json`` output."""

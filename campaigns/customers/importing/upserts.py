@@ -124,6 +124,8 @@ class BatchOutcome:
     written: int
     errors: list[RowError] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    #: Customers that absorbed others in a merge (their profiles need a recompute).
+    survivors: set[int] = field(default_factory=set)
 
 
 #: How restrictive a consent state is: of one person's rows, the withdrawal stands.
@@ -234,10 +236,12 @@ def _write_customers(engine: Engine, batch: list[PendingRow], *, plan: MatchPlan
         attached = attach_identifiers(conn, match, row_customers, plan=plan, now=now)
         _write_consents(conn, unique, [attached.customer(pk) for pk in row_customers], plan=plan, now=now)
     created = sum(1 for target in targets if target is None)
+    survivors = {target for target, group in zip(targets, match.groups, strict=True)
+                 if target is not None and len(group.customers) > 1} | set(attached.moved_to.values())
     return BatchOutcome(len(batch) - len(errors), errors, {
         "created": created, "updated": len(targets) - created, "merged": merged + attached.merged,
         "reviews_opened": attached.reviews_opened,
-    })
+    }, survivors={attached.customer(pk) for pk in survivors})
 
 
 def _write_consents(conn: Connection, rows: list[PendingRow], customers: list[int], *,
