@@ -9,6 +9,7 @@ that makes re-imports idempotent, and a record of plain values only, so that
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -90,6 +91,7 @@ def check_row(row: dict[str, Any]) -> None:
         raise RowInvalid(str(exc)) from None
 
 
+@functools.cache  # asked for every field of every row; a column's length never changes
 def _column_length(column: sa.Column[Any]) -> int | None:
     return getattr(column.type, "length", None)
 
