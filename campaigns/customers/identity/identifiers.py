@@ -21,6 +21,7 @@ identifier: ``phone:+86 138 0013 8000``, ``email:a@b.cn``, ``unionid:o6_bm...``,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import phonenumbers
@@ -42,8 +43,28 @@ class Identifier:
         return f"{self.kind}:{self.value}"
 
 
+#: A mainland China mobile number as tills and web shops write it: 11 ASCII digits from
+#: ``1[3-9]``, perhaps after ``+86``, with spaces or hyphens. For every such text
+#: phonenumbers gives ``+86`` and the 11 digits (a property test holds the two to it), so
+#: imports skip its parser (~15 us a number, a tenth of a customer import) for them.
+_CN_MOBILE = re.compile(r"(?:\+86)?(1[3-9][0-9]{9})", re.ASCII)
+
+
 def normalize_phone(raw: str, *, region: str = "CN") -> str | None:
-    """E.164 of ``raw``, or None when it is not a possible number."""
+    """E.164 of ``raw``, or None when it is not a possible number (``raw`` without ``+``
+    is read in ``region``); the same as :func:`library_e164`, faster for mainland mobiles."""
+    text = raw.strip()
+    if not text:
+        return None
+    compact = text.replace(" ", "").replace("-", "")
+    found = _CN_MOBILE.fullmatch(compact)
+    if found is not None and (region == "CN" or compact.startswith("+")):
+        return "+86" + found.group(1)
+    return library_e164(text, region=region)
+
+
+def library_e164(raw: str, *, region: str = "CN") -> str | None:
+    """E.164 of ``raw`` by phonenumbers alone, or None when it is not a possible number."""
     text = raw.strip()
     if not text:
         return None
@@ -129,6 +150,7 @@ __all__ = [
     "Identifier",
     "normalize",
     "normalize_email",
+    "library_e164",
     "normalize_phone",
     "parse_reference",
 ]
