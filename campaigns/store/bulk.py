@@ -90,7 +90,16 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
     if conn.dialect.name != "postgresql":
         return conn.execute(finish(insert), list(rows))
     names = list(rows[0])
-    source = sa.select(_unnest(table, names, [[row[name] for name in names] for row in rows], alias="new"))
+    first = rows[0]
+    # A column with one value for every row (the import's time, its source) is one scalar
+    # parameter, not an array: each array element costs its adaptation in Python.
+    # (One column stays an array whatever: its length is the number of rows inserted.)
+    constant = [name for name in names[1:] if all(row[name] == first[name] for row in rows)]
+    varying = [name for name in names if name not in constant]
+    new = _unnest(table, varying, [[row[name] for name in varying] for row in rows], alias="new")
+    values = {name: new.c[name] for name in varying}
+    values.update({name: sa.bindparam(f"same_{name}", first[name], type_=table.c[name].type) for name in constant})
+    source = sa.select(*(values[name] for name in names)).select_from(new)
     return conn.execute(finish(insert.from_select(names, source)))
 
 
