@@ -264,11 +264,24 @@ def run_project(url: str, directory: Path, *, batch_size: int, analyze_every_s: 
     """``import_file`` of the three sources in order; returns timings and report counts."""
     import sqlalchemy as sa
 
+    from campaigns.customers.importing import upserts
     from campaigns.customers.importing.files import import_file
     from campaigns.store.db import make_engine
 
     engine = make_engine(url)
     in_sql = [0.0]
+    # Resolve-and-write apart from reading and validating: the batch writer's time (identifiers
+    # normalised, matched, merged, customers and identifiers written) is what the baseline's
+    # SQL after its COPY does; the rest of the import reads and validates every row.
+    in_writer = [0.0]
+    write_customers = upserts.WRITERS["customers"]
+
+    def timed_writer(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return write_customers(*args, **kwargs)
+        finally:
+            in_writer[0] += time.perf_counter() - started
     started_at: list[float] = []
 
     @sa.event.listens_for(engine, "before_cursor_execute")
@@ -282,24 +295,28 @@ def run_project(url: str, directory: Path, *, batch_size: int, analyze_every_s: 
     rules = identity_config()
     sources: dict[str, Any] = {}
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    upserts.WRITERS["customers"] = timed_writer
     try:
         with autoanalyze(dsn, analyze_every_s) as analyzes:
             for name in SOURCES:
-                in_sql[0] = 0.0
+                in_sql[0] = in_writer[0] = 0.0
                 started = time.perf_counter()
                 report = import_file(engine, "customers", directory / f"{name}.csv", source=name,
                                      identity=rules, batch_size=batch_size)
                 seconds = time.perf_counter() - started
                 counts = report.to_dict()
                 counts.pop("rejected", None)
-                sources[name] = {"seconds": seconds, "sql_seconds": in_sql[0], "report": counts,
+                sources[name] = {"seconds": seconds, "sql_seconds": in_sql[0], "resolve_seconds": in_writer[0],
+                                 "report": counts,
                                  "rejected": len(report.rejected),
                                  "first_rejections": [str(error) for error in report.rejected[:3]]}
                 log(f"{name}: {seconds:.1f} s ({in_sql[0]:.1f} s in SQL), {len(report.rejected)} rejected")
     finally:
+        upserts.WRITERS["customers"] = write_customers
         engine.dispose()
     return {"sources": sources, "total": sum(s["seconds"] for s in sources.values()),
             "sql_seconds": sum(s["sql_seconds"] for s in sources.values()),
+            "resolve_seconds": sum(s["resolve_seconds"] for s in sources.values()),
             "analyze_every_s": analyze_every_s, "analyzes": len(analyzes), "analyze_seconds": sum(analyzes)}
 
 
@@ -382,6 +399,10 @@ def print_report(result: dict[str, Any]) -> None:
     for name, source in project["sources"].items():
         table.add_row(f"  {name} ({data['rows'][name]:,} rows; {source['sql_seconds']:.1f} s in SQL)",
                       f"{source['seconds']:.2f}", f"{data['rows'][name] / source['seconds']:,.0f}", "")
+    resolve, without_load = project["resolve_seconds"], base["total"] - base["seconds"]["load (COPY)"]
+    table.add_row("  of which reading and validating rows", f"{project['total'] - resolve:.2f}", "", "")
+    table.add_row("  of which resolving and writing (vs baseline without the load)", f"{resolve:.2f}",
+                  f"{rows / resolve:,.0f}", f"{resolve / without_load:.2f}x")
     console.print(table)
     for name, source in project["sources"].items():
         counts = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in source["report"].items()
@@ -405,7 +426,8 @@ def print_report(result: dict[str, Any]) -> None:
         console.print("No ANALYZE during the import (--analyze-every 0): the planner knows nothing of the new rows")
     ratio = project["total"] / base["total"]
     verdict = "meets" if ratio <= TARGET_RATIO else "misses"
-    console.print(f"Target (issue #15): within {TARGET_RATIO:g}x the bare join: {ratio:.2f}x, {verdict}")
+    console.print(f"Target (issue #15): within {TARGET_RATIO:g}x the bare join: the whole import {ratio:.2f}x, {verdict}; "
+                  f"resolving and writing alone {resolve / without_load:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
