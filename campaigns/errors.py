@@ -8,6 +8,7 @@
     ├── RenderError            a template failed to compile or render (permanent for a delivery)
     ├── UnknownCampaignError   config.toml has no campaign by that name (also a KeyError)
     ├── UnknownCustomerError   no customer has the customer_id given (``nurture forget``)
+    ├── AmbiguousCustomerError a customer reference names two customers (``nurture consent 138...``)
     └── DeliveryError          a channel could not deliver one message
         ├── RetryableDeliveryError   try again later (network, timeout, 429, 5xx)
         └── PermanentDeliveryError   never retry (bad address, rejected request)
@@ -82,6 +83,19 @@ class UnknownCustomerError(NurtureError):
     def __init__(self, external_id: str) -> None:
         self.external_id = external_id
         super().__init__(f"no customer with customer_id {external_id!r}")
+
+
+class AmbiguousCustomerError(NurtureError):
+    """A customer reference names more than one customer: a bare value that is one
+    customer's id and another's phone (or unionid). Acting on either would be a guess, so
+    the command asks for the kind to be written out."""
+
+    def __init__(self, reference: str, *, matches: list[str]) -> None:
+        self.reference = reference
+        #: The identifiers that matched, one per customer (``id:13800138000``, ``phone:+86...``).
+        self.matches = matches
+        super().__init__(f"customer {reference!r} is ambiguous: it matches {len(matches)} customers "
+                         f"({', '.join(matches)}); give one of those instead")
 
 
 class DeliveryError(NurtureError):

@@ -6,6 +6,11 @@ but one call answers per event: ``accepted`` (newly stored), ``duplicate`` (alre
 stored, or repeated earlier in the same call) or ``rejected`` with the reason. The ids of
 newly stored events are returned so the caller can plan event campaigns for just them
 (:func:`campaigns.sending.event_triggers.plan_for_events`).
+
+An event names its customer as an import's event does: by a bare ``customer_id`` (an
+external id) or by any identifier, ``phone:+86 138...``, ``email:a@b.cn``, ``unionid:...``,
+``id:pos:88`` (:func:`~campaigns.customers.identity.lookup.resolve_references`). A merged
+record's id is held by its survivor since the merge, so its events reach the survivor.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 
+from campaigns.config.identity import IdentityConfig
+from campaigns.customers.identity.lookup import resolve_references
 from campaigns.customers.importing.fields import RowInvalid
 from campaigns.customers.importing.rows import parse_event
-from campaigns.customers.importing.upserts import customer_ids, write_in_halves
+from campaigns.customers.importing.upserts import write_in_halves
 from campaigns.store.chunks import chunks
 from campaigns.store.db import dialect_insert
 from campaigns.store.models import Event, utcnow
@@ -64,10 +71,17 @@ class EventResult:
 
 
 def record_events(
-    engine: Engine, events: Iterable[Mapping[str, Any]], *, now: datetime | None = None
+    engine: Engine,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    now: datetime | None = None,
+    rules: IdentityConfig | None = None,
 ) -> EventResult:
     """Validate and store ``events`` (dicts with ``customer_id``, ``name``, optional
     ``event_id``, ``occurred_at`` (default ``now``) and ``properties``) in one transaction.
+
+    ``customer_id`` is an external id or any identifier (``phone:...``), normalised by
+    ``rules``, the configured ``[identity]`` (``cfg.identity``; the defaults when not given).
 
     A bad event is rejected with its reason while the others are stored; an event whose
     ``event_id`` (or content) is already stored is a ``duplicate`` and is left as it is.
@@ -95,7 +109,9 @@ def record_events(
     result = EventResult()
     if parsed:
         with engine.connect() as conn:
-            customers = customer_ids(conn, {record["customer"] for _, _, record in parsed})
+            # One set-based resolution for the batch, as an import batch's events get.
+            customers = resolve_references(conn, {record["customer"] for _, _, record in parsed},
+                                           rules=rules or IdentityConfig())
         first_of_key: dict[str, int] = {}
         values: list[dict[str, Any]] = []
         for index, key, record in parsed:

@@ -50,9 +50,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.config.identity import IdentityConfig
 from campaigns.config.keys import FORGOTTEN_KEY_PURPOSE, derive_key, keyed_hex
 from campaigns.config.vocabulary import CHANNEL_FAMILIES
 from campaigns.customers.addresses import address_digest, legacy_address_digest, normalize_address
+from campaigns.customers.identity.lookup import resolve_unique
 from campaigns.customers.masking import mask_email, mask_phone, mask_text
 from campaigns.errors import UnknownCustomerError
 from campaigns.store.models import (
@@ -107,30 +109,38 @@ class ForgetReport:
         return asdict(self)
 
 
-def forget_customer(engine: Engine, external_id: str, *, now: datetime, secret: str) -> ForgetReport:
-    """Erase the personal data of the customer ``external_id``, in one transaction;
+def forget_customer(
+    engine: Engine, reference: str, *, now: datetime, secret: str, rules: IdentityConfig | None = None
+) -> ForgetReport:
+    """Erase the personal data of the customer ``reference`` names, in one transaction;
     ``secret`` is the installation secret keying the digests kept.
+
+    ``reference`` is any identifier the customer holds (``C042``, ``phone:+86...``, a
+    merged record's id), read by ``rules`` (``cfg.identity``; the defaults when not given).
 
     Raises:
         ValueError: ``secret`` is empty.
-        UnknownCustomerError: no customer has that ``external_id`` (a forgotten customer's
+        UnknownCustomerError: no customer holds that identifier (a forgotten customer's
             old id included: it is gone).
+        AmbiguousCustomerError: ``reference`` names two customers; nothing is erased.
     """
     if not secret:
         raise ValueError("forgetting a customer needs the installation secret")
     hash_key = derive_key(secret, FORGOTTEN_KEY_PURPOSE)
     with engine.begin() as conn:
-        row = conn.execute(
-            sa.select(Customer.id, Customer.name, Customer.email, Customer.phone, Customer.wechat_openid)
-            .where(Customer.external_id == external_id)
+        customer_id = resolve_unique(conn, reference, rules=rules or IdentityConfig())
+        row = None if customer_id is None else conn.execute(
+            sa.select(Customer.id, Customer.external_id, Customer.name, Customer.email, Customer.phone,
+                      Customer.wechat_openid)
+            .where(Customer.id == customer_id)
             .with_for_update()
         ).one_or_none()
         if row is None:
-            raise UnknownCustomerError(external_id)
+            raise UnknownCustomerError(reference)
         customer_id = row.id
         addresses = [address for address in (row.email, row.phone, row.wechat_openid) if address]
         # Texts may also name them ("unknown customer C042", "Dear Li Wei"): whole words only.
-        names = [name for name in (row.name, external_id) if name and len(name.strip()) >= MIN_NAME_LENGTH]
+        names = [name for name in (row.name, row.external_id) if name and len(name.strip()) >= MIN_NAME_LENGTH]
         placeholder = FORGOTTEN_PREFIX + secrets.token_hex(16)
         conn.execute(
             sa.update(Customer).where(Customer.id == customer_id).values(

@@ -1,18 +1,29 @@
-"""Point look-ups commands make before they act: a customer's row by its external id.
+"""Point look-ups commands make before they act: a customer's row by any identifier.
 
 (``nurture forget`` checks the customer exists before asking for confirmation;
-``nurture consent`` records against the row id.)
+``nurture consent`` records against the row id.) A reference is read as ``nurture
+customer ID`` reads it (``C000007``, ``pos:88``, ``phone:+86 138...``, ``email:a@b.cn``,
+``unionid:...``; :func:`~campaigns.customers.identity.identifiers.parse_reference`), so the
+record a merge folded into its survivor still finds the survivor.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.store.models import Customer
+from campaigns.config.identity import IdentityConfig
+from campaigns.customers.identity.lookup import resolve_unique
 
 
-def customer_row_id(engine: Engine, external_id: str) -> int | None:
-    """The row id of the customer imported with this ``customer_id``, or None."""
+def customer_row_id(engine: Engine, reference: str, *, rules: IdentityConfig | None = None) -> int | None:
+    """The row id of the customer ``reference`` names, or None.
+
+    ``rules`` are the configured ``[identity]`` rules (``cfg.identity``: the default phone
+    region, the dotless email domains); the defaults when not given.
+
+    Raises:
+        AmbiguousCustomerError: ``reference`` names two customers (a bare value that is one's
+            id and another's phone); acting on a guess could change the wrong person.
+    """
     with engine.connect() as conn:
-        return conn.execute(sa.select(Customer.id).where(Customer.external_id == external_id)).scalar()
+        return resolve_unique(conn, reference, rules=rules or IdentityConfig())

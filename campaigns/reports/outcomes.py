@@ -21,8 +21,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.config.identity import IdentityConfig
+from campaigns.customers.identity.lookup import resolve_references
 from campaigns.store.chunks import chunks
-from campaigns.store.models import Customer, Delivery
+from campaigns.store.models import Delivery
 
 #: Why a message was deferred, as a few words: the first phrase of the send-time policy's
 #: reason (campaigns/sending/policy.py) found in ``last_error`` names the kind.
@@ -110,12 +112,21 @@ def newest_delivery_id(engine: Engine) -> int:
         return conn.execute(sa.select(sa.func.coalesce(sa.func.max(Delivery.id), 0))).scalar_one()
 
 
-def customer_deliveries_after(engine: Engine, external_id: str, after_id: int) -> list[int]:
-    """Ids of the deliveries to the customer ``external_id`` planned after ``after_id``
-    (:func:`newest_delivery_id`): what one tracked event planned for them."""
+def customer_deliveries_after(
+    engine: Engine, reference: str, after_id: int, *, rules: IdentityConfig | None = None
+) -> list[int]:
+    """Ids of the deliveries to the customer ``reference`` names planned after ``after_id``
+    (:func:`newest_delivery_id`): what one tracked event planned for them.
+
+    ``reference`` is read as the event's ``customer_id`` was
+    (:func:`campaigns.customers.events.record_events`: an external id or ``kind:value``,
+    by ``rules``), so a merged record's id counts the survivor's deliveries.
+    """
     with engine.connect() as conn:
+        customer_id = resolve_references(conn, [reference], rules=rules or IdentityConfig()).get(reference)
+        if customer_id is None:
+            return []
         return list(conn.execute(
-            sa.select(Delivery.id).join(Customer, Customer.id == Delivery.customer_id)
-            .where(Customer.external_id == external_id, Delivery.id > after_id)
+            sa.select(Delivery.id).where(Delivery.customer_id == customer_id, Delivery.id > after_id)
             .order_by(Delivery.id)
         ).scalars())

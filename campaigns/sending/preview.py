@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from campaigns.audience.selection import Reach, audience_conditions, order_facts
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
+from campaigns.customers.identity.lookup import resolve_unique
 from campaigns.customers.timezones import customer_zone
 from campaigns.errors import NurtureError, RenderError, UnknownCustomerError
 from campaigns.sending.assignment import in_holdout_sql, variant_sql
@@ -148,13 +149,15 @@ def preview_message(
     step: int = 0,
     variant: int | None = None,
 ) -> MessagePreview:
-    """Preview step ``step`` of ``campaign`` for the customer with external id ``customer``.
+    """Preview step ``step`` of ``campaign`` for the customer ``customer`` names (any
+    identifier it holds: ``C000007``, ``phone:+86...``; read by ``config.identity``).
 
     ``variant`` shows that A/B variant instead of the one the customer is assigned.
 
     Raises:
         NurtureError: no such campaign, step or variant.
         UnknownCustomerError: no customer has that id.
+        AmbiguousCustomerError: ``customer`` names two customers.
     """
     now = now.astimezone(UTC)  # shown as UTC; an offset given on the command line is honoured
     campaign_cfg = config.campaign(campaign)
@@ -166,7 +169,7 @@ def preview_message(
         have = (f"variants 0 to {len(step_cfg.variants) - 1}" if step_cfg.variants else "no A/B variants")
         raise NurtureError(f"step {step} of {campaign!r} has {have}: no variant {variant}")
     with engine.connect() as conn:
-        person, stats = _customer(conn, customer)
+        person, stats = _customer(conn, config, customer)
         facts = _facts(conn, config, campaign_cfg, step, person["id"], now=now)
         assigned = facts.pop("variant")
         shown = variant if variant is not None else assigned
@@ -229,13 +232,14 @@ def _occurrence(campaign: CampaignConfig) -> str:
     return "once" if campaign.reentry == "never" else "preview"
 
 
-def _customer(conn: sa.Connection, external_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The customer as the ledger loads it on claim, and their order stats."""
-    row = conn.execute(
-        sa.select(*[getattr(Customer, name) for name in CUSTOMER_FIELDS]).where(Customer.external_id == external_id)
+def _customer(conn: sa.Connection, config: AppConfig, reference: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The customer ``reference`` names, as the ledger loads it on claim, and their order stats."""
+    row_id = resolve_unique(conn, reference, rules=config.identity)
+    row = None if row_id is None else conn.execute(
+        sa.select(*[getattr(Customer, name) for name in CUSTOMER_FIELDS]).where(Customer.id == row_id)
     ).first()
     if row is None:
-        raise UnknownCustomerError(external_id)
+        raise UnknownCustomerError(reference)
     person = {name: getattr(row, name) for name in CUSTOMER_FIELDS}
     facts = order_facts([person["id"]])
     orders = conn.execute(sa.select(facts)).first()

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.config.schema import AppConfig
+from campaigns.customers.identity.lookup import resolve_unique
 from campaigns.errors import NurtureError, UnknownCustomerError
 from campaigns.sending.assignment import variant_of
 from campaigns.store.models import Customer, Delivery, Order
@@ -81,12 +82,14 @@ def create_test_delivery(
     variant: int | None = None,
     customer: str | None = None,
 ) -> TestDelivery:
-    """Write the queued, due ``is_test`` delivery of one campaign step for ``customer`` (an
-    external id; a sample customer when None). The variant defaults to the customer's own.
+    """Write the queued, due ``is_test`` delivery of one campaign step for ``customer`` (any
+    identifier it holds, read by ``config.identity``; a sample customer when None). The
+    variant defaults to the customer's own.
 
     Raises :class:`~campaigns.errors.NurtureError` for a campaign, step, variant or channel
-    config.toml does not define, and :class:`~campaigns.errors.UnknownCustomerError` for an
-    unknown customer.
+    config.toml does not define, :class:`~campaigns.errors.UnknownCustomerError` for an
+    unknown customer and :class:`~campaigns.errors.AmbiguousCustomerError` for a reference
+    naming two.
     """
     chosen = config.campaign(campaign)
     if channel not in config.channels:
@@ -96,11 +99,14 @@ def create_test_delivery(
         raise NurtureError(f"campaign {campaign!r} has steps 0 to {len(chosen.steps) - 1}, not {step}")
     variants = chosen.steps[step].variants
     sample = customer is None
-    external_id = sample_customer(engine) if customer is None else customer
+    # The sample is named by its external id alone: its digits may be someone's phone.
+    reference = f"id:{sample_customer(engine)}" if customer is None else customer
     with engine.connect() as conn:
-        customer_id = conn.execute(sa.select(Customer.id).where(Customer.external_id == external_id)).scalar()
-    if customer_id is None:
-        raise UnknownCustomerError(external_id)
+        customer_id = resolve_unique(conn, reference, rules=config.identity)
+        if customer_id is None:
+            raise UnknownCustomerError(reference)
+        # Shown as the customer's own id, whichever identifier named them.
+        external_id = conn.execute(sa.select(Customer.external_id).where(Customer.id == customer_id)).scalar_one()
     if variants:
         if variant is None:
             variant = variant_of(customer_id, chosen.name, step, [v.weight for v in variants])

@@ -302,3 +302,83 @@ def test_on_postgres_an_event_the_database_refuses_is_rejected_alone(pg_runtime,
     assert [s.status for s in result.statuses] == ["accepted", "accepted", "rejected", "accepted", "accepted"]
     assert result.statuses[2].reason == "the database refused this event (DataError)"
     assert len(result.accepted_ids) == 4
+
+
+# --------------------------------------------------------------------------- any identifier
+# An event names its customer by any identifier (issue #15): after a merge, the merged
+# record's id, phone and email reach the survivor, read by the configured [identity] rules.
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def merged_project(request, tmp_path) -> Iterator[tuple[Path, sa.Engine]]:
+    """The welcome project keeping dots in Gmail addresses, with S1 (phone) and W1 (a
+    dotted Gmail address, another email) merged into S1."""
+    from campaigns.customers.identity.merging import merge_customers
+    from campaigns.store.db import make_engine
+    from campaigns.store.models import CustomerIdentifier
+
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    config = write_project(tmp_path, url)
+    config.write_text(config.read_text() + "[identity]\nemail_dotless_domains = []\n")
+    engine = make_engine(url)
+    add_customers(engine, "S1", "W1")
+    now = utcnow()
+    with engine.begin() as conn:
+        ids = dict(conn.execute(sa.select(Customer.external_id, Customer.id)).all())
+        conn.execute(sa.update(Customer).where(Customer.external_id == "S1").values(created_at=now.replace(year=2020)))
+        conn.execute(sa.insert(CustomerIdentifier.__table__), [
+            {"customer_id": ids[owner], "kind": kind, "value": value, "first_seen_at": now, "last_seen_at": now}
+            for owner, kind, value in (("S1", "id", "S1"), ("S1", "phone", "+8613800138000"),
+                                       ("W1", "id", "W1"), ("W1", "email", "ann.lee@gmail.com"),
+                                       ("W1", "email", "ann@example.cn"))])
+        merge_customers(conn, survivor_id=ids["S1"], merged_id=ids["W1"], reason="same person", actor="test",
+                        now=now)
+    yield config, engine
+    engine.dispose()
+
+
+def event_owners(engine) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(Event.dedupe_key, Customer.external_id)
+                                 .join(Customer, Customer.id == Event.customer_id)).all())
+
+
+def test_post_events_by_the_merged_records_identifiers_reach_the_survivor(merged_project, monkeypatch):
+    config, engine = merged_project
+    monkeypatch.setenv("NURTURE_TEST_API_KEY", KEY)
+    runtime = Runtime.from_config(load_config(config))
+    workers = InProcessWorkers(runtime=runtime)
+    try:
+        with workers.running(), ServerThread(create_app(runtime, broker=workers.broker)) as url:
+            answer = post(url, {"events": [
+                {"event_id": "e-1", "customer_id": "W1", "name": "signup"},
+                {"event_id": "e-2", "customer_id": "phone:+86 138 0013 8000", "name": "visit"},
+                {"event_id": "e-3", "customer_id": "ghost", "name": "visit"},
+                # Found only with the configured rules: the defaults would drop the dots.
+                {"event_id": "e-4", "customer_id": "email:Ann.Lee@gmail.com", "name": "visit"},
+            ]})
+            workers.join()
+    finally:
+        runtime.close()
+    assert answer.status_code == 202, answer.text
+    assert [e["status"] for e in answer.json()["events"]] == ["accepted", "accepted", "rejected", "accepted"]
+    assert answer.json()["events"][2] == {"index": 2, "status": "rejected", "event_id": "e-3",
+                                          "reason": "customer_id 'ghost' not found: import customers first"}
+    assert event_owners(engine) == {"e-1": "S1", "e-2": "S1", "e-4": "S1"}
+    assert outbox(config.parent) == ["welcome_0_S1_once.eml"]  # the person's one welcome
+
+
+def test_nurture_track_by_the_merged_records_id_or_phone_reaches_the_survivor(merged_project):
+    config, engine = merged_project
+    runner = CliRunner()
+    signup = runner.invoke(cli_app, ["track", "W1", "signup", "-c", str(config), "--event-id", "s-1"])
+    assert signup.exit_code == 0, signup.output
+    assert "accepted signup for W1" in signup.output
+    assert "1 sent, 0 deferred, 0 skipped, 0 failed" in signup.output  # the survivor's welcome
+    assert outbox(config.parent) == ["welcome_0_S1_once.eml"]
+    for event_id, reference in (("v-1", "phone:13800138000"), ("v-2", "email:Ann@Example.cn")):
+        visit = runner.invoke(cli_app, ["track", reference, "visit", "-c", str(config), "--event-id", event_id])
+        assert visit.exit_code == 0, visit.output
+    unknown = runner.invoke(cli_app, ["track", "phone:+8613900000000", "visit", "-c", str(config)])
+    assert unknown.exit_code == 3
+    assert "customer_id 'phone:+8613900000000' not found: import customers first" in unknown.output
+    assert event_owners(engine) == {"s-1": "S1", "v-1": "S1", "v-2": "S1"}

@@ -128,23 +128,30 @@ def suppress_list(
 
 @friendly_errors
 def consent(
-    external_id: Annotated[str, typer.Argument(metavar="ID", help="The customer's id.")],
+    reference: Annotated[str, typer.Argument(
+        metavar="ID", help="Any identifier of the customer: `C000007`, `pos:88`, `13800138000`, "
+                           "`phone:+8613800138000`, `email:a@b.cn`, `unionid:...`, `openid:APP:...`.")],
     family: Annotated[str, typer.Option("--channel", help="email, sms or wechat.")],
     grant: Annotated[bool, typer.Option("--grant/--withdraw", help="Record consent given, or withdrawn.")],
     source: Annotated[str, typer.Option(help="Where it was given or withdrawn (form, call, store...).")] = "operator",
     config: ConfigOption = Path("config.toml"),
 ) -> None:
-    """Record a customer's marketing consent on one channel, with its source and time."""
-    engine = engine_for(load_app_config(config))
-    customer_id = customer_row_id(engine, external_id)
+    """Record a customer's marketing consent on one channel, with its source and time.
+
+    The customer is found by any identifier it holds; a bare value that is one customer's
+    id and another's phone is refused as ambiguous (write `id:...` or `phone:...`).
+    """
+    cfg = load_app_config(config)
+    engine = engine_for(cfg)
+    customer_id = customer_row_id(engine, reference, rules=cfg.identity)
     if customer_id is None:
-        raise NurtureError(f"customer {external_id!r} not found")
+        raise NurtureError(f"customer {reference!r} not found")
     status = "granted" if grant else "withdrawn"
     try:
         set_consent(engine, customer_id=customer_id, family=family, status=status, source=source, now=utcnow())
     except ValueError as exc:
         raise NurtureError(str(exc)) from None
-    console.print(f"{external_id}: {family} consent {status} (source: {source})", highlight=False)
+    console.print(f"{reference}: {family} consent {status} (source: {source})", highlight=False)
 
 
 @friendly_errors

@@ -44,7 +44,8 @@ PART_TITLES = {"subject": "subject", "txt": "text", "html": "HTML", "sms": "SMS"
 @friendly_errors
 def preview(
     campaign: Annotated[str, typer.Argument(help="Campaign name, as in config.toml.")],
-    customer: Annotated[str, typer.Option("--customer", help="The customer's id (customer_id of the import).",
+    customer: Annotated[str, typer.Option("--customer", help="The customer, by any identifier: `C000007`, "
+                                          "`phone:+8613800138000`, `email:a@b.cn`, ...",
                                           show_default=False)],
     step: Annotated[int, typer.Option("--step", help="Which step of the series, from 0.")] = 0,
     variant: Annotated[int | None, typer.Option(

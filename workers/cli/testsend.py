@@ -39,7 +39,8 @@ def test_send(
     variant: Annotated[int | None, typer.Option("--variant", help="The A/B variant (0 is the first); default: "
                                                 "the customer's own.", show_default=False)] = None,
     customer: Annotated[str | None, typer.Option("--customer", help="Render with this customer's data "
-                                                 "(customer_id); default: a sample customer.",
+                                                 "(any identifier: `C000007`, `phone:+86...`); "
+                                                 "default: a sample customer.",
                                                  show_default=False)] = None,
     now: Annotated[str | None, typer.Option("--now", help="Render as of this time (ISO 8601).",
                                             show_default=False)] = None,

@@ -57,7 +57,8 @@ def events_endpoint(*, config: AppConfig, engine: Engine, broker: Broker
         events, problem = parse_events(body)
         if problem is not None:
             return json_error(*problem)
-        result: EventResult = await run_in_threadpool(record_events, engine, events)
+        # An event's customer_id may be any identifier, normalised by the configured rules.
+        result: EventResult = await run_in_threadpool(record_events, engine, events, rules=config.identity)
         if result.accepted_ids:
             try:
                 await run_in_threadpool(enqueue_many, broker, [events_message(queue, result.accepted_ids)])

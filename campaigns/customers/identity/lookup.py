@@ -3,6 +3,10 @@
 Set based: :func:`holders` answers for any number of identifiers in one SELECT per
 statement-sized chunk. A customer row written without identifiers (by an older version
 or by hand) is still found by its ``external_id`` (:func:`resolve_reference`).
+
+Commands that change a customer (``nurture consent``, ``forget``, ``test-send``) resolve
+with :func:`resolve_unique`, which refuses a bare value naming two customers instead of
+picking one.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from campaigns.config.identity import IdentityConfig
 from campaigns.customers.identity.identifiers import Identifier, parse_reference
+from campaigns.errors import AmbiguousCustomerError
 from campaigns.store.chunks import chunks
 from campaigns.store.models import Customer, CustomerIdentifier
 
@@ -53,6 +58,29 @@ def resolve_reference(conn: Connection, reference: str, *, rules: IdentityConfig
     return None
 
 
+def resolve_unique(conn: Connection, reference: str, *, rules: IdentityConfig) -> int | None:
+    """The row id of the one customer ``reference`` names (read as :func:`resolve_reference`
+    does), or None.
+
+    Raises:
+        AmbiguousCustomerError: the reference's candidates are held by different customers
+            (``13800138000`` is one customer's id and another's phone).
+    """
+    candidates = parse_reference(reference, rules=rules)
+    found = holders(conn, candidates)
+    matches: dict[int, Identifier] = {}
+    for candidate in candidates:
+        pk = found.get(candidate)
+        if pk is None and candidate.kind == "id":
+            table = Customer.__table__
+            pk = conn.execute(sa.select(table.c.id).where(table.c.external_id == candidate.value)).scalar()
+        if pk is not None:
+            matches.setdefault(pk, candidate)
+    if len(matches) > 1:
+        raise AmbiguousCustomerError(reference, matches=[str(identifier) for identifier in matches.values()])
+    return next(iter(matches), None)
+
+
 def resolve_references(
     conn: Connection, references: Iterable[str], *, rules: IdentityConfig, source: str | None = None
 ) -> dict[str, int]:
@@ -72,21 +100,22 @@ def resolve_references(
             wanted[reference] = [Identifier("id", value)]
     found = holders(conn, (identifier for candidates in wanted.values() for identifier in candidates))
     resolved: dict[str, int] = {}
-    unresolved_ids: dict[str, str] = {}
+    # external id -> the references naming it: "C042" and "id:C042" are one id.
+    unresolved_ids: dict[str, list[str]] = defaultdict(list)
     for reference, candidates in wanted.items():
         hit = next((found[c] for c in candidates if c in found), None)
         if hit is not None:
             resolved[reference] = hit
         elif candidates and candidates[0].kind == "id":
-            unresolved_ids[candidates[0].value] = reference
+            unresolved_ids[candidates[0].value].append(reference)
     if unresolved_ids:
         # Rows written without identifiers are still found by their external_id.
         table = Customer.__table__
         for chunk in chunks(sorted(unresolved_ids)):
             query = sa.select(table.c.external_id, table.c.id).where(table.c.external_id.in_(chunk))
             for external_id, pk in conn.execute(query):
-                resolved[unresolved_ids[external_id]] = pk
+                resolved.update(dict.fromkeys(unresolved_ids[external_id], pk))
     return resolved
 
 
-__all__ = ["holders", "resolve_reference", "resolve_references"]
+__all__ = ["holders", "resolve_reference", "resolve_references", "resolve_unique"]

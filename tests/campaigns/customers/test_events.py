@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
+from campaigns.config.identity import IdentityConfig
 from campaigns.customers.events import record_events
-from campaigns.store.models import Customer, Event
+from campaigns.customers.identity.merging import merge_customers
+from campaigns.store.db import make_engine
+from campaigns.store.models import Customer, CustomerIdentifier, Event
 from tests.conftest import grant_consent
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -52,3 +56,62 @@ def test_record_events_dedupes_and_explains_rejections(sqlite_engine):
     assert [s.status for s in again.statuses] == ["duplicate", "duplicate", "duplicate"]
     assert again.accepted_ids == []
     assert again.to_dict()["duplicate"] == 3
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def both_engines(request):
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    made = make_engine(url)
+    yield made
+    made.dispose()
+
+
+def add_person(engine, external_id: str, *identifiers: tuple[str, str], days_ago: int = 1) -> int:
+    """A customer holding its own id and ``identifiers`` (stored form), as an import leaves it."""
+    customer_id = add_customer(engine, external_id)
+    with engine.begin() as conn:
+        conn.execute(sa.update(Customer).where(Customer.id == customer_id)
+                     .values(created_at=NOW - timedelta(days=days_ago)))
+        conn.execute(sa.insert(CustomerIdentifier.__table__), [
+            {"customer_id": customer_id, "kind": kind, "value": value, "first_seen_at": NOW, "last_seen_at": NOW}
+            for kind, value in (("id", external_id), *identifiers)])
+    return customer_id
+
+
+def test_after_a_merge_events_by_any_identifier_of_the_merged_record_reach_the_survivor(both_engines):
+    engine = both_engines
+    survivor = add_person(engine, "S1", ("phone", "+8613800138000"), days_ago=30)
+    merged = add_person(engine, "W1", ("email", "annlee@gmail.com"), ("unionid", "U-ann"))
+    with engine.begin() as conn:
+        merge_customers(conn, survivor_id=survivor, merged_id=merged, reason="same person", actor="test", now=NOW)
+    batch = [
+        {"event_id": "e-1", "customer_id": "W1", "name": "signup"},
+        {"event_id": "e-2", "customer_id": "id:W1", "name": "visit"},
+        {"event_id": "e-3", "customer_id": "phone:+86 138 0013 8000", "name": "visit"},
+        {"event_id": "e-4", "customer_id": "email:Ann.Lee@Gmail.com", "name": "visit"},
+        {"event_id": "e-5", "customer_id": "unionid:U-ann", "name": "visit"},
+        {"event_id": "e-6", "customer_id": "phone:+8613900000000", "name": "visit"},
+        {"event_id": "e-7", "customer_id": "S1", "name": "visit"},
+    ]
+    result = record_events(engine, batch, now=NOW)
+    assert [s.status for s in result.statuses] == ["accepted"] * 5 + ["rejected", "accepted"]
+    # Unknown customers keep their message, by index.
+    assert result.statuses[5].index == 5
+    assert result.statuses[5].reason == "customer_id 'phone:+8613900000000' not found: import customers first"
+    with engine.connect() as conn:
+        owners = dict(conn.execute(sa.select(Event.dedupe_key, Event.customer_id)).all())
+    assert owners == dict.fromkeys(["e-1", "e-2", "e-3", "e-4", "e-5", "e-7"], survivor)
+
+
+def test_events_read_references_with_the_configured_rules(sqlite_engine):
+    # Stored with its dots: this installation keeps them (email_dotless_domains = []).
+    ann = add_person(sqlite_engine, "ann", ("email", "ann.lee@gmail.com"), ("phone", "+12025550123"))
+    events = [{"event_id": "e-1", "customer_id": "email:Ann.Lee@gmail.com", "name": "visit"},
+              {"event_id": "e-2", "customer_id": "phone:(202) 555-0123", "name": "visit"}]
+    defaults = record_events(sqlite_engine, events, now=NOW)
+    assert [s.status for s in defaults.statuses] == ["rejected", "rejected"]
+    rules = IdentityConfig(email_dotless_domains=(), default_region="US")
+    configured = record_events(sqlite_engine, events, now=NOW, rules=rules)
+    assert [s.status for s in configured.statuses] == ["accepted", "accepted"]
+    with sqlite_engine.connect() as conn:
+        assert set(conn.execute(sa.select(Event.customer_id)).scalars()) == {ann}
