@@ -6,8 +6,9 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+import rich.markup
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -25,17 +26,73 @@ from workers.cli.common import (
 )
 from workers.cli.runreport import print_outcome
 
+if TYPE_CHECKING:
+    from campaigns.config.schema import AppConfig
+    from campaigns.customers.importing.report import ImportReport
+
 #: ``nurture import``: one command per kind of file.
 import_app = typer.Typer(help="Import customers, orders or events from CSV or JSONL.", no_args_is_help=True)
 
 
-def _import(kind: str, file: Path, config: Path, file_format: str | None, as_json: bool) -> None:
+def _usage_error(message: str) -> NoReturn:
+    """One line on stderr and exit 2: a mistake in the command line, caught before anything is read."""
+    err_console.print("[bold red]error:[/] " + rich.markup.escape(message), highlight=False)
+    raise typer.Exit(2)
+
+
+def _match_kinds(values: list[str] | None) -> tuple[str, ...] | None:
+    """``--match`` as kinds: comma-separated, repeatable, order kept; None when not given
+    (the source's configured kinds apply). ``--match ""`` is an explicit "ids only"."""
+    if values is None:
+        return None
+    return tuple(kind.strip().lower() for value in values for kind in value.split(",") if kind.strip())
+
+
+def _check_identity_options(source: str | None, match: tuple[str, ...] | None) -> None:
+    """Refuse a bad source name or match kind before the config and the file are read."""
+    from campaigns.config.identity import IdentityConfig
+    from campaigns.customers.identity.resolution import MatchPlan
+    from campaigns.errors import DataImportError
+
+    # MatchPlan.of is the rule the import itself applies; default rules suffice here, as
+    # neither check depends on [identity].
+    try:
+        MatchPlan.of(rules=IdentityConfig(), source=source)
+    except DataImportError as exc:
+        _usage_error(f"{exc} (--source)")
+    try:
+        MatchPlan.of(rules=IdentityConfig(), match=match)
+    except DataImportError as exc:
+        _usage_error(f"{exc} (--match)")
+
+
+def _warn_undeclared_source(cfg: AppConfig, source: str | None) -> None:
+    """A source missing from a non-empty [identity.sources] is likely a typo: its rows would
+    match on nothing and become new customers, so say so (the import still runs)."""
+    declared = cfg.identity.sources
+    if source is not None and declared and source not in declared:
+        err_console.print(
+            "[yellow]warning:[/] " + rich.markup.escape(
+                f"source {source!r} is not in [identity.sources] (configured: {', '.join(sorted(declared))}): "
+                f"ids are stored as {source}:<customer_id> and rows match only on --match"),
+            highlight=False,
+        )
+
+
+def _import(kind: str, file: Path, *, config: Path, file_format: str | None, as_json: bool,
+            source: str | None = None, match: list[str] | None = None) -> None:
+    from campaigns.customers.identity.decisions import recompute_survivors
+    from campaigns.customers.identity.resolution import MatchPlan
     from campaigns.customers.importing.files import import_file
     from campaigns.errors import DataImportError
 
+    kinds = _match_kinds(match)
+    _check_identity_options(source, kinds)
     if not file.is_file():
         raise DataImportError(f"{file}: file not found")
     cfg = load_app_config(config)
+    _warn_undeclared_source(cfg, source)
+    plan = MatchPlan.of(rules=cfg.identity, source=source, match=kinds)
     engine = engine_for(cfg)
     size = file.stat().st_size
     show_bar = not as_json and sys.stderr.isatty() and size > 0
@@ -46,16 +103,23 @@ def _import(kind: str, file: Path, config: Path, file_format: str | None, as_jso
         task = progress.add_task(kind, total=size or None)
         report = import_file(
             engine, kind, file, file_format=file_format,  # type: ignore[arg-type]
+            source=plan.source, match=plan.match, identity=cfg.identity,
             progress=lambda done: progress.update(task, completed=done),
         )
+    # The import's merges leave each survivor with the profile of one former record until
+    # the next full recompute; bring them in step now, as `customer merge` does.
+    recomputed = recompute_survivors(engine, cfg, report.survivors)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
+        print(json.dumps({**report.to_dict(), "source": plan.source, "match": list(plan.match),
+                          "profiles_recomputed": recomputed}, indent=2, default=str))
     else:
         colour = "green" if not report.rejected else "yellow"
         console.print(
             f"[{colour}]{kind}: {report.imported} imported, {len(report.rejected)} rejected "
             f"of {report.rows_read} rows[/] from {file}"
         )
+        if kind == "customers" and (plan.source or plan.match):
+            console.print(_identity_line(report, plan.source, plan.match, recomputed=recomputed), highlight=False)
         for error in report.rejected[:50]:
             console.print(f"  {file}:{error.line}: {error.reason}", markup=False, highlight=False)
         if len(report.rejected) > 50:
@@ -64,32 +128,71 @@ def _import(kind: str, file: Path, config: Path, file_format: str | None, as_jso
         raise typer.Exit(3)
 
 
+def _identity_line(report: ImportReport, source: str | None, match: tuple[str, ...], *, recomputed: bool) -> str:
+    """What matching did, in persons: ``--json`` has the same counts."""
+    how = f"source {source}" if source else "no source"
+    line = (f"  as {how}, matching on {', '.join(('id', *match))}: {report.created} new customer(s), "
+            f"{report.updated} updated, {report.merged} merge(s), {report.reviews_opened} review item(s) opened")
+    if report.reviews_opened:
+        line += " (`nurture identity review`)"
+    if recomputed:
+        line += f"; profiles of {len(report.survivors)} merged customer(s) recomputed"
+    return line
+
+
 FileArg = Annotated[Path, typer.Argument(help="CSV (.csv) or JSON Lines (.jsonl) file.")]
 FormatOption = Annotated[str | None, typer.Option("--format", help="csv or jsonl (default: from the file extension).")]
+SourceOption = Annotated[str | None, typer.Option(
+    "--source", metavar="NAME",
+    help="The system the file comes from (`store`, `shop`): its customer ids are stored as `NAME:<customer_id>` "
+         "and matched as `[identity.sources.NAME]` says. Default: none, ids are the bare customer_id.")]
+RefSourceOption = Annotated[str | None, typer.Option(
+    "--source", metavar="NAME",
+    help="The system the file comes from: a bare customer_id is the customer's id there (`NAME:<customer_id>`, "
+         "as imported with `import customers --source NAME`). `kind:value` (`phone:+8613800138000`, "
+         "`id:store:S1`) names any identifier either way.")]
+MatchOption = Annotated[list[str] | None, typer.Option(
+    "--match", metavar="KINDS",
+    help="Identifier kinds to match rows on besides their ids, comma-separated or repeated: "
+         "phone, email, openid, unionid (e.g. `--match phone,email`). Overrides "
+         "`[identity.sources.NAME] match` for this import; `--match \"\"` matches on ids only.")]
 
 
 @import_app.command("customers")
 @friendly_errors
 def import_customers(file: FileArg, config: ConfigOption = Path("config.toml"),
+                     source: SourceOption = None, match: MatchOption = None,
                      file_format: FormatOption = None, as_json: JsonOption = False) -> None:
-    """Import (upsert) customers keyed by customer_id. Bad rows are listed by line; exit 3 if any."""
-    _import("customers", file, config, file_format, as_json)
+    """Import (upsert) customers keyed by customer_id. Bad rows are listed by line; exit 3 if any.
+
+    A row that matches no known customer creates one, one that matches one customer updates
+    it, one that matches two or more merges them (strong identifiers) or opens a review item
+    (weak ones, `nurture identity review`). See docs/identity.md.
+    """
+    _import("customers", file, config=config, file_format=file_format, as_json=as_json,
+            source=source, match=match)
 
 
 @import_app.command("orders")
 @friendly_errors
-def import_orders(file: FileArg, config: ConfigOption = Path("config.toml"),
+def import_orders(file: FileArg, config: ConfigOption = Path("config.toml"), source: RefSourceOption = None,
                   file_format: FormatOption = None, as_json: JsonOption = False) -> None:
-    """Import (upsert) orders keyed by order_id, with optional items. Exit 3 if rows were rejected."""
-    _import("orders", file, config, file_format, as_json)
+    """Import (upsert) orders keyed by order_id, with optional items. Exit 3 if rows were rejected.
+
+    customer_id names the customer by any identifier: its id in `--source`, or `kind:value`.
+    """
+    _import("orders", file, config=config, file_format=file_format, as_json=as_json, source=source)
 
 
 @import_app.command("events")
 @friendly_errors
-def import_events(file: FileArg, config: ConfigOption = Path("config.toml"),
+def import_events(file: FileArg, config: ConfigOption = Path("config.toml"), source: RefSourceOption = None,
                   file_format: FormatOption = None, as_json: JsonOption = False) -> None:
-    """Import events (deduplicated on event_id or content). Exit 3 if rows were rejected."""
-    _import("events", file, config, file_format, as_json)
+    """Import events (deduplicated on event_id or content). Exit 3 if rows were rejected.
+
+    customer_id names the customer by any identifier: its id in `--source`, or `kind:value`.
+    """
+    _import("events", file, config=config, file_format=file_format, as_json=as_json, source=source)
 
 
 def _parse_properties(items: list[str]) -> dict[str, Any]:
@@ -215,8 +318,6 @@ def forget(
     removes the customer's outbox files. Orders, deliveries and enrolments stay, attached
     to an anonymous row, so revenue and campaign numbers do not change. Cannot be undone.
     """
-    import rich.markup
-
     from campaigns.config.channels import OutboxChannelConfig
     from campaigns.config.keys import MissingSecretError, require_secret
     from campaigns.customers.forget import forget_customer

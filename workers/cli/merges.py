@@ -79,7 +79,7 @@ def merge(
     first: Annotated[str, typer.Argument(metavar="FIRST", help=_REFERENCE_HELP)],
     second: Annotated[str, typer.Argument(metavar="SECOND", help="The other customer, by any identifier.")],
     config: ConfigOption = Path("config.toml"),
-    reason: Annotated[str, typer.Option("--reason", help="Why, recorded on the merge.")] = "cli",
+    reason: Annotated[str, typer.Option("--reason", help="Why, recorded on the merge (not empty).")] = "cli",
     by: Annotated[str | None, typer.Option(
         "--by", metavar="NAME", help="Who decides, recorded on the merge (default: $USER).")] = None,
     yes: YesOption = False,
@@ -92,6 +92,12 @@ def merge(
 
     Shows both and asks first unless `--yes`. Undo with `nurture customer unmerge ID`.
     """
+    if not reason.strip():
+        # The reason is the only account of why two records became one; an unmerge
+        # decision later rests on it, so an empty one is refused rather than recorded.
+        err_console.print("[bold red]error:[/] --reason is empty: say why these are one person, "
+                          "e.g. --reason \"same phone, checked at the till\"", highlight=False)
+        raise typer.Exit(2)
     cfg = load_app_config(config)
     engine = engine_for(cfg)
     moment = parse_now(now)
@@ -100,7 +106,8 @@ def merge(
         for reference in (first, second):
             found = resolve_reference(conn, reference, rules=cfg.identity)
             if found is None:
-                raise NurtureError(f"customer {reference!r} not found (see `nurture customer --help`)")
+                raise NurtureError(f"customer {reference!r} not found (the identifier forms: "
+                                   "`nurture customer show --help`)")
             ids.append(found)
         if ids[0] == ids[1]:
             raise NurtureError(f"{first!r} and {second!r} are the same customer already")
@@ -115,7 +122,7 @@ def merge(
     names = {p["id"]: p["external_id"] for p in people}
     _confirm(f"Merge {names[merged]} into {names[survivor]}?", yes)
     with engine.begin() as conn:
-        merge_id = merge_customers(conn, survivor_id=survivor, merged_id=merged, reason=reason,
+        merge_id = merge_customers(conn, survivor_id=survivor, merged_id=merged, reason=reason.strip(),
                                    actor=operator_name(by), now=moment)
         record = dict(conn.execute(sa.select(CustomerMerge.moved, CustomerMerge.removed, CustomerMerge.changed)
                                    .where(CustomerMerge.id == merge_id)).mappings().one())
@@ -188,7 +195,8 @@ def merges(
         if reference is not None:
             customer_id = resolve_reference(conn, reference, rules=cfg.identity)
             if customer_id is None:
-                raise NurtureError(f"customer {reference!r} not found (see `nurture customer --help`)")
+                raise NurtureError(f"customer {reference!r} not found (the identifier forms: "
+                                   "`nurture customer show --help`)")
             query = query.where(sa.or_(m.c.survivor_id == customer_id, m.c.merged_id == customer_id))
         rows = [dict(row) for row in conn.execute(query).mappings()]
     listed = [{
