@@ -210,7 +210,8 @@ def _parse_properties(items: list[str]) -> dict[str, Any]:
 
 @friendly_errors
 def track(
-    customer: Annotated[str, typer.Argument(help="The customer's customer_id (must already exist).")],
+    customer: Annotated[str, typer.Argument(help="The customer (must already exist): its customer_id, or any "
+                                                 "identifier as kind:value (phone:+86..., email:..., unionid:...).")],
     event: Annotated[str, typer.Argument(help="Event name, e.g. signup.")],
     config: ConfigOption = Path("config.toml"),
     prop: Annotated[list[str] | None, typer.Option("--property", "-p", help="A property KEY=VALUE (repeatable).")] = None,
@@ -242,7 +243,7 @@ def track(
         raw["occurred_at"] = moment.isoformat()
     if event_id is not None:
         raw["event_id"] = event_id
-    result = record_events(engine, [raw])
+    result = record_events(engine, [raw], rules=cfg.identity)
     status = result.statuses[0]
     outcome: dict[str, Any] | None = None
     if result.accepted_ids:
@@ -254,7 +255,8 @@ def track(
             with workers.running():
                 enqueue_many(workers.broker, [message])
                 workers.join()
-            outcome = delivery_outcomes(engine, ids=customer_deliveries_after(engine, customer, before))
+            outcome = delivery_outcomes(engine, ids=customer_deliveries_after(engine, customer, before,
+                                                                                     rules=cfg.identity))
         else:
             enqueue_many(make_broker(cfg.broker), [message])
     if as_json:
@@ -305,7 +307,8 @@ def profiles(
 
 @friendly_errors
 def forget(
-    customer: Annotated[str, typer.Argument(metavar="CUSTOMER", help="The customer's customer_id (as imported).")],
+    customer: Annotated[str, typer.Argument(metavar="CUSTOMER", help="The customer: its customer_id (as imported) "
+                                                                     "or any identifier (phone:..., email:...).")],
     config: ConfigOption = Path("config.toml"),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOption = False,
@@ -335,14 +338,14 @@ def forget(
         err_console.print("[bold red]error:[/] " + rich.markup.escape(f"{exc}; nothing was changed"), highlight=False)
         raise typer.Exit(2) from None
     engine = engine_for(cfg)
-    if customer_row_id(engine, customer) is None:
+    if customer_row_id(engine, customer, rules=cfg.identity) is None:
         raise UnknownCustomerError(customer)  # before asking: a typo should not need a "yes"
     if not yes and not typer.confirm(
         f"Erase the personal data of customer {customer}? This cannot be undone.", err=True
     ):
         err_console.print("nothing was changed")
         raise typer.Exit(1)
-    report = forget_customer(engine, customer, now=utcnow(), secret=secret)
+    report = forget_customer(engine, customer, now=utcnow(), secret=secret, rules=cfg.identity)
     sent = customer_send_keys(engine, report.customer_id)
     files_removed = 0
     for name, options in cfg.channels.items():

@@ -154,7 +154,7 @@ def customer(
     view = None if external_id is None else customer_view(engine, external_id)
     if view is None:
         raise NurtureError(f"customer {reference!r} not found (give an id, a phone, an email, ...: "
-                           "see `nurture customer --help`)")
+                           "see `nurture customer show --help`)")
     with engine.connect() as conn:
         identity = customer_identity(conn, view["customer"]["id"])
     if not reveal:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from campaigns.store.models import Consent, Customer, CustomerIdentifier
+from campaigns.store.models import Consent, Customer, CustomerIdentifier, Event
 from tests.workers.cli.win_back import Project, assert_no_crash, invoke
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
@@ -110,3 +110,19 @@ def test_forget_by_the_merged_records_id_erases_the_survivor(project, engine, me
                             .where(CustomerIdentifier.customer_id == merged["store-ann"])).scalar_one()
     assert names == {merged["store-ann"]: None, merged["13800138000"]: "Bob"}  # Ann's name came with the merge
     assert held == 0
+
+
+def test_track_and_forget_read_references_by_the_configured_rules(project, engine, merged, monkeypatch):
+    # This installation keeps Gmail's dots (email_dotless_domains = []): with the default
+    # rules "email:Ann.Lee@gmail.com" would be read as annlee@gmail.com and found nobody.
+    tracked = invoke("track", "email:Ann.Lee@gmail.com", "visit", "--event-id", "v-1", "--json", "-c", project.config)
+    assert tracked.exit_code == 0, tracked.output
+    assert json.loads(tracked.output)["status"] == "accepted"
+    with engine.connect() as conn:
+        events = conn.execute(sa.select(Event.customer_id, Event.name)).all()
+    assert events == [(merged["store-ann"], "visit")]
+    monkeypatch.setenv("NURTURE_SECRET", "installation-secret-for-tests")
+    result = invoke("forget", "email:Ann.Lee@gmail.com", "--yes", "-c", project.config)
+    assert result.exit_code == 0, result.output
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(Customer.name).where(Customer.id == merged["store-ann"])).scalar() is None
