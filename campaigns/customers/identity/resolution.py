@@ -27,6 +27,7 @@ in a file, as long as a phone's verification does not depend on which source cam
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ class MatchPlan:
             raise DataImportError(f"cannot match on {', '.join(map(repr, unknown))}: use {', '.join(MATCH_KINDS)}")
         return cls(rules=rules, source=source, match=kinds)
 
-    @property
+    @functools.cached_property  # asked for every identifier of every row
     def verified(self) -> tuple[str, ...]:
         """The kinds this source has verified (``[identity.sources.<name>] verified``)."""
         return tuple(self.rules.source(self.source).verified)
