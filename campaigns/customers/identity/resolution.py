@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Connection
 
@@ -131,9 +131,9 @@ def row_identity(customer_id: str, columns: Mapping[str, Any], *, plan: MatchPla
     return RowIdentity(own, tuple(others))
 
 
-@dataclass(frozen=True, slots=True)
-class Holding:
-    """Who holds an identifier, and whether it was stored as verified."""
+class Holding(NamedTuple):
+    """Who holds an identifier, and whether it was stored as verified (a named tuple: one
+    per identifier of every import row)."""
 
     customer_id: int
     verified: bool
