@@ -100,6 +100,12 @@ def shown_name(name: str, placeholder: str = "<key>") -> str:
 def check(value: Any, field: str) -> None:
     """Raise :class:`UnstorableValue` naming ``field`` (and the path inside it) unless
     ``value`` is storable. Iterative, so any depth of input is safe to check."""
+    if type(value) is str and 6 * len(value) + 2 <= MAX_VALUE_BYTES:
+        # Every field of a CSV row: text too short to be over the size limit.
+        problem = _text_problem(value)
+        if problem:
+            raise UnstorableValue(field, problem)
+        return
     stack: list[tuple[Any, str, int]] = [(value, field, 0)]
     while stack:
         item, path, depth = stack.pop()

@@ -53,11 +53,11 @@ def select_keyed(conn: Connection, table: sa.Table, keys: Sequence[tuple[Any, ..
         wanted = _unnest(table, on, keys, alias="keys")
         query = sa.select(*columns).select_from(table).join(
             wanted, sa.and_(*(table.c[name] == wanted.c[name] for name in on)))
-        return list(conn.execute(query))
+        return conn.execute(query).all()  # one fetchall, not a fetchone per row
     found: list[sa.Row[Any]] = []
     key_columns = sa.tuple_(*(table.c[name] for name in on))
     for chunk in chunks(keys):
-        found.extend(conn.execute(sa.select(*columns).where(key_columns.in_(chunk))))
+        found.extend(conn.execute(sa.select(*columns).where(key_columns.in_(chunk))).all())
     return found
 
 

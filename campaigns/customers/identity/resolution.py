@@ -306,7 +306,7 @@ def attach_identifiers(conn: Connection, batch: BatchMatch, row_customers: Seque
         inserted = {Identifier(kind, value) for kind, value in insert_rows(
             conn, identifiers, list(new.values()),
             finish=lambda insert: insert.on_conflict_do_nothing(index_elements=["kind", "value"]).returning(
-                identifiers.c.kind, identifiers.c.value))}
+                identifiers.c.kind, identifiers.c.value)).all()}
     # Who holds each identifier now: those just inserted, their row's customer; the others
     # are read again (held before, perhaps merged away since; or given meanwhile to another
     # customer by a concurrent import, which the insert's conflict tells).

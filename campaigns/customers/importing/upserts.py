@@ -231,7 +231,7 @@ def _write_customers(engine: Engine, batch: list[PendingRow], *, plan: MatchPlan
         for created_given, rows in groups.items():
             if rows:
                 upsert = functools.partial(_customer_upsert, created_given=created_given)
-                pks.update({external_id: pk for pk, external_id in insert_rows(conn, table, rows, finish=upsert)})
+                pks.update({external_id: pk for pk, external_id in insert_rows(conn, table, rows, finish=upsert).all()})
         row_customers = [pks[keys[match.group_of[index]]] for index in range(len(unique))]
         attached = attach_identifiers(conn, match, row_customers, plan=plan, now=now)
         _write_consents(conn, unique, [attached.customer(pk) for pk in row_customers], plan=plan, now=now)
