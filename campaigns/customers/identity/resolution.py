@@ -303,13 +303,15 @@ def attach_identifiers(conn: Connection, batch: BatchMatch, row_customers: Seque
                 }
     inserted: set[Identifier] = set()
     if new:
-        inserted = {Identifier(kind, value) for kind, value in insert_rows(
-            conn, identifiers, list(new.values()),
-            finish=lambda insert: insert.on_conflict_do_nothing(index_elements=["kind", "value"]).returning(
-                identifiers.c.kind, identifiers.c.value)).all()}
+        result = insert_rows(conn, identifiers, list(new.values()),
+                             finish=lambda insert: insert.on_conflict_do_nothing(index_elements=["kind", "value"]))
+        # All inserted (the rule): each is its row's customer's. Else a concurrent import took
+        # some meanwhile, and who holds which is read below with the rest.
+        if result.rowcount == len(new):
+            inserted = set(new)
     # Who holds each identifier now: those just inserted, their row's customer; the others
     # are read again (held before, perhaps merged away since; or given meanwhile to another
-    # customer by a concurrent import, which the insert's conflict tells).
+    # customer by a concurrent import).
     held = {identifier: Holding(new[identifier]["customer_id"], bool(new[identifier]["verified"]))
             for identifier in inserted}
     held.update(holdings(conn, (identifier for row in batch.rows for identifier in row.all
