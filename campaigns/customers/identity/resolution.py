@@ -304,7 +304,8 @@ def attach_identifiers(conn: Connection, batch: BatchMatch, row_customers: Seque
     inserted: set[Identifier] = set()
     if new:
         result = insert_rows(conn, identifiers, list(new.values()),
-                             finish=lambda insert: insert.on_conflict_do_nothing(index_elements=["kind", "value"]))
+                             finish=lambda insert: insert.on_conflict_do_nothing(index_elements=["kind", "value"])
+                             .execution_options(preserve_rowcount=True))  # else -1 for an INSERT
         # All inserted (the rule): each is its row's customer's. Else a concurrent import took
         # some meanwhile, and who holds which is read below with the rest.
         if result.rowcount == len(new):

@@ -92,3 +92,16 @@ def test_rows_are_found_and_updated_by_composite_keys_beyond_one_statement(engin
 def test_insert_rows_needs_a_row(engine):
     with engine.begin() as conn, pytest.raises(ValueError, match="at least one row"):
         insert_rows(conn, IDENTIFIERS, [])
+
+
+def test_the_rows_an_insert_took_are_counted_when_asked(engine):
+    # SQLAlchemy reports an INSERT's rowcount only with preserve_rowcount: attaching
+    # identifiers relies on it to skip re-reading what it has just inserted.
+    with engine.begin() as conn:
+        customer = add_customer(conn, "a")
+        insert_rows(conn, IDENTIFIERS, [identifier(customer, "email", "taken@example.com")])
+        rows = [identifier(customer, "email", address) for address in
+                ("taken@example.com", "new1@example.com", "new2@example.com")]
+        result = insert_rows(conn, IDENTIFIERS, rows, finish=lambda insert: insert.on_conflict_do_nothing(
+            index_elements=["kind", "value"]).execution_options(preserve_rowcount=True))
+    assert result.rowcount == 2
