@@ -66,7 +66,7 @@ def test_nurture_and_the_baseline_find_exactly_the_true_persons(tmp_path):
         project = run_project(database.url, tmp_path, batch_size=100, analyze_every_s=0)
         checks = verify(database.dsn, tmp_path)
 
-    assert baseline["persons"] == 600
+    assert baseline["persons"] == baseline["nurture_tables_customers"] == 600
     assert all(source["rejected"] == 0 for source in project["sources"].values()), project
     assert checks["ok"], checks
     assert checks["customers"] == checks["true_persons"] == 600
