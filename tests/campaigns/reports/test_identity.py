@@ -11,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 
 from campaigns.reports.identity import customer_identity, identity_report, mask_identifier
-from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, CustomerIdentifier, CustomerMerge
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
@@ -27,14 +26,6 @@ PEOPLE = {
     "F": ("", []),  # written by hand, no identifier at all
     "G": ("store", [("pos:7", "pos")]),
 }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request):
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def add_customers(conn, people) -> dict[str, int]:

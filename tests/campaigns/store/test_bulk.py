@@ -10,21 +10,12 @@ import sqlalchemy as sa
 
 from campaigns.store.bulk import insert_rows, select_keyed, update_keyed
 from campaigns.store.chunks import STATEMENT_ROWS
-from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, CustomerIdentifier, OrderItem
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 LATER = datetime(2026, 6, 2, 12, 0, tzinfo=UTC)
 IDENTIFIERS = CustomerIdentifier.__table__
 CUSTOMERS = Customer.__table__
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request):
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    made = make_engine(url)
-    yield made
-    made.dispose()
 
 
 def add_customer(conn, external_id: str) -> int:

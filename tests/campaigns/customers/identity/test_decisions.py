@@ -19,19 +19,10 @@ from campaigns.customers.identity.decisions import (
 )
 from campaigns.customers.profiles import recompute_profiles
 from campaigns.errors import NurtureError
-from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, CustomerMerge, CustomerProfile, IdentityReview, Order
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request):
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def seed(engine) -> dict[str, int]:

@@ -22,7 +22,6 @@ from campaigns.customers.identity.merging import merge_customers
 from campaigns.customers.importing.files import import_file
 from campaigns.customers.lookups import customer_row_id
 from campaigns.errors import AmbiguousCustomerError
-from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, CustomerIdentifier, Event, Order
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -34,14 +33,6 @@ CUSTOMERS = [
     {"customer_id": "1002", "name": "Bob", "phone": "+86 139-0000-0002", "email": "Bob.Smith@Example.cn",
      "unionid": "U-bob"},
 ]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request):
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    made = make_engine(url)
-    yield made
-    made.dispose()
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:

@@ -14,13 +14,11 @@ from campaigns.config.schema import AppConfig
 from campaigns.customers.identity.merging import EXITED_MERGED, MergeError, choose_survivor, merge_customers
 from campaigns.customers.identity.unmerging import unmerge
 from campaigns.customers.profiles import recompute_profiles
-from campaigns.store.db import make_engine
 from campaigns.store.models import (
     Consent,
     Customer,
     CustomerIdentifier,
     CustomerMerge,
-    CustomerProfile,
     Delivery,
     DeliveryAttempt,
     Enrollment,
@@ -28,21 +26,12 @@ from campaigns.store.models import (
     IdentityReview,
     Order,
     OrderItem,
-    ProfileTransition,
     Response,
     Suppression,
 )
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=3)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request):
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    made = make_engine(url)
-    yield made
-    made.dispose()
 
 
 def insert(conn, model, **values) -> int:

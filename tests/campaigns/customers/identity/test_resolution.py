@@ -30,14 +30,6 @@ from tests.campaigns.customers.identity import three_sources as data
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request):
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    made = make_engine(url)
-    yield made
-    made.dispose()
-
-
 def import_sources(engine, directory: Path, order=data.SOURCES, *, batch_size: int = 1000) -> dict[str, object]:
     reports = {}
     for source in order:
