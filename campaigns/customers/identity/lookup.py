@@ -1,7 +1,7 @@
 """Which customer holds an identifier: the one place references become row ids.
 
-Set based: :func:`holders` answers for any number of identifiers in one SELECT per
-statement-sized chunk. A customer row written without identifiers (by an older version
+Set based: :func:`holders` answers for any number of identifiers in one statement
+(:mod:`campaigns.store.bulk`). A customer row written without identifiers (by an older version
 or by hand) is still found by its ``external_id`` (:func:`resolve_reference`).
 
 Commands that change a customer (``nurture consent``, ``forget``, ``test-send``) resolve
@@ -20,24 +20,17 @@ from sqlalchemy.engine import Connection
 from campaigns.config.identity import IdentityConfig
 from campaigns.customers.identity.identifiers import Identifier, parse_reference
 from campaigns.errors import AmbiguousCustomerError
-from campaigns.store.chunks import chunks
+from campaigns.store.bulk import select_keyed
 from campaigns.store.models import Customer, CustomerIdentifier
 
 
 def holders(conn: Connection, identifiers: Iterable[Identifier]) -> dict[Identifier, int]:
-    """identifier -> customer row id, for those of ``identifiers`` some customer holds."""
-    by_kind: dict[str, set[str]] = defaultdict(set)
-    for identifier in identifiers:
-        by_kind[identifier.kind].add(identifier.value)
+    """identifier -> customer row id, for those of ``identifiers`` some customer holds: one
+    statement for all kinds (:func:`~campaigns.store.bulk.select_keyed`)."""
     table = CustomerIdentifier.__table__
-    found: dict[Identifier, int] = {}
-    for kind, values in sorted(by_kind.items()):
-        for chunk in chunks(sorted(values)):
-            query = sa.select(table.c.value, table.c.customer_id).where(
-                table.c.kind == kind, table.c.value.in_(chunk)
-            )
-            found.update({Identifier(kind, value): pk for value, pk in conn.execute(query)})
-    return found
+    rows = select_keyed(conn, table, [tuple(identifier) for identifier in identifiers], on=("kind", "value"),
+                        columns=(table.c.kind, table.c.value, table.c.customer_id))
+    return {Identifier(kind, value): pk for kind, value, pk in rows}
 
 
 def resolve_reference(conn: Connection, reference: str, *, rules: IdentityConfig) -> int | None:
@@ -111,10 +104,9 @@ def resolve_references(
     if unresolved_ids:
         # Rows written without identifiers are still found by their external_id.
         table = Customer.__table__
-        for chunk in chunks(sorted(unresolved_ids)):
-            query = sa.select(table.c.external_id, table.c.id).where(table.c.external_id.in_(chunk))
-            for external_id, pk in conn.execute(query):
-                resolved.update(dict.fromkeys(unresolved_ids[external_id], pk))
+        for external_id, pk in select_keyed(conn, table, [(value,) for value in sorted(unresolved_ids)],
+                                            on=("external_id",), columns=(table.c.external_id, table.c.id)):
+            resolved.update(dict.fromkeys(unresolved_ids[external_id], pk))
     return resolved
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from campaigns.config.identity import IdentityConfig
 from campaigns.customers.events import record_events
 from campaigns.customers.identity.merging import merge_customers
-from campaigns.store.db import make_engine
 from campaigns.store.models import Customer, CustomerIdentifier, Event
 from tests.conftest import grant_consent
 
@@ -58,14 +56,6 @@ def test_record_events_dedupes_and_explains_rejections(sqlite_engine):
     assert again.to_dict()["duplicate"] == 3
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def both_engines(request):
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    made = make_engine(url)
-    yield made
-    made.dispose()
-
-
 def add_person(engine, external_id: str, *identifiers: tuple[str, str], days_ago: int = 1) -> int:
     """A customer holding its own id and ``identifiers`` (stored form), as an import leaves it."""
     customer_id = add_customer(engine, external_id)
@@ -78,8 +68,7 @@ def add_person(engine, external_id: str, *identifiers: tuple[str, str], days_ago
     return customer_id
 
 
-def test_after_a_merge_events_by_any_identifier_of_the_merged_record_reach_the_survivor(both_engines):
-    engine = both_engines
+def test_after_a_merge_events_by_any_identifier_of_the_merged_record_reach_the_survivor(engine):
     survivor = add_person(engine, "S1", ("phone", "+8613800138000"), days_ago=30)
     merged = add_person(engine, "W1", ("email", "annlee@gmail.com"), ("unionid", "U-ann"))
     with engine.begin() as conn:
