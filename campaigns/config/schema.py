@@ -18,6 +18,7 @@ from campaigns.config.campaigns import CampaignConfig, TemplatesConfig
 from campaigns.config.channels import ChannelConfig
 from campaigns.config.compliance import ComplianceConfig
 from campaigns.config.identity import IdentityConfig
+from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.config.profiles import LifecycleConfig, ProfilesConfig, RfmConfig
 from campaigns.config.runtime import (
     ApiConfig,
@@ -46,6 +47,7 @@ class AppConfig(StrictModel):
     security: SecurityConfig = SecurityConfig()
     compliance: ComplianceConfig = ComplianceConfig()
     identity: IdentityConfig = IdentityConfig()
+    loyalty: LoyaltyConfig = LoyaltyConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     #: Per-channel send rate limits, e.g. ``sms = { limit = 5000, per = "1s" }``.
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)

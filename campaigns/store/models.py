@@ -55,7 +55,12 @@ class Order(SQLModel, table=True):
     """A purchase; ``channel`` is where it was bought (may differ from acquisition)."""
 
     __tablename__ = "orders"
-    __table_args__ = (sa.Index("ix_orders_customer_ordered", "customer_id", "ordered_at"),)
+    __table_args__ = (
+        sa.Index("ix_orders_customer_ordered", "customer_id", "ordered_at"),
+        # Refunds are rare: the daily job finds them without reading every order.
+        sa.Index("ix_orders_not_paid", "status",
+                 postgresql_where=sa.text("status <> 'paid'"), sqlite_where=sa.text("status <> 'paid'")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     order_id: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
@@ -63,6 +68,12 @@ class Order(SQLModel, table=True):
     ordered_at: datetime
     amount: float = Field(sa_column=sa.Column(sa.Numeric(14, 2, asdecimal=False), nullable=False))
     channel: str | None = Field(default=None, max_length=32)
+    #: paid, refunded or cancelled: a refund takes back the points the order earned.
+    status: str = Field(default="paid", sa_column=sa.Column(sa.String(16), nullable=False, server_default="paid"))
+    #: The part of ``amount`` that paid for shipping, which earns no points by default.
+    shipping: float | None = Field(
+        default=None, sa_column=sa.Column(sa.Numeric(14, 2, asdecimal=False), nullable=True)
+    )
 
 
 class OrderItem(SQLModel, table=True):
@@ -415,3 +426,110 @@ class IdentityReview(SQLModel, table=True):
     status: str = Field(default="open", max_length=16)
     opened_at: datetime = Field(default_factory=utcnow)
     decided_at: datetime | None = None
+
+
+# Loyalty
+
+
+class PointsLot(SQLModel, table=True):
+    """Points earned from one source (an order, an event, a referral, an adjustment), kept
+    apart: each lot has its own expiry and its own redeemable kinds. ``remaining`` is what
+    redemptions, expiry and reversal have left of it; a ``debt`` lot (negative) holds points
+    taken back after they were spent, which later earnings settle.
+
+    The ledger (:class:`PointsEntry`) is the record; lots are its running state, written in
+    the same transaction as the entries that change them."""
+
+    __tablename__ = "points_lot"
+    __table_args__ = (
+        sa.UniqueConstraint("source", "source_ref", name="uq_points_lot_source"),
+        sa.Index("ix_points_lot_customer_expires", "customer_id", "expires_at"),
+        # The daily job's expiry and reminders read open lots by expiry only.
+        sa.Index("ix_points_lot_open_expires", "expires_at",
+                 postgresql_where=sa.text("remaining > 0"), sqlite_where=sa.text("remaining > 0")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    #: order, event, referral, adjustment or debt.
+    source: str = Field(max_length=16)
+    #: The source's own id: the order id, the event's dedupe key, the adjustment id.
+    source_ref: str = Field(max_length=160)
+    #: The earn rule: purchase, an event name (review, share ...), referral, adjustment.
+    rule: str = Field(max_length=64)
+    points: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    remaining: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    #: Taken from this lot by redemptions (what a refund claws back when ``carry``).
+    spent: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    #: What the points can be redeemed for, as ``",goods,coupons,"`` (a LIKE finds one).
+    kinds: str = Field(max_length=400)
+    earned_at: datetime
+    #: None: never expires (debt lots).
+    expires_at: datetime | None = None
+    #: Set once the source was refunded and the lot's points taken back.
+    reversed_at: datetime | None = None
+
+
+class PointsEntry(SQLModel, table=True):
+    """The points ledger, append-only: one row per earn, redemption, expiry, reversal or
+    adjustment, written exactly once per source (``entry_key`` is UNIQUE), so a replayed
+    import or event changes nothing. The balance is the sum of ``points``."""
+
+    __tablename__ = "points_entry"
+    __table_args__ = (sa.Index("ix_points_entry_customer_occurred", "customer_id", "occurred_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    #: earn, redeem, expire, reverse or adjust.
+    kind: str = Field(max_length=16)
+    #: Signed: earns and positive adjustments add, the rest take away.
+    points: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    #: order, event, referral, redemption, adjustment or lot (an expiry).
+    source: str = Field(max_length=16)
+    source_ref: str = Field(max_length=160)
+    #: The lot earned, expired or reversed (NULL for redemptions, which may span lots).
+    lot_id: int | None = Field(default=None, foreign_key="points_lot.id", ondelete="CASCADE")
+    entry_key: str = Field(sa_column=sa.Column(sa.String(200), nullable=False, unique=True))
+    #: The redemption kind, the adjustment's reason, the rule.
+    detail: str | None = Field(default=None, max_length=500)
+    occurred_at: datetime
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+
+class PointsAllocation(SQLModel, table=True):
+    """How many points one redemption (or debt settlement) took from one lot, so a
+    customer's history shows where their points went."""
+
+    __tablename__ = "points_allocation"
+
+    id: int | None = Field(default=None, primary_key=True)
+    entry_id: int = Field(foreign_key="points_entry.id", index=True, ondelete="CASCADE")
+    lot_id: int = Field(foreign_key="points_lot.id", index=True, ondelete="CASCADE")
+    points: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+class LoyaltyMember(SQLModel, table=True):
+    """A customer's member tier as of the last tier recompute. Customers without a row are
+    in the lowest tier; entering a tier is a ``profile_transition`` row of kind ``tier``."""
+
+    __tablename__ = "loyalty_member"
+
+    customer_id: int = Field(primary_key=True, foreign_key="customer.id", ondelete="CASCADE")
+    tier: str = Field(max_length=32, index=True)
+    tier_since: datetime
+    #: Qualifying points (or spend) in the tier window at the last recompute.
+    qualifying: float = Field(default=0.0, sa_column=sa.Column(sa.Numeric(16, 2, asdecimal=False), nullable=False))
+    #: When the member first no longer qualified for ``tier`` (the grace period runs from
+    #: here); NULL while they qualify.
+    below_since: datetime | None = None
+    computed_at: datetime = Field(default_factory=utcnow)
+
+
+class PointsCursor(SQLModel, table=True):
+    """How far earning has read each source table (``orders``, ``event``) by row id, so the
+    daily job reads only what arrived since."""
+
+    __tablename__ = "points_cursor"
+
+    source: str = Field(primary_key=True, max_length=16)
+    last_id: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))

@@ -1,0 +1,215 @@
+"""``[loyalty]``: the points programme (how points are earned, how long each lot stays
+valid and what it can be redeemed for), member tiers, and when the daily job runs.
+
+The defaults are seed 004's rule set: 1 point per yuan paid (valid 1 year, redeemable for
+goods, coupons and services), 10 per review (3 months; goods and coupons), 5 per share
+(6 months; goods and coupons). See docs/loyalty.md.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from campaigns.config.base import Duration, StrictModel
+from campaigns.config.values import MAX_COUNT, FiniteFloat, check_cron, check_timezone
+
+#: What points can be spent on, unless ``[loyalty] kinds`` names others.
+DEFAULT_KINDS: tuple[str, ...] = ("goods", "coupons", "services")
+#: Calendar validity rules: the lot expires at the end of the period named, in the
+#: customer's local time ("quarter_after": the end of the quarter after the one it was
+#: earned in).
+CalendarRule = Literal["month_end", "month_after", "quarter_end", "quarter_after", "year_end", "year_after"]
+
+_VALIDITY = re.compile(r"(\d{1,4})\s*(y|mo|w|d)")
+_MONTHS = {"y": 12, "mo": 1}
+
+
+def check_validity(value: str) -> str:
+    """``value`` if it is a validity: a duration in years, months, weeks or days (``"1y"``,
+    ``"6mo"``, ``"90d"``, ``"1y6mo"``) or a calendar rule (``"quarter_after"``)."""
+    compact = value.strip().replace(" ", "")
+    if compact in CalendarRule.__args__:  # type: ignore[attr-defined]
+        return compact
+    if not compact or _VALIDITY.sub("", compact) != "":
+        raise ValueError(
+            f"invalid validity {value[:40]!r}: use a duration such as '1y', '6mo', '90d', or one of "
+            + ", ".join(CalendarRule.__args__)  # type: ignore[attr-defined]
+        )
+    months, days = validity_parts(compact)
+    if months > 1200 or days > 36_500:
+        raise ValueError(f"validity {value[:40]!r} is longer than 100 years")
+    return compact
+
+
+def validity_parts(value: str) -> tuple[int, int]:
+    """A duration validity as (months, days): ``"1y6mo"`` -> (18, 0), ``"2w"`` -> (0, 14)."""
+    months = days = 0
+    for amount, unit in _VALIDITY.findall(value):
+        if unit in _MONTHS:
+            months += int(amount) * _MONTHS[unit]
+        else:
+            days += int(amount) * (7 if unit == "w" else 1)
+    return months, days
+
+
+#: How long a lot of points stays redeemable (see :func:`check_validity`).
+Validity = Annotated[str, AfterValidator(check_validity)]
+#: A name marketers write (a tier, a kind, a rule): letters, digits, '_' and '-'.
+_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"
+
+
+class OrderEarnRule(StrictModel):
+    """Points for a paid order: ``points_per_unit`` per currency unit paid."""
+
+    points_per_unit: FiniteFloat = Field(default=1.0, ge=0, le=1_000_000)
+    #: How fractional points are settled.
+    rounding: Literal["floor", "round", "ceil"] = "floor"
+    #: Orders paying less (after shipping, when excluded) earn nothing.
+    minimum_amount: FiniteFloat = Field(default=0.0, ge=0)
+    #: Shipping (the order's ``shipping`` column) earns nothing.
+    exclude_shipping: bool = True
+    #: Points per unit by purchase channel (``store = 2``), instead of ``points_per_unit``.
+    channels: dict[str, Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)]] = Field(default_factory=dict)
+    valid_for: Validity = "1y"
+    redeemable: tuple[str, ...] = DEFAULT_KINDS
+    #: Order statuses whose points are taken back (a refund, a cancellation).
+    reversed_by: tuple[str, ...] = ("refunded", "cancelled")
+
+
+class EventEarnRule(StrictModel):
+    """Points for an event (``[loyalty.events.review]``): a fixed amount per event."""
+
+    points: int = Field(ge=1, le=MAX_COUNT)
+    valid_for: Validity = "1y"
+    redeemable: tuple[str, ...] = ("goods", "coupons")
+    #: The most points this rule gives one customer in one local day / calendar month;
+    #: an event beyond the cap earns what is left of it (or nothing).
+    max_per_day: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_per_month: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+
+
+class TierConfig(StrictModel):
+    """One member tier (``[[loyalty.tiers]]``), reached by ``minimum`` qualifying points
+    (or spend, see ``[loyalty] tier_measure``) within the tier window."""
+
+    name: str = Field(pattern=_NAME)
+    minimum: FiniteFloat = Field(ge=0)
+    #: Earned points are multiplied by this while in the tier (orders and events).
+    multiplier: FiniteFloat = Field(default=1.0, gt=0, le=100)
+    #: Privileges shown to templates as ``loyalty.tier_benefits`` (free text).
+    benefits: tuple[str, ...] = ()
+
+
+def _default_events() -> dict[str, EventEarnRule]:
+    return {
+        "review": EventEarnRule(points=10, valid_for="3mo", redeemable=("goods", "coupons")),
+        "share": EventEarnRule(points=5, valid_for="6mo", redeemable=("goods", "coupons")),
+    }
+
+
+def _default_tiers() -> tuple[TierConfig, ...]:
+    return (
+        TierConfig(name="member", minimum=0),
+        TierConfig(name="silver", minimum=1000, multiplier=1.2, benefits=("free shipping",)),
+        TierConfig(name="gold", minimum=5000, multiplier=1.5, benefits=("free shipping", "birthday gift")),
+    )
+
+
+class LoyaltyConfig(StrictModel):
+    """The points programme. Off unless ``enabled = true``."""
+
+    enabled: bool = False
+    #: When the daily job runs (earn, reverse refunds, expire, recompute tiers), in
+    #: ``timezone``; ``""`` runs it only by hand (``nurture loyalty run``).
+    cron: str = "30 2 * * *"
+    #: The zone of the daily job, and of customers whose own zone is unknown.
+    timezone: str = "Asia/Shanghai"
+    #: Orders and events before this date earn nothing (a programme's launch day).
+    earn_from: date | None = None
+    #: What points are redeemable for.
+    kinds: tuple[str, ...] = DEFAULT_KINDS
+    orders: OrderEarnRule = OrderEarnRule()
+    #: Points for events, by event name (review, share, signup, birthday ...).
+    events: dict[str, EventEarnRule] = Field(default_factory=_default_events)
+    #: A positive manual adjustment is a lot valid this long, redeemable for everything.
+    adjustments_valid_for: Validity = "1y"
+    #: A refund of points already spent: ``carry`` leaves a negative balance that later
+    #: earnings settle; ``forgive`` takes back only what is left of the order's points.
+    negative_balance: Literal["carry", "forgive"] = "carry"
+    #: Tiers, lowest first; the first is the tier of every customer.
+    tiers: tuple[TierConfig, ...] = Field(default_factory=_default_tiers, min_length=1)
+    #: What qualifies for a tier: points earned, or spend on paid orders, in ``tier_window``.
+    tier_measure: Literal["points", "spend"] = "points"
+    tier_window: Validity = "12mo"
+    #: A member who no longer qualifies keeps the tier this long before moving down.
+    tier_grace: Duration = timedelta(days=30)
+    #: Liability per outstanding point, in the currency (``report loyalty``).
+    point_value: FiniteFloat = Field(default=0.01, ge=0)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        return check_cron(value, example="30 2 * * *") if value else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @field_validator("kinds")
+    @classmethod
+    def _kind_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for kind in value:
+            if not re.fullmatch(_NAME, kind):
+                raise ValueError(f"kind {kind[:40]!r}: use letters, digits, '_' or '-' (at most 32)")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _event_names(cls, value: dict[str, EventEarnRule]) -> dict[str, EventEarnRule]:
+        for name in value:
+            if not name or len(name) > 64 or name != name.strip():
+                raise ValueError(f"event name {name[:40]!r}: 1-64 characters, no surrounding spaces")
+        return value
+
+    @field_validator("tier_window")
+    @classmethod
+    def _window_is_duration(cls, value: str) -> str:
+        if value in CalendarRule.__args__:  # type: ignore[attr-defined]
+            raise ValueError("tier_window must be a duration such as '12mo' or '365d', not a calendar rule")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoyaltyConfig:
+        known = set(self.kinds)
+        rules = [("orders.redeemable", self.orders.redeemable)]
+        rules += [(f"events.{name}.redeemable", rule.redeemable) for name, rule in self.events.items()]
+        for where, kinds in rules:
+            unknown = [kind for kind in kinds if kind not in known]
+            if unknown:
+                raise ValueError(f"{where}: unknown kind {unknown[0]!r} (kinds are {', '.join(self.kinds)})")
+        names = [tier.name for tier in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("tiers: two tiers share a name")
+        minimums = [tier.minimum for tier in self.tiers]
+        if minimums[0] != 0:
+            raise ValueError(f"tiers: the first tier ({names[0]}) is everyone's, so its minimum must be 0")
+        if any(later <= earlier for earlier, later in zip(minimums, minimums[1:], strict=False)):
+            raise ValueError("tiers: list them lowest first, each minimum above the one before")
+        return self
+
+    def tier_rank(self, name: str | None) -> int:
+        """0 for the first tier, 1 for the next ...; 0 for an unknown or missing name."""
+        for rank, tier in enumerate(self.tiers):
+            if tier.name == name:
+                return rank
+        return 0
+
+    @property
+    def lowest_tier(self) -> str:
+        """The tier every customer starts in."""
+        return self.tiers[0].name
