@@ -447,6 +447,9 @@ class PointsLot(SQLModel, table=True):
         # The daily job's expiry and reminders read open lots by expiry only.
         sa.Index("ix_points_lot_open_expires", "expires_at",
                  postgresql_where=sa.text("remaining > 0"), sqlite_where=sa.text("remaining > 0")),
+        # Debts (negative lots) are rare: earning settles them without reading every lot.
+        sa.Index("ix_points_lot_debts", "customer_id",
+                 postgresql_where=sa.text("remaining < 0"), sqlite_where=sa.text("remaining < 0")),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -517,8 +520,6 @@ class LoyaltyMember(SQLModel, table=True):
     customer_id: int = Field(primary_key=True, foreign_key="customer.id", ondelete="CASCADE")
     tier: str = Field(max_length=32, index=True)
     tier_since: datetime
-    #: Qualifying points (or spend) in the tier window at the last recompute.
-    qualifying: float = Field(default=0.0, sa_column=sa.Column(sa.Numeric(16, 2, asdecimal=False), nullable=False))
     #: When the member first no longer qualified for ``tier`` (the grace period runs from
     #: here); NULL while they qualify.
     below_since: datetime | None = None

@@ -64,7 +64,10 @@ CUSTOMER_COLUMNS = frozenset(
     ("customer_id", "created_at", "attributes", *CUSTOMER_TEXT_COLUMNS, *CONSENT_COLUMNS, *CONSENT_META_COLUMNS,
      *IDENTIFIER_ONLY_COLUMNS)
 )
-ORDER_COLUMNS = frozenset(("order_id", "customer_id", "ordered_at", "amount", "channel", "items"))
+ORDER_COLUMNS = frozenset(("order_id", "customer_id", "ordered_at", "amount", "channel", "items", "status",
+                           "shipping"))
+#: What an order's ``status`` may be: a refunded or cancelled order gives back its points.
+ORDER_STATUSES = ("paid", "refunded", "cancelled")
 EVENT_COLUMNS = frozenset(("event_id", "customer_id", "name", "occurred_at", "properties"))
 
 # Numeric(14, 2) holds at most 12 integer digits; larger values would abort a PG batch.
@@ -171,6 +174,15 @@ def parse_order(row: dict[str, Any], *, csv_source: bool) -> tuple[str, dict[str
         raise RowInvalid("amount: required")
     amount = non_negative_number(row["amount"], "amount", maximum=_MAX_AMOUNT)
     channel = text_value(row, "channel", max_length=_column_length(columns.channel))
+    status = text_value(row, "status", max_length=16)
+    status = status.lower() if status else None
+    if status is not None and status not in ORDER_STATUSES:
+        raise RowInvalid(f"status: expected one of {', '.join(ORDER_STATUSES)}")
+    shipping = None
+    if row.get("shipping") not in (None, ""):
+        shipping = non_negative_number(row["shipping"], "shipping", maximum=_MAX_AMOUNT)
+        if shipping > amount:
+            raise RowInvalid("shipping: more than the order's amount")
     raw_items = json_value(row, "items", list, csv_source)
     # None means "items not given": the order's stored items are kept. [] clears them.
     items = None if raw_items is None else _parse_items(raw_items)
@@ -180,6 +192,8 @@ def parse_order(row: dict[str, Any], *, csv_source: bool) -> tuple[str, dict[str
             "ordered_at": ordered_at,
             "amount": amount,
             "channel": channel,
+            "status": status,
+            "shipping": shipping,
         },
         "customer": customer,
         "items": items,
@@ -244,6 +258,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "IDENTIFIER_ONLY_COLUMNS",
     "ORDER_COLUMNS",
+    "ORDER_STATUSES",
     "PARSERS",
     "REQUIRED_COLUMNS",
     "ImportKind",

@@ -299,20 +299,24 @@ def _write_orders(engine: Engine, batch: list[PendingRow], *, plan: MatchPlan) -
         resolved, errors = _resolve_customers(conn, batch, plan)
         by_key = {row.key: (row, customer_pk) for row, customer_pk in resolved}  # last wins
         values = [{**row.record["order"], "customer_id": pk} for row, pk in by_key.values()]
-        for chunk in chunks(values):
-            insert = dialect_insert(conn, table).values(chunk)
-            excluded = insert.excluded
-            conn.execute(
-                insert.on_conflict_do_update(
-                    index_elements=["order_id"],
-                    set_={
-                        "customer_id": excluded.customer_id,
-                        "ordered_at": excluded.ordered_at,
-                        "amount": excluded.amount,
-                        "channel": sa.func.coalesce(excluded.channel, table.c.channel),
-                    },
-                )
-            )
+        # A file without a status column leaves a stored status as it is (a re-import of
+        # the original export must not turn a refund back into a sale); new orders are paid.
+        for given in (True, False):
+            rows = [{**value, "status": value["status"] or "paid"} for value in values
+                    if (value["status"] is not None) is given]
+            for chunk in chunks(rows):
+                insert = dialect_insert(conn, table).values(chunk)
+                excluded = insert.excluded
+                updates = {
+                    "customer_id": excluded.customer_id,
+                    "ordered_at": excluded.ordered_at,
+                    "amount": excluded.amount,
+                    "channel": sa.func.coalesce(excluded.channel, table.c.channel),
+                    "shipping": sa.func.coalesce(excluded.shipping, table.c.shipping),
+                }
+                if given:
+                    updates["status"] = excluded.status
+                conn.execute(insert.on_conflict_do_update(index_elements=["order_id"], set_=updates))
         with_items = [row for row, _ in by_key.values() if row.record["items"] is not None]
         if with_items:
             order_pks: dict[str, int] = {}

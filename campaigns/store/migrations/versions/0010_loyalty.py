@@ -32,7 +32,6 @@ def upgrade() -> None:
     sa.Column('customer_id', sa.Integer(), nullable=False),
     sa.Column('tier', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('tier_since', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-    sa.Column('qualifying', sa.Numeric(precision=16, scale=2, asdecimal=False), nullable=False),
     sa.Column('below_since', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('computed_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ondelete='CASCADE'),
@@ -61,6 +60,7 @@ def upgrade() -> None:
     with op.batch_alter_table('points_lot', schema=None) as batch_op:
         batch_op.create_index('ix_points_lot_customer_expires', ['customer_id', 'expires_at'], unique=False)
         batch_op.create_index('ix_points_lot_open_expires', ['expires_at'], unique=False, postgresql_where=sa.text('remaining > 0'), sqlite_where=sa.text('remaining > 0'))
+        batch_op.create_index('ix_points_lot_debts', ['customer_id'], unique=False, postgresql_where=sa.text('remaining < 0'), sqlite_where=sa.text('remaining < 0'))
 
     op.create_table('points_entry',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -120,6 +120,7 @@ def downgrade() -> None:
 
     op.drop_table('points_entry')
     with op.batch_alter_table('points_lot', schema=None) as batch_op:
+        batch_op.drop_index('ix_points_lot_debts', postgresql_where=sa.text('remaining < 0'), sqlite_where=sa.text('remaining < 0'))
         batch_op.drop_index('ix_points_lot_open_expires', postgresql_where=sa.text('remaining > 0'), sqlite_where=sa.text('remaining > 0'))
         batch_op.drop_index('ix_points_lot_customer_expires')
 

@@ -1,0 +1,93 @@
+"""Refunds: an order refunded or cancelled gives back the points it earned.
+
+:func:`reverse_refunds` finds orders whose status is one of ``[loyalty.orders]
+reversed_by`` and whose lot is not reversed yet (orders not ``paid`` are few, and a
+partial index finds them), and writes one ``reverse`` entry per lot: what is left of the
+lot goes at once; what was already spent becomes a debt that later earnings settle
+(``negative_balance = "carry"``, :mod:`~campaigns.customers.loyalty.debts`) or is
+forgiven (``"forgive"``). What already expired is not taken twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from campaigns.config.loyalty import LoyaltyConfig
+from campaigns.customers.loyalty.debts import settle_debts
+from campaigns.customers.loyalty.ledger import ENTRIES, LOTS, entry_key, kinds_text, set_lot_state
+from campaigns.store.bulk import insert_rows
+from campaigns.store.chunks import chunks
+from campaigns.store.models import Order
+
+
+@dataclass
+class RefundReport:
+    """What one :func:`reverse_refunds` call did."""
+
+    lots: int = 0
+    #: Points taken back (positive), debts included.
+    points: int = 0
+    #: Of those, points already spent, now owed (``carry``) or forgiven.
+    owed: int = 0
+    forgiven: int = 0
+    customers: set[int] | None = None
+
+
+def reverse_refunds(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime) -> RefundReport:
+    """Take back the points of every refunded or cancelled order not yet reversed."""
+    report = RefundReport(customers=set())
+    statuses = list(loyalty.orders.reversed_by)
+    if not statuses:
+        return report
+    o = Order.__table__
+    carry = loyalty.negative_balance == "carry"
+    with engine.begin() as conn:
+        lots = conn.execute(
+            sa.select(LOTS.c.id, LOTS.c.customer_id, LOTS.c.source_ref, LOTS.c.points, LOTS.c.remaining,
+                      LOTS.c.spent)
+            .select_from(o.join(LOTS, sa.and_(LOTS.c.source == "order", LOTS.c.source_ref == o.c.order_id)))
+            .where(o.c.status != "paid", o.c.status.in_(statuses), LOTS.c.reversed_at.is_(None))
+            .order_by(LOTS.c.id)
+        ).all()
+        if not lots:
+            return report
+        entries, debts, changes = [], [], {}
+        for lot in lots:
+            owed = lot.spent if carry else 0
+            taken = max(lot.remaining, 0) + owed
+            report.lots += 1
+            report.points += taken
+            report.owed += owed
+            report.forgiven += 0 if carry else lot.spent
+            report.customers.add(lot.customer_id)
+            changes[lot.id] = {"remaining": 0, "reversed_at": now}
+            entries.append({
+                "customer_id": lot.customer_id, "kind": "reverse", "points": -taken, "source": "order",
+                "source_ref": lot.source_ref, "lot_id": lot.id,
+                "entry_key": entry_key("reverse", "order", lot.source_ref),
+                "detail": f"refund of {lot.points} points, {lot.spent} already spent", "occurred_at": now,
+                "recorded_at": now,
+            })
+            if owed:
+                debts.append({
+                    "customer_id": lot.customer_id, "source": "debt", "source_ref": f"order:{lot.source_ref}"[:160],
+                    "rule": "refund", "points": -owed, "remaining": -owed, "spent": 0,
+                    "kinds": kinds_text(loyalty.kinds), "earned_at": now, "expires_at": None,
+                })
+        set_lot_state(conn, changes)
+        for chunk in chunks(entries):
+            insert_rows(conn, ENTRIES, chunk, finish=lambda insert: insert.on_conflict_do_nothing(
+                index_elements=["entry_key"]))
+        for chunk in chunks(debts):
+            insert_rows(conn, LOTS, chunk, finish=lambda insert: insert.on_conflict_do_nothing(
+                index_elements=["source", "source_ref"]))
+        if debts:
+            settle_debts(conn, now=now)
+    return report
+
+
+__all__ = ["RefundReport", "reverse_refunds"]
