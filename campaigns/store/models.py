@@ -534,3 +534,42 @@ class PointsCursor(SQLModel, table=True):
 
     source: str = Field(primary_key=True, max_length=16)
     last_id: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+# Coupons
+
+
+class Coupon(SQLModel, table=True):
+    """One coupon code of a pool: imported (``nurture import coupons``) or generated for a
+    message (docs/coupons.md).
+
+    ``available -> assigned`` when a message takes it: ``send_key`` is the delivery's and
+    UNIQUE, so a message gets one coupon at most, a retry gets the same one back, and two
+    messages can never share one. ``-> redeemed`` once, from a redemption import."""
+
+    __tablename__ = "coupon"
+    __table_args__ = (
+        sa.UniqueConstraint("pool", "code", name="uq_coupon_pool_code"),
+        # What assignment reads: a pool's next available code, by id.
+        sa.Index("ix_coupon_available", "pool", "id",
+                 postgresql_where=sa.text("status = 'available'"), sqlite_where=sa.text("status = 'available'")),
+        # Redemption imports name a code, often without its pool.
+        sa.Index("ix_coupon_code", "code"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    pool: str = Field(max_length=128)
+    code: str = Field(max_length=64)
+    #: available, assigned or redeemed.
+    status: str = Field(default="available", max_length=16)
+    #: The delivery the coupon was assigned to (its send key), once assigned.
+    send_key: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True, unique=True))
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True, ondelete="CASCADE")
+    #: The campaign whose message carried it.
+    campaign: str | None = Field(default=None, max_length=128)
+    assigned_at: datetime | None = None
+    redeemed_at: datetime | None = None
+    #: The order it was redeemed with, when the redemption import says.
+    order_id: str | None = Field(default=None, max_length=128)
+    #: When it was imported; NULL for a generated code (made when assigned).
+    imported_at: datetime | None = None
