@@ -103,16 +103,22 @@ def recompute_tiers(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime,
         m = MEMBERS
         target = _rank_of_amount(loyalty, sa.func.coalesce(q.c.qualifying, 0))
         current = _rank_of_name(loyalty, m.c.tier)
-        changing = sa.or_(
-            target > current,
-            sa.and_(target == current, m.c.below_since.is_not(None)),
-            sa.and_(target < current, sa.or_(m.c.below_since.is_(None), m.c.below_since <= grace_start)),
-        )
+
+        def changing(target: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+            # Only rows whose member row changes are read back: up, back in, newly
+            # below, or below for the whole grace period.
+            return sa.or_(
+                target > current,
+                sa.and_(target == current, m.c.below_since.is_not(None)),
+                sa.and_(target < current, sa.or_(m.c.below_since.is_(None), m.c.below_since <= grace_start)),
+            )
+
         with_points = (sa.select(q.c.customer_id, target.label("target"), m.c.tier, m.c.below_since)
-                       .select_from(q.outerjoin(m, m.c.customer_id == q.c.customer_id)).where(changing))
+                       .select_from(q.outerjoin(m, m.c.customer_id == q.c.customer_id)).where(changing(target)))
+        # Members with nothing in the window qualify for the lowest tier.
         without = (sa.select(m.c.customer_id, sa.literal(0).label("target"), m.c.tier, m.c.below_since)
                    .select_from(m.outerjoin(q, q.c.customer_id == m.c.customer_id))
-                   .where(q.c.customer_id.is_(None), sa.or_(current > 0, m.c.below_since.is_not(None))))
+                   .where(q.c.customer_id.is_(None), changing(sa.literal(0))))
         if chunk is not None:
             without = without.where(m.c.customer_id.in_(chunk))
         with engine.begin() as conn:
