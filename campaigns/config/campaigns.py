@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from campaigns.config.base import Duration, StrictModel
+from campaigns.config.coupons import CouponConfig
 from campaigns.config.durations import MAX_DAYS
 from campaigns.config.triggers import Trigger
 from campaigns.config.values import (
@@ -120,6 +121,20 @@ class GoalConfig(StrictModel):
     #: ``order`` (any order) or the name of an event, e.g. ``review``.
     event: str = "order"
     within: Duration = timedelta(days=14)
+    #: The goal is the redemption of the coupon the campaign's message carried (the
+    #: campaign needs a ``coupon``; docs/coupons.md), instead of ``event``.
+    coupon_redeemed: bool = False
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> GoalConfig:
+        if self.coupon_redeemed and "event" in self.model_fields_set:
+            raise ValueError("give the goal either event = \"...\" or coupon_redeemed = true, not both")
+        return self
+
+    @property
+    def label(self) -> str:
+        """What reaching the goal is, as reports name it: ``coupon redeemed`` or the event."""
+        return "coupon redeemed" if self.coupon_redeemed else self.event
 
 
 class CampaignConfig(StrictModel):
@@ -141,6 +156,9 @@ class CampaignConfig(StrictModel):
     #: Share of the audience held out (enrolled, never messaged) to measure lift.
     holdout: float = Field(default=0.0, ge=0, lt=1)
     goal: GoalConfig | None = None
+    #: A unique coupon code per message, ``{{ coupon.code }}`` in templates: drawn from an
+    #: imported pool or generated (:mod:`campaigns.config.coupons`, docs/coupons.md).
+    coupon: CouponConfig | None = None
     #: Local send window "HH:MM-HH:MM" for every step (a step's own ``window`` narrows
     #: it further); outside it a message waits for the next opening.
     window: Window = None
@@ -162,6 +180,13 @@ class CampaignConfig(StrictModel):
     @classmethod
     def _valid_timezone(cls, value: str) -> str:
         return check_timezone(value)
+
+    @model_validator(mode="after")
+    def _coupon_goal_has_coupons(self) -> CampaignConfig:
+        if self.goal is not None and self.goal.coupon_redeemed and self.coupon is None:
+            raise ValueError("goal.coupon_redeemed needs the campaign's coupon: add coupon = { pool = \"NAME\" } "
+                             "or { generate = \"PREFIX\" }")
+        return self
 
     @property
     def zone(self) -> ZoneInfo:
