@@ -12,7 +12,7 @@ import re
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from campaigns.config.base import Duration, StrictModel
 from campaigns.config.values import MAX_COUNT, FiniteFloat, check_cron, check_timezone
@@ -119,6 +119,12 @@ def _default_tiers() -> tuple[TierConfig, ...]:
     )
 
 
+def _known_kinds(where: str, kinds: tuple[str, ...], known: tuple[str, ...]) -> None:
+    unknown = [kind for kind in kinds if kind not in known]
+    if unknown:
+        raise ValueError(f"{where}: unknown kind {unknown[0]!r} (kinds are {', '.join(known)})")
+
+
 class LoyaltyConfig(StrictModel):
     """The points programme. Off unless ``enabled = true``."""
 
@@ -176,6 +182,19 @@ class LoyaltyConfig(StrictModel):
                 raise ValueError(f"event name {name[:40]!r}: 1-64 characters, no surrounding spaces")
         return value
 
+    @field_validator("orders")
+    @classmethod
+    def _order_kinds(cls, value: OrderEarnRule, info: ValidationInfo) -> OrderEarnRule:
+        _known_kinds("redeemable", value.redeemable, info.data.get("kinds", DEFAULT_KINDS))
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _event_kinds(cls, value: dict[str, EventEarnRule], info: ValidationInfo) -> dict[str, EventEarnRule]:
+        for name, rule in value.items():
+            _known_kinds(f"{name}.redeemable", rule.redeemable, info.data.get("kinds", DEFAULT_KINDS))
+        return value
+
     @field_validator("tier_window")
     @classmethod
     def _window_is_duration(cls, value: str) -> str:
@@ -185,13 +204,6 @@ class LoyaltyConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> LoyaltyConfig:
-        known = set(self.kinds)
-        rules = [("orders.redeemable", self.orders.redeemable)]
-        rules += [(f"events.{name}.redeemable", rule.redeemable) for name, rule in self.events.items()]
-        for where, kinds in rules:
-            unknown = [kind for kind in kinds if kind not in known]
-            if unknown:
-                raise ValueError(f"{where}: unknown kind {unknown[0]!r} (kinds are {', '.join(self.kinds)})")
         names = [tier.name for tier in self.tiers]
         if len(set(names)) != len(names):
             raise ValueError("tiers: two tiers share a name")
