@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection
 from campaigns.errors import NurtureError
 from campaigns.store.models import (
     Consent,
+    Coupon,
     Customer,
     CustomerIdentifier,
     CustomerMerge,
@@ -51,7 +52,10 @@ from campaigns.store.models import (
     Enrollment,
     Event,
     IdentityReview,
+    LoyaltyMember,
     Order,
+    PointsEntry,
+    PointsLot,
     ProfileTransition,
     Response,
 )
@@ -63,16 +67,22 @@ FILLED_FIELDS = ("name", "email", "phone", "wechat_openid", "timezone", "locale"
 #: Tables whose rows simply move to the survivor (``customer_id`` re-pointed).
 MOVED_TABLES: tuple[sa.Table, ...] = tuple(
     model.__table__  # type: ignore[attr-defined]
-    for model in (CustomerIdentifier, Order, Event, Response, ProfileTransition)
+    # Coupons too: deleting the merged customer would cascade to theirs, and a send key
+    # that lost its coupon would be given a second one.
+    for model in (CustomerIdentifier, Order, Event, Response, ProfileTransition, Coupon,
+                  # Points follow the orders and events that earned them.
+                  PointsLot, PointsEntry)
 )
 #: Every table a merge may touch, by name (what ``moved``, ``removed`` and ``changed`` name).
 TABLES: dict[str, sa.Table] = {
     model.__table__.name: model.__table__  # type: ignore[attr-defined]
     for model in (Customer, CustomerIdentifier, Order, Event, Response, ProfileTransition, Consent,
-                  Enrollment, Delivery, IdentityReview, CustomerProfile)
+                  Enrollment, Delivery, IdentityReview, CustomerProfile, Coupon, PointsLot, PointsEntry,
+                  LoyaltyMember)
 }
 
 _CUSTOMER = Customer.__table__
+_MEMBER = LoyaltyMember.__table__
 _CONSENT = Consent.__table__
 _ENROLLMENT = Enrollment.__table__
 _DELIVERY = Delivery.__table__
@@ -186,6 +196,9 @@ def merge_customers(
     record.move(_DELIVERY, _repoint(conn, _DELIVERY, _DELIVERY.c.customer_id == merged_id, survivor_id))
     _merge_reviews(conn, record, survivor_id, merged_id, now=now)
     record.remove(conn, _PROFILE, _PROFILE.c.customer_id == merged_id)
+    # The survivor's tier is recomputed from the points it now holds (the next earn or
+    # daily job); the merged one's row goes, kept in the record for an unmerge.
+    record.remove(conn, _MEMBER, _MEMBER.c.customer_id == merged_id)
     # Last: the FKs cascade, so anything not moved by now would silently go with the row.
     record.remove(conn, _CUSTOMER, _CUSTOMER.c.id == merged_id)
     return conn.execute(

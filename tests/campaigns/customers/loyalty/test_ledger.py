@@ -205,3 +205,26 @@ def test_the_daily_job_runs_every_step_and_repeats_safely(engine: sa.Engine) -> 
     assert (second["earned"]["lots"], second["expired"]["lots"], second["tiers"]["upgraded"]) == (0, 0, 0)
     with engine.connect() as conn:
         assert ledger_sum(conn, hu) == standing(conn, LOYALTY, hu, now=now).balance == 1200
+
+
+def test_a_merge_moves_points_and_an_unmerge_puts_them_back(engine: sa.Engine) -> None:
+    from campaigns.customers.identity.merging import merge_customers
+    from campaigns.customers.identity.unmerging import unmerge
+    from campaigns.customers.loyalty.tiers import recompute_tiers
+
+    now = local("2026-05-01T12:00")
+    store, shop = add_customer(engine, "store-1", at=now), add_customer(engine, "shop-1", at=now + timedelta(hours=1))
+    add_order(engine, store, "S-1", at=now, amount=700)
+    add_order(engine, shop, "W-1", at=now, amount=400)
+    earn(engine, LOYALTY, now=now)
+    recompute_tiers(engine, LOYALTY, now=now)
+    with engine.begin() as conn:
+        merge_id = merge_customers(conn, survivor_id=store, merged_id=shop, reason="same phone", actor="test",
+                                   now=now)
+    assert balance(engine, store, now) == 1100
+    # Together they qualify for silver (1,000): the next recompute moves the survivor up.
+    assert recompute_tiers(engine, LOYALTY, now=now).entered == {"silver": 1}
+    with engine.begin() as conn:
+        unmerge(conn, merge_id=merge_id, now=now)
+    assert (balance(engine, store, now), balance(engine, shop, now)) == (700, 400)
+    assert [entry[:2] for entry in entries(engine, shop)] == [("earn", 400)]
