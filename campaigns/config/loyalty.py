@@ -104,6 +104,41 @@ class TierConfig(StrictModel):
     benefits: tuple[str, ...] = ()
 
 
+class ReferralConfig(StrictModel):
+    """Referrals (``[loyalty.referrals]``): every customer's code and link, the sign-up
+    event that carries a code, and the referrer's reward (docs/loyalty.md, Referrals)."""
+
+    enabled: bool = True
+    #: Points the referrer earns per referred customer (0: referrals tracked, not rewarded).
+    reward_points: int = Field(default=100, ge=0, le=MAX_COUNT)
+    #: When: at the referee's first paid order (taken back if it is refunded), or at sign-up.
+    reward_on: Literal["first_paid_order", "signup"] = "first_paid_order"
+    #: Welcome points for the referee, at sign-up (0: none).
+    referee_points: int = Field(default=0, ge=0, le=MAX_COUNT)
+    valid_for: Validity = "1y"
+    redeemable: tuple[str, ...] = DEFAULT_KINDS
+    #: The referral link, ``{code}`` standing for the code: ``"https://shop.example/r/{code}"``.
+    link: str = ""
+    #: The event a sign-up is, and its property holding the code (or a link ending in it).
+    signup_event: str = Field(default="signup", min_length=1, max_length=64)
+    code_property: str = Field(default="referral_code", min_length=1, max_length=64)
+    #: Characters of a code before its check character.
+    code_length: int = Field(default=8, ge=6, le=16)
+
+    @field_validator("link")
+    @classmethod
+    def _link_has_code(cls, value: str) -> str:
+        if not value:
+            return value
+        if not re.match(r"https?://[^\s/{}]+", value) or any(char.isspace() for char in value):
+            raise ValueError(f"link {value[:60]!r}: an http:// or https:// address such as "
+                             "'https://shop.example/r/{code}'")
+        rest = value.replace("{code}", "", 1)
+        if "{code}" not in value or "{" in rest or "}" in rest:
+            raise ValueError(f"link {value[:60]!r}: put {{code}} once where the code goes, and no other braces")
+        return value
+
+
 def _default_events() -> dict[str, EventEarnRule]:
     return {
         "review": EventEarnRule(points=10, valid_for="3mo", redeemable=("goods", "coupons")),
@@ -155,6 +190,8 @@ class LoyaltyConfig(StrictModel):
     tier_grace: Duration = timedelta(days=30)
     #: Liability per outstanding point, in the currency (``report loyalty``).
     point_value: FiniteFloat = Field(default=0.01, ge=0)
+    #: Referral codes and rewards (on with the programme unless ``enabled = false``).
+    referrals: ReferralConfig = ReferralConfig()
 
     @field_validator("cron")
     @classmethod
@@ -193,6 +230,12 @@ class LoyaltyConfig(StrictModel):
     def _event_kinds(cls, value: dict[str, EventEarnRule], info: ValidationInfo) -> dict[str, EventEarnRule]:
         for name, rule in value.items():
             _known_kinds(f"{name}.redeemable", rule.redeemable, info.data.get("kinds", DEFAULT_KINDS))
+        return value
+
+    @field_validator("referrals")
+    @classmethod
+    def _referral_kinds(cls, value: ReferralConfig, info: ValidationInfo) -> ReferralConfig:
+        _known_kinds("redeemable", value.redeemable, info.data.get("kinds", DEFAULT_KINDS))
         return value
 
     @field_validator("tier_window")
