@@ -573,3 +573,72 @@ class Coupon(SQLModel, table=True):
     order_id: str | None = Field(default=None, max_length=128)
     #: When it was imported; NULL for a generated code (made when assigned).
     imported_at: datetime | None = None
+
+
+# Referrals
+
+
+class ReferralCode(SQLModel, table=True):
+    """A customer's referral code, written the first time it is shown (a message, ``nurture
+    referrals code``) so a sign-up carrying it can be traced back to its holder.
+
+    The code is derived from ``origin_id`` under the installation secret
+    (:mod:`campaigns.customers.loyalty.referrals`), so it is the same whenever it is
+    computed; stored, it stays valid even if the secret changes. A merge moves the merged
+    customer's code to the survivor, so both codes then name the survivor."""
+
+    __tablename__ = "referral_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(sa_column=sa.Column(sa.String(32), nullable=False, unique=True))
+    #: Who holds it now (the survivor, after a merge).
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    #: The customer it was derived from: one code per customer.
+    origin_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, unique=True))
+    issued_at: datetime
+
+
+class Referral(SQLModel, table=True):
+    """A sign-up that carried a referral code: who referred whom, through which channel, and
+    what came of it. One row per sign-up event that carried a code (``event_id`` UNIQUE, so a
+    replay records nothing twice), refused ones included with their reason; a customer has
+    one referrer at most (the partial UNIQUE index over the rows not refused).
+
+    ``pending -> rewarded`` when the referee's first paid order arrives (or at sign-up, per
+    ``[loyalty.referrals] reward_on``), ``rewarded -> reversed`` if that order is refunded;
+    ``refused`` from the start (unknown or mistyped code, self-referral, a loop, a referee
+    already referred)."""
+
+    __tablename__ = "referral"
+    __table_args__ = (
+        sa.Index("uq_referral_referee", "referee_id", unique=True,
+                 postgresql_where=sa.text("status <> 'refused'"), sqlite_where=sa.text("status <> 'refused'")),
+        # What the reward pass reads: the referrals still waiting for a first order.
+        sa.Index("ix_referral_pending", "referee_id",
+                 postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'")),
+        # What refunds read: the referrals a refunded order had rewarded.
+        sa.Index("ix_referral_order", "order_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: The sign-up event's row id.
+    event_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, unique=True))
+    #: The code's holder; NULL when the code named nobody.
+    referrer_id: int | None = Field(default=None, foreign_key="customer.id", index=True, ondelete="CASCADE")
+    referee_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    #: The code as the sign-up carried it (normalised).
+    code: str = Field(max_length=64)
+    #: The sign-up event's ``channel`` property, else the referee's acquisition channel.
+    channel: str | None = Field(default=None, max_length=32)
+    #: When the referee signed up (the event's time).
+    referred_at: datetime
+    #: pending, rewarded, reversed or refused.
+    status: str = Field(max_length=16)
+    #: Why it was refused: unknown_code, mistyped_code, self_referral, loop, already_referred.
+    reason: str | None = Field(default=None, max_length=32)
+    #: The referee's first paid order (the one that rewarded the referrer) and when it was placed.
+    order_id: str | None = Field(default=None, max_length=128)
+    converted_at: datetime | None = None
+    rewarded_at: datetime | None = None
+    reversed_at: datetime | None = None
+    recorded_at: datetime
