@@ -1,5 +1,6 @@
 """A realistic, seeded demo data set: customers across acquisition channels, two years of
-orders with items, and sign-up events, written as the CSV/JSONL files `nurture import` reads.
+orders with items, and sign-up, review and share events, written as the CSV/JSONL files
+`nurture import` reads.
 
 Each acquisition channel buys the way the seed articles describe: e-commerce buyers order
 often and small, store buyers less often with more per basket, social buyers in bursts,
@@ -234,6 +235,13 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
         family=_share_family_emails(rng, people),
         shared_phone=max(twice, key=_showcase).phone if twice else None,
     )
+    # A few orders were refunded: they give their points back (from their own generator,
+    # so the rest of the data stays what it always was for this seed).
+    refunds = random.Random(seed * 7919 + 2)
+    for person in people:
+        for order in person.orders:
+            if refunds.random() < REFUND_CHANCE:
+                order["status"] = "refunded"
     for source, rows in records.items():
         with (files.customers[source].open("w", newline="", encoding="utf-8") as customers_file,
               files.orders[source].open("w", encoding="utf-8") as orders_file):
@@ -254,7 +262,35 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
             own_id = person.ids[person.home]
             events_csv.writerow([f"EV-{own_id}-signup", f"id:{person.home}:{own_id}", "signup",
                                  person.created.isoformat(timespec="seconds"), person.channel])
+        # Reviews and shares: what earns points besides buying (seed 004), from their own
+        # generator so the people and orders stay what they always were for this seed.
+        for event in _engagement(random.Random(seed * 7919 + 1), people, now=now):
+            events_csv.writerow(event)
     return files
+
+
+#: Chance that an order was refunded.
+REFUND_CHANCE = 0.02
+#: Chance that an order is reviewed, or shared, within days of arriving.
+REVIEW_CHANCE = 0.15
+SHARE_CHANCE = 0.06
+
+
+def _engagement(rng: random.Random, people: list[_Person], *, now: datetime) -> list[list[str]]:
+    """Review and share events of the people's orders (rows of the events file)."""
+    rows = []
+    for person in people:
+        own_id = person.ids[person.home]
+        for order in person.orders:
+            ordered = datetime.fromisoformat(str(order["ordered_at"]))
+            for name, chance in (("review", REVIEW_CHANCE), ("share", SHARE_CHANCE)):
+                if rng.random() >= chance:
+                    continue
+                moment = ordered + timedelta(days=rng.uniform(1, 10))
+                if moment < now:
+                    rows.append([f"EV-{order['order_id']}-{name}", f"id:{person.home}:{own_id}", name,
+                                 moment.isoformat(timespec="seconds"), person.channel])
+    return rows
 
 
 def _showcase(person: _Person) -> tuple[bool, int, int]:

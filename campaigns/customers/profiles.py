@@ -130,7 +130,8 @@ def profile_select(config: AppConfig, *, as_of: datetime, dialect: str) -> sa.Se
             sa.func.count().label("orders_count"),
             sa.func.sum(Order.amount).label("total_spent"),
         )
-        .where(Order.ordered_at <= sa.literal(as_of, type_=_TIME))
+        # A refunded or cancelled order was no purchase: it counts for no stage or score.
+        .where(Order.ordered_at <= sa.literal(as_of, type_=_TIME), Order.status == "paid")
         .group_by(Order.customer_id)
         .subquery("facts")
     )

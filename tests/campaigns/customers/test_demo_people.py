@@ -122,7 +122,10 @@ def test_orders_and_events_name_customers_their_import_can_find(demo):
     assert all(order["channel"] == "store" or order["customer_id"] in store_only
                for order in orders(demo.orders["store"]))
     events = records(demo.events)
-    assert len(events) == demo.people
+    # One sign-up per person; reviews and shares of their orders, never in the future.
+    assert sum(event["name"] == "signup" for event in events) == demo.people
+    assert {event["name"] for event in events} == {"signup", "review", "share"}
+    assert len({event["event_id"] for event in events}) == len(events)
     for event in events:
         prefix, source, own_id = event["customer_id"].split(":")
         assert prefix == "id" and own_id in ids[source], event

@@ -101,6 +101,17 @@ def test_order_facts_days_and_stage_dates(shop):
     assert got["p"]["stage_since"] == at("2026-05-01T09:00")
 
 
+def test_refunded_and_cancelled_orders_are_no_purchases(shop):
+    with shop.begin() as conn:
+        add_customer(conn, "r", [("2026-05-10T12:00", 70), ("2026-05-25T12:00", 900),
+                                            ("2026-05-26T12:00", 40)])
+        conn.execute(sa.update(Order).where(Order.order_id == "r-1").values(status="refunded"))
+        conn.execute(sa.update(Order).where(Order.order_id == "r-2").values(status="cancelled"))
+    recompute_profiles(shop, CONFIG, as_of=AS_OF)
+    got = profiles_by_id(shop)["r"]
+    assert (got["orders_count"], got["total_spent"], got["last_order_at"]) == (1, 70, at("2026-05-10T12:00"))
+
+
 def test_an_as_of_given_in_another_time_zone_is_the_same_instant(shop):
     recompute_profiles(shop, CONFIG, as_of=datetime.fromisoformat("2026-06-01T20:00:00+08:00"))
     assert profiles_by_id(shop)["f"]["orders_count"] == 1
