@@ -613,9 +613,10 @@ class Referral(SQLModel, table=True):
     __table_args__ = (
         sa.Index("uq_referral_referee", "referee_id", unique=True,
                  postgresql_where=sa.text("status <> 'refused'"), sqlite_where=sa.text("status <> 'refused'")),
-        # What the reward pass reads: the referrals still waiting for a first order.
-        sa.Index("ix_referral_pending", "referee_id",
-                 postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'")),
+        # What the reward pass reads: the live referrals still waiting for a first paid order.
+        sa.Index("ix_referral_unconverted", "referee_id",
+                 postgresql_where=sa.text("converted_at IS NULL AND status <> 'refused'"),
+                 sqlite_where=sa.text("converted_at IS NULL AND status <> 'refused'")),
         # What refunds read: the referrals a refunded order had rewarded.
         sa.Index("ix_referral_order", "order_id"),
     )

@@ -40,6 +40,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from campaigns.customers.loyalty.referrals import merge_referrals
 from campaigns.errors import NurtureError
 from campaigns.store.models import (
     Consent,
@@ -57,6 +58,8 @@ from campaigns.store.models import (
     PointsEntry,
     PointsLot,
     ProfileTransition,
+    Referral,
+    ReferralCode,
     Response,
 )
 
@@ -71,14 +74,16 @@ MOVED_TABLES: tuple[sa.Table, ...] = tuple(
     # that lost its coupon would be given a second one.
     for model in (CustomerIdentifier, Order, Event, Response, ProfileTransition, Coupon,
                   # Points follow the orders and events that earned them.
-                  PointsLot, PointsEntry)
+                  PointsLot, PointsEntry,
+                  # The merged customer's referral code keeps naming the person.
+                  ReferralCode)
 )
 #: Every table a merge may touch, by name (what ``moved``, ``removed`` and ``changed`` name).
 TABLES: dict[str, sa.Table] = {
     model.__table__.name: model.__table__  # type: ignore[attr-defined]
     for model in (Customer, CustomerIdentifier, Order, Event, Response, ProfileTransition, Consent,
                   Enrollment, Delivery, IdentityReview, CustomerProfile, Coupon, PointsLot, PointsEntry,
-                  LoyaltyMember)
+                  LoyaltyMember, ReferralCode, Referral)
 }
 
 _CUSTOMER = Customer.__table__
@@ -195,6 +200,8 @@ def merge_customers(
     _merge_enrollments(conn, record, survivor_id, merged_id, survivor_ref=survivor.external_id, now=now)
     record.move(_DELIVERY, _repoint(conn, _DELIVERY, _DELIVERY.c.customer_id == merged_id, survivor_id))
     _merge_reviews(conn, record, survivor_id, merged_id, now=now)
+    # Referrer and referee both: a referral naming the survivor twice is refused.
+    merge_referrals(conn, record, survivor_id=survivor_id, merged_id=merged_id)
     record.remove(conn, _PROFILE, _PROFILE.c.customer_id == merged_id)
     # The survivor's tier is recomputed from the points it now holds (the next earn or
     # daily job); the merged one's row goes, kept in the record for an unmerge.

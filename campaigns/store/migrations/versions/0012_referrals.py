@@ -62,13 +62,15 @@ def upgrade() -> None:
     op.create_index('ix_referral_order', 'referral', ['order_id'], unique=False)
     op.create_index('uq_referral_referee', 'referral', ['referee_id'], unique=True,
                     postgresql_where=sa.text("status <> 'refused'"), sqlite_where=sa.text("status <> 'refused'"))
-    op.create_index('ix_referral_pending', 'referral', ['referee_id'], unique=False,
-                    postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
+    op.create_index('ix_referral_unconverted', 'referral', ['referee_id'], unique=False,
+                    postgresql_where=sa.text("converted_at IS NULL AND status <> 'refused'"),
+                    sqlite_where=sa.text("converted_at IS NULL AND status <> 'refused'"))
 
 
 def downgrade() -> None:
-    op.drop_index('ix_referral_pending', table_name='referral',
-                  postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
+    op.drop_index('ix_referral_unconverted', table_name='referral',
+                  postgresql_where=sa.text("converted_at IS NULL AND status <> 'refused'"),
+                  sqlite_where=sa.text("converted_at IS NULL AND status <> 'refused'"))
     op.drop_index('uq_referral_referee', table_name='referral',
                   postgresql_where=sa.text("status <> 'refused'"), sqlite_where=sa.text("status <> 'refused'"))
     op.drop_index('ix_referral_order', table_name='referral')
