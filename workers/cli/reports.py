@@ -1,7 +1,7 @@
 """The report commands: ``nurture report channels`` (customers, orders and revenue per
 acquisition and purchase channel, also as CSV), ``nurture report campaign NAME`` and
 ``nurture report identity`` (customers per source, overlaps, omnichannel share, merges per
-day; also as CSV).
+day; also as CSV); ``nurture report loyalty`` lives in :mod:`workers.cli.loyaltyreport`.
 
 Presentation only: the numbers come from :mod:`campaigns.reports.customers`,
 :mod:`campaigns.reports.campaign` and :mod:`campaigns.reports.identity`; ``--json`` prints
@@ -34,10 +34,12 @@ from workers.cli.common import (
     load_app_config,
     parse_now,
 )
+from workers.cli.loyaltyreport import report_loyalty
 from workers.cli.tables import add_row, key_values, money, pct, print_json, print_table, titled_table
 
 #: ``nurture report``: one command per report.
 report_app = typer.Typer(help="Reports over customers, orders and profiles.", no_args_is_help=True)
+report_app.command("loyalty")(report_loyalty)
 
 #: CSV columns before the per-stage counts.
 CSV_METRICS = ("customers", "buyers", "repeat_buyers", "repeat_rate", "orders", "revenue", "avg_order_value",
