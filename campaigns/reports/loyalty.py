@@ -12,10 +12,11 @@ PostgreSQL whatever the number of customers:
   what another may redeem;
 * **per month and source**: points earned, redeemed, expired, reversed (refunds) and
   adjusted by hand, each under the earn rule of the lot they belong to (``purchase``, an
-  event rule such as ``review``, ``referral``, ``adjustment``). A redemption may span lots
-  of several sources: it is split the way it was spent (its allocations). A positive
-  adjustment is a lot of its own (source ``adjustment``); a negative one counts, signed,
-  under the sources it took from. Redemptions are also counted per redeemed kind;
+  event rule such as ``review``, ``referral``, ``referral_welcome``, ``adjustment``). A
+  redemption may span lots of several sources: it is split the way it was spent (its
+  allocations). A positive adjustment is a lot of its own (source ``adjustment``); a
+  negative one counts, signed, under the sources it took from. Redemptions are also
+  counted per redeemed kind;
 * **tiers**: customers per tier now (customers without a ``loyalty_member`` row are in
   the lowest tier) and, per month, the moves between tiers from the tier history
   (``profile_transition`` rows of kind ``tier``), up or down.
@@ -45,6 +46,7 @@ from sqlalchemy.engine import Connection, Engine
 from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.customers.loyalty.debts import ALLOCATIONS
 from campaigns.customers.loyalty.ledger import ENTRIES, LOTS
+from campaigns.customers.loyalty.referrals import REWARD_RULE, WELCOME_RULE
 from campaigns.customers.loyalty.tiers import MEMBERS
 from campaigns.errors import NurtureError
 from campaigns.store.models import Customer, ProfileTransition
@@ -350,7 +352,7 @@ def _movements(conn: Connection, loyalty: LoyaltyConfig, limits: list[tuple[str,
 
 
 def _source_order(loyalty: LoyaltyConfig) -> dict[str, int]:
-    names = ["purchase", *loyalty.events, "referral", "adjustment"]
+    names = ["purchase", *loyalty.events, REWARD_RULE, WELCOME_RULE, "adjustment"]
     return {name: index for index, name in enumerate(dict.fromkeys(names))}
 
 

@@ -14,6 +14,7 @@ from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.customers.loyalty.balances import ledger_sum
 from campaigns.customers.loyalty.earning import earn
 from campaigns.customers.loyalty.expiry import expire_lots
+from campaigns.customers.loyalty.ledger import NewLot, add_lots, kinds_text
 from campaigns.customers.loyalty.redeeming import Redemption, adjust, redeem
 from campaigns.customers.loyalty.refunds import reverse_refunds
 from campaigns.customers.loyalty.tiers import recompute_tiers
@@ -98,7 +99,12 @@ def build_history(engine: sa.Engine) -> dict[str, int]:
     add_event(engine, dee, "review", "dee-rv-1", at=local("2026-04-25T10:00"))
     earn_at("2026-04-25T11:00")
 
-    # May. ann's grace (30 days from 15 April) is over: down to member.
+    # May. dee's referral reward: 100 (valid a year), as referrals write it.
+    with engine.begin() as conn:
+        add_lots(conn, [NewLot(customer_id=dee, source="referral", source_ref="7", rule="referral", points=100,
+                               kinds=kinds_text(LOYALTY.kinds), earned_at=local("2026-05-10T10:00"),
+                               expires_at=local("2027-05-10T00:00"))], now=local("2026-05-10T10:00"))
+    # ann's grace (30 days from 15 April) is over: down to member.
     recompute_tiers(engine, LOYALTY, now=local("2026-05-20T02:30"))
     return ids
 
@@ -113,9 +119,9 @@ def test_every_figure_by_hand(engine: sa.Engine) -> None:
     report = loyalty_report(engine, LOYALTY, now=REPORT_NOW)
 
     # Outstanding at 10 June: bo 983 (O-2) + 50 (A-1); cy 5 (share) + 10 (April review);
-    # dee 5 (share) + 10 (review). ann owes 300.
-    assert (report.outstanding, report.holders) == (983 + 50 + 15 + 15, 3) == (1063, 3)
-    assert report.liability == pytest.approx(1063 * 0.05) == pytest.approx(53.15)
+    # dee 5 (share) + 10 (review) + 100 (referral). ann owes 300.
+    assert (report.outstanding, report.holders) == (983 + 50 + 15 + 115, 3) == (1163, 3)
+    assert report.liability == pytest.approx(1163 * 0.05) == pytest.approx(58.15)
     assert (report.debts, report.debtors) == (300, 1)
     # Within 30 days (to 10 July): cy's review (1 July) and share (5 July), 15; within 60
     # (9 August) also dee's review (25 July), 25; within 90 (8 September) dee's share (20 August).
@@ -136,6 +142,7 @@ def test_every_figure_by_hand(engine: sa.Engine) -> None:
         SourceMonth("2026-04", "review", earned=20, expired=10),      # cy (00:30 local, 1 April), dee
         SourceMonth("2026-04", "share", adjusted=-3),
         SourceMonth("2026-04", "adjustment", adjusted=50),
+        SourceMonth("2026-05", "referral", earned=100),
     ]
     assert report.redeemed_by_kind == [KindMonth("2026-02", "goods", 300), KindMonth("2026-03", "coupons", 12)]
     totals = {row.month: row for row in report.totals}
@@ -145,12 +152,12 @@ def test_every_figure_by_hand(engine: sa.Engine) -> None:
     assert totals["2026-03"] == MonthTotals("2026-03", earned=1000, redeemed=12, net=988, upgrades=1)
     assert totals["2026-04"] == MonthTotals("2026-04", earned=20, expired=10, reversed=1200, adjusted=30,
                                             net=20 - 10 - 1200 + 30)
-    assert totals["2026-05"] == MonthTotals("2026-05", downgrades=1)
+    assert totals["2026-05"] == MonthTotals("2026-05", earned=100, net=100, downgrades=1)
     assert totals["2025-07"] == MonthTotals("2025-07")
     # The months' changes add up to the ledger: outstanding less debts.
     with engine.connect() as conn:
         ledger = sum(ledger_sum(conn, customer) for customer in ids.values())
-    assert sum(row.net for row in report.totals) == ledger == 1063 - 300
+    assert sum(row.net for row in report.totals) == ledger == 1163 - 300
 
     # Tiers now: ann (a member row, back to member), cy and dee (no row) are members; bo silver.
     assert report.customers == 4
@@ -164,7 +171,7 @@ def test_every_figure_by_hand(engine: sa.Engine) -> None:
     data = report.to_dict()
     assert data["expiring"] == [{"within_days": 30, "points": 15}, {"within_days": 60, "points": 25},
                                 {"within_days": 90, "points": 30}]
-    assert data["debt_value"] == 15.0 and data["liability"] == 53.15
+    assert data["debt_value"] == 15.0 and data["liability"] == 58.15
     rows = report.csv_rows()
     assert all(len(row) == len(CSV_COLUMNS) for row in rows)
     assert ["source", "2026-04", "adjustment", "", "", "", "", 0, 0, 0, 0, 50] in rows
@@ -177,7 +184,7 @@ def test_a_range_of_months_and_a_past_now(engine: sa.Engine) -> None:
     assert report.months == ["2026-03", "2026-04"]
     assert {row.month for row in report.by_source} == {"2026-03", "2026-04"}
     assert [row.earned for row in report.totals] == [1000, 20]
-    assert report.outstanding == 1063  # the standing figures do not depend on the range
+    assert report.outstanding == 1163  # the standing figures do not depend on the range
 
     # As of 1 April 00:45 local: cy's review at 00:30 is in (April: 10 earned); nothing later
     # is, and March's figures are whole.

@@ -25,16 +25,16 @@ def test_the_report_in_tables(project, engine):
     result = invoke("report", "loyalty", "--now", NOW, "-c", project.config)
     assert result.exit_code == 0, result.output
     text = flat(result.output)
-    assert "outstanding points 1,063 (3 customers)" in text
-    assert "liability 53.15 at 0.05 a point" in text
+    assert "outstanding points 1,163 (3 customers)" in text
+    assert "liability 58.15 at 0.05 a point" in text
     assert "debts (owed, apart) 300 (1 customer)" in text
     assert "15 within 30 days · 25 within 60 days · 30 within 90 days" in text
     months = table_rows(result.output, "points per month (Asia/Shanghai), 2025-07 to 2026-06",
                         "points per month and source")
     assert months["2026-03"] == ["1,000", "12", "0", "0", "0", "+988", "1", "0"]
     assert months["2026-04"] == ["20", "0", "10", "1,200", "30", "-1,160", "0", "0"]
-    assert months["2026-05"] == ["0", "0", "0", "0", "0", "+0", "0", "1"]
-    assert months["total"] == ["2,255", "312", "10", "1,200", "30", "+763", "2", "1"]
+    assert months["2026-05"] == ["100", "0", "0", "0", "0", "+100", "0", "1"]
+    assert months["total"] == ["2,355", "312", "10", "1,200", "30", "+863", "2", "1"]
     tiers = table_rows(result.output, "customers per tier now (of 4)", "tier moves per month")
     assert tiers == {"member": ["3", "75.0%"], "silver": ["1", "25.0%"],
                      "gold": ["0", "0.0%"]}
@@ -49,7 +49,7 @@ def test_json_csv_and_a_range(project, engine, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["months"] == ["2026-03", "2026-04"]
-    assert (data["outstanding"], data["liability"], data["debts"]) == (1063, 53.15, 300)
+    assert (data["outstanding"], data["liability"], data["debts"]) == (1163, 58.15, 300)
     assert data["now"] == "2026-06-10T12:00:00+08:00"
     assert {"month": "2026-03", "source": "purchase", "earned": 1000, "redeemed": 0, "expired": 0, "reversed": 0,
             "adjusted": 0} in data["by_source"]
@@ -61,7 +61,7 @@ def test_json_csv_and_a_range(project, engine, tmp_path):
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert f"wrote {len(rows)} rows to {out}" in flat(written.output)
     outstanding = {row["name"]: row for row in rows if row["section"] == "outstanding"}
-    assert outstanding["outstanding"]["points"] == "1063" and outstanding["liability"]["value"] == "53.15"
+    assert outstanding["outstanding"]["points"] == "1163" and outstanding["liability"]["value"] == "58.15"
     assert outstanding["expiring_90d"]["points"] == "30"
     march = next(row for row in rows if (row["section"], row["month"], row["name"]) == ("source", "2026-03", "purchase"))
     assert march["earned"] == "1000"
