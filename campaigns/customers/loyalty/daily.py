@@ -1,4 +1,4 @@
-"""The daily loyalty job: earn, take back refunds, settle debts, expire, move tiers.
+"""The daily loyalty job: earn, take back refunds, referrals, settle debts, expire, move tiers.
 
 :func:`run_loyalty` is what the scheduler runs at each ``[loyalty] cron`` slot (claimed
 like a campaign run, so two schedulers run it once) and ``nurture loyalty run`` runs by
@@ -19,6 +19,7 @@ from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.customers.loyalty.debts import settle_debts
 from campaigns.customers.loyalty.earning import EarnReport, earn
 from campaigns.customers.loyalty.expiry import ExpiryReport, expire_lots
+from campaigns.customers.loyalty.referrals import ReferralReport, run_referrals
 from campaigns.customers.loyalty.refunds import RefundReport, reverse_refunds
 from campaigns.customers.loyalty.tiers import TierReport, recompute_tiers
 
@@ -33,6 +34,7 @@ class LoyaltyRunReport:
     expired: ExpiryReport
     tiers: TierReport
     seconds: dict[str, float] = field(default_factory=dict)
+    referrals: ReferralReport = field(default_factory=ReferralReport)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``--json``)."""
@@ -43,6 +45,7 @@ class LoyaltyRunReport:
             "settled": self.settled,
             "expired": asdict(self.expired),
             "tiers": asdict(self.tiers),
+            "referrals": self.referrals.to_dict(),
             "seconds": {step: round(value, 3) for step, value in self.seconds.items()},
         }
 
@@ -59,6 +62,7 @@ def run_loyalty(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime) -> Loy
 
     earned = timed("earn", earn, engine, loyalty, now=now)
     refunds = timed("refunds", reverse_refunds, engine, loyalty, now=now)
+    referrals = timed("referrals", run_referrals, engine, loyalty, now=now)
 
     def settle() -> int:
         with engine.begin() as conn:
@@ -68,7 +72,7 @@ def run_loyalty(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime) -> Loy
     expired = timed("expire", expire_lots, engine, now=now)
     tiers = timed("tiers", recompute_tiers, engine, loyalty, now=now)
     return LoyaltyRunReport(earned=earned, refunds=refunds, settled=settled, expired=expired, tiers=tiers,
-                            seconds=seconds)
+                            seconds=seconds, referrals=referrals)
 
 
 def earn_now(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime) -> EarnReport:
@@ -76,6 +80,8 @@ def earn_now(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime) -> EarnRe
     (after an import, ``nurture track``, ``POST /events``); refunds are taken back too."""
     report = earn(engine, loyalty, now=now)
     refunds = reverse_refunds(engine, loyalty, now=now)
+    # Referral rewards are earnings too: their referrers move up at once.
+    report.customers |= run_referrals(engine, loyalty, now=now).customers
     touched = report.customers | (refunds.customers or set())
     if touched:
         recompute_tiers(engine, loyalty, now=now, customer_ids=report.customers)

@@ -16,6 +16,7 @@ from campaigns.config.loyalty import LoyaltyConfig, ReferralConfig
 from campaigns.customers.identity.merging import merge_customers
 from campaigns.customers.identity.unmerging import unmerge
 from campaigns.customers.loyalty.balances import ledger_sum, standing
+from campaigns.customers.loyalty.daily import earn_now, run_loyalty
 from campaigns.customers.loyalty.coupon_codes import ALPHABET, check_character
 from campaigns.customers.loyalty.redeeming import Redemption, redeem
 from campaigns.customers.loyalty.referral_codes import (
@@ -376,3 +377,18 @@ def test_two_referred_records_merged_keep_the_earlier_referrer(engine):
         merge_customers(conn, survivor_id=cat, merged_id=cat2, reason="test", actor="test", now=at(5))
     # bob's referral came first and stands; ann's is refused.
     assert referrals(engine) == [(bob, cat, "pending", None), (ann, cat, "refused", "already_referred")]
+
+
+def test_the_daily_job_and_earn_now_reward_referrals_and_move_tiers(engine):
+    loyalty = LoyaltyConfig(enabled=True, events={}, referrals=ReferralConfig(reward_points=1000))
+    ann, bob = add_customer(engine, "ann", at=NOW), add_customer(engine, "bob", at=NOW)
+    signup(engine, bob, "su-bob", when=at(0), code=code_of(engine, ann))
+    add_order(engine, bob, "O-1", at=at(1), amount=80)
+    earn_now(engine, loyalty, now=at(2))
+    # 1000 referral points reach silver at once.
+    with engine.connect() as conn:
+        assert standing(conn, loyalty, ann, now=at(2)).tier == "silver"
+    set_status(engine, "O-1", "refunded")
+    report = run_loyalty(engine, loyalty, now=at(3)).to_dict()
+    assert report["referrals"]["reversed"] == 1 and report["referrals"]["reversed_points"] == 1000
+    assert balance(engine, ann, at(3)) == 0
