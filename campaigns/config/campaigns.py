@@ -186,6 +186,10 @@ class CampaignConfig(StrictModel):
         if self.goal is not None and self.goal.coupon_redeemed and self.coupon is None:
             raise ValueError("goal.coupon_redeemed needs the campaign's coupon: add coupon = { pool = \"NAME\" } "
                              "or { generate = \"PREFIX\" }")
+        beyond = [step for step in (self.coupon.steps or []) if step >= len(self.steps)] if self.coupon else []
+        if beyond:
+            raise ValueError(f"coupon.steps names step {beyond[0]}, but the campaign has {len(self.steps)} "
+                             "step(s), numbered from 0")
         return self
 
     @property

@@ -3,6 +3,7 @@ imported pool or generated (docs/coupons.md)::
 
     coupon = { pool = "winback10" }              # codes imported with `nurture import coupons`
     coupon = { generate = "WB", length = 10 }    # WB + 10 keyed characters + a check character
+    coupon = { pool = "winback10", steps = [1] } # only step 1's messages carry one
 
 Generated codes are kept in a pool too (named after the campaign unless ``pool`` says
 otherwise), so a redemption import finds them like imported ones. How codes are made:
@@ -10,6 +11,8 @@ otherwise), so a redemption import finds them like imported ones. How codes are 
 """
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from pydantic import Field, model_validator
 
@@ -32,6 +35,9 @@ class CouponConfig(StrictModel):
     #: empty) before ``length`` keyed characters and one check character.
     generate: str | None = Field(default=None, pattern=r"^[A-Z0-9-]{0,16}$")
     length: int = Field(default=DEFAULT_LENGTH, ge=MIN_LENGTH, le=MAX_LENGTH)
+    #: The steps whose messages carry a coupon, from 0 (default: every step); the others
+    #: take none from the pool and their templates see ``coupon`` as None.
+    steps: list[Annotated[int, Field(ge=0, le=1000)]] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> CouponConfig:
@@ -45,6 +51,10 @@ class CouponConfig(StrictModel):
     def generated(self) -> bool:
         """True when codes are generated rather than drawn from an imported pool."""
         return self.generate is not None
+
+    def carries(self, step: int) -> bool:
+        """True when the messages of ``step`` carry a coupon."""
+        return self.steps is None or step in self.steps
 
     def pool_name(self, campaign: str) -> str:
         """The pool this campaign's codes are in (``campaign`` names it when unset)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +94,11 @@ def _too_long() -> str:
 
 
 def csv_rows(
-    lines: LineReader, kind: str, path: Path
+    lines: LineReader, kind: str, path: Path, *, required: Sequence[str] | None = None
 ) -> Iterator[tuple[int, dict[str, str] | str]]:
     """(start line, row dict) per CSV record; a str instead of a dict is a rejection reason.
+
+    The header must hold the ``required`` columns (default: those of ``kind``'s rows).
 
     csv.reader (not DictReader) so the start line is exact: blank lines come back as empty
     records, so "previous line_num + 1" is always the first physical line of a record.
@@ -123,7 +125,7 @@ def csv_rows(
     duplicates = sorted(name for name, seen in Counter(columns).items() if seen > 1 and name)
     if duplicates:
         raise DataImportError(f"{path}: duplicate CSV column(s): {', '.join(duplicates)}")
-    missing = [name for name in REQUIRED_COLUMNS[kind] if name not in columns]
+    missing = [name for name in (REQUIRED_COLUMNS[kind] if required is None else required) if name not in columns]
     if missing:
         raise DataImportError(
             f"{path}: CSV header lacks required column(s) {', '.join(missing)} for {kind} "

@@ -41,6 +41,11 @@ def test_a_pool_a_generator_and_the_coupon_goal_load(tmp_path):
     assert pooled.coupon is not None and not pooled.coupon.generated
     assert pooled.coupon.pool_name("win_back") == "winback10" and pooled.coupon.length == 10
     assert pooled.goal is None
+    assert pooled.coupon.carries(0) and pooled.coupon.carries(5)
+
+    second = parse_config(campaign(tmp_path, 'coupon = { pool = "p", steps = [1] }\n')
+                          + '[[campaigns.steps]]\ntemplate = "wb/m"\n', base=tmp_path).campaigns[0]
+    assert second.coupon is not None and not second.coupon.carries(0) and second.coupon.carries(1)
 
 
 @pytest.mark.parametrize(("lines", "key", "message"), [
@@ -53,6 +58,9 @@ def test_a_pool_a_generator_and_the_coupon_goal_load(tmp_path):
     ('coupon = { pool = "p" }\ngoal = { event = "order", coupon_redeemed = true }\n', "campaigns[0].goal",
      "either event"),
     ("goal = { coupon_redeemed = true }\n", "campaigns[0]", "goal.coupon_redeemed needs the campaign's coupon"),
+    ('coupon = { pool = "p", steps = [1] }\n', "campaigns[0]", "names step 1, but the campaign has 1 step(s)"),
+    ('coupon = { pool = "p", steps = [] }\n', "campaigns[0].coupon.steps", "at least 1 item"),
+    ('coupon = { pool = "p", steps = [-1] }\n', "campaigns[0].coupon.steps[0]", "greater than or equal to 0"),
 ])
 def test_each_mistake_is_located(tmp_path, lines, key, message):
     text = campaign(tmp_path, lines)
