@@ -177,6 +177,10 @@ def secret_warnings(config: AppConfig) -> list[str]:
         problem = f"shorter than {MIN_SECRET_LENGTH} characters" if read_secret(secret_env) else "not set"
         warnings.append(f"security.secret_env: environment variable {secret_env} is {problem}: nurture forget "
                         "and POST /bounces refuse, and VERP senders are not used, until it is")
+        generating = [c.name for c in config.campaigns if c.coupon is not None and c.coupon.generated]
+        if generating:
+            warnings.append(f"security.secret_env: {', '.join(generating)} generate(s) coupon codes, which are keyed "
+                            f"with {secret_env}: without it the campaign pauses at its first message")
     return warnings
 
 

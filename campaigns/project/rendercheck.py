@@ -26,6 +26,7 @@ from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.tomlpos import KeyLines
 from campaigns.config.vocabulary import CHANNEL_FAMILY
+from campaigns.customers.loyalty.coupons import sample_coupon
 from campaigns.errors import ConfigIssue, RenderError
 from campaigns.project.archetypes import TYPICAL, Archetype, narrowed_by, reachable
 from campaigns.project.loading import format_location
@@ -81,7 +82,7 @@ def template_findings(config: AppConfig, path: str | Path, lines: KeyLines) -> T
                 for archetype in archetypes:
                     context = build_context(customer=archetype.customer, stats=archetype.stats,
                                             campaign=campaign.name, step=s_index, send_key=CHECK_SEND_KEY,
-                                            now=now, links=links)
+                                            now=now, links=links, coupon=sample_coupon(campaign, step=s_index))
                     try:
                         parts = renderer.render(template, context)
                     except RenderError as exc:

@@ -5,7 +5,9 @@ Definitions (docs/campaigns.md):
 
 * **converted**: an enrolment whose customer reached the goal (an order, or the goal
   event) after enrolling and within ``goal.within`` (14 days without a goal). Held-out
-  enrolments convert the same way, which is what makes the comparison fair.
+  enrolments convert the same way, which is what makes the comparison fair. With
+  ``goal.coupon_redeemed`` the goal is the redemption of a coupon one of the enrolment's
+  messages carried (:func:`campaigns.customers.loyalty.coupons.coupon_redeemed`).
 * **lift**: treated conversion rate minus holdout conversion rate, with a 95 % interval.
 * **attributed revenue** (last touch): an order is credited to the most recent message
   *sent* to that customer, by any campaign, before the order and within the conversion
@@ -28,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.config.schema import AppConfig
+from campaigns.customers.loyalty.coupons import coupon_redeemed
 from campaigns.reports.stats import conversion_lift
 from campaigns.store.models import Delivery, Enrollment, Event, Order, Response
 from campaigns.store.sqltime import plus_interval
@@ -87,14 +90,18 @@ ENGAGEMENT_RATES: dict[str, tuple[str, str]] = {
 def campaign_report(engine: Engine, config: AppConfig, name: str, *, now: datetime) -> dict[str, Any]:
     """The report for campaign ``name`` as of ``now`` (KeyError for an unknown campaign)."""
     campaign = config.campaign(name)
-    goal_event = campaign.goal.event if campaign.goal else "order"
+    goal_event = campaign.goal.label if campaign.goal else "order"
     window = campaign.goal.within if campaign.goal else DEFAULT_WINDOW
     e = Enrollment.__table__
     d = Delivery.__table__
     with engine.connect() as conn:
         dialect = conn.dialect.name
         deadline = plus_interval(dialect, e.c.enrolled_at, window, e.c.enrolled_at.type)
-        if goal_event == "order":
+        if campaign.goal is not None and campaign.goal.coupon_redeemed:
+            # Held-out customers got no coupon: their rate is 0 by construction, so lift is
+            # the redemption rate itself (docs/coupons.md).
+            reached = coupon_redeemed(e, until=now, deadline=deadline)
+        elif goal_event == "order":
             reached = sa.exists().where(Order.customer_id == e.c.customer_id, Order.ordered_at > e.c.enrolled_at,
                                         Order.ordered_at <= deadline, Order.ordered_at <= now)
         else:

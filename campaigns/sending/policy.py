@@ -5,8 +5,8 @@ withdraw consent or land on the suppression list, or stop matching a step's ``wh
 condition. Each check is one query for the whole claimed batch.
 
 * enrolment no longer active (goal reached or unsubscribed at an earlier step): skip;
-* goal reached since enrolment (an order, or the goal event): skip and end the series
-  (``exited_goal``);
+* goal reached since enrolment (an order, the goal event, or the redemption of a coupon
+  the campaign's messages carried): skip and end the series (``exited_goal``);
 * consent for the channel's family withdrawn (marketing only): skip and end the series
   (``exited_unsubscribe``); with ``[compliance] consent = "required"`` (the default) a
   marketing message also needs consent recorded as granted, else it is skipped;
@@ -41,6 +41,7 @@ from campaigns.config.schema import AppConfig
 from campaigns.config.values import window_bounds
 from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.customers.addresses import DIGEST_PREFIX, address_digests
+from campaigns.customers.loyalty.coupons import coupon_redeemed
 from campaigns.customers.timezones import customer_zone
 from campaigns.sending.caps import Rank, Slot, batch_ranks, cap_reached, taken_slots
 from campaigns.store.models import (
@@ -102,7 +103,9 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
             continue
         ids = sorted({d.enrollment_id for d in enrolled if d.campaign == name})  # type: ignore[attr-defined]
         e = Enrollment.__table__
-        if campaign.goal.event == "order":
+        if campaign.goal.coupon_redeemed:
+            happened = coupon_redeemed(e, until=now)
+        elif campaign.goal.event == "order":
             happened = sa.exists().where(Order.customer_id == e.c.customer_id, Order.ordered_at > e.c.enrolled_at,
                                          Order.ordered_at <= now)
         else:
@@ -151,7 +154,7 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
         if enrollment is not None and enrollment.state != "active":
             skip: Skip | None = Skip(f"series ended earlier ({enrollment.state})")
         elif enrollment is not None and enrollment.id in goal_reached:
-            skip = Skip(f"goal reached ({campaign.goal.event if campaign and campaign.goal else ''})", "exited_goal")
+            skip = Skip(f"goal reached ({campaign.goal.label if campaign and campaign.goal else ''})", "exited_goal")
         elif marketing and family and consent == "withdrawn":
             skip = Skip(f"consent withdrawn ({family[0]})", "exited_unsubscribe" if enrollment else None)
         elif marketing and family and consent_required and consent != "granted":

@@ -35,6 +35,7 @@ from campaigns.audience.selection import Reach, audience_conditions, order_facts
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
 from campaigns.customers.identity.lookup import resolve_unique
+from campaigns.customers.loyalty.coupons import sample_coupon
 from campaigns.customers.timezones import customer_zone
 from campaigns.errors import NurtureError, RenderError, UnknownCustomerError
 from campaigns.sending.assignment import in_holdout_sql, variant_sql
@@ -203,8 +204,10 @@ def preview_message(
         recipient=usable.address if usable else None, channels=checks, blockers=blockers, planned=planned,
         send_key=send_key, purpose=campaign_cfg.purpose, zone=customer_zone(person, campaign_cfg.zone).key,
     )
+    # A sample coupon code: a preview uses up none of the pool.
     context = build_context(customer=person, stats=stats, campaign=campaign_cfg.name, step=step,
-                            send_key=send_key, now=now, links=preview_links(config, send_key))
+                            send_key=send_key, now=now, links=preview_links(config, send_key),
+                            coupon=sample_coupon(campaign_cfg, step=step))
     try:
         preview.parts = renderer.render(template, context)
     except RenderError as exc:

@@ -41,6 +41,7 @@ from campaigns.sending.sandbox import MessageSandbox
 
 if TYPE_CHECKING:
     from campaigns.config.campaigns import TemplatesConfig
+    from campaigns.customers.loyalty.coupons import AssignedCoupon
 
 #: Template parts, in the order they are rendered.
 PARTS = ("subject", "txt", "html", "sms", "json")
@@ -184,14 +185,17 @@ def build_context(
     send_key: str,
     now: datetime,
     links: BodyLinks | None = None,
+    coupon: AssignedCoupon | None = None,
 ) -> dict[str, Any]:
     """The variables a template sees: ``customer``, ``stats``, ``campaign``, ``step``,
-    ``send_key``, ``now``, ``unsubscribe_url`` and ``preferences_url``.
+    ``send_key``, ``now``, ``unsubscribe_url``, ``preferences_url`` and ``coupon``.
 
     ``customer.first_name`` is derived from the name. ``links`` are the message's signed
     unsubscribe and preference links (:func:`campaigns.sending.bodylinks.make_body_links`);
     without them both variables are empty strings, as in a message sent without
-    ``[api] public_url``.
+    ``[api] public_url``. ``coupon`` is the message's coupon (``coupon.code``,
+    ``coupon.pool``) for a campaign with a ``coupon``, else None, so a template of a
+    campaign without coupons that shows ``coupon.code`` fails ``nurture check``.
     """
     name = customer.get("name") or ""
     data = dict(customer)
@@ -207,4 +211,5 @@ def build_context(
         "now": now,
         "unsubscribe_url": (links or NO_LINKS).unsubscribe_url,
         "preferences_url": (links or NO_LINKS).preferences_url,
+        "coupon": coupon.as_context() if coupon is not None else None,
     }

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from campaigns.config.secretvalues import read_secret
+from campaigns.customers.loyalty.coupons import AssignedCoupon, CouponBatch, coupons_for_batch, sample_coupon
 from campaigns.customers.masking import mask_text
 from campaigns.errors import RenderError
 from campaigns.sending.bodylinks import make_body_links
@@ -49,11 +50,17 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
     stop_at = now + config.worker.lease * LEASE_USABLE_SHARE
     skips = {}
     interactions: dict[int, datetime | None] = {}
+    coupons = CouponBatch()
     if claimed.deliveries:
         try:
             with runtime.engine.connect() as conn:
                 skips = send_time_skips(conn, config, claimed.deliveries, now=now) if test_to is None else {}
                 interactions = last_interactions(conn, config, claimed.deliveries)
+            if test_to is None:
+                # Each message about to go takes its coupon (a retry gets the one it has);
+                # a test send shows a sample and uses up none of the pool.
+                coupons = coupons_for_batch(runtime.engine, config,
+                                            [d for d in claimed.deliveries if d.id not in skips], now=now)
         except Exception:
             # Nothing was sent: hand the rows straight back rather than leave them to the
             # sweeper for a whole lease (Dramatiq retries this job).
@@ -76,6 +83,9 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
                                 defer_until=now)
         elif channel is None or options is None:
             result = SendResult(Outcome.HALT, error=f"channel {delivery.channel!r} is not configured")
+        elif delivery.id in coupons.halted:
+            # No coupon for it (the pool ran dry): it waits, queued, and the campaign pauses.
+            result = SendResult(Outcome.HALT, error=coupons.halted[delivery.id], code="coupon")
         else:
             recipient = test_to or delivery.customer.get(options.recipient)
             if not recipient:
@@ -91,7 +101,10 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
                     extra["deliver_within_s"] = max(1, int((quiet_from - started).total_seconds()))
                 if delivery.channel in channels_needing_interaction:
                     extra["last_interaction_at"] = _iso(interactions.get(delivery.customer["id"]))
-                result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra, link_secret)
+                coupon = (sample_coupon(campaign, step=delivery.step) if test_to and campaign
+                          else coupons.assigned.get(delivery.id))
+                result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra, link_secret,
+                                          coupon=coupon)
         return result, started, runtime.clock()
 
     to_send = [delivery for delivery in claimed.deliveries if delivery.id not in skips]
@@ -183,7 +196,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: datetime,  # type: ignore[no-untyped-def]
-                     metadata: dict[str, Any], link_secret: str | None) -> SendResult:
+                     metadata: dict[str, Any], link_secret: str | None, *,
+                     coupon: AssignedCoupon | None = None) -> SendResult:
     try:
         context = build_context(
             customer=delivery.customer,
@@ -195,6 +209,7 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
             # The body's unsubscribe and preference links share the click tracking's
             # public_url and secret, read once per batch.
             links=make_body_links(delivery.send_key, public_url=runtime.config.api.public_url, secret=link_secret),
+            coupon=coupon,
         )
         parts = runtime.renderer.render(delivery.template, context)
     except RenderError as exc:
