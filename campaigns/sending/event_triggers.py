@@ -3,7 +3,9 @@
 The fast path after ``POST /events`` or ``nurture track`` stored new events
 (:func:`campaigns.customers.events.record_events`): the ``handle_events`` job plans every
 enabled event campaign for just those events and sends what is due now, so a welcome
-message goes out within seconds rather than at the next scheduler tick.
+message goes out within seconds rather than at the next scheduler tick. With ``[loyalty]``
+on, the points those events earn (a review, a share) are earned first, tier upgrades
+included, so the messages planned here already see them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config.schema import AppConfig
 from campaigns.config.triggers import EventTrigger
+from campaigns.customers.loyalty.daily import earn_now
 from campaigns.sending.ledger import paused_campaigns
 from campaigns.sending.planning import plan_events
 from campaigns.store.chunks import chunks
@@ -31,6 +34,10 @@ def plan_for_events(engine: Engine, config: AppConfig, event_ids: Sequence[int],
     Later steps of a series stay queued until their due time; the scheduler sends them.
     Running this twice for the same events plans and returns nothing new.
     """
+    if config.loyalty.enabled and event_ids:
+        # Whatever arrived since the last earning (these events and any import): a lot
+        # exists once per source, so earning again here, or in the daily job, adds nothing.
+        earn_now(engine, config.loyalty, now=now)
     ids = sorted(set(event_ids))
     campaigns = [c for c in config.campaigns if c.enabled and isinstance(c.trigger, EventTrigger)]
     if not ids or not campaigns:

@@ -2,6 +2,7 @@
 :func:`create_app`: every route in one place.
 
 * ``POST /events`` (:mod:`workers.http.events`) and ``GET /health``;
+* ``POST /loyalty/redemptions`` (:mod:`workers.http.redemptions`);
 * provider receipts and replies (:mod:`workers.http.callbacks`);
 * our own links (:func:`web_routes`): unsubscribe and preference page
   (:mod:`workers.http.preferences`), click redirect and open pixel
@@ -44,6 +45,7 @@ from workers.http.preferences import (
     preference_page_endpoint,
     save_preferences_endpoint,
 )
+from workers.http.redemptions import redemptions_endpoint
 from workers.jobs.runtime import Runtime
 
 
@@ -87,6 +89,8 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
         routes=[
             Route("/events", events_endpoint(config=config, engine=engine, broker=broker), methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            Route("/loyalty/redemptions", redemptions_endpoint(config=config, engine=engine, clock=clock),
+                  methods=["POST"]),
             # Provider receipts and replies (issue 7); each route authenticates its provider.
             *sms_routes(config=config, engine=engine, clock=clock, writer=writer),
             # One-click unsubscribe, preference page, click redirects, open pixel, DSN bounces.
