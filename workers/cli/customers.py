@@ -27,6 +27,10 @@ from workers.cli.common import (
 from workers.cli.runreport import print_outcome
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    import sqlalchemy as sa
+
     from campaigns.config.schema import AppConfig
     from campaigns.customers.importing.report import ImportReport
 
@@ -80,7 +84,7 @@ def _warn_undeclared_source(cfg: AppConfig, source: str | None) -> None:
 
 
 def _import(kind: str, file: Path, *, config: Path, file_format: str | None, as_json: bool,
-            source: str | None = None, match: list[str] | None = None) -> None:
+            source: str | None = None, match: list[str] | None = None, now: str | None = None) -> None:
     from campaigns.customers.identity.decisions import recompute_survivors
     from campaigns.customers.identity.resolution import MatchPlan
     from campaigns.customers.importing.files import import_file
@@ -88,6 +92,7 @@ def _import(kind: str, file: Path, *, config: Path, file_format: str | None, as_
 
     kinds = _match_kinds(match)
     _check_identity_options(source, kinds)
+    earn_at = parse_now(now)  # a bad --now is refused before anything is imported
     if not file.is_file():
         raise DataImportError(f"{file}: file not found")
     cfg = load_app_config(config)
@@ -109,9 +114,11 @@ def _import(kind: str, file: Path, *, config: Path, file_format: str | None, as_
     # The import's merges leave each survivor with the profile of one former record until
     # the next full recompute; bring them in step now, as `customer merge` does.
     recomputed = recompute_survivors(engine, cfg, report.survivors)
+    earned = _earn_now(engine, cfg, earn_at) if kind in ("orders", "events") else None
     if as_json:
         print(json.dumps({**report.to_dict(), "source": plan.source, "match": list(plan.match),
-                          "profiles_recomputed": recomputed}, indent=2, default=str))
+                          "profiles_recomputed": recomputed, **({"loyalty": earned} if earned else {})},
+                         indent=2, default=str))
     else:
         colour = "green" if not report.rejected else "yellow"
         console.print(
@@ -120,12 +127,26 @@ def _import(kind: str, file: Path, *, config: Path, file_format: str | None, as_
         )
         if kind == "customers" and (plan.source or plan.match):
             console.print(_identity_line(report, plan.source, plan.match, recomputed=recomputed), highlight=False)
+        if earned:
+            console.print(f"  loyalty: {earned['points']} points earned in {earned['lots']} lot(s) by "
+                          f"{earned['customers']} customer(s)", highlight=False)
         for error in report.rejected[:50]:
             console.print(f"  {file}:{error.line}: {error.reason}", markup=False, highlight=False)
         if len(report.rejected) > 50:
             console.print(f"  ... and {len(report.rejected) - 50} more (use --json for all)")
     if report.rejected:
         raise typer.Exit(3)
+
+
+def _earn_now(engine: sa.Engine, cfg: AppConfig, now: datetime) -> dict[str, int] | None:
+    """Points for what just arrived, at once (and the tier upgrades they bring), when
+    ``[loyalty]`` is on: what the import summary reports; None while it is off."""
+    if not cfg.loyalty.enabled:
+        return None
+    from campaigns.customers.loyalty.daily import earn_now
+
+    report = earn_now(engine, cfg.loyalty, now=now)
+    return {"points": report.points, "lots": report.lots, "customers": len(report.customers)}
 
 
 def _identity_line(report: ImportReport, source: str | None, match: tuple[str, ...], *, recomputed: bool) -> str:
@@ -151,6 +172,9 @@ RefSourceOption = Annotated[str | None, typer.Option(
     help="The system the file comes from: a bare customer_id is the customer's id there (`NAME:<customer_id>`, "
          "as imported with `import customers --source NAME`). `kind:value` (`phone:+8613800138000`, "
          "`id:store:S1`) names any identifier either way.")]
+EarnNowOption = Annotated[str | None, typer.Option(
+    "--now", help="With [loyalty] on: earn the points of what arrived as of this time (ISO 8601; the tier "
+                  "window ends there); default now.")]
 MatchOption = Annotated[list[str] | None, typer.Option(
     "--match", metavar="KINDS",
     help="Identifier kinds to match rows on besides their ids, comma-separated or repeated: "
@@ -176,23 +200,25 @@ def import_customers(file: FileArg, config: ConfigOption = Path("config.toml"),
 @import_app.command("orders")
 @friendly_errors
 def import_orders(file: FileArg, config: ConfigOption = Path("config.toml"), source: RefSourceOption = None,
-                  file_format: FormatOption = None, as_json: JsonOption = False) -> None:
+                  file_format: FormatOption = None, now: EarnNowOption = None, as_json: JsonOption = False) -> None:
     """Import (upsert) orders keyed by order_id, with optional items. Exit 3 if rows were rejected.
 
     customer_id names the customer by any identifier: its id in `--source`, or `kind:value`.
+    With [loyalty] on, paid orders earn their points at once (and refunded ones give them back).
     """
-    _import("orders", file, config=config, file_format=file_format, as_json=as_json, source=source)
+    _import("orders", file, config=config, file_format=file_format, as_json=as_json, source=source, now=now)
 
 
 @import_app.command("events")
 @friendly_errors
 def import_events(file: FileArg, config: ConfigOption = Path("config.toml"), source: RefSourceOption = None,
-                  file_format: FormatOption = None, as_json: JsonOption = False) -> None:
+                  file_format: FormatOption = None, now: EarnNowOption = None, as_json: JsonOption = False) -> None:
     """Import events (deduplicated on event_id or content). Exit 3 if rows were rejected.
 
     customer_id names the customer by any identifier: its id in `--source`, or `kind:value`.
+    With [loyalty] on, rewarded events (review, share ...) earn their points at once.
     """
-    _import("events", file, config=config, file_format=file_format, as_json=as_json, source=source)
+    _import("events", file, config=config, file_format=file_format, as_json=as_json, source=source, now=now)
 
 
 def _parse_properties(items: list[str]) -> dict[str, Any]:
@@ -217,14 +243,16 @@ def track(
     prop: Annotated[list[str] | None, typer.Option("--property", "-p", help="A property KEY=VALUE (repeatable).")] = None,
     at: Annotated[str | None, typer.Option("--at", help="When it happened (ISO 8601); default now.")] = None,
     event_id: Annotated[str | None, typer.Option("--event-id", help="Your id for the event; a repeat is ignored.")] = None,
+    now: EarnNowOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Record one event and trigger its event campaigns right away.
 
     With broker.url = "stub://" the due messages are sent before this command exits, and it
     says how many were sent, deferred (quiet hours, frequency cap, send window), skipped
-    and failed; with Redis a handle_events job is enqueued for the workers. Exit 3 if the
-    event is rejected.
+    and failed; with Redis a handle_events job is enqueued for the workers. With [loyalty]
+    on, the event's points are earned before this command exits. Exit 3 if the event is
+    rejected.
     """
     from campaigns.customers.events import record_events
     from campaigns.reports.outcomes import (
@@ -237,6 +265,7 @@ def track(
     cfg = load_app_config(config)
     properties = _parse_properties(prop or [])
     moment = parse_now(at) if at else None
+    earn_at = parse_now(now)
     engine = engine_for(cfg)
     raw: dict[str, Any] = {"customer_id": customer, "name": event, "properties": properties}
     if moment is not None:
@@ -246,7 +275,10 @@ def track(
     result = record_events(engine, [raw], rules=cfg.identity)
     status = result.statuses[0]
     outcome: dict[str, Any] | None = None
+    earned: dict[str, int] | None = None
     if result.accepted_ids:
+        # Before the event campaigns are planned: their messages see the points just earned.
+        earned = _earn_now(engine, cfg, earn_at)
         message = events_message(cfg.broker.queue, result.accepted_ids)
         if cfg.broker.in_process:
             # What the event planned are the customer's rows newer than this one.
@@ -261,13 +293,15 @@ def track(
             enqueue_many(make_broker(cfg.broker), [message])
     if as_json:
         print(json.dumps({**result.to_dict()["events"][0], "sent": outcome["sent"] if outcome else None,
-                          "outcome": outcome}))
+                          "outcome": outcome, **({"loyalty": earned} if earned else {})}))
     elif status.status == "rejected":
         err_console.print(f"[bold red]rejected:[/] {status.reason}", highlight=False)
     elif status.status == "duplicate":
         console.print(f"duplicate: event {status.event_id} was already recorded; nothing triggered", highlight=False)
     else:
         console.print(f"[green]accepted[/] {event} for {customer}", highlight=False)
+        if earned and earned["points"]:
+            console.print(f"loyalty: {earned['points']} points earned", highlight=False)
         print_outcome(outcome)
     if status.status == "rejected":
         raise typer.Exit(3)

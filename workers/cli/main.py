@@ -22,6 +22,7 @@ from workers.cli import (
     customers,
     demo,
     identity,
+    loyalty,
     merges,
     preview,
     reports,
@@ -41,6 +42,7 @@ app = typer.Typer(
     rich_markup_mode=MARKUP_MODE,
 )
 app.add_typer(setup.db_app, name="db")
+customers.import_app.command("redemptions")(loyalty.import_redemptions)
 app.add_typer(customers.import_app, name="import")
 app.command()(setup.check)
 app.command()(sending.scheduler)
@@ -68,6 +70,8 @@ views.customer_app.command("unmerge")(merges.unmerge)
 views.customer_app.command("merges")(merges.merges)
 app.add_typer(views.customer_app, name="customer")
 app.add_typer(identity.identity_app, name="identity")
+app.add_typer(loyalty.points_app, name="points")
+app.add_typer(loyalty.loyalty_app, name="loyalty")
 app.command("test-send")(testsend.test_send)
 
 

@@ -136,10 +136,11 @@ def customer(
                            "`phone:+8613800138000`, `email:a@b.cn`, `unionid:...`, `openid:APP:...`.")],
     config: ConfigOption = Path("config.toml"),
     reveal: Annotated[bool, typer.Option("--reveal", help="Show identifier values in full, not masked.")] = False,
+    now: Annotated[str | None, typer.Option("--now", help="Points and tier as of this time (ISO 8601); default now.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """One customer: identifiers and merges, profile, history, orders, consents, events,
-    enrolments, deliveries, responses.
+    enrolments, deliveries, responses; with [loyalty] on, points and tier (`nurture points` has the rest).
 
     The customer is found by any identifier it holds. Enrolments show the holdout and each
     step's A/B variant. The customer's own addresses are shown in full (an operator tool);
@@ -161,6 +162,11 @@ def customer(
         for row in identity["identifiers"]:
             row["value"] = mask_identifier(row["kind"], row["value"])
     view |= identity
+    if cfg.loyalty.enabled:
+        from campaigns.reports.points import points_summary
+
+        with engine.connect() as conn:
+            view["loyalty"] = points_summary(conn, cfg.loyalty, view["customer"]["id"], now=parse_now(now))
     if as_json:
         print_json(view)
         return
@@ -176,6 +182,8 @@ def customer(
     ]), title=Text(f"customer {person['external_id']}"), title_align="left", expand=False), highlight=False)
 
     print_identity(view)
+    if "loyalty" in view:
+        print_points(view["loyalty"])
     profile = view["profile"]
     if profile is None:
         console.print("no profile yet (run `nurture profiles`)")
@@ -238,6 +246,19 @@ def customer(
             [[when(r["occurred_at"]), r["kind"], text(r["campaign"]), r["provider"]] for r in view["responses"]],
             total=view["responses_total"],
         ))
+
+
+def print_points(points: dict[str, Any]) -> None:
+    """The loyalty panel of the customer view: balance, tier, the next tier and the next expiry."""
+    expiry = points["next_expiry"]
+    console.print(Panel(key_values([
+        ("balance", f"{points['balance']:,}"),
+        ("by kind", ", ".join(f"{kind} {value:,}" for kind, value in points["by_kind"].items()) or None),
+        ("tier", points["tier"]),
+        ("next tier", None if points["next_tier"] is None
+         else f"{points['next_tier']} ({points['to_next_tier']:,g} to go)"),
+        ("next expiry", None if expiry is None else f"{expiry['points']:,} valid through {expiry['valid_through']}"),
+    ]), title="points", title_align="left", expand=False), highlight=False)
 
 
 def print_identity(view: dict[str, Any]) -> None:
