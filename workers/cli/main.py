@@ -25,6 +25,7 @@ from workers.cli import (
     loyalty,
     merges,
     preview,
+    referrals,
     reports,
     sending,
     setup,
@@ -63,6 +64,7 @@ app.command()(demo.demo)
 app.add_typer(compliance.suppress_app, name="suppress")
 app.command()(compliance.consent)
 app.command()(compliance.reply)
+reports.report_app.command("referrals")(referrals.report_referrals)
 app.add_typer(reports.report_app, name="report")
 app.command()(views.segments)
 views.customer_app.command("merge")(merges.merge)
@@ -70,6 +72,7 @@ views.customer_app.command("unmerge")(merges.unmerge)
 views.customer_app.command("merges")(merges.merges)
 app.add_typer(views.customer_app, name="customer")
 app.add_typer(identity.identity_app, name="identity")
+app.add_typer(referrals.referrals_app, name="referrals")
 app.add_typer(loyalty.points_app, name="points")
 app.add_typer(loyalty.loyalty_app, name="loyalty")
 app.command("test-send")(testsend.test_send)
