@@ -4,7 +4,8 @@ The commands live in one module per group (:mod:`~workers.cli.setup`,
 :mod:`~workers.cli.customers`, :mod:`~workers.cli.sending`, :mod:`~workers.cli.views`,
 :mod:`~workers.cli.reports`, :mod:`~workers.cli.compliance`, :mod:`~workers.cli.demo`,
 :mod:`~workers.cli.identity`, :mod:`~workers.cli.merges`, :mod:`~workers.cli.campaigns` ...) over :mod:`workers.cli.common`; this module only
-registers them, so imports point one way.
+registers them, so imports point one way (``nurture import coupons`` and ``coupon-redemptions``
+are :mod:`~workers.cli.coupons`' commands, added to the import group here).
 The order of registration is the order ``nurture --help`` lists them in.
 """
 
@@ -19,6 +20,7 @@ from campaigns.customers.masking import install_masking
 from workers.cli import (
     campaigns,
     compliance,
+    coupons,
     customers,
     demo,
     identity,
@@ -44,6 +46,8 @@ app = typer.Typer(
 )
 app.add_typer(setup.db_app, name="db")
 customers.import_app.command("redemptions")(loyalty.import_redemptions)
+customers.import_app.command("coupons")(coupons.import_coupons)
+customers.import_app.command("coupon-redemptions")(coupons.import_redemptions)
 app.add_typer(customers.import_app, name="import")
 app.command()(setup.check)
 app.command()(sending.scheduler)
@@ -76,6 +80,7 @@ app.add_typer(referrals.referrals_app, name="referrals")
 app.add_typer(loyalty.points_app, name="points")
 app.add_typer(loyalty.loyalty_app, name="loyalty")
 app.command("test-send")(testsend.test_send)
+app.command("coupons")(coupons.coupons)
 
 
 def main() -> None:
