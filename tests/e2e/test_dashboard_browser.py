@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Debian's Chromium, driven by Playwright, loads the pages
 from a real uvicorn server over a seeded SQLite database, and every figure it shows is
 checked against the test's own SQL on that database (never against the report code the
-page itself uses).
+page itself uses). The loyalty page's points are earned, spent, refunded and expired by
+the ledger's own functions from the seeded orders and reviews.
 
 Needs ``chromium`` on PATH (``make browser``) or ``NURTURE_CHROMIUM`` naming the binary,
 and the ``playwright`` package (the ``test`` extra); without them the test skips locally
@@ -18,14 +19,20 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 from starlette.applications import Starlette
 
 from campaigns.config.schema import AppConfig
+from campaigns.customers.loyalty.earning import earn
+from campaigns.customers.loyalty.expiry import expire_lots
+from campaigns.customers.loyalty.redeeming import Redemption, redeem
+from campaigns.customers.loyalty.refunds import reverse_refunds
+from campaigns.customers.loyalty.tiers import recompute_tiers
 from campaigns.project.loading import parse_config
-from campaigns.store.models import Customer, Delivery, Enrollment, Order, Response
+from campaigns.store.models import Customer, Delivery, Enrollment, Event, Order, Response
 from tests.conftest import ServerThread, missing_service
 from workers.http.dashboard import dashboard_routes
 
@@ -36,6 +43,10 @@ WINDOW = timedelta(days=14)  # the campaigns' goal window (no [goal]: 14 days)
 CONFIG = f"""
 [api]
 dashboard_password_env = "{PASSWORD_ENV}"
+
+[loyalty]
+enabled = true
+point_value = 0.02
 
 [channels.mail]
 kind = "outbox"
@@ -128,6 +139,66 @@ def seed_store(engine: sa.Engine, *, seed: int = 7) -> None:
                         conn.execute(sa.insert(Response.__table__).values(
                             delivery_id=delivery, customer_id=customer, kind=kind, provider="web",
                             provider_ref=f"r{refs}", occurred_at=sent_at + timedelta(hours=2), payload={}))
+
+
+def seed_loyalty(engine: sa.Engine, config: AppConfig, *, seed: int = 11) -> None:
+    """Points from the seeded orders, a review from a third of the customers 100 days ago
+    (expired by now) and a share from half of them 150 or 170 days ago (expiring within 30
+    or 60 days), redemptions, refunds and tiers, by the ledger's own functions."""
+    rng = random.Random(seed)
+    loyalty = config.loyalty
+    with engine.begin() as conn:
+        customers = conn.execute(sa.select(Customer.__table__.c.id).order_by(Customer.__table__.c.id)).scalars().all()
+        conn.execute(sa.insert(Event.__table__), [
+            {"customer_id": customer, "name": "review", "occurred_at": NOW - timedelta(days=100, hours=n % 24),
+             "properties": {}, "dedupe_key": f"rv-{customer}"}
+            for n, customer in enumerate(customers) if n % 3 == 0])
+        conn.execute(sa.insert(Event.__table__), [
+            {"customer_id": customer, "name": "share", "occurred_at": NOW - timedelta(days=150 + 20 * (n % 4 == 1)),
+             "properties": {}, "dedupe_key": f"sh-{customer}"}
+            for n, customer in enumerate(customers) if n % 4 in (1, 2)])
+    earn(engine, loyalty, now=NOW - timedelta(hours=20))
+    asked = [Redemption(f"R-{customer}", customer, rng.choice([50, 120, 400]), rng.choice(["goods", "coupons"]),
+                        NOW - timedelta(hours=rng.randint(1, 18))) for customer in customers if rng.random() < 0.4]
+    redeem(engine, asked, now=NOW - timedelta(hours=1))
+    with engine.begin() as conn:
+        refunded = [order for order in conn.execute(sa.select(Order.__table__.c.order_id)).scalars()
+                    if rng.random() < 0.08]
+        conn.execute(sa.update(Order.__table__).where(Order.__table__.c.order_id.in_(refunded))
+                     .values(status="refunded"))
+    reverse_refunds(engine, loyalty, now=NOW - timedelta(minutes=30))
+    expire_lots(engine, now=NOW)
+    recompute_tiers(engine, loyalty, now=NOW)
+
+
+def expected_loyalty(engine: sa.Engine, config: AppConfig) -> dict[str, Any]:
+    """The loyalty page's figures from raw rows: lots valid now, entries per local month."""
+    zone = ZoneInfo(config.loyalty.timezone)
+    now = NOW.replace(tzinfo=None)  # SQLite holds naive UTC
+    with engine.connect() as conn:
+        lots = [(remaining, expires_at and datetime.fromisoformat(expires_at)) for remaining, expires_at
+                in conn.execute(sa.text("SELECT remaining, expires_at FROM points_lot"))]
+        entries = conn.execute(sa.text(
+            "SELECT e.kind, e.points, e.occurred_at, e.detail FROM points_entry e")).all()
+        members = dict(conn.execute(sa.text("SELECT tier, COUNT(*) FROM loyalty_member GROUP BY tier")).all())
+        customers = conn.execute(sa.text("SELECT COUNT(*) FROM customer")).scalar_one()
+    valid = [remaining for remaining, expires_at in lots if expires_at is None or expires_at > now]
+    expiring = {days: sum(remaining for remaining, expires_at in lots if remaining > 0 and expires_at is not None
+                          and now < expires_at <= now + timedelta(days=days)) for days in (30, 60, 90)}
+    months: dict[str, Counter[str]] = {}
+    for kind, points, occurred_at, detail in entries:
+        local = datetime.fromisoformat(occurred_at).replace(tzinfo=UTC).astimezone(zone)
+        month = months.setdefault(f"{local:%Y-%m}", Counter())
+        month[kind] += abs(points)
+        if kind == "earn":
+            month[f"earn:{detail}"] += points  # an earn entry's detail is its rule
+    tiers = {tier.name: members.get(tier.name, 0) for tier in config.loyalty.tiers}
+    tiers[config.loyalty.lowest_tier] += customers - sum(members.values())
+    outstanding = sum(points for points in valid if points > 0)
+    return {"outstanding": outstanding, "liability": outstanding * config.loyalty.point_value,
+            "debts": -sum(points for points in valid if points < 0), "expiring": expiring,
+            "months": months, "tiers": tiers,
+            "customers": customers}
 
 
 def expected_figures(engine: sa.Engine, campaign: str) -> dict[str, Any]:
@@ -246,6 +317,7 @@ def config(tmp_path: Path) -> AppConfig:
 def served(config: AppConfig, sqlite_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The base URL of a uvicorn server with the dashboard over the seeded database."""
     seed_store(sqlite_engine)
+    seed_loyalty(sqlite_engine, config)
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     app = Starlette(routes=dashboard_routes(config=config, engine=sqlite_engine, clock=lambda: NOW))
     with ServerThread(app) as url:
@@ -334,6 +406,44 @@ def test_the_pages_show_the_figures_in_the_database(browser_page, sqlite_engine,
         f"{want['enrolled']:,} (100.0%)")
 
     page.screenshot(path=str(tmp_path / "campaign.png"), full_page=True)
+    assert problems == []
+
+
+def test_the_loyalty_page_shows_the_points_in_the_database(browser_page, sqlite_engine, config, tmp_path):
+    page, problems = browser_page
+    want = expected_loyalty(sqlite_engine, config)
+    assert want["outstanding"] > 0 and want["debts"] > 0  # the seed has both, and refunds and expiry
+    assert page.goto("/dashboard").status == 200
+    page.click('a[data-nav="loyalty"]')  # from the nav of every page
+    page.wait_for_url("**/dashboard/loyalty")
+    figures = shown(page)
+    assert count(figures["outstanding"]) == want["outstanding"]
+    assert float(figures["liability"].replace(",", "")) == pytest.approx(want["liability"], abs=0.005)
+    assert count(figures["debts"]) == want["debts"]
+    assert 0 < want["expiring"][30] < want["expiring"][60] == want["expiring"][90]
+    for days, points in want["expiring"].items():
+        assert count(figures[f"expiring.{days}"]) == points, days
+    months = want["months"]
+    assert {"2026-05", "2026-06"} <= set(months)  # orders of the last 60 days; the reviews' expiry in June
+    for month in ("2025-07", "2025-12", "2026-01", "2026-02", "2026-03", "2026-04", "2026-05", "2026-06"):
+        kinds = months.get(month, Counter())
+        for measure, kind in (("earned", "earn"), ("redeemed", "redeem"), ("expired", "expire"),
+                              ("reversed", "reverse")):
+            assert count(figures[f"month.{month}.{measure}"]) == kinds[kind], (month, measure)
+        for rule in ("purchase", "review", "share"):
+            key = f"source.{month}.{rule}.earned"
+            assert count(figures.get(key, "0")) == kinds[f"earn:{rule}"], key
+    assert months["2026-06"]["expire"] > 0 and months["2026-06"]["reverse"] > 0
+    for tier, customers in want["tiers"].items():
+        assert count(figures[f"tier.{tier}.customers"]) == customers, tier
+        assert rate(figures[f"tier.{tier}.share"]) == pytest.approx(customers / want["customers"], abs=0.0005 + 1e-9)
+    assert want["tiers"]["silver"] > 0
+    # The charts, to scale: June's earned bar against May's, and the tiers' shares.
+    may, june = bar_width(page, "month.2026-05.earned"), bar_width(page, "month.2026-06.earned")
+    assert june / may == pytest.approx(months["2026-06"]["earn"] / months["2026-05"]["earn"], abs=0.01)
+    assert bar_width(page, "tier.silver") / bar_width(page, "tier.member") == pytest.approx(
+        want["tiers"]["silver"] / want["tiers"]["member"], abs=0.01)
+    page.screenshot(path=str(tmp_path / "loyalty.png"), full_page=True)
     assert problems == []
 
 

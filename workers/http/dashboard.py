@@ -11,7 +11,11 @@ its holdout and channel analysis, and the store-wide channel analysis, as HTML p
   conversion vs holdout, engagement and revenue per channel, and a per-step table; an
   unknown campaign is a 404 page;
 * ``GET /dashboard/api/campaigns/{name}``: ``{"report": ..., "funnel": ...}`` as JSON for
-  scripts (not ``/campaigns/{name}.json``: a campaign name may itself end in ``.json``).
+  scripts (not ``/campaigns/{name}.json``: a campaign name may itself end in ``.json``);
+* ``GET /dashboard/loyalty``: the points programme (:mod:`campaigns.reports.loyalty`):
+  outstanding points and their liability, points per month and source, customers per
+  tier and tier moves; linked from every page's header while ``[loyalty]`` is enabled,
+  a 404 page otherwise. ``GET /dashboard/api/loyalty`` is the same report as JSON.
 
 Charts are inline SVG drawn by the Jinja templates in ``dashboard_templates/``: no
 JavaScript, no external file, so the pages work offline and under a CSP that allows
@@ -52,6 +56,7 @@ from campaigns.reports.campaign import campaign_report
 from campaigns.reports.campaigns_overview import describe_trigger
 from campaigns.reports.customers import channel_report
 from campaigns.reports.funnel import FUNNEL_STAGES, campaign_funnel
+from campaigns.reports.loyalty import MEASURES, loyalty_report
 
 #: Folder of the page templates (shipped as package data).
 TEMPLATE_DIR = Path(__file__).with_name("dashboard_templates")
@@ -143,8 +148,9 @@ def dashboard_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], d
         extensions=["jinja2.ext.do"],  # the templates build each chart's rows with {% do %}
     )
     env.filters.update(count=format_count, pct=format_pct, money=format_money, pts=format_pts,
-                       moment=format_moment)
-    env.globals.update(funnel_stages=FUNNEL_STAGES, trigger_text=describe_trigger)
+                       moment=format_moment, signed=format_signed)
+    env.globals.update(funnel_stages=FUNNEL_STAGES, trigger_text=describe_trigger,
+                       loyalty_enabled=config.loyalty.enabled, measures=MEASURES)
     password_env = config.api.dashboard_password_env
     throttle = FailureThrottle(max_failures=config.api.dashboard_max_failures,
                                window_s=config.api.dashboard_lockout_s, clock=clock)
@@ -209,6 +215,14 @@ def dashboard_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], d
         report, funnel = campaign_data(name, now)
         return render("campaign.html", now=now, campaign=config.campaign(name), report=report, funnel=funnel)
 
+    def loyalty_page(now: datetime) -> HTMLResponse:
+        return render("loyalty.html", now=now, report=loyalty_report(engine, config.loyalty, now=now))
+
+    def loyalty_off() -> HTMLResponse:
+        return render("message.html", 404, title="Loyalty is off",
+                      message="The points programme is not enabled: set enabled = true under [loyalty] "
+                              "in config.toml.", back=True)
+
     async def index(request: Request) -> Response:
         # Reports are SQL (and rendering is CPU): both run off the event loop.
         return await run_in_threadpool(index_page, clock())
@@ -227,8 +241,22 @@ def dashboard_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], d
         report, funnel = await run_in_threadpool(campaign_data, name, clock())
         return JSONResponse({"report": report, "funnel": funnel}, headers=SECURITY_HEADERS)
 
+    async def loyalty(request: Request) -> Response:
+        if not config.loyalty.enabled:
+            return loyalty_off()
+        return await run_in_threadpool(loyalty_page, clock())
+
+    async def loyalty_json(request: Request) -> Response:
+        if not config.loyalty.enabled:
+            return JSONResponse({"error": "[loyalty] is not enabled"}, status_code=404, headers=SECURITY_HEADERS)
+        report = await run_in_threadpool(lambda: loyalty_report(engine, config.loyalty, now=clock()).to_dict())
+        report["now"] = report["now"].isoformat()  # the one time in it
+        return JSONResponse(report, headers=SECURITY_HEADERS)
+
     return [
         Route("/dashboard", guarded(index), methods=["GET"]),
+        Route("/dashboard/loyalty", guarded(loyalty), methods=["GET"]),
+        Route("/dashboard/api/loyalty", guarded(loyalty_json), methods=["GET"]),
         Route("/dashboard/campaigns/{name}", guarded(campaign), methods=["GET"]),
         Route("/dashboard/api/campaigns/{name}", guarded(campaign_json), methods=["GET"]),
     ]
@@ -280,6 +308,11 @@ def format_pts(value: float | None) -> str:
     """A difference of rates in percentage points, signed, two decimals as in ``nurture
     report campaign``: ``0.0234`` -> ``"+2.34"``."""
     return MISSING if value is None else f"{value * 100:+.2f}"
+
+
+def format_signed(value: float | None) -> str:
+    """A change, signed, with thousands separators: ``-1160`` -> ``"-1,160"``, ``0`` -> ``"+0"``."""
+    return MISSING if value is None else f"{int(value):+,}"
 
 
 def format_moment(value: datetime) -> str:
