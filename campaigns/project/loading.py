@@ -181,6 +181,9 @@ def secret_warnings(config: AppConfig) -> list[str]:
         if generating:
             warnings.append(f"security.secret_env: {', '.join(generating)} generate(s) coupon codes, which are keyed "
                             f"with {secret_env}: without it the campaign pauses at its first message")
+        if config.loyalty.enabled and config.loyalty.referrals.enabled:
+            warnings.append(f"security.secret_env: referral codes are keyed with {secret_env}: without it none is "
+                            "issued, and a message showing referral.code to a customer who has none fails to render")
     return warnings
 
 

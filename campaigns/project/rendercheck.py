@@ -27,6 +27,7 @@ from campaigns.config.schema import AppConfig
 from campaigns.config.tomlpos import KeyLines
 from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.customers.loyalty.coupons import sample_coupon
+from campaigns.customers.loyalty.referral_codes import sample_referral
 from campaigns.errors import ConfigIssue, RenderError
 from campaigns.project.archetypes import TYPICAL, Archetype, narrowed_by, reachable
 from campaigns.project.loading import format_location
@@ -82,7 +83,8 @@ def template_findings(config: AppConfig, path: str | Path, lines: KeyLines) -> T
                 for archetype in archetypes:
                     context = build_context(customer=archetype.customer, stats=archetype.stats,
                                             campaign=campaign.name, step=s_index, send_key=CHECK_SEND_KEY,
-                                            now=now, links=links, coupon=sample_coupon(campaign, step=s_index))
+                                            now=now, links=links, coupon=sample_coupon(campaign, step=s_index),
+                                            referral=sample_referral(config))
                     try:
                         parts = renderer.render(template, context)
                     except RenderError as exc:

@@ -36,6 +36,7 @@ from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
 from campaigns.customers.identity.lookup import resolve_unique
 from campaigns.customers.loyalty.coupons import sample_coupon
+from campaigns.customers.loyalty.referral_codes import sample_referral
 from campaigns.customers.timezones import customer_zone
 from campaigns.errors import NurtureError, RenderError, UnknownCustomerError
 from campaigns.sending.assignment import in_holdout_sql, variant_sql
@@ -207,7 +208,7 @@ def preview_message(
     # A sample coupon code: a preview uses up none of the pool.
     context = build_context(customer=person, stats=stats, campaign=campaign_cfg.name, step=step,
                             send_key=send_key, now=now, links=preview_links(config, send_key),
-                            coupon=sample_coupon(campaign_cfg, step=step))
+                            coupon=sample_coupon(campaign_cfg, step=step), referral=sample_referral(config))
     try:
         preview.parts = renderer.render(template, context)
     except RenderError as exc:

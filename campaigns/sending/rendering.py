@@ -42,6 +42,7 @@ from campaigns.sending.sandbox import MessageSandbox
 if TYPE_CHECKING:
     from campaigns.config.campaigns import TemplatesConfig
     from campaigns.customers.loyalty.coupons import AssignedCoupon
+    from campaigns.customers.loyalty.referral_codes import ReferralContext
 
 #: Template parts, in the order they are rendered.
 PARTS = ("subject", "txt", "html", "sms", "json")
@@ -186,6 +187,7 @@ def build_context(
     now: datetime,
     links: BodyLinks | None = None,
     coupon: AssignedCoupon | None = None,
+    referral: ReferralContext | None = None,
 ) -> dict[str, Any]:
     """The variables a template sees: ``customer``, ``stats``, ``campaign``, ``step``,
     ``send_key``, ``now``, ``unsubscribe_url``, ``preferences_url`` and ``coupon``.
@@ -196,6 +198,8 @@ def build_context(
     ``[api] public_url``. ``coupon`` is the message's coupon (``coupon.code``,
     ``coupon.pool``) for a campaign with a ``coupon``, else None, so a template of a
     campaign without coupons that shows ``coupon.code`` fails ``nurture check``.
+    ``referral`` is the recipient's referral code (``referral.code``, ``referral.link``
+    when ``[loyalty.referrals] link`` is set), None while referrals are off.
     """
     name = customer.get("name") or ""
     data = dict(customer)
@@ -212,4 +216,5 @@ def build_context(
         "unsubscribe_url": (links or NO_LINKS).unsubscribe_url,
         "preferences_url": (links or NO_LINKS).preferences_url,
         "coupon": coupon.as_context() if coupon is not None else None,
+        "referral": referral.as_context() if referral is not None else None,
     }

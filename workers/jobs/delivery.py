@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from campaigns.config.secretvalues import read_secret
 from campaigns.customers.loyalty.coupons import AssignedCoupon, CouponBatch, coupons_for_batch, sample_coupon
+from campaigns.customers.loyalty.referral_codes import ReferralContext, referral_contexts
 from campaigns.customers.masking import mask_text
 from campaigns.errors import RenderError
 from campaigns.sending.bodylinks import make_body_links
@@ -51,6 +52,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
     skips = {}
     interactions: dict[int, datetime | None] = {}
     coupons = CouponBatch()
+    referrals: dict[int, ReferralContext] = {}
     if claimed.deliveries:
         try:
             with runtime.engine.connect() as conn:
@@ -61,6 +63,9 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
                 # a test send shows a sample and uses up none of the pool.
                 coupons = coupons_for_batch(runtime.engine, config,
                                             [d for d in claimed.deliveries if d.id not in skips], now=now)
+            # Recipients' referral codes, issued before a message first shows one.
+            referrals = referral_contexts(runtime.engine, config, sorted(
+                {d.customer["id"] for d in claimed.deliveries if d.id not in skips}), now=now)
         except Exception:
             # Nothing was sent: hand the rows straight back rather than leave them to the
             # sweeper for a whole lease (Dramatiq retries this job).
@@ -104,7 +109,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
                 coupon = (sample_coupon(campaign, step=delivery.step) if test_to and campaign
                           else coupons.assigned.get(delivery.id))
                 result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra, link_secret,
-                                          coupon=coupon)
+                                          coupon=coupon, referral=referrals.get(delivery.customer["id"]))
         return result, started, runtime.clock()
 
     to_send = [delivery for delivery in claimed.deliveries if delivery.id not in skips]
@@ -197,7 +202,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: datetime,  # type: ignore[no-untyped-def]
                      metadata: dict[str, Any], link_secret: str | None, *,
-                     coupon: AssignedCoupon | None = None) -> SendResult:
+                     coupon: AssignedCoupon | None = None,
+                     referral: ReferralContext | None = None) -> SendResult:
     try:
         context = build_context(
             customer=delivery.customer,
@@ -210,6 +216,7 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
             # public_url and secret, read once per batch.
             links=make_body_links(delivery.send_key, public_url=runtime.config.api.public_url, secret=link_secret),
             coupon=coupon,
+            referral=referral,
         )
         parts = runtime.renderer.render(delivery.template, context)
     except RenderError as exc:
