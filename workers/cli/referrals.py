@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import rich.markup
 import typer
+from rich.panel import Panel
 from rich.table import Table
 
 from campaigns.config.schema import AppConfig
@@ -95,6 +96,28 @@ def code(customer: CustomerArg, config: ConfigOption = Path("config.toml"), now:
         ("referrals", ", ".join(f"{counts[status]} {status}" for status in counts)),
         ("points earned by them", data["points"]),
     ]))
+
+
+def referral_summary(engine: Any, customer_id: int) -> dict[str, Any]:
+    """What the customer view shows of referrals: the code issued (None until first shown),
+    who referred the customer, and their referrals by status with the points they brought."""
+    from campaigns.customers.loyalty.referral_codes import held_codes
+    from campaigns.customers.loyalty.referrals import customer_referrals
+
+    with engine.connect() as conn:
+        return {"code": held_codes(conn, [customer_id]).get(customer_id), **customer_referrals(conn, customer_id)}
+
+
+def print_referrals(summary: dict[str, Any]) -> None:
+    """The referrals panel of the customer view."""
+    by = summary["referred_by"]
+    counts = summary["referrals"]
+    console.print(Panel(key_values([
+        ("code", summary["code"] or "- (not issued yet: `nurture referrals code`)"),
+        ("referred by", f"{by['customer_id']} ({by['status']}, {when(by['referred_at'])})" if by else None),
+        ("referrals", ", ".join(f"{counts[status]} {status}" for status in counts)),
+        ("points from them", f"{summary['points']:,}"),
+    ]), title="referrals", title_align="left", expand=False), highlight=False)
 
 
 @referrals_app.command("issue")
@@ -179,4 +202,5 @@ def report_referrals(
     print_table(table)
 
 
-__all__ = ["code", "issue", "referrals_app", "report_referrals", "require_referrals"]
+__all__ = ["code", "issue", "print_referrals", "referral_summary", "referrals_app", "report_referrals",
+           "require_referrals"]

@@ -167,6 +167,10 @@ def customer(
 
         with engine.connect() as conn:
             view["loyalty"] = points_summary(conn, cfg.loyalty, view["customer"]["id"], now=parse_now(now))
+        if cfg.loyalty.referrals.enabled:
+            from workers.cli.referrals import referral_summary
+
+            view["referrals"] = referral_summary(engine, view["customer"]["id"])
     if as_json:
         print_json(view)
         return
@@ -184,6 +188,10 @@ def customer(
     print_identity(view)
     if "loyalty" in view:
         print_points(view["loyalty"])
+    if "referrals" in view:
+        from workers.cli.referrals import print_referrals
+
+        print_referrals(view["referrals"])
     profile = view["profile"]
     if profile is None:
         console.print("no profile yet (run `nurture profiles`)")

@@ -83,3 +83,14 @@ def test_referrals_off_says_which_key_turns_them_on(project):
     result = invoke("referrals", "code", "ann", "-c", project.config)
     assert_no_crash(result)
     assert result.exit_code == 1 and "[loyalty]" in result.output
+
+
+def test_the_customer_view_shows_the_code_and_the_referrals(shop):
+    code = json.loads(invoke("referrals", "code", "ann", "-c", shop.config, "--now", NOW, "--json").output)["code"]
+    events = shop.write("events.csv", f"event_id,customer_id,name,occurred_at,referral_code\n"
+                                      f"e1,bob,signup,2026-03-02T10:00:00+08:00,{code}\n")
+    assert invoke("import", "events", events, "-c", shop.config, "--now", NOW).exit_code == 0
+    view = json.loads(invoke("customer", "ann", "-c", shop.config, "--json").output)
+    assert view["referrals"]["code"] == code and view["referrals"]["referrals"]["pending"] == 1
+    shown = flat(invoke("customer", "bob", "-c", shop.config).output)
+    assert "referred by ann (pending" in shown and "not issued yet" in shown
