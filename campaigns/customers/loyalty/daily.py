@@ -23,6 +23,10 @@ from campaigns.customers.loyalty.referrals import ReferralReport, run_referrals
 from campaigns.customers.loyalty.refunds import RefundReport, reverse_refunds
 from campaigns.customers.loyalty.tiers import TierReport, recompute_tiers
 
+#: The ``campaign_run`` name the scheduler claims each ``[loyalty] cron`` slot under, as
+#: it claims profile recomputes under ``PROFILES_RUN``: two schedulers run a slot once.
+LOYALTY_RUN = "__loyalty__"
+
 
 @dataclass
 class LoyaltyRunReport:
@@ -84,8 +88,8 @@ def earn_now(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime) -> EarnRe
     report.customers |= run_referrals(engine, loyalty, now=now).customers
     touched = report.customers | (refunds.customers or set())
     if touched:
-        recompute_tiers(engine, loyalty, now=now, customer_ids=report.customers)
+        recompute_tiers(engine, loyalty, now=now, customer_ids=touched)
     return report
 
 
-__all__ = ["LoyaltyRunReport", "earn_now", "run_loyalty"]
+__all__ = ["LOYALTY_RUN", "LoyaltyRunReport", "earn_now", "run_loyalty"]

@@ -54,7 +54,15 @@ class EarnReport:
 
 
 def _cursor(conn: Connection, source: str) -> int:
-    value = conn.execute(sa.select(PointsCursor.last_id).where(PointsCursor.source == source)).scalar()
+    """How far earning has read ``source``, locked until the batch commits: two earners at
+    once (two ``POST /events`` jobs) take turns, so neither reads a batch the other is
+    writing, and a daily cap is counted once (a write first: on SQLite a transaction that
+    only read could not upgrade to write)."""
+    table = PointsCursor.__table__
+    conn.execute(dialect_insert(conn, table).values(source=source, last_id=0)
+                 .on_conflict_do_nothing(index_elements=["source"]))
+    conn.execute(sa.update(table).where(table.c.source == source).values(last_id=table.c.last_id))
+    value = conn.execute(sa.select(table.c.last_id).where(table.c.source == source)).scalar()
     return int(value or 0)
 
 

@@ -98,7 +98,8 @@ def redeem(engine: Engine, requests: Sequence[Redemption], *, now: datetime, sou
         lock_customers(conn, (request.customer_id for request in requests))
         existing: dict[str, Any] = {}
         for chunk in chunks(sorted(set(keys.values()))):
-            for row in conn.execute(sa.select(ENTRIES.c.entry_key, ENTRIES.c.customer_id, ENTRIES.c.points)
+            for row in conn.execute(sa.select(ENTRIES.c.entry_key, ENTRIES.c.customer_id, ENTRIES.c.points,
+                                              ENTRIES.c.detail)
                                     .where(ENTRIES.c.entry_key.in_(chunk))):
                 existing[row.entry_key] = row
         customers = sorted({request.customer_id for request in requests})
@@ -122,9 +123,14 @@ def redeem(engine: Engine, requests: Sequence[Redemption], *, now: datetime, sou
             key = keys[index]
             stored = existing.get(key)
             if stored is not None or key in seen:
-                same = (stored.customer_id, -stored.points) == (request.customer_id, request.points) if stored \
-                    else requests[seen[key]].customer_id == request.customer_id \
-                    and requests[seen[key]].points == request.points
+                if stored is not None:
+                    kind = (stored.detail or "").split(": ", 1)[0] or None if request.kind else None
+                    same = (stored.customer_id, -stored.points, kind) == (request.customer_id, request.points,
+                                                                          request.kind)
+                else:
+                    earlier = requests[seen[key]]
+                    same = (earlier.customer_id, earlier.points, earlier.kind) == (
+                        request.customer_id, request.points, request.kind)
                 results[index] = RedemptionResult(
                     request.redemption_id, "duplicate" if same else "refused", request.points,
                     None if same else "this id was already used for another redemption")
@@ -159,8 +165,7 @@ def redeem(engine: Engine, requests: Sequence[Redemption], *, now: datetime, sou
                 "customer_id": requests[index].customer_id, "kind": entry_kind, "points": -requests[index].points,
                 "source": source, "source_ref": requests[index].redemption_id[:160], "lot_id": None,
                 "entry_key": keys[index],
-                "detail": ((requests[index].kind or "") + (f": {requests[index].note}" if requests[index].note else ""))[:500]
-                or None,
+                "detail": _detail(requests[index]),
                 "occurred_at": requests[index].at, "recorded_at": now,
             } for index in sorted(taken_by)]
             ids: dict[str, int] = {}
@@ -175,6 +180,12 @@ def redeem(engine: Engine, requests: Sequence[Redemption], *, now: datetime, sou
             touched = {lot_id for taken in taken_by.values() for lot_id, _ in taken}
             set_lot_state(conn, {lot_id: {"remaining": left[lot_id], "spent": spent[lot_id]} for lot_id in touched})
     return [results[index] for index in range(len(requests))]
+
+
+def _detail(request: Redemption) -> str | None:
+    # "goods: tea set" for a redemption, the reason alone for an adjustment (no kind).
+    parts = [part for part in (request.kind, request.note) if part]
+    return ": ".join(parts)[:500] or None
 
 
 class _Live:

@@ -159,7 +159,7 @@ def test_points_adjust_adds_takes_and_refuses(shop):
     history = json.loads(invoke("points", "bo", "-c", shop.config, "--now", LATER, "--json").output)
     assert history["balance"] == 10
     assert [(e["kind"], e["points"], e["detail"]) for e in history["history"][:2]] == [
-        ("adjust", -70, ": correction"), ("adjust", 50, "goodwill")]
+        ("adjust", -70, "correction"), ("adjust", 50, "goodwill")]
 
 
 def test_points_adjust_needs_a_reason(shop):
