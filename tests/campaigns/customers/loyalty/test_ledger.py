@@ -73,6 +73,8 @@ def test_a_whole_history_by_hand(engine: sa.Engine) -> None:
     again = redeem(engine, [Redemption("R-1", ann, 12, "goods", at), Redemption("R-2", ann, 99, "services", at)],
                    now=at)
     assert [result.status for result in again] == ["duplicate", "refused"]
+    [other_kind] = redeem(engine, [Redemption("R-1", ann, 12, "coupons", at)], now=at)
+    assert other_kind.status == "refused"
     assert balance(engine, ann, at) == 13
 
     # The share's 3 points left expire at 00:00 local on 21 September, not a second before.
