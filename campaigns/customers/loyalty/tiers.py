@@ -99,7 +99,9 @@ def recompute_tiers(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime,
         return report
     grace_start = now - loyalty.tier_grace
     for chunk in ([None] if ids is None else chunks(ids, 2000)):
-        q = qualifying_query(loyalty, now=now, customer_ids=chunk)
+        # One aggregation (a CTE) read by both halves of one statement: as a subquery in
+        # two statements, the window's lots were grouped twice a day.
+        q = qualifying_query(loyalty, now=now, customer_ids=chunk).element.cte("qualifying")
         m = MEMBERS
         target = _rank_of_amount(loyalty, sa.func.coalesce(q.c.qualifying, 0))
         current = _rank_of_name(loyalty, m.c.tier)
@@ -122,7 +124,7 @@ def recompute_tiers(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime,
         if chunk is not None:
             without = without.where(m.c.customer_id.in_(chunk))
         with engine.begin() as conn:
-            rows = conn.execute(with_points).all() + conn.execute(without).all()
+            rows = conn.execute(sa.union_all(with_points, without)).all()
             _apply(conn, loyalty, rows, now=now, grace_start=grace_start, report=report)
     return report
 
