@@ -4,6 +4,9 @@ JOIN ``customer_profile`` (see :mod:`campaigns.audience.language` for the langua
 The compiler also type-checks: :func:`check_expression` compiles an expression against a
 fixed date, without inlining segments, only for the errors it raises, so parsing
 (:func:`campaigns.audience.parser.parse_expression`) and compiling refuse the same things.
+
+The loyalty fields and functions compile to the scalar subqueries of
+:mod:`campaigns.customers.loyalty.balances` over ``customer.id``, evaluated at ``now``.
 """
 
 from __future__ import annotations
@@ -27,17 +30,22 @@ from campaigns.audience.language import (
     CONSENT_CHANNELS,
     FIELDS,
     FUNCTIONS,
+    LOYALTY_NAMES,
     MAX_EXPANDED_NODES,
     MAX_SEGMENT_NESTING,
     Expression,
     ExpressionError,
     known_hint,
     line_texts,
+    loyalty_off,
     suggest,
+    tier_hint,
 )
 from campaigns.audience.literals import Literal, NodeReader
 from campaigns.config.durations import MAX_DAYS, parse_duration
+from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.config.vocabulary import STAGES
+from campaigns.customers.loyalty.balances import balance_of, earned_of, expiring_of, tier_of
 from campaigns.store.jsonattr import typed_attribute
 from campaigns.store.models import Consent, Customer, CustomerProfile, Event, Order
 
@@ -59,26 +67,34 @@ def compile_expression(
     now: datetime,
     segments: Mapping[str, Expression],
     profile: sa.FromClause = _PROFILE,
+    loyalty: LoyaltyConfig | None = None,
 ) -> sa.ColumnElement[bool]:
     """The SQL condition for ``expr`` at ``now``, over ``customer`` LEFT JOIN ``profile``.
 
     ``segments`` are the parsed named segments ``segment("...")`` inlines; an unknown name
     or a cycle raises :class:`ExpressionError`. The caller joins ``profile`` (the
     ``customer_profile`` table or an alias of it) on ``customer_id = customer.id``.
+    ``loyalty`` is the ``[loyalty]`` section: without it, or with the programme off, the
+    loyalty fields and functions are errors.
     """
+    on = loyalty if loyalty is not None and loyalty.enabled else None
     return _Compiler(
         text=expr.text, lines=line_texts(expr.text), now=now, profile=profile, rfm_names=None,
         segment_names=frozenset(segments), segments=segments, stack=(), budget=[MAX_EXPANDED_NODES],
+        loyalty=on, tiers=None if on is None else tuple(tier.name for tier in on.tiers),
     ).condition(expr.tree.body)
 
 
-def check_expression(expr: Expression, *, rfm_names: Sequence[str], segment_names: Collection[str]) -> None:
+def check_expression(expr: Expression, *, rfm_names: Sequence[str], segment_names: Collection[str],
+                     tiers: Sequence[str] | None = None) -> None:
     """Raise the :class:`ExpressionError` compiling ``expr`` would raise: unknown fields,
-    functions, stages, RFM segments (``rfm_names``) or segments (``segment_names``, not
-    inlined: each is checked on its own), and values of the wrong type."""
+    functions, stages, RFM segments (``rfm_names``), tiers (``tiers``, None while the
+    loyalty programme is off) or segments (``segment_names``, not inlined: each is
+    checked on its own), and values of the wrong type."""
     _Compiler(
         text=expr.text, lines=line_texts(expr.text), now=datetime(2000, 1, 1, tzinfo=UTC), profile=_PROFILE,
         rfm_names=tuple(rfm_names), segment_names=frozenset(segment_names), segments=None, stack=(),
+        loyalty=None, tiers=None if tiers is None else tuple(tiers),
     ).condition(expr.tree.body)
 
 
@@ -96,9 +112,14 @@ class _Compiler(NodeReader):
     def __init__(self, *, text: str, lines: list[str], now: datetime, profile: sa.FromClause,
                  rfm_names: tuple[str, ...] | None, segment_names: frozenset[str],
                  segments: Mapping[str, Expression] | None, stack: tuple[str, ...],
-                 budget: list[int] | None = None) -> None:
+                 budget: list[int] | None = None, loyalty: LoyaltyConfig | None = None,
+                 tiers: tuple[str, ...] | None = None) -> None:
         super().__init__(text=text, lines=lines)
         self.now = now
+        #: The programme's config when compiling (None when checking only), and its tier
+        #: names, lowest first (None: the programme is off, its names are errors).
+        self.loyalty = loyalty
+        self.tiers = tiers
         self.profile = profile
         self.rfm_names = rfm_names
         self.segment_names = segment_names
@@ -210,6 +231,8 @@ class _Compiler(NodeReader):
             guess = suggest(node.id, [*FIELDS, *FUNCTIONS])
             hint = f"did you mean {guess!r}?" if guess else f"known: {', '.join(known)}"
             raise self.error(node, f"unknown field {node.id!r}", hint)
+        if spec.source == "loyalty":
+            return self.loyalty_field(node, spec.name)
         if spec.kind == "bool":
             column = _CUSTOMER.c[_ADDRESS[spec.name]]
             return _Operand("bool", node, spec.name, sa.and_(column.is_not(None), column != ""))
@@ -231,6 +254,8 @@ class _Compiler(NodeReader):
             hint = f"did you mean {guess!r}?" if guess else f"known: {', '.join(FUNCTIONS)}"
             raise self.error(node, f"unknown function {name!r}", hint)
         usage = f"usage: {FUNCTIONS[name]}"
+        if name in ("points_expiring", "points_earned"):
+            return self.points_call(node, name, usage)
         takes_within = name in ("did", "count_of")
         if len(node.args) != 1 or any(isinstance(a, ast.Starred) for a in node.args):
             raise self.error(node, f"{name}() takes exactly one value", usage)
@@ -268,6 +293,46 @@ class _Compiler(NodeReader):
         counted = sa.select(sa.func.count()).select_from(Order if value == "order" else Event).where(*filters)
         return _Operand("count", node, self.source_of(node), counted.scalar_subquery())
 
+    def require_loyalty(self, node: ast.expr, name: str) -> None:
+        """Refuse a loyalty field or function while the programme is off."""
+        if self.tiers is None and name in LOYALTY_NAMES:
+            message, hint = loyalty_off(name)
+            raise self.error(node, message, hint)
+
+    def loyalty_field(self, node: ast.Name, name: str) -> _Operand:
+        """``points_balance`` (a number, never missing) or ``tier`` (text, never missing:
+        the lowest tier for a customer with no ``loyalty_member`` row)."""
+        self.require_loyalty(node, name)
+        customer = _CUSTOMER.c.id
+        if name == "points_balance":
+            return _Operand("count", node, name, balance_of(customer, now=self.now))
+        # Checking only (no config at hand): the column is never executed.
+        column = (tier_of(customer, self.loyalty) if self.loyalty is not None
+                  else sa.literal(self.tiers[0] if self.tiers else ""))
+        return _Operand("str", node, name, column)
+
+    def points_call(self, node: ast.Call, name: str, usage: str) -> _Operand:
+        """``points_expiring(within=...)`` (points expiring in ``(now, now + within]``) or
+        ``points_earned(within=...)`` (earned in ``(now - within, now]``, ever without
+        ``within``): numbers, 0 when there are none."""
+        self.require_loyalty(node, name)
+        if node.args:
+            raise self.error(node.args[0], f"{name}() takes no positional value, only within=", usage)
+        within: timedelta | None = None
+        for keyword in node.keywords:
+            if keyword.arg != "within":
+                label = f"{keyword.arg}=" if keyword.arg else "**"
+                raise self.error(keyword.value, f"{name}() has no argument {label}", usage)
+            within = self.duration(keyword.value)
+        customer = _CUSTOMER.c.id
+        if name == "points_expiring":
+            if within is None:
+                raise self.error(node, "points_expiring() needs within=, how far ahead to look", usage)
+            column = expiring_of(customer, now=self.now, within=within)
+        else:
+            column = earned_of(customer, now=self.now, within=within)
+        return _Operand("count", node, self.source_of(node), column)
+
     def duration(self, node: ast.expr) -> timedelta:
         if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
             raise self.error(node, 'within must be a duration string such as "30d" or "12h"')
@@ -293,7 +358,7 @@ class _Compiler(NodeReader):
         compiler = _Compiler(
             text=inner.text, lines=line_texts(inner.text), now=self.now, profile=self.profile, rfm_names=None,
             segment_names=self.segment_names, segments=self.segments, stack=(*self.stack, name),
-            budget=self.budget,
+            budget=self.budget, loyalty=self.loyalty, tiers=self.tiers,
         )
         try:
             return compiler.condition(inner.tree.body)
@@ -316,6 +381,8 @@ class _Compiler(NodeReader):
                 raise self.error(literal.node, f"unknown stage {value!r}", known_hint(value, STAGES))
             if operand.name == "rfm_segment" and self.rfm_names is not None and value not in self.rfm_names:
                 raise self.error(literal.node, f"unknown RFM segment {value!r}", known_hint(value, self.rfm_names))
+            if operand.name == "tier" and self.tiers is not None and value not in self.tiers:
+                raise self.error(literal.node, f"unknown tier {value!r}", tier_hint(value, self.tiers))
         elif kind in ("int", "number", "days", "count"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.error(literal.node, f"{operand.name} is a number: compare it with a number, "
@@ -342,7 +409,8 @@ class _Compiler(NodeReader):
                                  'e.g. purchase_channel not in ["store"]' if op_type is ast.NotEq else None)
             return self.membership(operand, [literal], negate=False, node=operand.node)
         if kind == "str" and op_type in _ORDERING:
-            raise self.error(operand.node, f"{operand.name} is text: use ==, !=, in or not in, not {op_text}")
+            raise self.error(operand.node, f"{operand.name} is text: use ==, !=, in or not in, not {op_text}",
+                             self.tier_range_hint(op_type, value) if operand.name == "tier" else None)
         if kind == "days":
             return days_comparison(op_type, value, operand.column, now=self.now)
         if kind == "count":  # a COUNT is never NULL
@@ -353,6 +421,17 @@ class _Compiler(NodeReader):
             if isinstance(value, (bool, str)) and op_type in _ORDERING:
                 raise self.error(operand.node, f"{op_text} needs a number, not {self.source_of(literal.node)}")
         return null_safe(column, op_type, as_bigint(value))
+
+    def tier_range_hint(self, op_type: type, value: Any) -> str | None:
+        """For ``tier >= "silver"``: the ``in`` list that means it (tiers are ranked
+        lowest first in ``[[loyalty.tiers]]``)."""
+        if not self.tiers or value not in self.tiers:
+            return None
+        rank = self.tiers.index(value)
+        chosen = {ast.GtE: self.tiers[rank:], ast.Gt: self.tiers[rank + 1:],
+                  ast.LtE: self.tiers[:rank + 1], ast.Lt: self.tiers[:rank]}[op_type]
+        listed = ", ".join(f'"{name}"' for name in chosen)
+        return f"list the tiers you mean: tier in [{listed}]"
 
     def attribute_element(self, element: Any, literals: list[Literal]) -> Any:
         values = [literal.value for literal in literals]

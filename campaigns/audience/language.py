@@ -13,6 +13,8 @@ to one SQLAlchemy condition over ``customer`` LEFT OUTER JOIN ``customer_profile
 Fields and functions are listed in :data:`FIELDS` and :data:`FUNCTIONS` (and in
 docs/segments.md). Profile fields describe the customer as of the last profile
 recompute; a customer without a profile row (imported since) has no value for them.
+Loyalty fields and functions (:data:`LOYALTY_NAMES`) read the points lots and member
+tiers at evaluation time, and exist only while ``[loyalty] enabled`` is true.
 
 Missing values follow Python, not SQL: every comparison is either true or false, a
 missing value equals nothing (``==``, ``<``, ``in`` are false; ``!=`` and ``not in`` are
@@ -28,8 +30,9 @@ from __future__ import annotations
 import ast
 import difflib
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from campaigns.config.jsonvalues import MAX_INTEGER, MIN_INTEGER
 from campaigns.config.vocabulary import CHANNEL_FAMILIES
@@ -130,6 +133,9 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("purchase_channel", "purchase_channel", "orders",
                   'A channel the customer bought through; only `==`, `in`, `not in`: '
                   '`purchase_channel in ["store"]` = at least one order through the store.'),
+        FieldSpec("points_balance", "int", "loyalty", "Points the customer holds at evaluation time (0 without any)."),
+        FieldSpec("tier", "str", "loyalty", 'Member tier from `[[loyalty.tiers]]` (e.g. "gold"); the lowest tier '
+                  "for a customer the tier recompute has not placed yet."),
     )
 }
 
@@ -139,7 +145,32 @@ FUNCTIONS: dict[str, str] = {
     "count_of": 'count_of("review", within="30d")',
     "consent": 'consent("email")',
     "segment": 'segment("lapsed_vips")',
+    "points_expiring": 'points_expiring(within="30d")',
+    "points_earned": 'points_earned(within="90d")',
 }
+
+#: The fields and functions of the points programme: errors unless ``[loyalty] enabled``.
+LOYALTY_NAMES = frozenset(("points_balance", "tier", "points_expiring", "points_earned"))
+
+
+def expression_tiers(loyalty: Any) -> tuple[str, ...] | None:
+    """The tier names expressions may compare ``tier`` with, from a ``[loyalty]`` section
+    (:class:`~campaigns.config.loyalty.LoyaltyConfig`); None while the programme is off."""
+    return tuple(tier.name for tier in loyalty.tiers) if loyalty.enabled else None
+
+
+def tier_hint(value: str, tiers: Sequence[str]) -> str:
+    """An error hint for an unknown tier name: the closest one, and always the whole list
+    (lowest first, as ``[[loyalty.tiers]]`` ranks them)."""
+    guess = suggest(value, tiers)
+    listed = f"tiers: {', '.join(tiers) or 'none'}"
+    return f"did you mean {guess!r}? {listed}" if guess else listed
+
+
+def loyalty_off(name: str) -> tuple[str, str]:
+    """The message and hint of an expression using ``name`` while the programme is off."""
+    return (f"{name} needs the loyalty programme, which is off ([loyalty] enabled = false)",
+            "set enabled = true under [loyalty] in config.toml")
 
 
 def suggest(word: str, choices: Collection[str]) -> str | None:

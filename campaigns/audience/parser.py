@@ -26,12 +26,16 @@ from campaigns.audience.language import (
 
 
 def parse_expression(
-    text: str, *, rfm_names: Sequence[str], segment_names: Collection[str] = ()
+    text: str, *, rfm_names: Sequence[str], segment_names: Collection[str] = (),
+    tiers: Sequence[str] | None = None,
 ) -> Expression:
     """Parse and validate ``text``; :class:`ExpressionError` says what and where if invalid.
 
     ``rfm_names`` are the configured RFM segment names (values ``rfm_segment`` may take),
-    ``segment_names`` the named segments ``segment("...")`` may refer to.
+    ``segment_names`` the named segments ``segment("...")`` may refer to, ``tiers`` the
+    ``[[loyalty.tiers]]`` names (values ``tier`` may take), None while ``[loyalty]`` is
+    off: then the loyalty fields and functions are errors
+    (:func:`~campaigns.audience.language.expression_tiers` gives them from a config).
     """
     if not isinstance(text, str):
         raise ExpressionError(f"an audience expression must be a string, got {type(text).__name__}")
@@ -61,7 +65,7 @@ def parse_expression(
     ast.increment_lineno(tree, -1)
     _check_depth(tree.body, lines)
     expression = Expression(text=text, tree=tree)
-    check_expression(expression, rfm_names=rfm_names, segment_names=segment_names)
+    check_expression(expression, rfm_names=rfm_names, segment_names=segment_names, tiers=tiers)
     return expression
 
 

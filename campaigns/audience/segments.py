@@ -1,6 +1,7 @@
 """The named ``[segments]`` of a project, and the check of every audience expression
 its config holds (segments, ``audience.where``, steps' ``when``, ``audience.segment``
-and ``trigger.segment_entered``).
+and ``trigger.segment_entered``), with the names triggers take from the same vocabulary
+(``trigger.tier_entered``, and ``points_expiring``, which needs ``[loyalty]`` on).
 
 Segments may use segments (``segment("lapsed_vips")``); the check refuses cycles and
 chains that would grow too large or too deep once inlined, the way
@@ -20,17 +21,22 @@ from campaigns.audience.language import (
     Expression,
     ExpressionError,
     calls_segment,
+    expression_tiers,
     known_hint,
+    loyalty_off,
+    tier_hint,
 )
 from campaigns.audience.parser import parse_expression, segment_references
+from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.config.vocabulary import DEFAULT_RFM_RULES
 
 
 def segment_expressions(config: Any) -> dict[str, Expression]:
     """The parsed ``[segments]`` of an :class:`~campaigns.config.schema.AppConfig`."""
     names = list(config.segments)
+    tiers = expression_tiers(config.loyalty)
     return {
-        name: parse_expression(text, rfm_names=config.rfm.names, segment_names=names)
+        name: parse_expression(text, rfm_names=config.rfm.names, segment_names=names, tiers=tiers)
         for name, text in config.segments.items()
     }
 
@@ -43,16 +49,32 @@ def _raw_rfm_names(raw: Mapping[str, Any]) -> list[str]:
     return [rule.name for rule in DEFAULT_RFM_RULES]
 
 
+def _raw_tiers(raw: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The tier names of the raw ``[loyalty]`` section, None while it is off. A mistyped
+    ``enabled`` counts as on: the schema reports it, and every loyalty name in the file
+    would otherwise be reported as well."""
+    loyalty = raw.get("loyalty")
+    if not isinstance(loyalty, Mapping) or loyalty.get("enabled", False) is False:
+        return None
+    tiers = loyalty.get("tiers")
+    if isinstance(tiers, list):
+        return tuple(tier["name"] for tier in tiers if isinstance(tier, Mapping) and isinstance(tier.get("name"), str))
+    return tuple(tier.name for tier in LoyaltyConfig().tiers)
+
+
 def _as_raw(config: Any) -> Mapping[str, Any]:
     if isinstance(config, Mapping):
         return config
     return {
         "rfm": {"segments": [{"name": name} for name in config.rfm.names]},
         "segments": dict(config.segments),
+        "loyalty": {"enabled": config.loyalty.enabled, "tiers": [{"name": t.name} for t in config.loyalty.tiers]},
         "campaigns": [
             {
                 "audience": {"where": c.audience.where, "segment": c.audience.segment},
-                "trigger": {"segment_entered": getattr(c.trigger, "segment_entered", None)},
+                "trigger": {key: getattr(c.trigger, key) for key in ("segment_entered", "tier_entered",
+                                                                      "points_expiring")
+                            if hasattr(c.trigger, key)},
             }
             for c in config.campaigns
         ],
@@ -64,10 +86,12 @@ def validate_segments(config: Any) -> Iterator[tuple[tuple[str | int, ...], str]
 
     ``config`` is the raw TOML dict (garbage types are skipped: the schema reports them)
     or an ``AppConfig``. Checks every ``[segments]`` entry (and cycles among them), each
-    campaign's ``audience.where`` and ``audience.segment``, and ``trigger.segment_entered``.
+    campaign's ``audience.where`` and ``audience.segment``, ``trigger.segment_entered``
+    and ``trigger.tier_entered``, and that loyalty names and triggers have ``[loyalty]`` on.
     """
     raw = _as_raw(config)
     rfm_names = _raw_rfm_names(raw)
+    tiers = _raw_tiers(raw)
     segments = raw.get("segments") if isinstance(raw.get("segments"), Mapping) else {}
     names = [name for name in segments if isinstance(name, str)]
     parsed: dict[str, Expression] = {}
@@ -76,7 +100,7 @@ def validate_segments(config: Any) -> Iterator[tuple[tuple[str | int, ...], str]
         if not isinstance(text, str):
             continue
         try:
-            parsed[name] = parse_expression(text, rfm_names=rfm_names, segment_names=names)
+            parsed[name] = parse_expression(text, rfm_names=rfm_names, segment_names=names, tiers=tiers)
         except ExpressionError as exc:
             yield ("segments", name), str(exc)
     yield from _cycle_issues(parsed)
@@ -95,7 +119,7 @@ def validate_segments(config: Any) -> Iterator[tuple[tuple[str | int, ...], str]
             where = audience.get("where")
             if isinstance(where, str):
                 try:
-                    expr = parse_expression(where, rfm_names=rfm_names, segment_names=names)
+                    expr = parse_expression(where, rfm_names=rfm_names, segment_names=names, tiers=tiers)
                 except ExpressionError as exc:
                     yield ("campaigns", index, "audience", "where"), str(exc)
                 else:
@@ -111,7 +135,7 @@ def validate_segments(config: Any) -> Iterator[tuple[tuple[str | int, ...], str]
             when = step.get("when") if isinstance(step, Mapping) else None
             if isinstance(when, str):
                 try:
-                    expr = parse_expression(when, rfm_names=rfm_names, segment_names=names)
+                    expr = parse_expression(when, rfm_names=rfm_names, segment_names=names, tiers=tiers)
                 except ExpressionError as exc:
                     yield ("campaigns", index, "steps", step_index, "when"), str(exc)
                 else:
@@ -124,6 +148,20 @@ def validate_segments(config: Any) -> Iterator[tuple[tuple[str | int, ...], str]
             if isinstance(entered, str) and entered not in rfm_names:
                 yield (("campaigns", index, "trigger", "segment_entered"),
                        f"unknown RFM segment {entered!r} ({known_hint(entered, rfm_names)})")
+            yield from _loyalty_trigger_issues(trigger, index, tiers)
+
+
+def _loyalty_trigger_issues(trigger: Mapping[str, Any], index: int,
+                            tiers: tuple[str, ...] | None) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """``tier_entered`` names a tier of ``[[loyalty.tiers]]``; both loyalty triggers need
+    the programme on."""
+    for key in ("tier_entered", "points_expiring"):
+        if key in trigger and trigger[key] is not None and tiers is None:
+            message, hint = loyalty_off(key)
+            yield ("campaigns", index, "trigger", key), f"{message} ({hint})"
+    entered = trigger.get("tier_entered")
+    if isinstance(entered, str) and tiers is not None and entered not in tiers:
+        yield ("campaigns", index, "trigger", "tier_entered"), f"unknown tier {entered!r} ({tier_hint(entered, tiers)})"
 
 
 def _expansion_problem(expr: Expression, parsed: Mapping[str, Expression],

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from campaigns.audience.compiler import compile_expression
-from campaigns.audience.language import Expression
+from campaigns.audience.language import Expression, expression_tiers
 from campaigns.audience.parser import parse_expression
 from campaigns.audience.segments import segment_expressions
 from campaigns.config.campaigns import AudienceConfig, CampaignConfig
@@ -94,10 +94,12 @@ def audience_conditions(
             if audience.segment not in segments:
                 raise ValueError(f"unknown segment {audience.segment!r}")
             conditions.append(compile_expression(segments[audience.segment], now=now, segments=segments,
-                                                 profile=profile))
+                                                 profile=profile, loyalty=config.loyalty))
         if audience.where is not None:
-            where = parse_expression(audience.where, rfm_names=config.rfm.names, segment_names=list(segments))
-            conditions.append(compile_expression(where, now=now, segments=segments, profile=profile))
+            where = parse_expression(audience.where, rfm_names=config.rfm.names, segment_names=list(segments),
+                                     tiers=expression_tiers(config.loyalty))
+            conditions.append(compile_expression(where, now=now, segments=segments, profile=profile,
+                                                 loyalty=config.loyalty))
     return conditions
 
 
@@ -298,8 +300,10 @@ def expression_select(config: AppConfig, expression: str | Expression, *, now: d
     """
     segments = segment_expressions(config)
     if isinstance(expression, str):
-        expression = parse_expression(expression, rfm_names=config.rfm.names, segment_names=list(segments))
-    condition = compile_expression(expression, now=now, segments=segments, profile=_PROFILE)
+        expression = parse_expression(expression, rfm_names=config.rfm.names, segment_names=list(segments),
+                                      tiers=expression_tiers(config.loyalty))
+    condition = compile_expression(expression, now=now, segments=segments, profile=_PROFILE,
+                                   loyalty=config.loyalty)
     return (
         sa.select(Customer.id.label("customer_id"))
         .select_from(Customer)

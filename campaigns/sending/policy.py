@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from campaigns.audience.compiler import compile_expression
+from campaigns.audience.language import expression_tiers
 from campaigns.audience.parser import parse_expression
 from campaigns.audience.segments import segment_expressions
 from campaigns.config.campaigns import CampaignConfig
@@ -127,14 +128,15 @@ def send_time_skips(conn: sa.Connection, config: AppConfig, deliveries: Sequence
         if segments is None:  # parsed once per batch, and only when a step has a condition
             segments = segment_expressions(config)
         expression = parse_expression(campaign.steps[step_index].when or "", rfm_names=config.rfm.names,
-                                      segment_names=list(segments))
+                                      segment_names=list(segments), tiers=expression_tiers(config.loyalty))
         customer_ids = sorted({d.customer["id"] for d in deliveries if (d.campaign, d.step) == (name, step_index)})
         profile = CustomerProfile.__table__
         matching = set(conn.execute(
             sa.select(Customer.id).select_from(Customer)
             .outerjoin(profile, profile.c.customer_id == Customer.id)
             .where(Customer.id.in_(customer_ids),
-                   compile_expression(expression, now=now, segments=segments, profile=profile))).scalars())
+                   compile_expression(expression, now=now, segments=segments, profile=profile,
+                                      loyalty=config.loyalty))).scalars())
         failing[(name, step_index)] = set(customer_ids) - matching
 
     # 6. frequency caps: marketing sent, going out now or outranking these messages.
