@@ -2,7 +2,8 @@
 
 Two set-based statements in one transaction, whatever the number of lots: the entries are
 ``INSERT ... SELECT`` from the open lots past their ``expires_at`` (a partial index holds
-the open lots by expiry), then those lots are emptied. An expiry is keyed by its lot, so
+the open lots by expiry), then those lots are emptied; what the insert returns is the
+report. An expiry is keyed by its lot, so
 running the job twice expires nothing twice.
 """
 
@@ -36,14 +37,23 @@ def expire_lots(engine: Engine, *, now: datetime) -> ExpiryReport:
     ).where(due)
     columns = ["customer_id", "kind", "points", "source", "source_ref", "lot_id", "entry_key", "detail",
                "occurred_at", "recorded_at"]
+    insert = sa.insert(ENTRIES).from_select(columns, source).returning(ENTRIES.c.points)
     with engine.begin() as conn:
-        totals = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(LOTS.c.remaining), 0))
-                              .where(due)).one()
-        if not totals[0]:
+        # The entries written say what expired. A count(*) of the due lots first was a
+        # statement of its own, which PostgreSQL planned as a parallel scan of every lot:
+        # it cannot know that few open lots are past their expiry.
+        if conn.dialect.name == "postgresql":
+            # Counted by the server (a first run expires millions of lots at once).
+            written = insert.cte("expired")
+            lots, total = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(written.c.points), 0))
+                                       .select_from(written)).one()
+        else:
+            points = conn.execute(insert).scalars().all()
+            lots, total = len(points), sum(points)
+        if not lots:
             return ExpiryReport()
-        conn.execute(sa.insert(ENTRIES).from_select(columns, source))
         conn.execute(sa.update(LOTS).where(due).values(remaining=0))
-    return ExpiryReport(lots=int(totals[0]), points=int(totals[1]))
+    return ExpiryReport(lots=int(lots), points=-int(total))
 
 
 __all__ = ["ExpiryReport", "expire_lots"]
