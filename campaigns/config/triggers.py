@@ -1,14 +1,16 @@
-"""``trigger``: when a campaign fires (a cron schedule, a lifecycle stage or RFM segment
-entered, an event, a date held by the customer, or by hand)."""
+"""``trigger``: when a campaign fires (a cron schedule, a lifecycle stage, RFM segment or
+member tier entered, an event, a date held by the customer, points about to expire, or by
+hand)."""
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator
 
-from campaigns.config.base import StrictModel
+from campaigns.config.base import Duration, StrictModel
 from campaigns.config.values import check_cron
 from campaigns.config.vocabulary import Stage
 
@@ -36,6 +38,35 @@ class SegmentEnteredTrigger(StrictModel):
     segment_entered: str
 
 
+class TierEnteredTrigger(StrictModel):
+    """Fire once per customer entry into a member tier (``[[loyalty.tiers]]``), as the
+    loyalty daily job's tier recompute records it; the name is checked against the tiers."""
+
+    tier_entered: str = Field(min_length=1, max_length=32)
+
+
+#: The longest lead time of an expiry reminder.
+MAX_REMINDER_LEAD = timedelta(days=366)
+
+
+class PointsExpiringTrigger(StrictModel):
+    """The expiry reminder: fire once per lot of points (lots of one customer expiring at
+    the same moment count as one) as it comes within this lead time of expiring, e.g.
+    ``{ points_expiring = "30d" }``."""
+
+    points_expiring: Duration
+
+    @field_validator("points_expiring")
+    @classmethod
+    def _sensible_lead(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("points_expiring is how long before the points expire to remind, e.g. \"30d\": "
+                             "it must be longer than zero")
+        if value > MAX_REMINDER_LEAD:
+            raise ValueError("points_expiring is at most 366 days ahead")
+        return value
+
+
 class EventTrigger(StrictModel):
     """Fire once per recorded event of this name (``nurture track``, ``POST /events``,
     event imports); the first step goes out within seconds of the event being received."""
@@ -52,7 +83,8 @@ class EventTrigger(StrictModel):
 
 
 #: The key that tells each trigger apart, in the order they are looked for.
-_TRIGGER_KEYS = ("cron", "stage_entered", "segment_entered", "event", "manual", "date")
+_TRIGGER_KEYS = ("cron", "stage_entered", "segment_entered", "tier_entered", "event", "manual", "date",
+                 "points_expiring")
 
 
 class DateTrigger(StrictModel):
@@ -103,6 +135,8 @@ Trigger = Annotated[
     Annotated[CronTrigger, Tag("cron")]
     | Annotated[StageEnteredTrigger, Tag("stage_entered")]
     | Annotated[SegmentEnteredTrigger, Tag("segment_entered")]
+    | Annotated[TierEnteredTrigger, Tag("tier_entered")]
+    | Annotated[PointsExpiringTrigger, Tag("points_expiring")]
     | Annotated[EventTrigger, Tag("event")]
     | Annotated[ManualTrigger, Tag("manual")]
     | Annotated[DateTrigger, Tag("date")],
@@ -110,7 +144,8 @@ Trigger = Annotated[
         _trigger_kind,
         custom_error_type="trigger_kind",
         custom_error_message="trigger must be one of { cron = \"0 10 * * *\" }, "
-        "{ stage_entered = \"at_risk\" }, { segment_entered = \"cant_lose\" }, { event = \"signup\" } "
-        "{ date = \"attributes.birthday\", annual = true } or { manual = true }",
+        "{ stage_entered = \"at_risk\" }, { segment_entered = \"cant_lose\" }, { tier_entered = \"gold\" }, "
+        "{ event = \"signup\" }, { date = \"attributes.birthday\", annual = true }, "
+        "{ points_expiring = \"30d\" } or { manual = true }",
     ),
 ]

@@ -20,8 +20,10 @@ from campaigns.config.triggers import (
     CronTrigger,
     DateTrigger,
     EventTrigger,
+    PointsExpiringTrigger,
     SegmentEnteredTrigger,
     StageEnteredTrigger,
+    TierEnteredTrigger,
 )
 from campaigns.sending.control import PAUSED_BY_HAND
 from campaigns.sending.cron import next_cron_slot
@@ -76,6 +78,12 @@ def describe_trigger(campaign: CampaignConfig) -> str:
         return f"enters stage {trigger.stage_entered}"
     if isinstance(trigger, SegmentEnteredTrigger):
         return f"enters segment {trigger.segment_entered}"
+    if isinstance(trigger, TierEnteredTrigger):
+        return f"enters tier {trigger.tier_entered}"
+    if isinstance(trigger, PointsExpiringTrigger):
+        lead = trigger.points_expiring
+        days = f"{lead.days} days" if lead == timedelta(days=lead.days) else str(lead)
+        return f"points expiring within {days}"
     if isinstance(trigger, EventTrigger):
         return f"event {trigger.event}"
     if isinstance(trigger, DateTrigger):
@@ -110,6 +118,10 @@ def _next(campaign: CampaignConfig, state: str, now: datetime) -> tuple[datetime
         return None, "at each profile recompute"
     if isinstance(trigger, SegmentEnteredTrigger):
         return None, "at each profile recompute"
+    if isinstance(trigger, TierEnteredTrigger):
+        return None, "at each tier recompute (the loyalty daily job)"
+    if isinstance(trigger, PointsExpiringTrigger):
+        return None, "at each scheduler tick, once per lot"
     if isinstance(trigger, EventTrigger):
         return None, f"on each {trigger.event} event"
     if isinstance(trigger, DateTrigger):

@@ -3,9 +3,10 @@
 A cron run is claimed by inserting ``campaign_run(campaign, scheduled_at)``, which is
 UNIQUE: of two schedulers ticking at once, one wins. Each trigger then picks its targets
 (customer, channel, occurrence): the audience of a cron run (:func:`plan_run`), recorded
-stage or segment entries (:func:`plan_entries`), events (:func:`plan_events`) or dates
-(:func:`plan_dates`), and :func:`campaigns.sending.enrolment.enrol` enrols them and writes
-their deliveries, set-based and idempotent.
+stage, segment or tier entries (:func:`plan_entries`), events (:func:`plan_events`), dates
+(:func:`plan_dates`) or points about to expire (:func:`plan_points_expiring`), and
+:func:`campaigns.sending.enrolment.enrol` enrols them and writes their deliveries,
+set-based and idempotent.
 
 Planning the same occurrence again, from a second scheduler, a retried tick or the event
 fast path, adds nothing.
@@ -26,8 +27,10 @@ from campaigns.config.schema import AppConfig
 from campaigns.config.triggers import (
     DateTrigger,
     EventTrigger,
+    PointsExpiringTrigger,
     SegmentEnteredTrigger,
     StageEnteredTrigger,
+    TierEnteredTrigger,
 )
 from campaigns.config.values import zone_named
 from campaigns.sending.enrolment import enrol, occurrence_column
@@ -39,6 +42,7 @@ from campaigns.store.models import (
     CustomerProfile,
     Delivery,
     Event,
+    PointsLot,
     ProfileTransition,
     utcnow,
 )
@@ -138,8 +142,9 @@ def plan_run(
 def plan_entries(
     engine: Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime, window: timedelta
 ) -> int:
-    """Deliveries for a ``stage_entered`` / ``segment_entered`` campaign: one enrolment per
-    recorded entry (``profile_transition`` row) in ``(now - window, now]`` whose customer is
+    """Deliveries for a ``stage_entered`` / ``segment_entered`` / ``tier_entered`` campaign:
+    one enrolment per recorded entry (``profile_transition`` row of kind ``stage``,
+    ``rfm_segment`` or ``tier``) in ``(now - window, now]`` whose customer is
     in the audience. The entry id is the occurrence (``e<id>``), so each entry sends once
     however many ticks see it; with ``reentry = "never"`` it is ``once``: one series per
     customer, ever. Returns how many deliveries are new.
@@ -152,6 +157,10 @@ def plan_entries(
         kind, value = "stage", trigger.stage_entered
     elif isinstance(trigger, SegmentEnteredTrigger):
         kind, value = "rfm_segment", trigger.segment_entered
+    elif isinstance(trigger, TierEnteredTrigger):
+        # Written by the tier recompute of the loyalty daily job (and by earning, which
+        # upgrades at once), dated when it moved the member.
+        kind, value = "tier", trigger.tier_entered
     else:
         raise ValueError(f"campaign {campaign.name} is not triggered by entries")
     audience = audience_select(config, campaign, now=now).subquery("audience")
@@ -269,3 +278,63 @@ def plan_dates(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, n
         with engine.begin() as conn:
             planned += enrol(conn, config, campaign, targets, base=now, now=now)
     return planned
+
+
+#: The occurrence prefix of an expiry reminder: ``lot<id>``.
+REMINDER_PREFIX = "lot"
+
+
+def plan_points_expiring(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime) -> int:
+    """Deliveries for a ``points_expiring`` campaign (the expiry reminder): customers in the
+    audience with an open lot (points left) expiring in ``(now, now + lead time]``, one
+    enrolment per lot, all of a customer's lots expiring at the same moment counting as
+    one. Returns how many deliveries are new.
+
+    The occurrence is ``lot<id>``, the smallest id among the customer's lots expiring at
+    that moment (spent ones too, so the key stays the same when that lot is spent before
+    the others): every tick that sees the lots again finds the enrolment written, and a
+    lot is reminded once whatever ``reentry`` says; ``reentry_after`` still spaces a
+    customer's reminders. Spent, expired and reversed lots have no points left and
+    remind nobody. The first step is due at the first tick that sees the lots, later
+    steps count from there.
+    """
+    trigger = campaign.trigger
+    if not isinstance(trigger, PointsExpiringTrigger):
+        raise ValueError(f"campaign {campaign.name} is not triggered by expiring points")
+    lots = PointsLot.__table__
+    # Open lots by expiry: what the partial index ix_points_lot_open_expires holds.
+    expiring = (
+        sa.select(lots.c.customer_id, lots.c.expires_at)
+        .where(lots.c.remaining > 0, lots.c.expires_at > now, lots.c.expires_at <= now + trigger.points_expiring)
+        .group_by(lots.c.customer_id, lots.c.expires_at)
+        .subquery("expiring")
+    )
+    same = lots.alias("same_moment")
+    first_lot = (
+        sa.select(sa.func.min(same.c.id))
+        .where(same.c.customer_id == expiring.c.customer_id, same.c.expires_at == expiring.c.expires_at)
+        .scalar_subquery()
+    )
+    audience = audience_select(config, campaign, now=now).subquery("audience")
+    targets = (
+        sa.select(
+            audience.c.customer_id,
+            audience.c.channel,
+            (sa.literal(REMINDER_PREFIX) + sa.cast(first_lot, sa.String)).label("occurrence"),
+        )
+        .select_from(expiring)
+        .join(audience, audience.c.customer_id == expiring.c.customer_id)
+        .subquery("targets")
+    )
+    with engine.begin() as conn:
+        return enrol(conn, config, campaign, targets, base=now, now=now)
+
+
+def reminded_lot(send_key: str) -> int | None:
+    """The lot id in the occurrence of an expiry reminder's send key
+    (``campaign:step:customer:lot<id>``), None for any other key."""
+    parts = send_key.split(":")
+    if len(parts) != 4 or not parts[3].startswith(REMINDER_PREFIX):
+        return None
+    digits = parts[3][len(REMINDER_PREFIX):]
+    return int(digits) if digits.isdigit() else None

@@ -177,6 +177,12 @@ class _Attributes(dict[str, Any]):
         return self.get(key)
 
 
+#: ``loyalty`` while the programme is off: undefined, with the reason in the error
+#: (``{% if loyalty is defined %}`` still tests for it).
+LOYALTY_OFF = StrictUndefined(hint="'loyalty' is undefined: the loyalty programme is off "
+                                   "([loyalty] enabled = false in config.toml)", name="loyalty")
+
+
 def build_context(
     *,
     customer: dict[str, Any],
@@ -187,6 +193,7 @@ def build_context(
     now: datetime,
     links: BodyLinks | None = None,
     coupon: AssignedCoupon | None = None,
+    loyalty: dict[str, Any] | None = None,
     referral: ReferralContext | None = None,
 ) -> dict[str, Any]:
     """The variables a template sees: ``customer``, ``stats``, ``campaign``, ``step``,
@@ -198,6 +205,9 @@ def build_context(
     ``[api] public_url``. ``coupon`` is the message's coupon (``coupon.code``,
     ``coupon.pool``) for a campaign with a ``coupon``, else None, so a template of a
     campaign without coupons that shows ``coupon.code`` fails ``nurture check``.
+    ``loyalty`` is the customer's points and tier
+    (:meth:`~campaigns.customers.loyalty.balances.Standing.as_context`), None while the
+    loyalty programme is off: then any use of ``loyalty`` fails, saying so.
     ``referral`` is the recipient's referral code (``referral.code``, ``referral.link``
     when ``[loyalty.referrals] link`` is set), None while referrals are off.
     """
@@ -216,5 +226,6 @@ def build_context(
         "unsubscribe_url": (links or NO_LINKS).unsubscribe_url,
         "preferences_url": (links or NO_LINKS).preferences_url,
         "coupon": coupon.as_context() if coupon is not None else None,
+        "loyalty": loyalty if loyalty is not None else LOYALTY_OFF,
         "referral": referral.as_context() if referral is not None else None,
     }

@@ -24,6 +24,7 @@ from campaigns.errors import RenderError
 from campaigns.sending.bodylinks import make_body_links
 from campaigns.sending.interactions import interaction_channels, last_interactions
 from campaigns.sending.ledger import Claim, Recorded, claim, record, release
+from campaigns.sending.loyaltycontext import LoyaltyContexts, loyalty_contexts
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from campaigns.sending.policy import Skip, quiet_hours_start, send_time_skips
 from campaigns.sending.rendering import build_context
@@ -52,12 +53,19 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
     skips = {}
     interactions: dict[int, datetime | None] = {}
     coupons = CouponBatch()
+    loyalty = LoyaltyContexts()
     referrals: dict[int, ReferralContext] = {}
     if claimed.deliveries:
         try:
             with runtime.engine.connect() as conn:
                 skips = send_time_skips(conn, config, claimed.deliveries, now=now) if test_to is None else {}
                 interactions = last_interactions(conn, config, claimed.deliveries)
+                # Every message's points and tier, read for the whole batch at once. An
+                # expiry reminder whose points were spent or expired since has nothing to say.
+                loyalty = loyalty_contexts(conn, config, claimed.deliveries, now=now)
+                if test_to is None:
+                    skips.update({delivery_id: Skip("the points it reminds of were spent or have expired")
+                                  for delivery_id in sorted(loyalty.spent) if delivery_id not in skips})
             if test_to is None:
                 # Each message about to go takes its coupon (a retry gets the one it has);
                 # a test send shows a sample and uses up none of the pool.
@@ -109,7 +117,8 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
                 coupon = (sample_coupon(campaign, step=delivery.step) if test_to and campaign
                           else coupons.assigned.get(delivery.id))
                 result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra, link_secret,
-                                          coupon=coupon, referral=referrals.get(delivery.customer["id"]))
+                                          coupon=coupon, referral=referrals.get(delivery.customer["id"]),
+                                          loyalty=loyalty.contexts.get(delivery.id))
         return result, started, runtime.clock()
 
     to_send = [delivery for delivery in claimed.deliveries if delivery.id not in skips]
@@ -203,7 +212,8 @@ def _iso(moment: datetime | None) -> str | None:
 def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: datetime,  # type: ignore[no-untyped-def]
                      metadata: dict[str, Any], link_secret: str | None, *,
                      coupon: AssignedCoupon | None = None,
-                     referral: ReferralContext | None = None) -> SendResult:
+                     referral: ReferralContext | None = None,
+                     loyalty: dict[str, Any] | None = None) -> SendResult:
     try:
         context = build_context(
             customer=delivery.customer,
@@ -217,6 +227,7 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
             links=make_body_links(delivery.send_key, public_url=runtime.config.api.public_url, secret=link_secret),
             coupon=coupon,
             referral=referral,
+            loyalty=loyalty,
         )
         parts = runtime.renderer.render(delivery.template, context)
     except RenderError as exc:
