@@ -46,6 +46,7 @@ from campaigns.config.durations import MAX_DAYS, parse_duration
 from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.config.vocabulary import STAGES
 from campaigns.customers.loyalty.balances import balance_of, earned_of, expiring_of, tier_of
+from campaigns.customers.loyalty.referrals import converted_referrals_of
 from campaigns.store.jsonattr import typed_attribute
 from campaigns.store.models import Consent, Customer, CustomerProfile, Event, Order
 
@@ -300,12 +301,14 @@ class _Compiler(NodeReader):
             raise self.error(node, message, hint)
 
     def loyalty_field(self, node: ast.Name, name: str) -> _Operand:
-        """``points_balance`` (a number, never missing) or ``tier`` (text, never missing:
-        the lowest tier for a customer with no ``loyalty_member`` row)."""
+        """``points_balance`` and ``referrals_converted`` (numbers, never missing) or ``tier``
+        (text, never missing: the lowest tier for a customer with no ``loyalty_member`` row)."""
         self.require_loyalty(node, name)
         customer = _CUSTOMER.c.id
         if name == "points_balance":
             return _Operand("count", node, name, balance_of(customer, now=self.now))
+        if name == "referrals_converted":
+            return _Operand("count", node, name, converted_referrals_of(customer))
         # Checking only (no config at hand): the column is never executed.
         column = (tier_of(customer, self.loyalty) if self.loyalty is not None
                   else sa.literal(self.tiers[0] if self.tiers else ""))

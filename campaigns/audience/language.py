@@ -136,6 +136,8 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("points_balance", "int", "loyalty", "Points the customer holds at evaluation time (0 without any)."),
         FieldSpec("tier", "str", "loyalty", 'Member tier from `[[loyalty.tiers]]` (e.g. "gold"); the lowest tier '
                   "for a customer the tier recompute has not placed yet."),
+        FieldSpec("referrals_converted", "int", "loyalty", "The customer's referrals whose referee bought (rewarded, "
+                  "not reversed): `referrals_converted >= 1` is the advocate segment."),
     )
 }
 
@@ -150,7 +152,7 @@ FUNCTIONS: dict[str, str] = {
 }
 
 #: The fields and functions of the points programme: errors unless ``[loyalty] enabled``.
-LOYALTY_NAMES = frozenset(("points_balance", "tier", "points_expiring", "points_earned"))
+LOYALTY_NAMES = frozenset(("points_balance", "tier", "points_expiring", "points_earned", "referrals_converted"))
 
 
 def expression_tiers(loyalty: Any) -> tuple[str, ...] | None:

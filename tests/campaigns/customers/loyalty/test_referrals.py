@@ -392,3 +392,31 @@ def test_the_daily_job_and_earn_now_reward_referrals_and_move_tiers(engine):
     report = run_loyalty(engine, loyalty, now=at(3)).to_dict()
     assert report["referrals"]["reversed"] == 1 and report["referrals"]["reversed_points"] == 1000
     assert balance(engine, ann, at(3)) == 0
+
+
+def test_advocates_in_audience_expressions(engine):
+    from campaigns.audience.compiler import compile_expression
+    from campaigns.audience.language import ExpressionError
+    from campaigns.audience.parser import parse_expression
+
+    ann, bob, cat, dan = (add_customer(engine, name, at=NOW) for name in ("ann", "bob", "cat", "dan"))
+    signup(engine, bob, "1", when=at(0), code=code_of(engine, ann))   # bought: ann is an advocate
+    signup(engine, cat, "2", when=at(0), code=code_of(engine, dan))   # bought, refunded: dan is not
+    signup(engine, dan, "3", when=at(0), code=code_of(engine, bob))   # never bought: bob is not
+    add_order(engine, bob, "O-bob", at=at(1), amount=10)
+    add_order(engine, cat, "O-cat", at=at(1), amount=10)
+    run_referrals(engine, LOYALTY, now=at(2))
+    set_status(engine, "O-cat", "refunded")
+    run_referrals(engine, LOYALTY, now=at(3))
+
+    def matching(text: str) -> set[str]:
+        condition = compile_expression(parse_expression(text, rfm_names=[], tiers=("member",)), now=at(4),
+                                       segments={}, loyalty=LOYALTY)
+        with engine.connect() as conn:
+            return set(conn.execute(sa.select(Customer.external_id).where(condition)).scalars())
+
+    assert matching("referrals_converted >= 1") == {"ann"}
+    assert matching("referrals_converted == 0") == {"bob", "cat", "dan"}
+    with pytest.raises(ExpressionError, match="loyalty programme"):
+        compile_expression(parse_expression("referrals_converted >= 1", rfm_names=[], tiers=None), now=at(4),
+                           segments={}, loyalty=LoyaltyConfig(enabled=False))
