@@ -78,6 +78,7 @@ def print_tick(report: TickReport, *, as_json: bool, outcome: dict[str, Any] | N
             "profiles": None if report.profiles is None else {
                 "customers": report.profiles.customers, "stage_entries": report.profiles.stage_entries,
                 "segment_entries": report.profiles.segment_entries},
+            "loyalty": None if report.loyalty is None else report.loyalty.to_dict(),
             "entries": report.entries,
             "outcome": outcome,
         }))
@@ -85,6 +86,10 @@ def print_tick(report: TickReport, *, as_json: bool, outcome: dict[str, Any] | N
     if report.profiles is not None:
         console.print(f"profiles recomputed: {report.profiles.customers} customers, "
                       f"{report.profiles.stage_entries} stage entries, {report.profiles.segment_entries} segment entries")
+    if report.loyalty is not None:
+        loyalty = report.loyalty
+        console.print(f"loyalty daily job: {loyalty.earned.lots} lots earned, {loyalty.expired.lots} expired, "
+                      f"{loyalty.tiers.upgraded} tier upgrades, {loyalty.tiers.downgraded} downgrades")
     for name, planned in report.entries.items():
         console.print(f"entries [bold]{name}[/]: {planned} new deliveries")
     for run in report.runs:

@@ -24,7 +24,15 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
-from campaigns.config.triggers import CronTrigger, DateTrigger, EventTrigger, ManualTrigger
+from campaigns.config.triggers import (
+    CronTrigger,
+    DateTrigger,
+    EventTrigger,
+    ManualTrigger,
+    PointsExpiringTrigger,
+    TierEnteredTrigger,
+)
+from campaigns.customers.loyalty.daily import LOYALTY_RUN, LoyaltyRunReport, run_loyalty
 from campaigns.customers.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
 from campaigns.sending.control import check_runnable
 from campaigns.sending.cron import due_slot, latest_cron_slot
@@ -41,6 +49,7 @@ from campaigns.sending.planning import (
     plan_dates,
     plan_entries,
     plan_events,
+    plan_points_expiring,
     plan_run,
 )
 from campaigns.store.leases import SCHEDULER_LEASE, acquire_lease, lease_holder, release_lease
@@ -65,6 +74,8 @@ class TickReport:
     now: datetime
     runs: list[PlannedRun] = field(default_factory=list)
     profiles: RecomputeReport | None = None
+    #: The loyalty daily job, when this tick ran it (once per ``[loyalty] cron`` slot).
+    loyalty: LoyaltyRunReport | None = None
     #: New deliveries per stage/segment-entry and event campaign.
     entries: dict[str, int] = field(default_factory=dict)
     enqueued_jobs: int = 0
@@ -106,9 +117,17 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime, ke
         _enqueue(report, broker, queue, run_batches(engine, run_id, now=now, batch_size=batch_size))
 
     report.profiles = _recompute_when_due(config=config, engine=engine, now=now)
+    # Before the entry campaigns: tier_entered reads the tier moves it records, and
+    # points_expiring must not remind of lots it has just expired.
+    report.loyalty = _loyalty_when_due(config=config, engine=engine, now=now)
     for campaign in config.campaigns:
         if (not campaign.enabled or campaign.name in paused
                 or isinstance(campaign.trigger, (CronTrigger, ManualTrigger))):
+            continue
+        if isinstance(campaign.trigger, (TierEnteredTrigger, PointsExpiringTrigger)) and not config.loyalty.enabled:
+            continue  # nurture check refuses them; an unchecked config plans nothing
+        if isinstance(campaign.trigger, PointsExpiringTrigger):
+            report.entries[campaign.name] = plan_points_expiring(engine, config, campaign, now=now)
             continue
         # Event campaigns are planned here too: events imported in bulk, and any event the
         # fast path (handle_events) missed, still go out.
@@ -181,6 +200,33 @@ def _recompute_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> 
     report = recompute_profiles(engine, config, as_of=now)
     complete_run(engine, run_id, planned=report.customers)
     logger.info("profiles recomputed for %d customers in %.1fs", report.customers, report.seconds)
+    return report
+
+
+def _loyalty_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> LoyaltyRunReport | None:
+    """Run the loyalty daily job once per ``[loyalty] cron`` slot (claimed like a campaign
+    run, so two schedulers run it once; a scheduler that died mid-job leaves the claim to
+    be taken over after its lease, and the job is safe to repeat)."""
+    loyalty = config.loyalty
+    if not loyalty.enabled or not loyalty.cron:
+        return None
+    from zoneinfo import ZoneInfo
+
+    slot = latest_cron_slot(loyalty.cron, ZoneInfo(loyalty.timezone), now)
+    if slot is None or now - slot > config.scheduler.max_lateness:
+        return None
+    run_id = claim_run(engine, LOYALTY_RUN, slot, lease=config.worker.lease)
+    if run_id is None:
+        return None
+    report = run_loyalty(engine, loyalty, now=now)
+    tiers = report.tiers
+    # The run's "planned" count: the lots and members it changed.
+    changed = report.earned.lots + report.refunds.lots + report.expired.lots + tiers.upgraded + tiers.downgraded
+    complete_run(engine, run_id, planned=changed)
+    logger.info("loyalty daily job for %s: %d lots earned, %d reversed, %d expired (%d points), "
+                "%d tier upgrades, %d downgrades in %.1fs", slot.isoformat(), report.earned.lots,
+                report.refunds.lots, report.expired.lots, report.expired.points, tiers.upgraded,
+                tiers.downgraded, sum(report.seconds.values()))
     return report
 
 
