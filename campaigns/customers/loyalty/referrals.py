@@ -177,24 +177,22 @@ def record_signups(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime, rep
     while True:
         with engine.begin() as conn:
             after = _cursor(conn)
-            # Every event is read by id (so the cursor moves past all of them), only the
-            # sign-ups with their referee.
-            ids = conn.execute(sa.select(e.c.id, e.c.name).where(e.c.id > after).order_by(e.c.id)
-                               .limit(batch_rows)).all()
-            if not ids:
+            # Only the sign-ups are read, by id up to the newest event now (the database
+            # skips the rest of the events; the cursor moves past them all).
+            top = conn.execute(sa.select(sa.func.max(e.c.id))).scalar()
+            if top is None or top <= after:
                 return
-            wanted = [row.id for row in ids if row.name == rules.signup_event]
+            rows = conn.execute(
+                sa.select(e.c.id, e.c.customer_id, e.c.properties, e.c.occurred_at, c.c.acquisition_channel,
+                          c.c.timezone, c.c.phone)
+                .select_from(e.join(c, c.c.id == e.c.customer_id))
+                .where(e.c.id > after, e.c.id <= top, e.c.name == rules.signup_event)
+                .order_by(e.c.id).limit(batch_rows)
+            ).all()
             signups: list[tuple[Any, str]] = []
-            if wanted:
+            if rows:
                 done = set(conn.execute(sa.select(REFERRALS.c.event_id).where(
-                    REFERRALS.c.event_id >= wanted[0], REFERRALS.c.event_id <= wanted[-1])).scalars())
-                rows = conn.execute(
-                    sa.select(e.c.id, e.c.customer_id, e.c.properties, e.c.occurred_at, c.c.acquisition_channel,
-                              c.c.timezone, c.c.phone)
-                    .select_from(e.join(c, c.c.id == e.c.customer_id))
-                    .where(e.c.id >= wanted[0], e.c.id <= wanted[-1], e.c.name == rules.signup_event)
-                    .order_by(e.c.id)
-                ).all()
+                    REFERRALS.c.event_id >= rows[0].id, REFERRALS.c.event_id <= rows[-1].id)).scalars())
                 for row in rows:
                     code = normalize_code((row.properties or {}).get(rules.code_property))
                     if code is None or row.id in done or (start is not None and row.occurred_at < start):
@@ -202,8 +200,9 @@ def record_signups(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime, rep
                     signups.append((row, code))
             if signups:
                 _record(conn, loyalty, signups, now=now, report=report, fallback=fallback)
-            _advance(conn, ids[-1].id)
-        if len(ids) < batch_rows:
+            full = len(rows) == batch_rows
+            _advance(conn, rows[-1].id if full else top)
+        if not full:
             return
 
 

@@ -420,3 +420,19 @@ def test_advocates_in_audience_expressions(engine):
     with pytest.raises(ExpressionError, match="loyalty programme"):
         compile_expression(parse_expression("referrals_converted >= 1", rfm_names=[], tiers=None), now=at(4),
                            segments={}, loyalty=LoyaltyConfig(enabled=False))
+
+
+def test_small_batches_among_other_events_record_every_signup_once(engine):
+    ann = add_customer(engine, "ann", at=NOW)
+    code = code_of(engine, ann)
+    people = [add_customer(engine, f"p{n}", at=NOW) for n in range(5)]
+    for n, person in enumerate(people):
+        signup(engine, person, f"view-{n}", when=at(n), name="page_view", code=code)  # not a sign-up
+        signup(engine, person, f"su-{n}", when=at(n), code=code)
+    report = run_referrals(engine, LOYALTY, now=at(9), batch_rows=2)
+    assert report.recorded == 5
+    assert referrals(engine) == [(ann, person, "pending", None) for person in people]
+    with engine.connect() as conn:
+        last = conn.execute(sa.select(PointsCursor.last_id).where(PointsCursor.source == "referral")).scalar()
+        assert last == conn.execute(sa.select(sa.func.max(Event.id))).scalar()
+    assert run_referrals(engine, LOYALTY, now=at(10), batch_rows=2).recorded == 0
