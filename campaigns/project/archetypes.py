@@ -9,6 +9,12 @@ typical customer with one such difference; check renders each template against e
 archetype its campaign can reach, with the context the worker builds
 (:func:`campaigns.sending.rendering.build_context`).
 
+While ``[loyalty]`` is on, every archetype carries a member's points and tier
+(``loyalty``), and two more archetypes are the typical customer with no points at all (so
+``loyalty.expiring`` is None) and in the top tier (no ``loyalty.next_tier``); a
+``tier_entered`` trigger puts them all in its tier, and a ``points_expiring`` trigger
+leaves out the one with nothing expiring, which it never reaches.
+
 Reach is judged from what the config states without a database: the campaign's channels
 (an archetype with no address on any of them gets nothing) and its structured audience
 (``min_orders = 1`` rules out "no orders"; an ``attributes`` filter rules out "no
@@ -21,8 +27,11 @@ reports such a failure as a warning rather than an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
+
+from campaigns.config.triggers import PointsExpiringTrigger
+from campaigns.customers.loyalty.balances import Expiring, Standing
 
 if TYPE_CHECKING:
     from campaigns.config.campaigns import CampaignConfig, StepConfig
@@ -39,6 +48,8 @@ class Archetype:
     name: str
     customer: dict[str, Any] = field(hash=False)
     stats: dict[str, Any] = field(hash=False)
+    #: The ``loyalty`` template variable (None while the programme is off).
+    loyalty: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def described(self) -> str:
@@ -94,8 +105,52 @@ def reachable(config: AppConfig, campaign: CampaignConfig) -> list[Archetype]:
     """The archetypes ``campaign`` can send to, adapted to its structured audience (an
     ``attributes`` or ``acquisition_channel`` filter's values filled in, ``min_total_spent``
     met): those with an address on one of its channels and not ruled out by the audience."""
-    return [adapted for archetype in ARCHETYPES
-            if (adapted := _adapted(archetype, campaign)) is not None and _has_address(config, campaign, adapted)]
+    found = [adapted for archetype in ARCHETYPES
+             if (adapted := _adapted(archetype, campaign)) is not None and _has_address(config, campaign, adapted)]
+    if not config.loyalty.enabled:
+        return found
+    samples = loyalty_samples(config, campaign)
+    found = [replace(archetype, loyalty=samples[0][1]) for archetype in found]
+    typical = next((archetype for archetype in found if archetype.name == TYPICAL), None)
+    if typical is not None:
+        found += [replace(typical, name=name, loyalty=sample) for name, sample in samples[1:]]
+    return found
+
+
+#: When the typical member's next points expire (a sample: check has no database).
+SAMPLE_EXPIRY = datetime(2025, 12, 31, 16, 0, tzinfo=UTC)
+
+
+def loyalty_samples(config: AppConfig, campaign: CampaignConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The ``loyalty`` variables check renders with, named as archetypes, the typical
+    member's first: 1,280 points of which 120 expire soon, in the second tier (or the one
+    a ``tier_entered`` trigger names) halfway to the next; "no points" (nothing expiring,
+    unless the campaign reminds of expiring points); "the top tier" (no next tier)."""
+    loyalty = config.loyalty
+    tiers = loyalty.tiers
+    entered = getattr(campaign.trigger, "tier_entered", None)
+    reminder = isinstance(campaign.trigger, PointsExpiringTrigger)
+
+    def sample(rank: int, balance: int, *, expiring: bool) -> dict[str, Any]:
+        tier = tiers[rank]
+        above = tiers[rank + 1] if rank + 1 < len(tiers) else None
+        return Standing(
+            balance=balance, by_kind=dict.fromkeys(loyalty.kinds, balance),
+            expiring=Expiring(points=min(120, balance), last_day=date(2025, 12, 31), expires_at=SAMPLE_EXPIRY)
+            if expiring else None,
+            tier=tier.name, next_tier=above.name if above else None,
+            to_next_tier=round((above.minimum - tier.minimum) / 2, 2) if above else None,
+            tier_benefits=tier.benefits,
+        ).as_context()
+
+    rank = loyalty.tier_rank(entered) if entered else min(1, len(tiers) - 1)
+    samples = [(TYPICAL, sample(rank, 1280, expiring=True))]
+    if not reminder:
+        samples.append(("no points", sample(rank if entered else 0, 0, expiring=False)))
+    top = len(tiers) - 1
+    if not entered and top != rank:
+        samples.append((f"the top tier ({tiers[top].name})", sample(top, 8600, expiring=True)))
+    return samples
 
 
 def narrowed_by(campaign: CampaignConfig, step: StepConfig) -> list[str]:
@@ -110,7 +165,7 @@ def narrowed_by(campaign: CampaignConfig, step: StepConfig) -> list[str]:
         found.append(f"where {audience.where!r}")
     if step.when:
         found.append(f"when {step.when!r}")
-    for kind in ("stage_entered", "segment_entered"):
+    for kind in ("stage_entered", "segment_entered", "tier_entered"):
         value = getattr(campaign.trigger, kind, None)
         if value:
             found.append(f"trigger {kind} {value!r}")

@@ -84,6 +84,7 @@ def template_findings(config: AppConfig, path: str | Path, lines: KeyLines) -> T
                     context = build_context(customer=archetype.customer, stats=archetype.stats,
                                             campaign=campaign.name, step=s_index, send_key=CHECK_SEND_KEY,
                                             now=now, links=links, coupon=sample_coupon(campaign, step=s_index),
+                                            loyalty=archetype.loyalty,
                                             referral=sample_referral(config))
                     try:
                         parts = renderer.render(template, context)

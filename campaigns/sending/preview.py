@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from campaigns.audience.selection import Reach, audience_conditions, order_facts
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
+from campaigns.config.triggers import PointsExpiringTrigger
 from campaigns.customers.identity.lookup import resolve_unique
 from campaigns.customers.loyalty.coupons import sample_coupon
 from campaigns.customers.loyalty.referral_codes import sample_referral
@@ -43,6 +44,7 @@ from campaigns.sending.assignment import in_holdout_sql, variant_sql
 from campaigns.sending.bodylinks import BodyLinks, body_link_secret, make_body_links
 from campaigns.sending.control import PAUSED_BY_HAND
 from campaigns.sending.ledger import ClaimedDelivery
+from campaigns.sending.loyaltycontext import loyalty_contexts
 from campaigns.sending.policy import send_time_skips
 from campaigns.sending.previewreasons import Blocker, ChannelCheck, channel_checks, policy_blocker
 from campaigns.sending.rendering import TemplateRenderer, build_context
@@ -186,6 +188,11 @@ def preview_message(
         # it as a rival for its own slot. Otherwise id 0, which no row has.
         waiting = next((row for row in planned if row["status"] in PENDING), None)
         pending = waiting["id"] if waiting else 0
+        # The customer's points and tier as the worker reads them (the lots a planned
+        # expiry reminder names, or those it would name now).
+        message = ClaimedDelivery(id=pending, send_key=send_key, campaign=campaign_cfg.name, step=step, channel="",
+                                  template=template, attempts=0, customer=person, stats=stats)
+        loyalty = loyalty_contexts(conn, config, [message], now=now).contexts.get(pending)
         if usable is None:
             blockers.append(Blocker("no_channel", "no usable channel: " + "; ".join(
                 f"{c.channel}: {c.problem.replace('_', ' ')}" for c in checks if c.problem)))
@@ -207,7 +214,7 @@ def preview_message(
     )
     # A sample coupon code: a preview uses up none of the pool.
     context = build_context(customer=person, stats=stats, campaign=campaign_cfg.name, step=step,
-                            send_key=send_key, now=now, links=preview_links(config, send_key),
+                            send_key=send_key, now=now, links=preview_links(config, send_key), loyalty=loyalty,
                             coupon=sample_coupon(campaign_cfg, step=step), referral=sample_referral(config))
     try:
         preview.parts = renderer.render(template, context)
@@ -232,7 +239,10 @@ def preview_links(config: AppConfig, send_key: str) -> BodyLinks:
 
 def _occurrence(campaign: CampaignConfig) -> str:
     # What planning would key the enrolment by: "once" for a campaign that never re-enters;
-    # otherwise it depends on the run or event to come, which a preview cannot know.
+    # otherwise it depends on the run or event to come, which a preview cannot know (an
+    # expiry reminder is keyed by its lot, whatever reentry says).
+    if isinstance(campaign.trigger, PointsExpiringTrigger):
+        return "preview"
     return "once" if campaign.reentry == "never" else "preview"
 
 
@@ -315,7 +325,8 @@ def _campaign_blockers(conn: sa.Connection, campaign: CampaignConfig, customer_i
     if facts["held_out"]:
         blockers.append(Blocker("held_out", f"the customer is in the campaign's holdout group "
                                             f"({campaign.holdout:.0%} held out to measure lift): never messaged"))
-    if campaign.reentry == "never" and not any(row["status"] in PENDING for row in planned):
+    once = campaign.reentry == "never" and not isinstance(campaign.trigger, PointsExpiringTrigger)
+    if once and not any(row["status"] in PENDING for row in planned):
         enrolled = conn.execute(
             sa.select(Enrollment.enrolled_at, Enrollment.state)
             .where(Enrollment.campaign == campaign.name, Enrollment.customer_id == customer_id)

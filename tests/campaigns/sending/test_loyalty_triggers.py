@@ -368,3 +368,30 @@ template = "t"
         parse_config(text, base=tmp_path)
     assert [str(issue) for issue in caught.value.issues] == [
         f"config.toml:{line_of(text, 'points_expiring')}: campaigns[0].trigger.points_expiring: {message}"]
+
+
+# ---------------------------------------------------------------------------------------
+# Previews
+
+
+def test_a_preview_shows_the_points_the_message_would_show(world_factory):
+    from campaigns.sending.preview import preview_message
+
+    world = world_factory(trigger='{ points_expiring = "45d" }')
+    renderer = world.runtime.renderer
+
+    def shown(name: str) -> str:
+        return preview_message(world.engine, world.config, renderer, campaign="c", customer=name,
+                               now=NOW).parts["txt"]
+
+    # Not planned yet: the first points a reminder would name now, within its 45 days.
+    assert shown("dan") == "80 points expire on 2026-07-01; balance 30"
+    assert world.remind(NOW) == 5
+    # Planned: the waiting row's own lots.
+    assert shown("eve") == "20 points expire on 2026-06-06; balance 70"
+    assert shown("bob") == "1000 points expire on 2026-07-01; balance 1000"
+    # ann has two reminders waiting: the preview shows the newest one, with its own lot's points.
+    preview = preview_message(world.engine, world.config, renderer, campaign="c", customer="ann", now=NOW)
+    review = reminded_lot(preview.send_key) == lot_id(world.engine, "ann-rv")
+    assert preview.parts["txt"] == ("10 points expire on 2026-07-11; balance 310" if review
+                                    else "300 points expire on 2026-06-11; balance 310")
