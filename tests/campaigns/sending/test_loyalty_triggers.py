@@ -395,3 +395,13 @@ def test_a_preview_shows_the_points_the_message_would_show(world_factory):
     review = reminded_lot(preview.send_key) == lot_id(world.engine, "ann-rv")
     assert preview.parts["txt"] == ("10 points expire on 2026-07-11; balance 310" if review
                                     else "300 points expire on 2026-06-11; balance 310")
+
+
+def test_a_test_send_of_a_reminder_shows_the_customers_next_expiring_points(world_factory):
+    from campaigns.sending.testsends import create_test_delivery
+
+    world = world_factory(trigger='{ points_expiring = "45d" }')
+    test = create_test_delivery(world.engine, world.config, campaign="c", channel="mail", customer="dan", now=NOW)
+
+    assert deliver_batch(world.runtime, [test.id], test_to="me@shop.example").counts == {"ok": 1}
+    assert world.sent == {test.send_key: "80 points expire on 2026-07-01; balance 30"}
