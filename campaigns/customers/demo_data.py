@@ -167,6 +167,8 @@ class DemoFiles:
     #: source -> its customers file and its orders file, in import order (:data:`DEMO_SOURCES`).
     customers: dict[str, Path]
     orders: dict[str, Path]
+    #: source -> orders of that source refunded after they were placed (status refunded).
+    refunds: dict[str, Path]
     #: Sign-up events, each naming its person as ``id:<source>:<id>`` (an event may name a
     #: customer by any identifier), so this file is imported without a source.
     events: Path
@@ -228,6 +230,7 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
     files = DemoFiles(
         customers={source: directory / f"{source}_customers.csv" for source in DEMO_SOURCES},
         orders={source: directory / f"{source}_orders.jsonl" for source in DEMO_SOURCES},
+        refunds={source: directory / f"{source}_refunds.jsonl" for source in DEMO_SOURCES},
         events=directory / "events.csv",
         people=len(people),
         in_both=len(in_both),
@@ -235,16 +238,16 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
         family=_share_family_emails(rng, people),
         shared_phone=max(twice, key=_showcase).phone if twice else None,
     )
-    # A few orders were refunded: they give their points back (from their own generator,
-    # so the rest of the data stays what it always was for this seed).
-    refunds = random.Random(seed * 7919 + 2)
-    for person in people:
-        for order in person.orders:
-            if refunds.random() < REFUND_CHANCE:
-                order["status"] = "refunded"
+    # A few orders were refunded later: written again with status "refunded" to a file of
+    # their own, imported after the points were earned (from their own generator, so the
+    # rest of the data stays what it always was for this seed).
+    chance = random.Random(seed * 7919 + 2)
+    refunded = {order["order_id"] for person in people for order in person.orders
+                if chance.random() < REFUND_CHANCE}
     for source, rows in records.items():
         with (files.customers[source].open("w", newline="", encoding="utf-8") as customers_file,
-              files.orders[source].open("w", encoding="utf-8") as orders_file):
+              files.orders[source].open("w", encoding="utf-8") as orders_file,
+              files.refunds[source].open("w", encoding="utf-8") as refunds_file):
             customers_csv = csv.writer(customers_file)
             customers_csv.writerow(CUSTOMER_COLUMNS)
             for person, role in rows:
@@ -253,8 +256,10 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
                     # A person in both systems bought at the till in the store, elsewhere online.
                     where = "store" if order["channel"] == "store" else "online"
                     if (where if len(person.sources) > 1 else person.home) == source:
-                        orders_file.write(json.dumps({"order_id": order["order_id"], "customer_id": person.ids[source],
-                                                     **order}) + "\n")
+                        line = {"order_id": order["order_id"], "customer_id": person.ids[source], **order}
+                        orders_file.write(json.dumps(line) + "\n")
+                        if order["order_id"] in refunded:
+                            refunds_file.write(json.dumps({**line, "status": "refunded"}) + "\n")
     with files.events.open("w", newline="", encoding="utf-8") as events_file:
         events_csv = csv.writer(events_file)
         events_csv.writerow(["event_id", "customer_id", "name", "occurred_at", "source"])

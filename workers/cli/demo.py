@@ -84,12 +84,19 @@ def demo(
     from campaigns.reports.deliveries import delivery_summary
     from workers.channels.outbox import remove_messages
     from workers.cli.demo_identity import decide_reviews, import_sources, show_one_person
+    from workers.cli.demo_loyalty import DEMO_SECRET, run_programme, show_referral
 
     result = check_config_file(config)
     if not result.ok:
         raise ConfigError(result.issues)
     cfg = result.config
     assert cfg is not None
+    if cfg.loyalty.enabled and not os.environ.get(cfg.security.secret_env):
+        # Coupon and referral codes are keyed with the installation secret: the demo, on
+        # its own database only, uses one of its own when the environment has none.
+        os.environ[cfg.security.secret_env] = DEMO_SECRET
+        console.print(f"note: {cfg.security.secret_env} is not set: the demo keys its coupon and referral codes "
+                      "with a demo secret (set your own before real use)", highlight=False)
     register_secrets(secrets_from_config(cfg))
     if not cfg.broker.in_process or not cfg.database.url.startswith("sqlite"):
         err_console.print("[bold red]error:[/] the demo runs on the embedded default (sqlite + stub://); "
@@ -127,12 +134,16 @@ def demo(
     profiles_report = recompute_profiles(engine, cfg, as_of=now)
     console.print(f"[bold]3.[/] profiles: {profiles_report.customers} customers staged and RFM-scored "
                   f"in {profiles_report.seconds:.1f}s (what the scheduler does daily)")
-    console.print("[bold]4.[/] scheduler tick with in-process Dramatiq workers (stub broker)")
+    console.print("[bold]4.[/] points (\\[loyalty] in config.toml: seed 004's rules; what the scheduler does daily)",
+                  highlight=False)
+    run_programme(engine, cfg, files, now=now)
+    member = show_referral(engine, cfg, now=now, data_dir=data_dir)
+    console.print("[bold]5.[/] scheduler tick with in-process Dramatiq workers (stub broker)")
     workers = in_process_workers(cfg, engine=engine, clock=lambda: now)
     with workers.running():
         tick_report = workers.tick(now)
     print_tick(tick_report, as_json=False, outcome=outcome_of(engine, tick_report))
-    console.print("[bold]5.[/] results")
+    console.print("[bold]6.[/] results")
     table = Table(title="What was sent")
     for column in ("campaign", "channel", "status", "messages", "where"):
         table.add_column(column, justify="right" if column == "messages" else "left")
@@ -150,11 +161,13 @@ def demo(
         outcomes.add_row(campaign.name, str(data["enrolled"]), str(data["held_out"]), str(data["sent"]),
                          str(data["deliveries"].get("queued", 0)), str(data["skipped"]))
     console.print(outcomes)
-    console.print("[bold]6.[/] one person across the two sources")
+    console.print("[bold]7.[/] one person across the two sources")
     person = show_one_person(engine, cfg, files)
     console.print(f"database: {db_path}   ·   run again: `make demo`")
     console.print(f"explore: .venv/bin/nurture status | segments | audience win_back | customer {person or 'online:W000042'}"
                   " | identity review | report identity | report channels | report campaign win_back",
                   highlight=False)
+    console.print(f"points: .venv/bin/nurture points {member or 'online:W000042'} | report loyalty | report referrals"
+                  " | coupons | report campaign tier_gift", highlight=False)
     console.print("in a browser: NURTURE_DASHBOARD_PASSWORD=demo .venv/bin/nurture serve, then "
                   "http://127.0.0.1:8000/dashboard (any user name, password demo)")

@@ -36,13 +36,13 @@ def test_the_same_seed_writes_the_same_bytes_and_another_seed_other_ones(tmp_pat
     other = write_demo_files(tmp_path / "other", customers=600, seed=8, now=NOW)
 
     for source in DEMO_SOURCES:
-        for kind in ("customers", "orders"):
+        for kind in ("customers", "orders", "refunds"):
             first, second = getattr(demo, kind)[source], getattr(again, kind)[source]
             assert first.read_bytes() == second.read_bytes(), (source, kind)
         assert demo.customers[source].read_bytes() != other.customers[source].read_bytes()
     assert demo.events.read_bytes() == again.events.read_bytes()
     assert demo == DemoFiles(**{**vars(again), "customers": demo.customers, "orders": demo.orders,
-                                "events": demo.events})
+                                "refunds": demo.refunds, "events": demo.events})
 
 
 def test_each_source_numbers_its_own_records_and_every_store_member_has_a_phone(demo):
