@@ -11,6 +11,7 @@ the daily job) and :mod:`campaigns.reports.points` (what a customer holds); docs
 from __future__ import annotations
 
 import secrets
+from datetime import UTC
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -178,7 +179,7 @@ def show(
         ("benefits", ", ".join(data["tier_benefits"]) or None),
         ("next expiry", None if expiry is None else f"{expiry['points']:,} valid through {expiry['valid_through']}"),
         ("time zone", data["timezone"]),
-    ]), title=Text(f"points of {customer} as of {when(data['as_of'])} UTC"), title_align="left", expand=False),
+    ]), title=Text(f"points of {customer} as of {when(data['as_of'].astimezone(UTC))} UTC"), title_align="left", expand=False),
         highlight=False)
     print_table(titled_table("balance by kind", ["kind", "redeemable"],
                              [[kind, f"{points:,}"] for kind, points in data["by_kind"].items()],
@@ -300,7 +301,7 @@ def run(config: ConfigOption = Path("config.toml"), now: NowOption = None, as_js
         return
     seconds = data["seconds"]
     print_table(titled_table(
-        f"loyalty run as of {when(moment)} UTC", ["step", "done", "seconds"],
+        f"loyalty run as of {when(moment.astimezone(UTC))} UTC", ["step", "done", "seconds"],
         [[step, done, f"{seconds.get(step, 0):.3f}"] for step, done in _step_lines(data)],
         right=("seconds",),
     ))
