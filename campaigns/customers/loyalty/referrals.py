@@ -47,11 +47,10 @@ from campaigns.customers.loyalty.ledger import (
     LOTS,
     NewLot,
     add_lots,
-    entry_key,
     kinds_text,
     lock_customers,
-    set_lot_state,
 )
+from campaigns.customers.loyalty.refunds import RefundReport, take_back
 from campaigns.customers.loyalty.referral_codes import holders, looks_valid, normalize_code
 from campaigns.customers.loyalty.validity import expires_at
 from campaigns.customers.timezones import customer_zone
@@ -358,7 +357,6 @@ def reverse_referrals(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime, 
     if not statuses:
         return
     r, o = REFERRALS, Order.__table__
-    carry = loyalty.negative_balance == "carry"
     with engine.begin() as conn:
         refunded = conn.execute(
             sa.select(r.c.id, r.c.referrer_id, o.c.order_id, o.c.status)
@@ -379,41 +377,20 @@ def reverse_referrals(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime, 
                           LOTS.c.spent)
                 .where(LOTS.c.source == "referral", LOTS.c.source_ref.in_(chunk), LOTS.c.reversed_at.is_(None))
             ).all()
-        entries, debts, changes = [], [], {}
-        for lot in lots:
+        taken = RefundReport(customers=set())
+
+        def detail(lot: Any) -> str:
             order = by_ref[lot.source_ref]
-            owed = lot.spent if carry else 0
-            taken = max(lot.remaining, 0) + owed
-            report.reversed_points += taken
-            report.owed += owed
-            report.customers.add(lot.customer_id)
-            changes[lot.id] = {"remaining": 0, "reversed_at": now}
-            entries.append({
-                "customer_id": lot.customer_id, "kind": "reverse", "points": -taken, "source": "referral",
-                "source_ref": lot.source_ref, "lot_id": lot.id,
-                "entry_key": entry_key("reverse", "referral", lot.source_ref),
-                "detail": f"order {order.order_id} {order.status}: referral reward of {lot.points} points, "
-                          f"{lot.spent} already spent"[:500],
-                "occurred_at": now, "recorded_at": now,
-            })
-            if owed:
-                debts.append({
-                    "customer_id": lot.customer_id, "source": "debt", "source_ref": f"referral:{lot.source_ref}",
-                    "rule": "refund", "points": -owed, "remaining": -owed, "spent": 0,
-                    "kinds": kinds_text(loyalty.kinds), "earned_at": now, "expires_at": None,
-                })
-        set_lot_state(conn, changes)
-        for chunk in chunks(entries):
-            insert_rows(conn, ENTRIES, chunk, finish=lambda insert: insert.on_conflict_do_nothing(
-                index_elements=["entry_key"]))
-        for chunk in chunks(debts):
-            insert_rows(conn, LOTS, chunk, finish=lambda insert: insert.on_conflict_do_nothing(
-                index_elements=["source", "source_ref"]))
+            return f"order {order.order_id} {order.status}: referral reward of {lot.points} points, " \
+                   f"{lot.spent} already spent"
+
+        take_back(conn, loyalty, lots, source="referral", now=now, report=taken, detail=detail)
+        report.reversed_points += taken.points
+        report.owed += taken.owed
+        report.customers |= taken.customers or set()
         _set_referrals(conn, [{"ref_pk": row.id, "status": "reversed", "reason": row.status[:32], "reversed_at": now}
                               for row in refunded])
         report.reversed += len(refunded)
-        if debts:
-            settle_debts(conn, now=now)
 
 
 # -- merges, audiences, views ------------------------------------------------------------
