@@ -26,6 +26,26 @@ class ExpiryReport:
     points: int = 0
 
 
+_EXPIRE_PG = sa.text("""
+WITH due AS (
+    SELECT id, customer_id, remaining, rule, expires_at FROM points_lot
+    WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= :now
+    FOR UPDATE
+), emptied AS (
+    UPDATE points_lot SET remaining = 0 FROM due WHERE points_lot.id = due.id
+    RETURNING due.id, due.customer_id, due.remaining, due.rule, due.expires_at
+), expired AS (
+    INSERT INTO points_entry (customer_id, kind, points, source, source_ref, lot_id, entry_key, detail,
+                              occurred_at, recorded_at)
+    SELECT customer_id, 'expire', -remaining, 'lot', CAST(id AS VARCHAR), id, 'expire:lot:' || id, rule,
+           expires_at, :now
+    FROM emptied
+    RETURNING points
+)
+SELECT count(*), coalesce(sum(points), 0) FROM expired
+""")
+
+
 def expire_lots(engine: Engine, *, now: datetime) -> ExpiryReport:
     """Expire every open lot whose ``expires_at`` is at or before ``now``."""
     due = sa.and_(LOTS.c.remaining > 0, LOTS.c.expires_at.is_not(None), LOTS.c.expires_at <= now)
@@ -39,17 +59,18 @@ def expire_lots(engine: Engine, *, now: datetime) -> ExpiryReport:
                "occurred_at", "recorded_at"]
     insert = sa.insert(ENTRIES).from_select(columns, source).returning(ENTRIES.c.points)
     with engine.begin() as conn:
-        # The entries written say what expired. A count(*) of the due lots first was a
-        # statement of its own, which PostgreSQL planned as a parallel scan of every lot:
-        # it cannot know that few open lots are past their expiry.
         if conn.dialect.name == "postgresql":
-            # Counted by the server (a first run expires millions of lots at once).
-            written = insert.cte("expired")
-            lots, total = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(written.c.points), 0))
-                                       .select_from(written)).one()
-        else:
-            points = conn.execute(insert).scalars().all()
-            lots, total = len(points), sum(points)
+            # One statement: the due lots locked (a redemption spending one of them at the
+            # same moment is waited for, and its remaining points are what expires), emptied,
+            # and their entries written, counted by the server (a first run expires millions
+            # at once). Entries first, then a separate UPDATE, could write an expiry of the
+            # points a concurrent redemption had just spent.
+            lots, total = conn.execute(_EXPIRE_PG, {"now": now}).one()
+            return ExpiryReport(lots=int(lots), points=-int(total or 0))
+        # SQLite: writers take turns on the whole database, so the two statements see the
+        # same lots. The entries written say what expired.
+        points = conn.execute(insert).scalars().all()
+        lots, total = len(points), sum(points)
         if not lots:
             return ExpiryReport()
         conn.execute(sa.update(LOTS).where(due).values(remaining=0))
