@@ -1,10 +1,9 @@
 """Expiry: lots whose time is up lose what is left of them, one ``expire`` entry each.
 
-Two set-based statements in one transaction, whatever the number of lots: the entries are
-``INSERT ... SELECT`` from the open lots past their ``expires_at`` (a partial index holds
-the open lots by expiry), then those lots are emptied; what the insert returns is the
-report. An expiry is keyed by its lot, so
-running the job twice expires nothing twice.
+Set-based, whatever the number of lots: the open lots past their ``expires_at`` (a partial
+index holds the open lots by expiry) are emptied and get their entries in one transaction
+(one statement on PostgreSQL); what the entries' insert returns is the report. An expiry is
+keyed by its lot, so running the job twice expires nothing twice.
 """
 
 from __future__ import annotations
@@ -46,6 +45,10 @@ SELECT count(*), coalesce(sum(points), 0) FROM expired
 """)
 
 
+#: Plans _EXPIRE_PG must not take (SET LOCAL: for its transaction only).
+_PG_PLAN = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin")
+
+
 def expire_lots(engine: Engine, *, now: datetime) -> ExpiryReport:
     """Expire every open lot whose ``expires_at`` is at or before ``now``."""
     due = sa.and_(LOTS.c.remaining > 0, LOTS.c.expires_at.is_not(None), LOTS.c.expires_at <= now)
@@ -65,6 +68,14 @@ def expire_lots(engine: Engine, *, now: datetime) -> ExpiryReport:
             # and their entries written, counted by the server (a first run expires millions
             # at once). Entries first, then a separate UPDATE, could write an expiry of the
             # points a concurrent redemption had just spent.
+            #
+            # The planner cannot know how few open lots are past their expiry (about half
+            # of all lots expired, most of them long emptied): at 1M customers it guessed
+            # 2.6M rows for 14k, read every lot and hashed all 10M to join them back (8 s
+            # instead of 2). The right plan is the same at every size: the partial index
+            # of open lots by expiry, then each due lot by its primary key.
+            for setting in _PG_PLAN:
+                conn.execute(sa.text(f"SET LOCAL {setting} = off"))
             lots, total = conn.execute(_EXPIRE_PG, {"now": now}).one()
             return ExpiryReport(lots=int(lots), points=-int(total or 0))
         # SQLite: writers take turns on the whole database, so the two statements see the
