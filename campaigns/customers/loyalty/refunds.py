@@ -57,9 +57,13 @@ def reverse_refunds(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime) ->
         if not found:
             return report
         # A redemption spending these lots meanwhile would be overwritten: take its lock,
-        # then read the lots again as they are under it.
+        # then read the lots again as they are under it. Only those lots, by id: the
+        # first read probed every refunded order ever (400k at 10M orders), and a lot
+        # refunded since belongs to a customer not locked here (the next run takes it).
         lock_customers(conn, (lot.customer_id for lot in found))
-        lots = conn.execute(query).all()
+        lots = []
+        for chunk in chunks([lot.id for lot in found]):
+            lots += conn.execute(query.where(LOTS.c.id.in_(chunk))).all()
         take_back(conn, loyalty, lots, source="order", now=now, report=report,
                   detail=lambda lot: f"refund of {lot.points} points, {lot.spent} already spent")
     return report
