@@ -1,10 +1,11 @@
 """Member tiers: reached by points earned (or spend) over a rolling window, upgraded at
 once, downgraded only after a grace period.
 
-:func:`recompute_tiers` works out, in one ``GROUP BY``, every member's qualifying points in
-``[loyalty] tier_window`` (lots earned from orders, events and referrals and not reversed;
-or paid spend, with ``tier_measure = "spend"``) and the tier they qualify for, and reads
-back only the members whose tier row changes:
+:func:`recompute_tiers` works out, in one ``GROUP BY`` (over those points and the member
+rows together), every member's qualifying points in ``[loyalty] tier_window`` (lots earned
+from orders, events and referrals and not reversed; or paid spend, with ``tier_measure =
+"spend"``) and the tier they qualify for, and reads back only the members whose tier row
+changes:
 
 * qualifying for a higher tier: moved up at once;
 * qualifying for a lower tier: ``below_since`` is set, and once it is ``tier_grace`` old
@@ -58,24 +59,28 @@ def window_start(loyalty: LoyaltyConfig, now: datetime) -> datetime:
     return now.replace(year=moved.year, month=moved.month, day=moved.day) - timedelta(days=days)
 
 
-def qualifying_query(loyalty: LoyaltyConfig, *, now: datetime, customer_ids: Iterable[int] | None = None) -> sa.Subquery:
-    """``(customer_id, qualifying)`` for every customer with anything in the tier window."""
+def _window(loyalty: LoyaltyConfig, *, now: datetime) -> tuple[sa.ColumnElement[int], sa.ColumnElement[float],
+                                                                 list[sa.ColumnElement[bool]]]:
+    """What counts for tiers: ``(customer column, amount, conditions)`` of the lots earned
+    (or the paid orders, with ``tier_measure = "spend"``) in the window ending at ``now``."""
     start = window_start(loyalty, now)
     if loyalty.tier_measure == "spend":
         o = Order.__table__
-        paid = o.c.amount - sa.func.coalesce(o.c.shipping, 0)
-        query = (sa.select(o.c.customer_id, sa.func.sum(paid).label("qualifying"))
-                 .where(o.c.status == "paid", o.c.ordered_at > start, o.c.ordered_at <= now)
-                 .group_by(o.c.customer_id))
-        if customer_ids is not None:
-            query = query.where(o.c.customer_id.in_(sorted(customer_ids)))
-    else:
-        query = (sa.select(LOTS.c.customer_id, sa.func.sum(LOTS.c.points).label("qualifying"))
-                 .where(LOTS.c.source.in_(EARNED_SOURCES), LOTS.c.reversed_at.is_(None),
-                        LOTS.c.earned_at > start, LOTS.c.earned_at <= now)
-                 .group_by(LOTS.c.customer_id))
-        if customer_ids is not None:
-            query = query.where(LOTS.c.customer_id.in_(sorted(customer_ids)))
+        return (o.c.customer_id, o.c.amount - sa.func.coalesce(o.c.shipping, 0),
+                [o.c.status == "paid", o.c.ordered_at > start, o.c.ordered_at <= now])
+    return (LOTS.c.customer_id, LOTS.c.points,
+            [LOTS.c.source.in_(EARNED_SOURCES), LOTS.c.reversed_at.is_(None),
+             LOTS.c.earned_at > start, LOTS.c.earned_at <= now])
+
+
+def qualifying_query(loyalty: LoyaltyConfig, *, now: datetime, customer_ids: Iterable[int] | None = None) -> sa.Subquery:
+    """``(customer_id, qualifying)`` for every customer with anything in the tier window."""
+    customer, amount, conditions = _window(loyalty, now=now)
+    query = (sa.select(customer, sa.func.sum(amount).label("qualifying"))
+             .where(*conditions)
+             .group_by(customer))
+    if customer_ids is not None:
+        query = query.where(customer.in_(sorted(customer_ids)))
     return query.subquery("qualifying")
 
 
@@ -99,32 +104,35 @@ def recompute_tiers(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime,
         return report
     grace_start = now - loyalty.tier_grace
     for chunk in ([None] if ids is None else chunks(ids, 2000)):
-        # One aggregation (a CTE) read by both halves of one statement: as a subquery in
-        # two statements, the window's lots were grouped twice a day.
-        q = qualifying_query(loyalty, now=now, customer_ids=chunk).element.cte("qualifying")
+        # One GROUP BY over the window's lots and the member rows together: each member's
+        # qualifying points (0 without any) beside its tier, in one pass. A join of the
+        # grouped lots with the members, and an anti-join for the members without lots,
+        # cost the aggregate again (grouped twice, or materialised and joined twice).
+        customer, amount, conditions = _window(loyalty, now=now)
         m = MEMBERS
-        target = _rank_of_amount(loyalty, sa.func.coalesce(q.c.qualifying, 0))
-        current = _rank_of_name(loyalty, m.c.tier)
-
-        def changing(target: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
-            # Only rows whose member row changes are read back: up, back in, newly
-            # below, or below for the whole grace period.
-            return sa.or_(
-                target > current,
-                sa.and_(target == current, m.c.below_since.is_not(None)),
-                sa.and_(target < current, sa.or_(m.c.below_since.is_(None), m.c.below_since <= grace_start)),
-            )
-
-        with_points = (sa.select(q.c.customer_id, target.label("target"), m.c.tier, m.c.below_since)
-                       .select_from(q.outerjoin(m, m.c.customer_id == q.c.customer_id)).where(changing(target)))
-        # Members with nothing in the window qualify for the lowest tier.
-        without = (sa.select(m.c.customer_id, sa.literal(0).label("target"), m.c.tier, m.c.below_since)
-                   .select_from(m.outerjoin(q, q.c.customer_id == m.c.customer_id))
-                   .where(q.c.customer_id.is_(None), changing(sa.literal(0))))
+        earned = sa.select(customer.label("customer_id"), amount.label("qualifying"),
+                           sa.cast(sa.null(), m.c.tier.type).label("tier"),
+                           sa.cast(sa.null(), m.c.below_since.type).label("below_since")).where(*conditions)
+        held = sa.select(m.c.customer_id, sa.literal(0).label("qualifying"), m.c.tier, m.c.below_since)
         if chunk is not None:
-            without = without.where(m.c.customer_id.in_(chunk))
+            earned = earned.where(customer.in_(chunk))
+            held = held.where(m.c.customer_id.in_(chunk))
+        facts = sa.union_all(earned, held).subquery("facts")
+        tier, below_since = sa.func.max(facts.c.tier), sa.func.max(facts.c.below_since)
+        target = _rank_of_amount(loyalty, sa.func.sum(facts.c.qualifying))
+        current = _rank_of_name(loyalty, tier)
+        # Only rows whose member row changes are read back: up, back in, newly below, or
+        # below for the whole grace period.
+        changing = sa.or_(
+            target > current,
+            sa.and_(target == current, below_since.is_not(None)),
+            sa.and_(target < current, sa.or_(below_since.is_(None), below_since <= grace_start)),
+        )
+        query = (sa.select(facts.c.customer_id, target.label("target"), tier.label("tier"),
+                           below_since.label("below_since"))
+                 .group_by(facts.c.customer_id).having(changing))
         with engine.begin() as conn:
-            rows = conn.execute(sa.union_all(with_points, without)).all()
+            rows = conn.execute(query).all()
             _apply(conn, loyalty, rows, now=now, grace_start=grace_start, report=report)
     return report
 
