@@ -52,13 +52,21 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bench.common import CONFIG_OVERRIDES, POSTGRES_ADMIN_URL, ThrowawayDatabase, logger, throwaway_database
+from bench.common import (
+    CONFIG_OVERRIDES,
+    POSTGRES_ADMIN_URL,
+    ThrowawayDatabase,
+    grant_consent,
+    logger,
+    throwaway_database,
+)
 
 log = logger("loyalty")
 
@@ -207,6 +215,9 @@ def seed(dsn: str, customers: int, orders: int, events: int) -> dict[str, Any]:
         with conn.transaction():
             conn.execute(_customers_sql(1, customers, "%(start)s - make_interval(days => (g %% 365)::int)"),
                          {"start": start})
+            # Marketing consent for everyone, as an import of a consenting base would
+            # record (the reminder campaign's audience needs it).
+            grant_consent(conn, now=start)
         seconds["customers"] = time.perf_counter() - started
         started = time.perf_counter()
         with conn.transaction():
@@ -221,7 +232,7 @@ def seed(dsn: str, customers: int, orders: int, events: int) -> dict[str, Any]:
                                              "n": events, "salt": 0})
         seconds["events"] = time.perf_counter() - started
         started = time.perf_counter()
-        for table in ("customer", "orders", "event"):
+        for table in ("customer", "consent", "orders", "event"):
             conn.execute(f"VACUUM ANALYZE {table}")
         conn.execute("CHECKPOINT")
         seconds["vacuum"] = time.perf_counter() - started
@@ -257,7 +268,11 @@ def add_day(dsn: str, day: int, params: dict[str, int]) -> dict[str, Any]:
     refunds = max(1, round(params["orders"] * REFUND_SHARE / HISTORY_DAYS))
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
         last_external = params["customers"] + (day - 1) * new_customers
+        first, = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM customer").fetchone()
         conn.execute(_customers_sql(last_external + 1, last_external + new_customers, "%(at)s"), {"at": start})
+        conn.execute("INSERT INTO consent (customer_id, channel, status, source, recorded_at) "
+                     "SELECT id, 'email', 'granted', 'bench', %(at)s FROM customer WHERE id >= %(first)s",
+                     {"at": start, "first": first})
         total, = conn.execute("SELECT count(*) FROM customer").fetchone()
         # Orders of anyone (new customers too), 1 % cancelled before they were paid.
         conn.execute(
@@ -467,19 +482,111 @@ def tier_checks(dsn: str, now: datetime, loyalty: Any) -> dict[str, Any]:
             "in_grace": in_grace, "ledger_sum": int(ledger), "lots_remaining": int(lots)}
 
 
-def plan_reminders(engine: Any, dsn: str, now: datetime) -> dict[str, Any]:
-    """A ``points_expiring`` campaign's planning, 7 days ahead: the project's planner
+#: The reminder campaign the bench plans (on an outbox channel: nothing is sent).
+REMINDER_CAMPAIGN = "points_expiring_reminder"
+REMINDER_CONFIG = f"""
+[loyalty]
+enabled = true
+
+[templates]
+dir = "templates"
+
+[compliance]
+quiet_hours = ""
+
+[channels.email]
+kind = "outbox"
+dir = "outbox"
+recipient = "email"
+
+[[campaigns]]
+name = "{REMINDER_CAMPAIGN}"
+trigger = {{ points_expiring = "{REMINDER_DAYS}d" }}
+channels = ["email"]
+reentry = "every_run"
+
+  [[campaigns.steps]]
+  template = "loyalty/expiring"
+"""
+
+
+def reminder_planner(directory: Any) -> Any:
+    """``(plan, config, campaign)`` for the project's points_expiring planner, with the
+    bench's campaign (its config and template written in ``directory``); None while the
+    project has no such planner."""
+    try:
+        from campaigns.sending.planning import plan_points_expiring
+    except ImportError:
+        return None
+    from pathlib import Path
+
+    from campaigns.project.loading import parse_config
+
+    base = Path(directory)
+    (base / "templates" / "loyalty").mkdir(parents=True, exist_ok=True)
+    (base / "templates" / "loyalty" / "expiring.subject.j2").write_text("Your points expire soon\n")
+    (base / "templates" / "loyalty" / "expiring.txt.j2").write_text("Hello {{ customer.name }}, use your points.\n")
+    config = parse_config(REMINDER_CONFIG, file=str(base / "config.toml"), base=base)
+    [campaign] = [c for c in config.campaigns if c.name == REMINDER_CAMPAIGN]
+    return plan_points_expiring, config, campaign
+
+
+def reminder_groups_unplanned(dsn: str, now: datetime) -> int:
+    """Lot groups (a customer's open lots expiring at one moment) expiring within the
+    lead time that no delivery of the reminder campaign names yet (bare SQL)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        exists, = conn.execute("SELECT to_regclass('delivery') IS NOT NULL").fetchone()
+        count, = conn.execute(
+            """
+            WITH groups AS (
+                SELECT customer_id, expires_at FROM points_lot
+                WHERE remaining > 0 AND expires_at > %(now)s AND expires_at <= %(until)s GROUP BY 1, 2),
+            keyed AS (
+                SELECT g.customer_id, (SELECT min(l.id) FROM points_lot AS l
+                                       WHERE l.customer_id = g.customer_id AND l.expires_at = g.expires_at) AS lot
+                FROM groups AS g)
+            SELECT count(*) FROM keyed AS k WHERE NOT EXISTS (
+                SELECT 1 FROM delivery AS d WHERE d.campaign = %(campaign)s AND d.customer_id = k.customer_id
+                AND d.send_key LIKE '%%:lot' || k.lot)
+            """ if exists else "SELECT 0",
+            {"now": now, "until": now + timedelta(days=REMINDER_DAYS), "campaign": REMINDER_CAMPAIGN},
+        ).fetchone()
+    return int(count)
+
+
+def plan_reminders(url: str, dsn: str, now: datetime, planner: Any) -> dict[str, Any]:
+    """A ``points_expiring`` campaign's planning, 7 days ahead, timed: the project's
+    planner (``campaigns.sending.planning.plan_points_expiring``, writing the deliveries)
     when it exists, else the equivalent query (open lots expiring within 7 days, by
-    customer), timed; and the bare count it should agree with."""
+    customer, read back)."""
     import psycopg
 
     until = now + timedelta(days=REMINDER_DAYS)
+    if planner is None:
+        started = time.perf_counter()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute(REMINDER_QUERY, {"now": now, "until": until}).fetchall()
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "customers": len(rows), "points": int(sum(row[1] for row in rows)),
+                "how": "equivalent query (campaigns.sending.planning has no points_expiring planner yet): "
+                       "open lots expiring within 7 days, by customer"}
+    from campaigns.store.db import make_engine
+
+    plan, config, campaign = planner
+    expected = reminder_groups_unplanned(dsn, now)
+    engine = make_engine(url)
+    with engine.connect():
+        pass
     started = time.perf_counter()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(REMINDER_QUERY, {"now": now, "until": until}).fetchall()
+    planned = plan(engine, config, campaign, now=now)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "customers": len(rows), "points": int(sum(row[1] for row in rows)),
-            "how": "equivalent query (campaigns.sending.planning has no points_expiring planner yet)"}
+    engine.dispose()
+    return {"seconds": seconds, "deliveries": planned, "expected": expected,
+            "left_unplanned": reminder_groups_unplanned(dsn, now),
+            "how": "campaigns.sending.planning.plan_points_expiring: a points_expiring = \"7d\" campaign "
+                   "(everyone consents, email outbox channel), deliveries written"}
 
 
 def one_run(url: str, loyalty: Any, now: datetime, *, label: str) -> dict[str, Any]:
@@ -507,22 +614,58 @@ def _sql_summary(statements: dict[str, list[float]]) -> dict[str, dict[str, floa
             for label, (count, seconds) in sorted(statements.items(), key=lambda item: -item[1][1])}
 
 
-def first_earn(url: str, loyalty: Any, now: datetime) -> dict[str, Any]:
-    """``earn`` over the whole history, timed."""
+@contextlib.contextmanager
+def autoanalyze(dsn: str, every_s: float, tables: str) -> Iterator[list[float]]:
+    """``ANALYZE tables`` every ``every_s`` seconds from a thread, as autovacuum does on a
+    default server while a table grows (this machine's PostgreSQL runs with autovacuum
+    off); yields the list of their durations. ``every_s`` <= 0: nothing runs."""
+    import threading
+
+    import psycopg
+
+    durations: list[float] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not stop.wait(every_s):
+                started = time.perf_counter()
+                conn.execute(f"ANALYZE {tables}")
+                durations.append(time.perf_counter() - started)
+
+    thread = threading.Thread(target=loop, name="autoanalyze", daemon=True)
+    if every_s > 0:
+        thread.start()
+    try:
+        yield durations
+    finally:
+        stop.set()
+        if every_s > 0:
+            thread.join()
+
+
+def first_earn(url: str, loyalty: Any, now: datetime, *, analyze_every_s: float) -> dict[str, Any]:
+    """``earn`` over the whole history, timed, with the lots and entries tables analysed
+    as they grow (``analyze_every_s``)."""
+    import psycopg
+
     from campaigns.customers.loyalty.earning import earn
     from campaigns.store.db import make_engine
 
+    with psycopg.connect(_dsn(url), autocommit=True) as conn:
+        autovacuum, = conn.execute("SHOW autovacuum").fetchone()
     engine = make_engine(url)
     timer = StatementTimer(engine)
     with engine.connect():
         pass
-    with timer.timing() as statements:
+    with timer.timing() as statements, autoanalyze(_dsn(url), analyze_every_s, "points_lot, points_entry") as analyzes:
         started = time.perf_counter()
         report = earn(engine, loyalty, now=now)
         seconds = time.perf_counter() - started
     engine.dispose()
     return {"seconds": seconds, "lots": report.lots, "points": report.points, "skipped": report.skipped,
-            "customers": len(report.customers), "sql": _sql_summary(statements)}
+            "customers": len(report.customers), "sql": _sql_summary(statements), "autovacuum": autovacuum,
+            "analyze_every_s": analyze_every_s, "analyzes": len(analyzes), "analyze_seconds": sum(analyzes)}
 
 
 def checks_of(before: dict[str, Any], run_: dict[str, Any], after: dict[str, Any],
@@ -538,8 +681,12 @@ def checks_of(before: dict[str, Any], run_: dict[str, Any], after: dict[str, Any
         "ledger sum = lots' remaining points": (after["ledger_sum"], after["lots_remaining"]),
         "members below the tier they qualify for": (after["below_their_tier"], 0),
         "members above it and not in grace": (after["above_not_in_grace"], 0),
-        "reminder customers = bare count": (reminders["customers"], bare_reminders),
     }
+    if "expected" in reminders:  # the project's planner: one delivery per lot group due
+        checks["reminders planned = lot groups without one (bare)"] = (reminders["deliveries"], reminders["expected"])
+        checks["lot groups left without a reminder"] = (reminders["left_unplanned"], 0)
+    else:
+        checks["reminder customers = bare count"] = (reminders["customers"], bare_reminders)
     return {"items": {name: {"got": got, "expected": expected, "ok": got == expected}
                       for name, (got, expected) in checks.items()},
             "ok": all(got == expected for got, expected in checks.values())}
@@ -556,7 +703,7 @@ def bare_reminder_count(dsn: str, now: datetime) -> int:
 
 
 def measured_day(database: ThrowawayDatabase, loyalty: Any, day: int, repeat: int, *,
-                 label: str, with_baseline: bool = True) -> dict[str, Any]:
+                 label: str, planner: Any, with_baseline: bool = True) -> dict[str, Any]:
     """Baseline, daily job and reminder planning as of :func:`run_at` ``(day)``, checked."""
     from campaigns.customers.loyalty.tiers import window_start
 
@@ -566,7 +713,7 @@ def measured_day(database: ThrowawayDatabase, loyalty: Any, day: int, repeat: in
     if base is not None:
         log(f"{label}: baseline {base['default']['best']:.2f} s (serial {base['serial']['best']:.2f} s)")
     run_ = one_run(database.url, loyalty, now, label=label)
-    reminders = plan_reminders(None, database.dsn, now)
+    reminders = plan_reminders(database.url, database.dsn, now, planner)
     after = tier_checks(database.dsn, now, loyalty)
     checks = checks_of(before, run_, after, reminders, bare_reminder_count(database.dsn, now))
     if not checks["ok"]:
@@ -588,7 +735,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         database_context: Any = reused_database(args.reuse)
     else:
         database_context = throwaway_database(prefix="nurture_bench_loyalty", keep=args.keep, log=log)
-    with database_context as database:
+    with database_context as database, tempfile.TemporaryDirectory(prefix="nurture-bench-loyalty-") as directory:
+        planner = reminder_planner(directory)
         state = load_state(database.dsn) if args.reuse else None
         if args.reuse and state is None:
             raise SystemExit(f"--reuse {args.reuse}: no {STATE_TABLE} table there (not a kept bench.loyalty database)")
@@ -601,10 +749,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seeded["total_seconds"] = time.perf_counter() - started
             log(f"seeded {seeded['customers']:,} customers / {seeded['orders']:,} orders / "
                 f"{seeded['events']:,} events in {seeded['total_seconds']:.1f} s; earning the history ...")
-            earned = first_earn(database.url, loyalty, run_at(0))
+            earned = first_earn(database.url, loyalty, run_at(0), analyze_every_s=args.analyze_every)
             log(f"first earn: {earned['lots']:,} lots in {earned['seconds']:.1f} s")
             with_vacuum = _vacuum(database.dsn)
-            first = measured_day(database, loyalty, 0, args.repeat, label="first daily run")
+            first = measured_day(database, loyalty, 0, args.repeat, label="first daily run", planner=planner)
             state = {"params": params, "seed": seeded, "first_earn": earned, "first_vacuum_seconds": with_vacuum,
                      "first_daily": first, "days_done": 0, "database": database.name}
             save_state(database.dsn, state)
@@ -619,7 +767,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             added = add_day(database.dsn, day, params)
             log(f"day {day}: +{added['orders']:,} orders, +{added['events']:,} events, "
                 f"{added['refunds']:,} refunds, +{added['customers']:,} customers")
-            measured = measured_day(database, loyalty, day, args.repeat, label=f"day {day}")
+            measured = measured_day(database, loyalty, day, args.repeat, label=f"day {day}", planner=planner)
             measured["added"] = added
             days.append(measured)
             state["days_done"] = day
@@ -685,13 +833,18 @@ def print_report(result: dict[str, Any]) -> None:
         table.add_row("  run_loyalty (total)", f"{day['run']['seconds']:.2f}", f"{day['run']['seconds'] / base:.2f}x", "")
         reminders = day["reminders"]
         table.add_row("  reminder planning (7 days ahead)", f"{reminders['seconds']:.2f}",
-                      f"{reminders['seconds'] / base:.2f}x", f"{reminders['customers']:,} customers")
+                      f"{reminders['seconds'] / base:.2f}x",
+                      f"{reminders['deliveries']:,} deliveries written" if "deliveries" in reminders
+                      else f"{reminders['customers']:,} customers")
         table.add_row("  daily job = run_loyalty + reminders", f"{day['total_seconds']:.2f}",
                       f"{day['total_seconds'] / base:.2f}x", "checks " + ("ok" if day["checks"]["ok"] else "FAILED"))
 
     earned = result["first_earn"]
     table.add_row("first run: earn over the history", f"{earned['seconds']:.1f}", "",
                   f"{earned['lots']:,} lots, {earned['points']:,} points, {earned['skipped']:,} skipped")
+    earn_sql = sum(values["seconds"] for values in earned["sql"].values())
+    table.add_row("  of which in the driver (statement sent to result read)", f"{earn_sql:.1f}", "",
+                  ", ".join(f"{label} {values['seconds']:.0f} s" for label, values in list(earned["sql"].items())[:3]))
     add_day_rows("first daily run", result["first_daily"])
     for day in result["days"]:
         add_day_rows(f"steady state, day {day['day']}", day)
@@ -706,6 +859,10 @@ def print_report(result: dict[str, Any]) -> None:
         f"of it and refunds ~{round(params['orders'] * REFUND_SHARE / HISTORY_DAYS):,} orders."
     )
     console.print(f"Reminders: {result['first_daily']['reminders']['how']}.")
+    if earned.get("analyze_every_s", 0) > 0:
+        console.print(f"First earn: ANALYZE points_lot, points_entry every {earned['analyze_every_s']:g} s "
+                      f"(autovacuum's part; autovacuum = {earned['autovacuum']} on this server): "
+                      f"{earned['analyzes']} runs, {earned['analyze_seconds']:.1f} s in all.")
     for title, day in (("first daily run", result["first_daily"]), *((f"day {d['day']}", d) for d in result["days"])):
         failed = {name: item for name, item in day["checks"]["items"].items() if not item["ok"]}
         verdict = "[green]all checks pass[/]" if not failed else "[red]FAILED: " + ", ".join(
@@ -734,6 +891,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=3_000_000, help="events (default 3000000)")
     parser.add_argument("--days", type=int, default=2, help="steady-state days measured (default 2)")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs of each baseline query; best is kept (default 2)")
+    parser.add_argument("--analyze-every", type=float, default=30.0, metavar="SECONDS",
+                        help="ANALYZE the lots and entries every N s during the first earn, as autovacuum would "
+                             "(default 30; 0: never)")
     parser.add_argument("--keep", action="store_true", help="keep the database for reruns (--reuse NAME)")
     parser.add_argument("--reuse", metavar="NAME",
                         help="run the next --days days on a database an earlier --keep run left (kept)")

@@ -32,8 +32,8 @@ def postgres():
 
 
 def args(**overrides) -> argparse.Namespace:
-    values = {"customers": 2000, "orders": 20000, "events": 6000, "days": 1, "repeat": 1, "keep": False,
-              "reuse": None, "json": False}
+    values = {"customers": 2000, "orders": 20000, "events": 6000, "days": 1, "repeat": 1, "analyze_every": 0.5,
+              "keep": False, "reuse": None, "json": False}
     return argparse.Namespace(**{**values, **overrides})
 
 
