@@ -1,11 +1,11 @@
 """Member tiers: reached by points earned (or spend) over a rolling window, upgraded at
 once, downgraded only after a grace period.
 
-:func:`recompute_tiers` works out, in one ``GROUP BY`` (over those points and the member
-rows together), every member's qualifying points in ``[loyalty] tier_window`` (lots earned
-from orders, events and referrals and not reversed; or paid spend, with ``tier_measure =
-"spend"``) and the tier they qualify for, and reads back only the members whose tier row
-changes:
+:func:`recompute_tiers` works out, in one ``GROUP BY`` (full-joined to the members on
+PostgreSQL, grouped with the member rows on SQLite), every member's qualifying points in
+``[loyalty] tier_window`` (lots earned from orders, events and referrals and not reversed;
+or paid spend, with ``tier_measure = "spend"``) and the tier they qualify for, and reads
+back only the members whose tier row changes:
 
 * qualifying for a higher tier: moved up at once;
 * qualifying for a lower tier: ``below_since`` is set, and once it is ``tier_grace`` old
@@ -104,37 +104,64 @@ def recompute_tiers(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime,
         return report
     grace_start = now - loyalty.tier_grace
     for chunk in ([None] if ids is None else chunks(ids, 2000)):
-        # One GROUP BY over the window's lots and the member rows together: each member's
-        # qualifying points (0 without any) beside its tier, in one pass. A join of the
-        # grouped lots with the members, and an anti-join for the members without lots,
-        # cost the aggregate again (grouped twice, or materialised and joined twice).
-        customer, amount, conditions = _window(loyalty, now=now)
-        m = MEMBERS
-        earned = sa.select(customer.label("customer_id"), amount.label("qualifying"),
-                           sa.cast(sa.null(), m.c.tier.type).label("tier"),
-                           sa.cast(sa.null(), m.c.below_since.type).label("below_since")).where(*conditions)
-        held = sa.select(m.c.customer_id, sa.literal(0).label("qualifying"), m.c.tier, m.c.below_since)
-        if chunk is not None:
-            earned = earned.where(customer.in_(chunk))
-            held = held.where(m.c.customer_id.in_(chunk))
-        facts = sa.union_all(earned, held).subquery("facts")
-        tier, below_since = sa.func.max(facts.c.tier), sa.func.max(facts.c.below_since)
-        target = _rank_of_amount(loyalty, sa.func.sum(facts.c.qualifying))
-        current = _rank_of_name(loyalty, tier)
-        # Only rows whose member row changes are read back: up, back in, newly below, or
-        # below for the whole grace period.
-        changing = sa.or_(
-            target > current,
-            sa.and_(target == current, below_since.is_not(None)),
-            sa.and_(target < current, sa.or_(below_since.is_(None), below_since <= grace_start)),
-        )
-        query = (sa.select(facts.c.customer_id, target.label("target"), tier.label("tier"),
-                           below_since.label("below_since"))
-                 .group_by(facts.c.customer_id).having(changing))
+        if engine.dialect.name == "postgresql":
+            query = _changing_joined(loyalty, now=now, grace_start=grace_start, chunk=chunk)
+        else:
+            query = _changing_grouped(loyalty, now=now, grace_start=grace_start, chunk=chunk)
         with engine.begin() as conn:
             rows = conn.execute(query).all()
             _apply(conn, loyalty, rows, now=now, grace_start=grace_start, report=report)
     return report
+
+
+def _changing(target: sa.ColumnElement[int], current: sa.ColumnElement[int], below_since: sa.ColumnElement[datetime],
+              grace_start: datetime) -> sa.ColumnElement[bool]:
+    # Only rows whose member row changes are read back: up, back in, newly below, or
+    # below for the whole grace period.
+    return sa.or_(
+        target > current,
+        sa.and_(target == current, below_since.is_not(None)),
+        sa.and_(target < current, sa.or_(below_since.is_(None), below_since <= grace_start)),
+    )
+
+
+def _changing_joined(loyalty: LoyaltyConfig, *, now: datetime, grace_start: datetime,
+                     chunk: list[int] | None) -> sa.Select:
+    """``(customer_id, target, tier, below_since)`` of the members whose row changes, on
+    PostgreSQL: the window's points grouped (in parallel) and full-joined to the members,
+    so those with points and those without are found by one aggregation and one hash
+    join (a CTE joined twice materialised and sorted ~800k groups at 1M customers)."""
+    q = qualifying_query(loyalty, now=now, customer_ids=chunk)
+    m = MEMBERS
+    members = sa.select(m).where(m.c.customer_id.in_(chunk)).subquery("member") if chunk is not None else m
+    target = _rank_of_amount(loyalty, sa.func.coalesce(q.c.qualifying, 0))
+    current = _rank_of_name(loyalty, members.c.tier)
+    return (sa.select(sa.func.coalesce(q.c.customer_id, members.c.customer_id).label("customer_id"),
+                      target.label("target"), members.c.tier, members.c.below_since)
+            .select_from(q.outerjoin(members, members.c.customer_id == q.c.customer_id, full=True))
+            .where(_changing(target, current, members.c.below_since, grace_start)))
+
+
+def _changing_grouped(loyalty: LoyaltyConfig, *, now: datetime, grace_start: datetime,
+                      chunk: list[int] | None) -> sa.Select:
+    """The same rows as :func:`_changing_joined`, without a FULL JOIN (SQLite has one only
+    since 3.39): one GROUP BY over the window's points and the member rows together, each
+    member's points (0 without any) beside its tier."""
+    customer, amount, conditions = _window(loyalty, now=now)
+    m = MEMBERS
+    earned = sa.select(customer.label("customer_id"), amount.label("qualifying"),
+                       sa.cast(sa.null(), m.c.tier.type).label("tier"),
+                       sa.cast(sa.null(), m.c.below_since.type).label("below_since")).where(*conditions)
+    held = sa.select(m.c.customer_id, sa.literal(0).label("qualifying"), m.c.tier, m.c.below_since)
+    if chunk is not None:
+        earned = earned.where(customer.in_(chunk))
+        held = held.where(m.c.customer_id.in_(chunk))
+    facts = sa.union_all(earned, held).subquery("facts")
+    tier, below_since = sa.func.max(facts.c.tier), sa.func.max(facts.c.below_since)
+    target = _rank_of_amount(loyalty, sa.func.sum(facts.c.qualifying))
+    return (sa.select(facts.c.customer_id, target.label("target"), tier.label("tier"), below_since.label("below_since"))
+            .group_by(facts.c.customer_id)
+            .having(_changing(target, _rank_of_name(loyalty, tier), below_since, grace_start)))
 
 
 def _apply(conn: sa.Connection, loyalty: LoyaltyConfig, rows: list[sa.Row], *, now: datetime,
