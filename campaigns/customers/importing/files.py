@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from campaigns.config.identity import IdentityConfig
 from campaigns.customers.identity.resolution import MatchPlan
 from campaigns.customers.importing.fields import RowInvalid
-from campaigns.customers.importing.readers import LineReader, csv_rows, jsonl_rows, resolve_format
+from campaigns.customers.importing.readers import open_rows, resolve_format
 from campaigns.customers.importing.report import ImportReport, RowError
 from campaigns.customers.importing.rows import PARSERS, REQUIRED_COLUMNS, ImportKind
 from campaigns.customers.importing.upserts import WRITERS, PendingRow, write_in_halves
@@ -82,18 +82,7 @@ def import_file(
                                    for row, cause in refused)
             pending.clear()
 
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise DataImportError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataImportError(f"{path}: is a directory, not a file") from None
-    except OSError as exc:
-        raise DataImportError(f"{path}: cannot open: {exc.strerror or exc}") from None
-
-    with handle:
-        lines = LineReader(handle, path)
-        rows = csv_rows(lines, kind, path) if fmt == "csv" else jsonl_rows(lines)
+    with open_rows(path, kind, fmt) as (lines, rows):
         try:
             for line, row in rows:
                 report.rows_read += 1

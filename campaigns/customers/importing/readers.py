@@ -8,6 +8,7 @@ for its rejection instead of a dict, so one bad row never stops the file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections import Counter
@@ -188,4 +189,26 @@ def jsonl_rows(lines: LineReader) -> Iterator[tuple[int, dict[str, Any] | str]]:
         yield lines.line_no, value
 
 
-__all__ = ["FORMATS", "MAX_COLUMNS", "MAX_ROW_BYTES", "LineReader", "csv_rows", "jsonl_rows", "resolve_format"]
+__all__ = ["FORMATS", "LineReader", "MAX_COLUMNS", "MAX_ROW_BYTES", "csv_rows", "jsonl_rows", "open_rows", "resolve_format"]
+
+
+@contextlib.contextmanager
+def open_rows(path: Path, kind: str, fmt: str, *,
+              required: Sequence[str] | None = None) -> Iterator[tuple[LineReader, Iterator[tuple[int, Any]]]]:
+    """Open ``path`` for an import of ``kind`` in format ``fmt`` (:func:`resolve_format`):
+    ``(lines, rows)``, the reader (its ``bytes_read`` drives progress bars) and the (line,
+    row dict or rejection reason) pairs of :func:`csv_rows` or :func:`jsonl_rows`. Every
+    import opens its file here, so a missing file, a directory or an unreadable one is the
+    same one-line :class:`DataImportError` for all of them."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise DataImportError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataImportError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise DataImportError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    with handle:
+        lines = LineReader(handle, path)
+        yield lines, (csv_rows(lines, kind, path, required=required) if fmt == "csv" else jsonl_rows(lines))
+

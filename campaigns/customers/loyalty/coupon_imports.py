@@ -34,7 +34,7 @@ from campaigns.config.coupons import POOL_PATTERN
 from campaigns.config.identity import IdentityConfig
 from campaigns.customers.identity.lookup import resolve_references
 from campaigns.customers.importing.fields import RowInvalid, datetime_value, required_text, text_value
-from campaigns.customers.importing.readers import LineReader, csv_rows, jsonl_rows, resolve_format
+from campaigns.customers.importing.readers import open_rows, resolve_format
 from campaigns.customers.importing.report import RowError
 from campaigns.errors import DataImportError
 from campaigns.store.bulk import insert_rows
@@ -93,21 +93,8 @@ def _code(row: dict[str, Any]) -> str:
 
 
 def _rows(path: Path, file_format: str | None, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    fmt = resolve_format(path, file_format)
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise DataImportError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataImportError(f"{path}: is a directory, not a file") from None
-    except OSError as exc:
-        raise DataImportError(f"{path}: cannot open: {exc.strerror or exc}") from None
-    with handle:
-        lines = LineReader(handle, path)
-        if fmt == "csv":
-            yield from csv_rows(lines, "coupons", path, required=required)
-        else:
-            yield from jsonl_rows(lines)
+    with open_rows(path, "coupons", resolve_format(path, file_format), required=required) as (_, rows):
+        yield from rows
 
 
 def import_coupon_pool(engine: Engine, path: Path, *, pool: str, now: datetime, file_format: str | None = None,

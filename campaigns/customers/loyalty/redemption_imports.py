@@ -41,7 +41,7 @@ from campaigns.config.identity import IdentityConfig
 from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.customers.identity.lookup import resolve_references
 from campaigns.customers.importing.fields import RowInvalid, datetime_value, required_text, text_value
-from campaigns.customers.importing.readers import LineReader, csv_rows, jsonl_rows, resolve_format
+from campaigns.customers.importing.readers import open_rows, resolve_format
 from campaigns.customers.importing.report import RowError
 from campaigns.customers.importing.rows import check_row
 from campaigns.customers.loyalty.redeeming import MAX_POINTS, Redemption, RedemptionResult, redeem
@@ -221,18 +221,7 @@ def import_redemptions(
         pending.clear()
 
     fmt = resolve_format(path, file_format)
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise DataImportError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataImportError(f"{path}: is a directory, not a file") from None
-    except OSError as exc:
-        raise DataImportError(f"{path}: cannot open: {exc.strerror or exc}") from None
-    with handle:
-        lines = LineReader(handle, path)
-        rows = csv_rows(lines, "redemptions", path, required=REQUIRED_COLUMNS) if fmt == "csv" \
-            else jsonl_rows(lines)
+    with open_rows(path, "redemptions", fmt, required=REQUIRED_COLUMNS) as (lines, rows):
         try:
             for line, raw in rows:
                 report.rows_read += 1
