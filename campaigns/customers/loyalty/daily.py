@@ -86,7 +86,7 @@ def earn_now(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime) -> EarnRe
     refunds = reverse_refunds(engine, loyalty, now=now)
     # Referral rewards are earnings too: their referrers move up at once.
     report.customers |= run_referrals(engine, loyalty, now=now).customers
-    touched = report.customers | (refunds.customers or set())
+    touched = report.customers | refunds.customers
     if touched:
         recompute_tiers(engine, loyalty, now=now, customer_ids=touched)
     return report

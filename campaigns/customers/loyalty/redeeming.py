@@ -78,8 +78,10 @@ class RedemptionResult:
     lots: tuple[tuple[int, int], ...] = ()
 
 
-def _usable(lot: Any, kind: str | None, at: datetime) -> bool:
-    if lot.remaining <= 0 or lot.earned_at > at:
+def _usable(lot: Any, remaining: int, kind: str | None, at: datetime) -> bool:
+    # A lot may pay for a redemption at ``at``: points left (as allocated so far in this
+    # batch), earned by then, still valid then, and redeemable for ``kind``.
+    if remaining <= 0 or lot.earned_at > at:
         return False
     if lot.expires_at is not None and lot.expires_at <= at:
         return False
@@ -137,7 +139,7 @@ def redeem(engine: Engine, requests: Sequence[Redemption], *, now: datetime, sou
                 continue
             seen[key] = index
             lots = lots_of.get(request.customer_id, [])
-            usable = [lot for lot in lots if _usable(_Live(lot, left), request.kind, request.at)]
+            usable = [lot for lot in lots if _usable(lot, left[lot.id], request.kind, request.at)]
             debt = sum(left[lot.id] for lot in lots if left[lot.id] < 0)
             allowed = sum(left[lot.id] for lot in usable) + debt
             if request.points > allowed:
@@ -186,17 +188,6 @@ def _detail(request: Redemption) -> str | None:
     # "goods: tea set" for a redemption, the reason alone for an adjustment (no kind).
     parts = [part for part in (request.kind, request.note) if part]
     return ": ".join(parts)[:500] or None
-
-
-class _Live:
-    # A lot row seen with its remaining points as allocated so far in this batch.
-    __slots__ = ("earned_at", "expires_at", "kinds", "remaining")
-
-    def __init__(self, lot: Any, left: dict[int, int]) -> None:
-        self.remaining = left[lot.id]
-        self.earned_at = lot.earned_at
-        self.expires_at = lot.expires_at
-        self.kinds = lot.kinds
 
 
 @dataclass(frozen=True, slots=True)

@@ -377,7 +377,7 @@ def reverse_referrals(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime, 
                           LOTS.c.spent)
                 .where(LOTS.c.source == "referral", LOTS.c.source_ref.in_(chunk), LOTS.c.reversed_at.is_(None))
             ).all()
-        taken = RefundReport(customers=set())
+        taken = RefundReport()
 
         def detail(lot: Any) -> str:
             order = by_ref[lot.source_ref]
@@ -387,7 +387,7 @@ def reverse_referrals(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime, 
         take_back(conn, loyalty, lots, source="referral", now=now, report=taken, detail=detail)
         report.reversed_points += taken.points
         report.owed += taken.owed
-        report.customers |= taken.customers or set()
+        report.customers |= taken.customers
         _set_referrals(conn, [{"ref_pk": row.id, "status": "reversed", "reason": row.status[:32], "reversed_at": now}
                               for row in refunded])
         report.reversed += len(refunded)

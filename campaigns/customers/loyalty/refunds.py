@@ -11,7 +11,7 @@ forgiven (``"forgive"``). What already expired is not taken twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,12 +36,13 @@ class RefundReport:
     #: Of those, points already spent, now owed (``carry``) or forgiven.
     owed: int = 0
     forgiven: int = 0
-    customers: set[int] | None = None
+    #: Customers whose points were taken back (their tiers are recomputed at once).
+    customers: set[int] = field(default_factory=set)
 
 
 def reverse_refunds(engine: Engine, loyalty: LoyaltyConfig, *, now: datetime) -> RefundReport:
     """Take back the points of every refunded or cancelled order not yet reversed."""
-    report = RefundReport(customers=set())
+    report = RefundReport()
     statuses = list(loyalty.orders.reversed_by)
     if not statuses:
         return report
@@ -84,8 +85,7 @@ def take_back(conn: Connection, loyalty: LoyaltyConfig, lots: Sequence[Any], *, 
         report.points += taken
         report.owed += owed
         report.forgiven += 0 if carry else lot.spent
-        if report.customers is not None:
-            report.customers.add(lot.customer_id)
+        report.customers.add(lot.customer_id)
         changes[lot.id] = {"remaining": 0, "reversed_at": now}
         entries.append({
             "customer_id": lot.customer_id, "kind": "reverse", "points": -taken, "source": source,
