@@ -43,7 +43,8 @@ class World:
     """A project with the programme on and one campaign, its runtime (clock pinned), the
     members, and every message text the channel was handed, by send key."""
 
-    def __init__(self, tmp_path: Path, database_url: str, *, trigger: str, reentry: str = "never") -> None:
+    def __init__(self, tmp_path: Path, database_url: str, *, trigger: str, reentry: str = "never",
+                 steps: int = 1) -> None:
         (tmp_path / "templates" / "l").mkdir(parents=True)
         for name, text in TEMPLATES.items():
             (tmp_path / "templates" / "l" / f"{name}.txt.j2").write_text(text)
@@ -69,7 +70,10 @@ channels = ["mail"]
 reentry = "{reentry}"
 [[campaigns.steps]]
 template = "l/{template}"
-""")
+""" + "".join(f"""[[campaigns.steps]]
+template = "l/{template}"
+delay = "{day}d"
+""" for day in range(2, steps + 1)))
         self.config = load_config(tmp_path / "config.toml")
         self.campaign = self.config.campaigns[0]
         self.now = NOW
@@ -169,6 +173,30 @@ def test_spent_expired_and_reversed_lots_remind_nobody(world_factory):
 
     assert world.remind(NOW) == 2  # bob and eve only
     assert {name for name, _ in world.enrolled()} == {"bob", "eve"}
+
+
+def test_a_member_who_joins_the_audience_later_is_reminded_then_with_every_step(world_factory):
+    world = world_factory(trigger='{ points_expiring = "30d" }', steps=2)
+    with world.engine.begin() as conn:
+        hal = conn.execute(sa.insert(Customer.__table__).values(
+            external_id="hal", email="hal@x.cn", created_at=at(-400), updated_at=NOW, attributes={},
+        ).returning(Customer.__table__.c.id)).scalar_one()
+        conn.execute(sa.insert(PointsLot.__table__).values(
+            customer_id=hal, source="order", source_ref="H-1", rule="purchase", points=100, remaining=100,
+            spent=0, kinds=",goods,", earned_at=at(-300), expires_at=at(3)))
+
+    # hal has no consent yet: the others' groups are enrolled, two deliveries each.
+    assert world.remind(NOW) == 3 * 2
+    assert "hal" not in {name for name, _ in world.enrolled()}
+    assert world.remind(at(0, 1)) == 1 * 2  # dan's lot, now within 30 days
+
+    grant_consent(world.engine, now=at(0, 2))
+    assert world.remind(at(0, 3)) == 1 * 2
+    assert ("hal", f"lot{lot_id(world.engine, 'H-1')}") in world.enrolled()
+    assert world.remind(at(0, 4)) == 0
+    with world.engine.connect() as conn:
+        steps = conn.execute(sa.select(Delivery.step, sa.func.count()).group_by(Delivery.step)).all()
+    assert sorted(steps) == [(0, 5), (1, 5)]
 
 
 def test_a_reminder_names_its_own_lots_points_and_last_day(world_factory):
