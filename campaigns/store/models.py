@@ -643,3 +643,165 @@ class Referral(SQLModel, table=True):
     rewarded_at: datetime | None = None
     reversed_at: datetime | None = None
     recorded_at: datetime
+
+
+# Products and recommendations (docs/recommendations.md)
+
+
+class Product(SQLModel, table=True):
+    """One product of the catalogue (``nurture import products``), upserted by ``sku``.
+    Order items name products by ``sku``; an item whose sku is not in the catalogue is kept
+    and reported by the import, not dropped."""
+
+    __tablename__ = "product"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sku: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    name: str = Field(max_length=256)
+    category: str | None = Field(default=None, max_length=128, index=True)
+    price: float | None = Field(default=None, sa_column=sa.Column(sa.Numeric(14, 2, asdecimal=False), nullable=True))
+    url: str | None = Field(default=None, max_length=2048)
+    image_url: str | None = Field(default=None, max_length=2048)
+    in_stock: bool = Field(default=True, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.true()))
+    #: Any other column of the import.
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductAssociation(SQLModel, table=True):
+    """Item-to-item co-purchase, as the last refresh measured it: customers who bought
+    ``antecedent`` and later bought ``consequent``, with support (how many such customers),
+    confidence and lift (confidence over the consequent's base rate: above 1 means more
+    likely than for anyone), kept only above the configured minimum support."""
+
+    __tablename__ = "product_association"
+
+    antecedent: str = Field(sa_column=sa.Column(sa.String(128), primary_key=True))
+    consequent: str = Field(sa_column=sa.Column(sa.String(128), primary_key=True))
+    support: int
+    confidence: float
+    lift: float
+    computed_at: datetime
+
+
+class Recommendation(SQLModel, table=True):
+    """A customer's recommended products, best first (``rank`` from 1), as the last refresh
+    wrote them; what templates read with ``recommendations(n=, category=)``."""
+
+    __tablename__ = "recommendation"
+
+    customer_id: int = Field(sa_column=sa.Column(
+        sa.Integer, sa.ForeignKey("customer.id", ondelete="CASCADE"), primary_key=True))
+    rank: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
+    sku: str = Field(max_length=128)
+    category: str | None = Field(default=None, max_length=128)
+    score: float
+    #: co_purchase, category or popular: which signal put it there.
+    reason: str = Field(max_length=32)
+    #: For co_purchase: the bought product it follows from.
+    because_sku: str | None = Field(default=None, max_length=128)
+    computed_at: datetime
+
+
+class RecommendationSent(SQLModel, table=True):
+    """A product a message showed, one row per (delivery, sku), written when the message is
+    rendered for sending: what the "recently sent category" exclusion reads, and what
+    attribution joins clicks and orders to."""
+
+    __tablename__ = "recommendation_sent"
+    __table_args__ = (
+        sa.UniqueConstraint("delivery_id", "sku", name="uq_recommendation_sent_delivery_sku"),
+        sa.Index("ix_recommendation_sent_customer_sent", "customer_id", "sent_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(foreign_key="delivery.id", ondelete="CASCADE")
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    campaign: str = Field(max_length=128)
+    sku: str = Field(max_length=128)
+    category: str | None = Field(default=None, max_length=128)
+    #: Its place in the message, from 1.
+    position: int
+    reason: str = Field(max_length=32)
+    sent_at: datetime
+
+
+# Feedback: surveys, reply classification and staff alerts (docs/feedback.md)
+
+
+class Feedback(SQLModel, table=True):
+    """A customer's answer to a survey step (NPS 0-10 or CSAT 1-5), one row per delivery
+    (``delivery_id`` UNIQUE): the first score parsed from a reply or a one-click link is
+    kept, later ones are not; free text is kept beside it. ``band`` (detractor, passive,
+    promoter) is decided when the score is recorded, by the configured thresholds.
+    ``stage`` and ``segment`` are the customer's at that moment, for the report."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (sa.Index("ix_feedback_received", "received_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(sa_column=sa.Column(
+        sa.Integer, sa.ForeignKey("delivery.id", ondelete="CASCADE"), nullable=False, unique=True))
+    customer_id: int = Field(foreign_key="customer.id", index=True, ondelete="CASCADE")
+    campaign: str = Field(max_length=128)
+    channel: str = Field(max_length=64)
+    #: nps or csat.
+    question: str = Field(max_length=8)
+    score: int | None = None
+    #: detractor, passive or promoter; NULL until there is a score.
+    band: str | None = Field(default=None, max_length=16)
+    text: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    #: reply or click: where the score came from.
+    source: str | None = Field(default=None, max_length=16)
+    stage: str | None = Field(default=None, max_length=32)
+    segment: str | None = Field(default=None, max_length=64)
+    received_at: datetime
+    scored_at: datetime | None = None
+    #: When staff answered the customer (a detractor's follow-up), and who or what did.
+    answered_at: datetime | None = None
+    answered_by: str | None = Field(default=None, max_length=128)
+
+
+class ReplyLabel(SQLModel, table=True):
+    """The class of an inbound reply that was not an opt-out (question, complaint,
+    positive, other), by the first matching keyword rule; one per reply response (whose
+    ``customer_id`` says whose reply it is, so a merge moves it with the response)."""
+
+    __tablename__ = "reply_label"
+
+    response_id: int = Field(sa_column=sa.Column(
+        sa.Integer, sa.ForeignKey("response.id", ondelete="CASCADE"), primary_key=True, autoincrement=False))
+    label: str = Field(max_length=16)
+    #: The rule that matched (its name), NULL for ``other``.
+    rule: str | None = Field(default=None, max_length=64)
+    classified_at: datetime
+
+
+class StaffAlert(SQLModel, table=True):
+    """An alert to a staff channel (WeCom robot or webhook): a detractor's score or a
+    complaint. In this ledger before it is sent, keyed by ``alert_key`` (UNIQUE:
+    ``feedback:<id>``, ``reply:<response id>``), so it is sent once and never lost:
+    ``queued -> sent``, or ``failed`` after the last attempt, with the error."""
+
+    __tablename__ = "staff_alert"
+    __table_args__ = (
+        sa.Index("ix_staff_alert_queued", "id",
+                 postgresql_where=sa.text("status = 'queued'"), sqlite_where=sa.text("status = 'queued'")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_key: str = Field(sa_column=sa.Column(sa.String(128), nullable=False, unique=True))
+    #: The staff channel's name in config.
+    channel: str = Field(max_length=64)
+    #: detractor or complaint.
+    kind: str = Field(max_length=16)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id", index=True, ondelete="CASCADE")
+    #: What the alert says: customer, score, text, campaign.
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=_json_column())
+    #: queued, sent or failed.
+    status: str = Field(default="queued", max_length=16)
+    attempts: int = 0
+    error: str | None = Field(default=None, max_length=512)
+    created_at: datetime
+    sent_at: datetime | None = None

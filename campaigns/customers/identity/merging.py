@@ -52,15 +52,18 @@ from campaigns.store.models import (
     Delivery,
     Enrollment,
     Event,
+    Feedback,
     IdentityReview,
     LoyaltyMember,
     Order,
     PointsEntry,
     PointsLot,
     ProfileTransition,
+    RecommendationSent,
     Referral,
     ReferralCode,
     Response,
+    StaffAlert,
 )
 
 #: The state of a merged customer's enrolment ended because the survivor runs the series.
@@ -76,14 +79,17 @@ MOVED_TABLES: tuple[sa.Table, ...] = tuple(
                   # Points follow the orders and events that earned them.
                   PointsLot, PointsEntry,
                   # The merged customer's referral code keeps naming the person.
-                  ReferralCode)
+                  ReferralCode,
+                  # What messages showed them and what they answered stay theirs (the
+                  # recommendations themselves are recomputed: the merged rows cascade away).
+                  RecommendationSent, Feedback, StaffAlert)
 )
 #: Every table a merge may touch, by name (what ``moved``, ``removed`` and ``changed`` name).
 TABLES: dict[str, sa.Table] = {
     model.__table__.name: model.__table__  # type: ignore[attr-defined]
     for model in (Customer, CustomerIdentifier, Order, Event, Response, ProfileTransition, Consent,
                   Enrollment, Delivery, IdentityReview, CustomerProfile, Coupon, PointsLot, PointsEntry,
-                  LoyaltyMember, ReferralCode, Referral)
+                  LoyaltyMember, ReferralCode, Referral, RecommendationSent, Feedback, StaffAlert)
 }
 
 _CUSTOMER = Customer.__table__
