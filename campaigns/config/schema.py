@@ -20,6 +20,7 @@ from campaigns.config.compliance import ComplianceConfig
 from campaigns.config.identity import IdentityConfig
 from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.config.profiles import LifecycleConfig, ProfilesConfig, RfmConfig
+from campaigns.config.recommendations import RecommendationsConfig
 from campaigns.config.runtime import (
     ApiConfig,
     BrokerConfig,
@@ -48,6 +49,8 @@ class AppConfig(StrictModel):
     compliance: ComplianceConfig = ComplianceConfig()
     identity: IdentityConfig = IdentityConfig()
     loyalty: LoyaltyConfig = LoyaltyConfig()
+    #: Product recommendations: the refresh, its schedule and exclusions (docs/recommendations.md).
+    recommendations: RecommendationsConfig = RecommendationsConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     #: Per-channel send rate limits, e.g. ``sms = { limit = 5000, per = "1s" }``.
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
