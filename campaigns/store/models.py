@@ -805,3 +805,7 @@ class StaffAlert(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=512)
     created_at: datetime
     sent_at: datetime | None = None
+    #: A queued alert is not sent before this: the end of a sender's lease while it is
+    #: being sent (a crashed sender's alert is taken again after it), then the retry's
+    #: backoff. NULL: due at once.
+    due_at: datetime | None = None
