@@ -761,6 +761,9 @@ class Feedback(SQLModel, table=True):
     #: When staff answered the customer (a detractor's follow-up), and who or what did.
     answered_at: datetime | None = None
     answered_by: str | None = Field(default=None, max_length=128)
+    #: The ``replied`` responses already read into this row (their score or their text),
+    #: so each reply is read once, however many passes see it.
+    reply_ids: list[int] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False, default=list))
 
 
 class ReplyLabel(SQLModel, table=True):

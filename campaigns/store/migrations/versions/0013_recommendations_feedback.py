@@ -103,6 +103,7 @@ def upgrade() -> None:
     sa.Column('scored_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('answered_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('answered_by', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
+    sa.Column('reply_ids', sa.JSON(), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['delivery_id'], ['delivery.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
