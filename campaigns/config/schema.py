@@ -21,6 +21,7 @@ from campaigns.config.identity import IdentityConfig
 from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.config.profiles import LifecycleConfig, ProfilesConfig, RfmConfig
 from campaigns.config.recommendations import RecommendationsConfig
+from campaigns.config.replies import RepliesConfig
 from campaigns.config.runtime import (
     ApiConfig,
     BrokerConfig,
@@ -30,6 +31,7 @@ from campaigns.config.runtime import (
     SecurityConfig,
     WorkerConfig,
 )
+from campaigns.config.staff import StaffChannelConfig
 from campaigns.errors import UnknownCampaignError
 
 
@@ -51,7 +53,11 @@ class AppConfig(StrictModel):
     loyalty: LoyaltyConfig = LoyaltyConfig()
     #: Product recommendations: the refresh, its schedule and exclusions (docs/recommendations.md).
     recommendations: RecommendationsConfig = RecommendationsConfig()
+    #: How inbound replies are classified, where complaints alert (docs/feedback.md).
+    replies: RepliesConfig = RepliesConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    #: Where alerts for staff go (detractors, complaints): WeCom robots or webhooks.
+    staff_channels: dict[str, StaffChannelConfig] = Field(default_factory=dict)
     #: Per-channel send rate limits, e.g. ``sms = { limit = 5000, per = "1s" }``.
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
     #: Named audience expressions, usable by campaigns and the CLI.

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from campaigns.audience.segments import validate_segments
 from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
 from campaigns.config.keys import MIN_SECRET_LENGTH, installation_secret
+from campaigns.config.replies import replies_issues
 from campaigns.config.runtime import BROKER_URL_ENV, DATABASE_URL_ENV, BrokerConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import pasted_secret_issues, read_secret
@@ -82,6 +83,7 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
     are reported even when other keys failed validation."""
     yield from validate_segments(raw)
     yield from pasted_secret_issues(raw)
+    yield from replies_issues(raw)
     channels = raw.get("channels") if isinstance(raw.get("channels"), dict) else {}
     templates = raw.get("templates") if isinstance(raw.get("templates"), dict) else {}
     template_dir = base / str(templates.get("dir", "templates"))
@@ -171,6 +173,11 @@ def secret_warnings(config: AppConfig) -> list[str]:
                 continue  # an error in nurture check (campaigns.project.check): webhooks are never sent unsigned
             if key.endswith("_env") and isinstance(value, str) and value and not os.environ.get(value):
                 warnings.append(f"channels.{name}.{key}: environment variable {value} is not set")
+    for name, staff in config.staff_channels.items():
+        for key, value in staff.model_dump(by_alias=False).items():
+            if key.endswith("_env") and isinstance(value, str) and value and not os.environ.get(value):
+                warnings.append(f"staff_channels.{name}.{key}: environment variable {value} is not set: alerts to "
+                                "this channel wait in the queue until it is")
     # The same test the code that needs the secret applies, so the warning cannot disagree.
     if installation_secret(config) is None:
         secret_env = config.security.secret_env
