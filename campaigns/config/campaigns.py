@@ -26,6 +26,11 @@ from campaigns.config.values import (
 )
 
 
+#: The most products one ``recommendations(n=...)`` call can show, and the most a step's
+#: ``min_recommendations`` can ask for.
+MAX_RECOMMENDATIONS = 50
+
+
 class TemplatesConfig(StrictModel):
     """Where message templates live, and the budget of one render."""
 
@@ -96,6 +101,10 @@ class StepConfig(StrictModel):
     #: Local send window "HH:MM-HH:MM" (customer's time zone, else the campaign's): a step
     #: due outside it waits for the next opening; never dropped.
     window: Window = None
+    #: The fewest recommended products (in stock) a customer must have for this step to
+    #: be sent (docs/recommendations.md); a customer with fewer is skipped, saying so,
+    #: rather than sent an empty ``recommendations()`` block. 0: no requirement.
+    min_recommendations: int = Field(default=0, ge=0, le=MAX_RECOMMENDATIONS)
 
     @property
     def window_bounds(self) -> tuple[time, time] | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
@@ -32,6 +33,11 @@ from campaigns.errors import ConfigIssue, RenderError
 from campaigns.project.archetypes import TYPICAL, Archetype, narrowed_by, reachable
 from campaigns.project.loading import format_location
 from campaigns.sending.bodylinks import BodyLinks, missing_links_reason
+from campaigns.sending.recommendationcontext import (
+    PRODUCT_FIELDS,
+    MessageRecommendations,
+    SampleRecommendations,
+)
 from campaigns.sending.rendering import TemplateRenderer, build_context
 
 #: The send key check renders with (a real one is a 64-character digest).
@@ -80,21 +86,36 @@ def template_findings(config: AppConfig, path: str | Path, lines: KeyLines) -> T
             for template in step.templates:
                 failures: dict[str, list[Archetype]] = {}
                 typical: dict[str, str] | None = None
+                recommends = False
                 for archetype in archetypes:
-                    context = build_context(customer=archetype.customer, stats=archetype.stats,
-                                            campaign=campaign.name, step=s_index, send_key=CHECK_SEND_KEY,
-                                            now=now, links=links, coupon=sample_coupon(campaign, step=s_index),
-                                            loyalty=archetype.loyalty,
-                                            referral=sample_referral(config))
+                    # Sample products of any category asked for: every attribute a template
+                    # reads of a recommended product is rendered.
+                    products = SampleRecommendations()
                     try:
-                        parts = renderer.render(template, context)
+                        parts = renderer.render(template, _context(config, campaign, s_index, archetype, now, links,
+                                                                   products))
                     except RenderError as exc:
                         failures.setdefault(str(exc), []).append(archetype)
                         continue
+                    finally:
+                        recommends = recommends or products.called
                     if archetype.name == TYPICAL:
                         typical = parts
+                if recommends and not step.min_recommendations and archetypes:
+                    # Most customers have no recommendation before the first refresh, and
+                    # some never do: such a message must render too (or the step require some).
+                    first = next((a for a in archetypes if a.name == TYPICAL), archetypes[0])
+                    try:
+                        renderer.render(template, _context(config, campaign, s_index, first, now, links,
+                                                           MessageRecommendations(())))
+                    except RenderError as exc:
+                        findings.errors.append(issue(
+                            f"template does not render for a customer without recommended products: {exc} (test "
+                            "{% if recommendations() %} first, or give the step min_recommendations = 1 so that "
+                            "such customers are skipped)"))
                 for error, failed in failures.items():
-                    message, fatal = _failure(campaign, step_index=s_index, error=error, failed=failed)
+                    message, fatal = _failure(campaign, step_index=s_index, error=error, failed=failed,
+                                              recommends=recommends)
                     if fatal:
                         findings.errors.append(issue(message))
                     else:
@@ -117,6 +138,16 @@ def template_findings(config: AppConfig, path: str | Path, lines: KeyLines) -> T
     return findings
 
 
+def _context(config: AppConfig, campaign: CampaignConfig, step_index: int, archetype: Archetype, now: datetime,
+             links: BodyLinks, products: MessageRecommendations) -> dict[str, Any]:
+    """What the worker would give the template for ``archetype``, with sample coupon,
+    referral and ``products``."""
+    return build_context(customer=archetype.customer, stats=archetype.stats, campaign=campaign.name,
+                         step=step_index, send_key=CHECK_SEND_KEY, now=now, links=links,
+                         coupon=sample_coupon(campaign, step=step_index), loyalty=archetype.loyalty,
+                         referral=sample_referral(config), recommendations=products)
+
+
 def _body_links(parts: dict[str, str], links: BodyLinks) -> bool:
     """Whether a text or HTML part shows one of the links."""
     return any(url in parts.get(part, "") for part in BODY_PARTS
@@ -128,7 +159,8 @@ def _is_fatal(campaign: CampaignConfig, step_index: int, failed: list[Archetype]
     return any(a.name == TYPICAL for a in failed) or not narrowed_by(campaign, campaign.steps[step_index])
 
 
-def _failure(campaign: CampaignConfig, *, step_index: int, error: str, failed: list[Archetype]) -> tuple[str, bool]:
+def _failure(campaign: CampaignConfig, *, step_index: int, error: str, failed: list[Archetype],
+             recommends: bool = False) -> tuple[str, bool]:
     """The message of one render failure, and whether it is an error."""
     # A template that fails for the typical customer fails for nearly everyone: listing
     # the other archetypes would only bury the error.
@@ -140,6 +172,8 @@ def _failure(campaign: CampaignConfig, *, step_index: int, error: str, failed: l
     if "'None' has no attribute" in error or "NoneType" in error:
         message += (" (the value is None for such a customer: test it first, e.g. "
                     "{% if stats.last_order_at %}...{% endif %}, or give a default with `or`)")
+    if recommends and "'dict object' has no attribute" in error:
+        message += f" (a recommended product has {', '.join(PRODUCT_FIELDS)})"
     fatal = _is_fatal(campaign, step_index, failed)
     if not fatal:
         narrowed = " and ".join(narrowed_by(campaign, campaign.steps[step_index]))

@@ -31,6 +31,8 @@ from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.customers.masking import mask_text
 from campaigns.sending.messages import Outcome, SendResult
 from campaigns.sending.policy import Skip
+from campaigns.sending.recommendationcontext import ShownProduct, shown_rows
+from campaigns.store.chunks import chunks
 from campaigns.store.db import COUNT_ROWS, dialect_insert
 from campaigns.store.models import (
     CampaignState,
@@ -38,6 +40,7 @@ from campaigns.store.models import (
     Delivery,
     DeliveryAttempt,
     Enrollment,
+    RecommendationSent,
     Suppression,
     utcnow,
 )
@@ -266,13 +269,17 @@ def record(
     *,
     skips: dict[int, Skip] | None = None,
     now: datetime | None = None,
+    shown: dict[int, Sequence[ShownProduct]] | None = None,
 ) -> Recorded:
     """Write every attempt and every status change of one claimed batch in one transaction.
 
     ``results`` maps delivery id to (result, started_at, finished_at); ``skips`` the rows
     the send-time policy stopped (no provider call, no attempt). Rows whose claim was lost
     (lease expired and taken by another worker) are left alone. Enrolments end here: on a
-    goal or an unsubscribe, or as completed when their last step is final.
+    goal or an unsubscribe, or as completed when their last step is final. ``shown`` maps
+    a delivery id to the recommended products its message showed: a message sent (not a
+    test send) writes one ``recommendation_sent`` row per product, once per (delivery,
+    sku) however often it is recorded.
     """
     now = now or utcnow()
     by_id = {delivery.id: delivery for delivery in claim_.deliveries}
@@ -282,6 +289,7 @@ def record(
     retries: list[tuple[int, timedelta]] = []
     halted: dict[str, str] = {}
     counts: dict[str, int] = {}
+    recommended: list[dict[str, Any]] = []
     worker = config.worker
     for delivery_id, (result, started_at, finished_at) in results.items():
         delivery = by_id[delivery_id]
@@ -310,6 +318,8 @@ def record(
         elif result.outcome is Outcome.OK:
             change.update(status="sent", sent_at=finished_at, provider_message_id=result.provider_message_id,
                           last_error=None)
+            if shown and not delivery.is_test:
+                recommended += shown_rows(delivery, shown.get(delivery_id, ()), sent_at=finished_at)
         elif result.outcome is Outcome.RETRY and delivery.attempts < worker.channel_max_attempts.get(
             delivery.channel, worker.max_attempts
         ):
@@ -378,6 +388,11 @@ def record(
                 .where(Enrollment.id.in_(sorted(exits[state])), Enrollment.state == "active")
                 .values(state=state, exited_at=now)
             )
+        for chunk in chunks(recommended):
+            # A message recorded twice (a lost claim, a send that went again after a crash)
+            # showed the same products: the first rows stand.
+            conn.execute(dialect_insert(conn, RecommendationSent.__table__).values(chunk)
+                         .on_conflict_do_nothing(index_elements=["delivery_id", "sku"]))
         if suppressions:
             conn.execute(
                 dialect_insert(conn, Suppression.__table__)

@@ -47,6 +47,7 @@ from campaigns.sending.ledger import ClaimedDelivery
 from campaigns.sending.loyaltycontext import loyalty_contexts
 from campaigns.sending.policy import send_time_skips
 from campaigns.sending.previewreasons import Blocker, ChannelCheck, channel_checks, policy_blocker
+from campaigns.sending.recommendationcontext import recommendation_contexts
 from campaigns.sending.rendering import TemplateRenderer, build_context
 from campaigns.sending.smssegments import SmsLength, sms_length
 from campaigns.store.models import CampaignState, Customer, CustomerProfile, Delivery, Enrollment
@@ -94,6 +95,9 @@ class MessagePreview:
     #: The customer's time zone (their own, their phone's, else the campaign's): quiet
     #: hours and send windows are in it.
     zone: str = "UTC"
+    #: The recommended products the rendered message shows (sku, position, reason), as
+    #: ``recommendation_sent`` would record them on sending.
+    recommendations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -139,6 +143,7 @@ class MessagePreview:
             "render_error": self.render_error,
             "send_key": self.send_key,
             "zone": self.zone,
+            "recommendations": self.recommendations,
         }
 
 
@@ -193,6 +198,11 @@ def preview_message(
         message = ClaimedDelivery(id=pending, send_key=send_key, campaign=campaign_cfg.name, step=step, channel="",
                                   template=template, attempts=0, customer=person, stats=stats)
         loyalty = loyalty_contexts(conn, config, [message], now=now).contexts.get(pending)
+        # The customer's recommended products in stock, as the worker reads them; a step
+        # that requires more than they have would be skipped.
+        recommended = recommendation_contexts(conn, config, [message], now=now)
+        if pending in recommended.short:
+            blockers.append(Blocker("no_recommendations", recommended.short[pending]))
         if usable is None:
             blockers.append(Blocker("no_channel", "no usable channel: " + "; ".join(
                 f"{c.channel}: {c.problem.replace('_', ' ')}" for c in checks if c.problem)))
@@ -213,13 +223,17 @@ def preview_message(
         send_key=send_key, purpose=campaign_cfg.purpose, zone=customer_zone(person, campaign_cfg.zone).key,
     )
     # A sample coupon code: a preview uses up none of the pool.
+    products = recommended.for_message(person["id"])
     context = build_context(customer=person, stats=stats, campaign=campaign_cfg.name, step=step,
                             send_key=send_key, now=now, links=preview_links(config, send_key), loyalty=loyalty,
-                            coupon=sample_coupon(campaign_cfg, step=step), referral=sample_referral(config))
+                            coupon=sample_coupon(campaign_cfg, step=step), referral=sample_referral(config),
+                            recommendations=products)
     try:
         preview.parts = renderer.render(template, context)
     except RenderError as exc:
         preview.render_error = str(exc)
+    preview.recommendations = [{"sku": p.sku, "category": p.category, "position": p.position, "reason": p.reason}
+                               for p in products.shown]
     return preview
 
 

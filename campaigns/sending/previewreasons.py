@@ -34,8 +34,9 @@ class Blocker:
 
     #: A stable code: ``disabled``, ``paused``, ``not_in_audience``, ``held_out``,
     #: ``already_enrolled``, ``no_channel``, ``quiet_hours``, ``send_window``, ``capped``,
-    #: ``step_condition``, ``suppressed``, ``consent_withdrawn``, ``no_consent``, and for a
-    #: message already waiting in the ledger ``series_ended`` or ``goal_reached``; else ``policy``.
+    #: ``step_condition``, ``no_recommendations``, ``suppressed``, ``consent_withdrawn``,
+    #: ``no_consent``, and for a message already waiting in the ledger ``series_ended`` or
+    #: ``goal_reached``; else ``policy``.
     code: str
     message: str
     until: datetime | None = None

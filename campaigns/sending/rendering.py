@@ -36,6 +36,7 @@ from jinja2 import (
 
 from campaigns.errors import RenderError
 from campaigns.sending.bodylinks import NO_LINKS, BodyLinks
+from campaigns.sending.recommendationcontext import MessageRecommendations
 from campaigns.sending.renderbudget import MAX_OPERATIONS, MAX_OUTPUT_CHARS
 from campaigns.sending.sandbox import MessageSandbox
 
@@ -195,6 +196,7 @@ def build_context(
     coupon: AssignedCoupon | None = None,
     loyalty: dict[str, Any] | None = None,
     referral: ReferralContext | None = None,
+    recommendations: MessageRecommendations | None = None,
 ) -> dict[str, Any]:
     """The variables a template sees: ``customer``, ``stats``, ``campaign``, ``step``,
     ``send_key``, ``now``, ``unsubscribe_url``, ``preferences_url`` and ``coupon``.
@@ -210,6 +212,9 @@ def build_context(
     loyalty programme is off: then any use of ``loyalty`` fails, saying so.
     ``referral`` is the recipient's referral code (``referral.code``, ``referral.link``
     when ``[loyalty.referrals] link`` is set), None while referrals are off.
+    ``recommendations`` is the message's ``recommendations(n=3, category=None)``
+    function (:class:`~campaigns.sending.recommendationcontext.MessageRecommendations`,
+    which remembers what it showed); None gives one that has no products.
     """
     name = customer.get("name") or ""
     data = dict(customer)
@@ -228,4 +233,5 @@ def build_context(
         "coupon": coupon.as_context() if coupon is not None else None,
         "loyalty": loyalty if loyalty is not None else LOYALTY_OFF,
         "referral": referral.as_context() if referral is not None else None,
+        "recommendations": recommendations if recommendations is not None else MessageRecommendations(()),
     }

@@ -153,6 +153,10 @@ def _print(result: MessagePreview, wire: dict[str, Any] | None) -> None:
         print_table(titled_table("already in the ledger", ["send key", "status", "channel", "due", "sent", "error"],
                                  [[p["send_key"], p["status"], p["channel"], when(p["due_at"]), when(p["sent_at"]),
                                    text(p["last_error"])] for p in result.planned]))
+    if result.recommendations:
+        print_table(titled_table("recommended products shown (recorded when sent)", ["#", "sku", "category", "reason"],
+                                 [[str(p["position"]), p["sku"], text(p["category"]), p["reason"]]
+                                  for p in result.recommendations]))
     for part, body in result.parts.items():
         title = PART_TITLES.get(part, part)
         if part == "sms":

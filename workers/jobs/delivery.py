@@ -27,6 +27,12 @@ from campaigns.sending.ledger import Claim, Recorded, claim, record, release
 from campaigns.sending.loyaltycontext import LoyaltyContexts, loyalty_contexts
 from campaigns.sending.messages import OutboundMessage, Outcome, SendResult
 from campaigns.sending.policy import Skip, quiet_hours_start, send_time_skips
+from campaigns.sending.recommendationcontext import (
+    MessageRecommendations,
+    RecommendationContexts,
+    ShownProduct,
+    recommendation_contexts,
+)
 from campaigns.sending.rendering import build_context
 from campaigns.sending.tracking import track_html
 from workers.jobs.runtime import Runtime
@@ -54,6 +60,7 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
     interactions: dict[int, datetime | None] = {}
     coupons = CouponBatch()
     loyalty = LoyaltyContexts()
+    recommended = RecommendationContexts()
     referrals: dict[int, ReferralContext] = {}
     if claimed.deliveries:
         try:
@@ -66,6 +73,12 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
                 if test_to is None:
                     skips.update({delivery_id: Skip("the points it reminds of were spent or have expired")
                                   for delivery_id in sorted(loyalty.spent) if delivery_id not in skips})
+                # The batch's recommended products in stock, read together; a step that
+                # requires some is not sent to a customer with too few (never an empty block).
+                recommended = recommendation_contexts(conn, config, claimed.deliveries, now=now)
+                if test_to is None:
+                    skips.update({delivery_id: Skip(reason) for delivery_id, reason in sorted(recommended.short.items())
+                                  if delivery_id not in skips})
             if test_to is None:
                 # Each message about to go takes its coupon (a retry gets the one it has);
                 # a test send shows a sample and uses up none of the pool.
@@ -86,6 +99,10 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
     campaigns = {campaign.name: campaign for campaign in config.campaigns}
     # Click and open tracking needs the link secret: read once per batch, not per message.
     link_secret = read_secret(config.api.link_secret_env) if config.api.public_url else None
+
+    # Delivery id -> the products its message showed, filled by the send threads and
+    # written with the message's outcome (recommendation_sent).
+    shown: dict[int, list[ShownProduct]] = {}
 
     def send_one(delivery: Any) -> tuple[SendResult, datetime, datetime]:
         started = runtime.clock()
@@ -116,13 +133,16 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
                     extra["last_interaction_at"] = _iso(interactions.get(delivery.customer["id"]))
                 coupon = (sample_coupon(campaign, step=delivery.step) if test_to and campaign
                           else coupons.assigned.get(delivery.id))
+                products = recommended.for_message(delivery.customer["id"])
                 result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra, link_secret,
                                           coupon=coupon, referral=referrals.get(delivery.customer["id"]),
-                                          loyalty=loyalty.contexts.get(delivery.id))
+                                          loyalty=loyalty.contexts.get(delivery.id), recommendations=products)
+                if result.outcome is Outcome.OK and products.shown:
+                    shown[delivery.id] = products.shown
         return result, started, runtime.clock()
 
     to_send = [delivery for delivery in claimed.deliveries if delivery.id not in skips]
-    recorder = _Recorder(runtime, claimed, skips, now=now, until=now + config.worker.lease)
+    recorder = _Recorder(runtime, claimed, skips, now=now, until=now + config.worker.lease, shown=shown)
     # A job's rows go out concurrently on the process's send pool: a provider answering
     # in 100 ms would otherwise hold a 50-row job for 5 s (P3). Outcomes are recorded as
     # they come in, every RECORD_INTERVAL_S: a worker killed mid-job leaves only the
@@ -144,8 +164,9 @@ class _Recorder:
     recording decided (retries, halted campaigns, counts)."""
 
     def __init__(self, runtime: Runtime, claimed: Claim, skips: dict[int, Skip], *, now: datetime,
-                 until: datetime) -> None:
+                 until: datetime, shown: dict[int, list[ShownProduct]] | None = None) -> None:
         self.runtime = runtime
+        self.shown = shown if shown is not None else {}
         self.claimed = claimed
         self.skips = skips  # recorded with the first flush
         self.now = now
@@ -166,8 +187,10 @@ class _Recorder:
         """Record what is pending (and the skips, the first time)."""
         if not self.pending and not self.skips:
             return
+        # A message's shown products are in ``shown`` before its outcome reaches add().
+        shown = {delivery_id: self.shown[delivery_id] for delivery_id in self.pending if delivery_id in self.shown}
         recorded = _record_stubbornly(self.runtime, self.claimed, self.pending, self.skips, now=self.now,
-                                      until=self.until)
+                                      until=self.until, shown=shown)
         self.pending, self.skips, self.flushed_at = {}, {}, time.monotonic()
         self.retries += recorded.retries
         self.halted.update(recorded.halted)
@@ -185,7 +208,8 @@ RECORD_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 def _record_stubbornly(runtime: Runtime, claimed: Claim, results: dict[int, tuple[SendResult, datetime, datetime]],
-                       skips: dict[int, Skip], *, now: datetime, until: datetime) -> Recorded:
+                       skips: dict[int, Skip], *, now: datetime, until: datetime,
+                       shown: dict[int, list[ShownProduct]] | None = None) -> Recorded:
     """Record the batch, retrying while the database is briefly away.
 
     The messages are out by now: failing here would leave the rows ``sending`` until
@@ -195,7 +219,7 @@ def _record_stubbornly(runtime: Runtime, claimed: Claim, results: dict[int, tupl
     """
     for delay in (*RECORD_RETRY_DELAYS_S, None):
         try:
-            return record(runtime.engine, runtime.config, claimed, results, skips=skips, now=now)
+            return record(runtime.engine, runtime.config, claimed, results, skips=skips, now=now, shown=shown)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             if delay is None or runtime.clock() >= until:
                 raise
@@ -213,7 +237,8 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
                      metadata: dict[str, Any], link_secret: str | None, *,
                      coupon: AssignedCoupon | None = None,
                      referral: ReferralContext | None = None,
-                     loyalty: dict[str, Any] | None = None) -> SendResult:
+                     loyalty: dict[str, Any] | None = None,
+                     recommendations: MessageRecommendations | None = None) -> SendResult:
     try:
         context = build_context(
             customer=delivery.customer,
@@ -228,6 +253,7 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
             coupon=coupon,
             referral=referral,
             loyalty=loyalty,
+            recommendations=recommendations,
         )
         parts = runtime.renderer.render(delivery.template, context)
     except RenderError as exc:
