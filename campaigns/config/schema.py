@@ -17,6 +17,7 @@ from campaigns.config.base import StrictModel
 from campaigns.config.campaigns import CampaignConfig, TemplatesConfig
 from campaigns.config.channels import ChannelConfig
 from campaigns.config.compliance import ComplianceConfig
+from campaigns.config.feedback import FeedbackConfig
 from campaigns.config.identity import IdentityConfig
 from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.config.profiles import LifecycleConfig, ProfilesConfig, RfmConfig
@@ -51,6 +52,8 @@ class AppConfig(StrictModel):
     compliance: ComplianceConfig = ComplianceConfig()
     identity: IdentityConfig = IdentityConfig()
     loyalty: LoyaltyConfig = LoyaltyConfig()
+    #: Survey bands, the time to answer a detractor, where alerts go (docs/feedback.md).
+    feedback: FeedbackConfig = FeedbackConfig()
     #: Product recommendations: the refresh, its schedule and exclusions (docs/recommendations.md).
     recommendations: RecommendationsConfig = RecommendationsConfig()
     #: How inbound replies are classified, where complaints alert (docs/feedback.md).

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from campaigns.audience.segments import validate_segments
 from campaigns.config.channels import OutboxChannelConfig, WebhookChannelConfig
+from campaigns.config.feedback import feedback_issues
 from campaigns.config.keys import MIN_SECRET_LENGTH, installation_secret
 from campaigns.config.replies import replies_issues
 from campaigns.config.runtime import BROKER_URL_ENV, DATABASE_URL_ENV, BrokerConfig
@@ -84,6 +85,7 @@ def _reference_issues(raw: dict[str, Any], base: Path) -> Iterator[tuple[tuple[s
     yield from validate_segments(raw)
     yield from pasted_secret_issues(raw)
     yield from replies_issues(raw)
+    yield from feedback_issues(raw)
     channels = raw.get("channels") if isinstance(raw.get("channels"), dict) else {}
     templates = raw.get("templates") if isinstance(raw.get("templates"), dict) else {}
     template_dir = base / str(templates.get("dir", "templates"))
