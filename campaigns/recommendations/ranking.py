@@ -1,0 +1,116 @@
+"""Each customer's candidates in three tiers, the configured exclusions, and the top N
+into a target shaped like ``recommendation``.
+
+Tiers: 1 ``co_purchase`` (the consequents of the associations of what they bought, by
+association score), 2 ``category`` (the best sellers of their categories on their
+channel, by affinity x buyers), 3 ``popular`` (the best sellers of their channel). Every
+candidate of a tier ranks above every candidate of the next: a significant association
+is never pushed down by a best-seller. A product is kept once, in its best tier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from campaigns.config.recommendations import RecommendationsConfig
+from campaigns.recommendations.work import AFFINITY, ASSOCIATION_TOP, BUY, CANDIDATE, CHANNEL, POPULAR, recreate
+from campaigns.store.models import Customer, Order, Product, RecommendationSent
+
+_TIME = Order.__table__.c.ordered_at.type
+_PRODUCTS = Product.__table__
+_SENT = RecommendationSent.__table__
+_CUSTOMERS = Customer.__table__
+
+#: The signals, in tier order.
+REASONS = ("co_purchase", "category", "popular")
+
+
+def pool_size(top_n: int) -> int:
+    """How many candidates each tier draws per category, channel or antecedent: enough
+    that exclusions rarely leave a customer short of ``top_n``."""
+    return max(20, 5 * top_n)
+
+
+def write_candidates(conn: sa.Connection, *, pool: int, reasons: Collection[str] = REASONS) -> None:
+    """``rec_candidate``: every customer's candidates of the ``reasons`` asked for."""
+    recreate(conn, CANDIDATE)
+    columns = ["customer_id", "sku", "tier", "score", "reason", "because_sku"]
+    if "co_purchase" in reasons:
+        top = ASSOCIATION_TOP.c
+        conn.execute(sa.insert(CANDIDATE).from_select(columns, sa.select(
+            BUY.c.customer_id, top.consequent, sa.literal(1), top.score, sa.literal("co_purchase"), top.antecedent,
+        ).select_from(BUY.join(ASSOCIATION_TOP, top.antecedent == BUY.c.sku))))
+    if "category" in reasons:
+        pop = POPULAR.c
+        conn.execute(sa.insert(CANDIDATE).from_select(columns, sa.select(
+            AFFINITY.c.customer_id, pop.sku, sa.literal(2), AFFINITY.c.weight * pop.buyers, sa.literal("category"),
+            sa.null(),
+        ).select_from(
+            AFFINITY.join(CHANNEL, CHANNEL.c.customer_id == AFFINITY.c.customer_id)
+            .join(POPULAR, sa.and_(pop.channel == CHANNEL.c.channel, pop.category == AFFINITY.c.category))
+        ).where(pop.category_rank <= pool)))
+    if "popular" in reasons:
+        pop = POPULAR.c
+        conn.execute(sa.insert(CANDIDATE).from_select(columns, sa.select(
+            CHANNEL.c.customer_id, pop.sku, sa.literal(3), sa.cast(pop.buyers, sa.Float), sa.literal("popular"),
+            sa.null(),
+        ).select_from(CHANNEL.join(POPULAR, pop.channel == CHANNEL.c.channel)).where(pop.channel_rank <= pool)))
+
+
+def _bought_excluded(config: RecommendationsConfig, *, as_of: datetime, category: sa.ColumnElement,
+                     last_at: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """When a product the customer bought (last on ``last_at``) stays left out."""
+    if config.exclude_bought == "always":
+        return sa.true()
+    windows = config.repurchase_categories
+    # Within its category's repurchase window, or the default one for other categories
+    # (none: those stay out for good).
+    within = [sa.and_(category == name, last_at >= as_of - window) for name, window in windows.items()]
+    other = sa.or_(category.is_(None), category.not_in(list(windows))) if windows else sa.true()
+    if config.repurchase_after is None:
+        within.append(other)
+    else:
+        within.append(sa.and_(other, last_at >= as_of - config.repurchase_after))
+    return sa.or_(*within)
+
+
+def write_ranked(conn: sa.Connection, target: sa.Table, config: RecommendationsConfig, *, as_of: datetime,
+                 top_n: int, computed_at: datetime) -> None:
+    """Each customer's first ``top_n`` candidates after the exclusions into ``target``
+    (emptied first), ranked from 1: tier, then score (higher first), then sku."""
+    conn.execute(sa.delete(target))
+    c, p = CANDIDATE.c, _PRODUCTS.c
+    kept = [p.in_stock.is_(sa.true())]
+    if config.exclude_bought != "never":
+        kept.append(~sa.exists().where(
+            BUY.c.customer_id == c.customer_id, BUY.c.sku == c.sku,
+            _bought_excluded(config, as_of=as_of, category=p.category, last_at=BUY.c.last_at)))
+    if config.recent_category_window:
+        sent = _SENT.c
+        kept.append(~sa.exists().where(
+            sent.customer_id == c.customer_id, sent.category == p.category,
+            sent.sent_at >= as_of - config.recent_category_window, sent.sent_at < as_of))
+    deduplicated = (
+        sa.select(
+            c.customer_id, c.sku, p.category, c.tier, c.score, c.reason, c.because_sku,
+            sa.func.row_number().over(partition_by=[c.customer_id, c.sku],
+                                      order_by=[c.tier, c.score.desc(), c.because_sku]).label("copy"),
+        )
+        .select_from(CANDIDATE.join(_PRODUCTS, p.sku == c.sku))
+        .where(*kept)
+        .subquery("deduplicated")
+    )
+    d = deduplicated.c
+    ranked = sa.select(
+        d.customer_id, d.sku, d.category, d.score, d.reason, d.because_sku,
+        sa.func.row_number().over(partition_by=d.customer_id, order_by=[d.tier, d.score.desc(), d.sku])
+        .label("rank"),
+    ).where(d.copy == 1).subquery("ranked")
+    r = ranked.c
+    conn.execute(sa.insert(target).from_select(
+        ["customer_id", "rank", "sku", "category", "score", "reason", "because_sku", "computed_at"],
+        sa.select(r.customer_id, r.rank, r.sku, r.category, r.score, r.reason, r.because_sku,
+                  sa.literal(computed_at, type_=_TIME)).where(r.rank <= top_n)))
