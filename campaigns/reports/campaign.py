@@ -18,6 +18,9 @@ Definitions (docs/campaigns.md):
   channel whose provider sends no delivery receipts (SMTP, webhook), **delivered** is
   the messages sent less those a bounce or an undelivered notice came back for, and
   ``delivery_note`` names those channels.
+* **recommendations**: the recommended products the messages showed, clicked and bought
+  within the same window, with the orders and revenue from them
+  (:mod:`campaigns.reports.recommended`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config.schema import AppConfig
 from campaigns.customers.loyalty.coupons import coupon_redeemed
+from campaigns.reports.recommended import recommended_attribution
 from campaigns.reports.stats import conversion_lift
 from campaigns.store.models import Delivery, Enrollment, Event, Order, Response
 from campaigns.store.sqltime import plus_interval
@@ -126,6 +130,7 @@ def campaign_report(engine: Engine, config: AppConfig, name: str, *, now: dateti
         ).all()
         attributed = _attributed(conn, dialect, name, window, now)
         engaged = _engagement(conn, name)
+        recommended = recommended_attribution(conn, name, window=window, now=now)
 
     treated, treated_converted = groups.get(False, (0, 0))
     held_out, held_out_converted = groups.get(True, (0, 0))
@@ -187,6 +192,7 @@ def campaign_report(engine: Engine, config: AppConfig, name: str, *, now: dateti
         "attributed_orders": attributed["orders"],
         "attributed_revenue": attributed["revenue"],
         "engagement": _with_rates(by_status.get("sent", 0), campaign_engagement),
+        "recommendations": recommended,
         "delivery_note": delivery_note(assumed),
         "assumed_delivered": assumed,
         "channels": [{"channel": channel, **counts} for channel, counts in sorted(channels.items())],

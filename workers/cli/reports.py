@@ -129,7 +129,8 @@ def report_campaign(
     """Enrolled, held out, sent, failed, converted (treated vs holdout), lift with a 95 %
     interval, revenue attributed by last touch, and engagement (delivered, opened,
     clicked, replied, unsubscribed, not delivered, complaints), per step, variant and
-    channel and per channel."""
+    channel and per channel; the recommended products the messages showed, clicked and
+    bought within the window, and the revenue from them."""
     cfg = load_app_config(config)
     moment = parse_now(now) if now else utcnow()
     data = campaign_report(engine_for(cfg), cfg, name, now=moment)
@@ -149,6 +150,7 @@ def report_campaign(
          f"{lift['absolute'] * 100:+.2f} pts (95% CI {lift['low'] * 100:+.2f} to {lift['high'] * 100:+.2f})"
          + (" significant" if lift["significant"] else " not significant")),
         ("attributed (last touch)", f"{data['attributed_orders']} orders · {money(data['attributed_revenue'])}"),
+        *_recommended_lines(data["recommendations"]),
         ("engagement (of sent)", _engagement_line(data["engagement"])),
         ("not delivered", (f"{engaged['not_delivered']} ({pct(engaged['not_delivered_rate'])}) · "
                            f"complaints {engaged['complained']} ({pct(engaged['complaint_rate'])})")),
@@ -186,6 +188,21 @@ def report_campaign(
 #: Columns of the engagement tables: counts, then rates (CTO = clicks per open).
 ENGAGEMENT_COLUMNS = ("sent", "delivered", "not deliv.", "opened", "clicked", "replied", "unsub.", "complaints",
                       "open %", "click %", "CTO %", "reply %", "unsub. %")
+
+
+def _recommended_lines(recommended: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary's lines on recommended products (none when no message showed any)."""
+    if not recommended["shown"]:
+        return []
+    reasons = " · ".join(f"{row['reason']} {row['shown']}/{row['clicked']}/{row['bought']}"
+                         for row in recommended["by_reason"])
+    return [
+        ("recommended products", f"{recommended['shown']} shown in {recommended['messages']} messages · "
+                                 f"{recommended['clicked']} clicked ({pct(recommended['click_rate'])}) · "
+                                 f"{recommended['bought']} bought ({pct(recommended['buy_rate'])})"),
+        ("bought from them", f"{recommended['orders']} orders · {money(recommended['revenue'])} "
+                             f"(shown/clicked/bought by reason: {reasons})"),
+    ]
 
 
 def _variant(variant: int | None) -> str:
