@@ -27,6 +27,7 @@ from workers.cli import (
     loyalty,
     merges,
     preview,
+    recommend,
     referrals,
     reports,
     sending,
@@ -79,6 +80,7 @@ app.add_typer(identity.identity_app, name="identity")
 app.add_typer(referrals.referrals_app, name="referrals")
 app.add_typer(loyalty.points_app, name="points")
 app.add_typer(loyalty.loyalty_app, name="loyalty")
+app.add_typer(recommend.recommend_app, name="recommend")
 app.command("test-send")(testsend.test_send)
 app.command("coupons")(coupons.coupons)
 

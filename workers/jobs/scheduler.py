@@ -34,6 +34,7 @@ from campaigns.config.triggers import (
 )
 from campaigns.customers.loyalty.daily import LOYALTY_RUN, LoyaltyRunReport, run_loyalty
 from campaigns.customers.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
+from campaigns.recommendations.refresh import RECOMMENDATIONS_RUN, RefreshReport, refresh_recommendations
 from campaigns.sending.control import check_runnable
 from campaigns.sending.cron import due_slot, latest_cron_slot
 from campaigns.sending.ledger import (
@@ -76,6 +77,8 @@ class TickReport:
     profiles: RecomputeReport | None = None
     #: The loyalty daily job, when this tick ran it (once per ``[loyalty] cron`` slot).
     loyalty: LoyaltyRunReport | None = None
+    #: The recommendations refresh, when this tick ran it (once per ``[recommendations] cron`` slot).
+    recommendations: RefreshReport | None = None
     #: New deliveries per stage/segment-entry and event campaign.
     entries: dict[str, int] = field(default_factory=dict)
     enqueued_jobs: int = 0
@@ -120,6 +123,9 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime, ke
     # Before the entry campaigns: tier_entered reads the tier moves it records, and
     # points_expiring must not remind of lots it has just expired.
     report.loyalty = _loyalty_when_due(config=config, engine=engine, now=now)
+    # After the loyalty job and before the entry campaigns, whose messages read the
+    # recommendations: a slot's refresh is in place before anything due then is planned.
+    report.recommendations = _recommendations_when_due(config=config, engine=engine, now=now)
     for campaign in config.campaigns:
         if (not campaign.enabled or campaign.name in paused
                 or isinstance(campaign.trigger, (CronTrigger, ManualTrigger))):
@@ -227,6 +233,29 @@ def _loyalty_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> Lo
                 "%d tier upgrades, %d downgrades in %.1fs", slot.isoformat(), report.earned.lots,
                 report.refunds.lots, report.expired.lots, report.expired.points, tiers.upgraded,
                 tiers.downgraded, sum(report.seconds.values()))
+    return report
+
+
+def _recommendations_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> RefreshReport | None:
+    """Refresh the recommendations once per ``[recommendations] cron`` slot (claimed like
+    the loyalty job, so two schedulers refresh a slot once; the refresh is safe to repeat
+    and replaces the tables atomically, so one taken over after a lease runs again whole)."""
+    settings = config.recommendations
+    if not settings.enabled or not settings.cron:
+        return None
+    from zoneinfo import ZoneInfo
+
+    slot = latest_cron_slot(settings.cron, ZoneInfo(settings.timezone), now)
+    if slot is None or now - slot > config.scheduler.max_lateness:
+        return None
+    run_id = claim_run(engine, RECOMMENDATIONS_RUN, slot, lease=config.worker.lease)
+    if run_id is None:
+        return None
+    report = refresh_recommendations(engine, settings, now=now)
+    complete_run(engine, run_id, planned=report.customers)
+    logger.info("recommendations refreshed for %s: %d associations, %d customers, %s in %.1fs", slot.isoformat(),
+                report.associations, report.customers,
+                ", ".join(f"{count} {reason}" for reason, count in report.by_reason.items()), report.total_seconds)
     return report
 
 
