@@ -13,9 +13,10 @@ import dramatiq
 from dramatiq.broker import Broker
 
 from campaigns.sending.event_triggers import plan_for_events
-from workers.jobs.broker import EVENTS_ACTOR, SEND_ACTOR, enqueue_many, send_message
+from workers.jobs.broker import EVENTS_ACTOR, SEND_ACTOR, STAFF_ALERTS_ACTOR, enqueue_many, send_message
 from workers.jobs.delivery import deliver_batch
 from workers.jobs.runtime import Runtime
+from workers.jobs.staff_alerts import send_staff_alerts
 
 #: Dramatiq's own retries of a job, for both actors. They cover crashes of the job itself
 #: (database down); provider answers are retried through the ledger, per row.
@@ -52,4 +53,13 @@ def declare_actors(broker: Broker, runtime: Callable[[], Runtime], *, queue: str
         enqueue_many(broker, [send_message(queue, due[start : start + size]) for start in range(0, len(due), size)])
 
     events_actor = dramatiq.actor(handle_events, broker=broker, actor_name=EVENTS_ACTOR, queue_name=queue, **JOB_RETRIES)
-    return {SEND_ACTOR: actor, EVENTS_ACTOR: events_actor}
+
+    def send_staff_alerts_due() -> None:
+        """Send the staff alerts due; their retries wait in the ledger (``due_at``), and
+        the scheduler wakes this actor again while any is due."""
+        current = runtime()
+        send_staff_alerts(engine=current.engine, config=current.config, senders=current.staff, clock=current.clock)
+
+    staff_actor = dramatiq.actor(send_staff_alerts_due, broker=broker, actor_name=STAFF_ALERTS_ACTOR,
+                                 queue_name=queue, **JOB_RETRIES)
+    return {SEND_ACTOR: actor, EVENTS_ACTOR: events_actor, STAFF_ALERTS_ACTOR: staff_actor}

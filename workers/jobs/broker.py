@@ -23,6 +23,8 @@ from campaigns.config.runtime import BrokerConfig
 SEND_ACTOR = "send_deliveries"
 #: The actor that plans event campaigns for freshly recorded events and enqueues what is due.
 EVENTS_ACTOR = "handle_events"
+#: The actor that sends the staff alerts due (``staff_alert``: detractors, complaints).
+STAFF_ALERTS_ACTOR = "send_staff_alerts"
 
 
 def make_broker(config: BrokerConfig) -> Broker:
@@ -44,6 +46,12 @@ def send_message(queue: str, delivery_ids: Sequence[int]) -> Message:
 def events_message(queue: str, event_ids: Sequence[int]) -> Message:
     """The message asking a worker to act on freshly recorded events (ids only)."""
     return Message(queue_name=queue, actor_name=EVENTS_ACTOR, args=(list(event_ids),), kwargs={}, options={})
+
+
+def staff_alerts_message(queue: str) -> Message:
+    """The message asking a worker to send the staff alerts due (no arguments: the worker
+    leases the rows itself, so two such jobs at once send each alert once)."""
+    return Message(queue_name=queue, actor_name=STAFF_ALERTS_ACTOR, args=(), kwargs={}, options={})
 
 
 def enqueue_many(broker: Broker, messages: Sequence[Message]) -> int:

@@ -24,6 +24,7 @@ from campaigns.store.db import make_engine
 from campaigns.store.models import utcnow
 from workers.channels.base import Channel
 from workers.channels.registry import build_channels
+from workers.channels.staff import StaffSender, build_staff_senders
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Runtime:
     engine: Engine
     renderer: TemplateRenderer
     channels: dict[str, Channel]
+    #: The ``[staff_channels.NAME]`` senders of staff alerts.
+    staff: dict[str, StaffSender] = field(default_factory=dict)
     #: Injectable so tests can move time (a 30-day series in milliseconds).
     clock: Callable[[], datetime] = field(default=utcnow)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
@@ -65,6 +68,7 @@ class Runtime:
             engine=engine or make_engine(config.database.url),
             renderer=TemplateRenderer.from_config(config.templates),
             channels=build_channels(config, clock=clock),
+            staff=build_staff_senders(config, clock=clock),
             clock=clock,
         )
 
@@ -74,6 +78,8 @@ class Runtime:
             self._pool.shutdown(wait=True)
         for channel in self.channels.values():
             channel.close()
+        for sender in self.staff.values():
+            sender.close()
         self.engine.dispose()
 
 
