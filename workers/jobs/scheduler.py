@@ -34,6 +34,8 @@ from campaigns.config.triggers import (
 )
 from campaigns.customers.loyalty.daily import LOYALTY_RUN, LoyaltyRunReport, run_loyalty
 from campaigns.customers.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
+from campaigns.feedback.alerts import alerts_due
+from campaigns.feedback.classification import ClassifyReport, classify_replies
 from campaigns.recommendations.refresh import RECOMMENDATIONS_RUN, RefreshReport, refresh_recommendations
 from campaigns.sending.control import check_runnable
 from campaigns.sending.cron import due_slot, latest_cron_slot
@@ -54,7 +56,7 @@ from campaigns.sending.planning import (
     plan_run,
 )
 from campaigns.store.leases import SCHEDULER_LEASE, acquire_lease, lease_holder, release_lease
-from workers.jobs.broker import enqueue_many, send_message
+from workers.jobs.broker import enqueue_many, send_message, staff_alerts_message
 
 logger = logging.getLogger("nurture.scheduler")
 
@@ -83,6 +85,10 @@ class TickReport:
     entries: dict[str, int] = field(default_factory=dict)
     enqueued_jobs: int = 0
     enqueued_deliveries: int = 0
+    #: Replies labelled this tick, and the complaint alerts they queued (docs/feedback.md).
+    replies: ClassifyReport | None = None
+    #: Jobs enqueued to send the staff alerts due (0 or 1).
+    staff_alert_jobs: int = 0
     requeued_leases: int = 0
     #: The ids handed to the broker, when the caller asked for them (``keep_ids``): with
     #: in-process workers the command reports what became of each (sent, deferred ...).
@@ -149,6 +155,12 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime, ke
     _enqueue(report, broker, queue, dispatchable_batches(
         engine, now=now, lease=config.worker.lease, batch_size=batch_size
     ))
+    # Replies recorded since the last tick get their label; a complaint queues its alert.
+    report.replies = classify_replies(engine, config.replies, now=now)
+    # One job sends every alert due (detractors' too): the worker leases the rows, so a
+    # job enqueued while the last one still runs finds nothing left to send twice.
+    if config.staff_channels and alerts_due(engine, now=now):
+        report.staff_alert_jobs = enqueue_many(broker, [staff_alerts_message(queue)])
     return report
 
 
