@@ -231,3 +231,41 @@ def test_a_leased_alert_is_not_taken_twice_until_its_lease_ends(engine):
     # The sender died without settling it: after the lease another takes it (and may send it again).
     [again] = take_due_alerts(engine, now=NOW + lease, lease=lease)
     assert again.attempt == 2
+
+
+@pytest.mark.usefixtures("secrets")
+def test_a_tick_labels_a_complaint_and_a_worker_sends_its_alert_once(sqlite_url, http_sink):
+    from campaigns.responses.recording import InboundResponse, record_responses
+    from workers.jobs.inprocess import InProcessWorkers
+    from workers.jobs.runtime import Runtime
+
+    base = http_sink.url.rsplit("/", 1)[0]
+    config = parse_config(textwrap.dedent(f"""\
+        [database]
+        url = "{sqlite_url}"
+
+        [replies]
+        alert_channel = "care"
+
+        [staff_channels.care]
+        kind = "wecom_robot"
+        key_env = "TEST_STAFF_ROBOT_KEY"
+        endpoint = "{base}"
+        """))
+    clock = Clock()
+    runtime = Runtime.from_config(config, clock=clock)
+    record_responses(runtime.engine, [InboundResponse(
+        kind="replied", provider="twilio", provider_ref="SMx", occurred_at=NOW, address="+8613800000009",
+        family="sms", text="Terrible service, I want a refund")], now=NOW)
+    http_sink.answer(200, wecom(0, "ok"))
+    with InProcessWorkers(runtime=runtime).running() as workers:
+        first = workers.tick(NOW)
+        clock.now += timedelta(minutes=1)
+        again = workers.tick(clock.now)
+    runtime.close()
+
+    assert first.replies is not None and (first.replies.labelled, first.replies.alerts) == ({"complaint": 1}, 1)
+    assert (first.staff_alert_jobs, again.staff_alert_jobs) == (1, 0)
+    assert again.replies is not None and again.replies.total == 0
+    [request] = http_sink.requests
+    assert "> Terrible service, I want a refund" in request.json()["markdown"]["content"]
