@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from campaigns.config.base import Duration, StrictModel
 from campaigns.config.coupons import CouponConfig
 from campaigns.config.durations import MAX_DAYS
+from campaigns.config.feedback import Question
 from campaigns.config.triggers import Trigger
 from campaigns.config.values import (
     MAX_COUNT,
@@ -105,6 +106,10 @@ class StepConfig(StrictModel):
     #: be sent (docs/recommendations.md); a customer with fewer is skipped, saying so,
     #: rather than sent an empty ``recommendations()`` block. 0: no requirement.
     min_recommendations: int = Field(default=0, ge=0, le=MAX_RECOMMENDATIONS)
+    #: The question this step asks (docs/feedback.md): ``nps`` (0-10) or ``csat`` (1-5).
+    #: Its template gets ``survey`` (one signed link per score, the reply hint); replies
+    #: and link clicks are recorded as the customer's score, once per message.
+    survey: Question | None = None
 
     @property
     def window_bounds(self) -> tuple[time, time] | None:

@@ -82,9 +82,18 @@ class EventTrigger(StrictModel):
         return value
 
 
+class FeedbackTrigger(StrictModel):
+    """Fire once per survey answer whose score falls in this band, e.g. a follow-up for
+    detractors: ``{ feedback = "detractor" }`` (docs/feedback.md). Each answer enrols its
+    customer once, whatever ``reentry`` says; the follow-up's first message sent marks a
+    detractor answered."""
+
+    feedback: Literal["detractor", "passive", "promoter"]
+
+
 #: The key that tells each trigger apart, in the order they are looked for.
 _TRIGGER_KEYS = ("cron", "stage_entered", "segment_entered", "tier_entered", "event", "manual", "date",
-                 "points_expiring")
+                 "points_expiring", "feedback")
 
 
 class DateTrigger(StrictModel):
@@ -139,13 +148,14 @@ Trigger = Annotated[
     | Annotated[PointsExpiringTrigger, Tag("points_expiring")]
     | Annotated[EventTrigger, Tag("event")]
     | Annotated[ManualTrigger, Tag("manual")]
-    | Annotated[DateTrigger, Tag("date")],
+    | Annotated[DateTrigger, Tag("date")]
+    | Annotated[FeedbackTrigger, Tag("feedback")],
     Discriminator(
         _trigger_kind,
         custom_error_type="trigger_kind",
         custom_error_message="trigger must be one of { cron = \"0 10 * * *\" }, "
         "{ stage_entered = \"at_risk\" }, { segment_entered = \"cant_lose\" }, { tier_entered = \"gold\" }, "
         "{ event = \"signup\" }, { date = \"attributes.birthday\", annual = true }, "
-        "{ points_expiring = \"30d\" } or { manual = true }",
+        "{ points_expiring = \"30d\" }, { feedback = \"detractor\" } or { manual = true }",
     ),
 ]

@@ -30,6 +30,7 @@ from campaigns.config.vocabulary import CHANNEL_FAMILY
 from campaigns.customers.loyalty.coupons import sample_coupon
 from campaigns.customers.loyalty.referral_codes import sample_referral
 from campaigns.errors import ConfigIssue, RenderError
+from campaigns.feedback.surveys import step_survey
 from campaigns.project.archetypes import TYPICAL, Archetype, narrowed_by, reachable
 from campaigns.project.loading import format_location
 from campaigns.sending.bodylinks import BodyLinks, missing_links_reason
@@ -44,6 +45,9 @@ from campaigns.sending.rendering import TemplateRenderer, build_context
 CHECK_SEND_KEY = "0" * 64
 #: Where the stand-in links point when ``[api] public_url`` is unset.
 STAND_IN_BASE = "https://nurture.invalid"
+#: What check seals its stand-in score links with (never a real secret: the links are
+#: only rendered, and name no message).
+CHECK_SURVEY_SECRET = "nurture-check-stand-in"
 #: The body parts of an email (the subject is not a body).
 BODY_PARTS = ("txt", "html")
 
@@ -73,6 +77,7 @@ def template_findings(config: AppConfig, path: str | Path, lines: KeyLines) -> T
     links = stand_in_links(config)
     now = datetime.now(UTC)
     templates_with_links: set[str] = set()
+    templates_recommending: set[str] = set()
     for c_index, campaign in enumerate(config.campaigns):
         archetypes = reachable(config, campaign)
         reaches_email = any(CHANNEL_FAMILY.get(config.channels[name].recipient) == "email"
@@ -101,6 +106,8 @@ def template_findings(config: AppConfig, path: str | Path, lines: KeyLines) -> T
                         recommends = recommends or products.called
                     if archetype.name == TYPICAL:
                         typical = parts
+                if recommends:
+                    templates_recommending.add(template)
                 if recommends and not step.min_recommendations and archetypes:
                     # Most customers have no recommendation before the first refresh, and
                     # some never do: such a message must render too (or the step require some).
@@ -132,6 +139,11 @@ def template_findings(config: AppConfig, path: str | Path, lines: KeyLines) -> T
                         f"marketing email template {template!r} has no unsubscribe or preference link in its "
                         "body: add {{ unsubscribe_url }} or {{ preferences_url }} to its text or HTML part "
                         "(the List-Unsubscribe header alone is not shown by every mail client)")))
+    if templates_recommending and not config.recommendations.enabled:
+        findings.warnings.append(
+            f"{len(templates_recommending)} template(s) show recommendations() but [recommendations] enabled is "
+            "false: nothing refreshes them on a schedule, so customers have only what `nurture recommend refresh` "
+            "last wrote (none before it first runs)")
     reason = missing_links_reason(config.api)
     if templates_with_links and reason:
         findings.warnings.append(f"{reason} ({len(templates_with_links)} template(s) use them)")
@@ -145,7 +157,12 @@ def _context(config: AppConfig, campaign: CampaignConfig, step_index: int, arche
     return build_context(customer=archetype.customer, stats=archetype.stats, campaign=campaign.name,
                          step=step_index, send_key=CHECK_SEND_KEY, now=now, links=links,
                          coupon=sample_coupon(campaign, step=step_index), loyalty=archetype.loyalty,
-                         referral=sample_referral(config), recommendations=products)
+                         referral=sample_referral(config), recommendations=products,
+                         # Score links of the real shape under the stand-in base; the send
+                         # key is no message's, so they answer nothing.
+                         survey=step_survey(config, campaign.name, step_index, send_key=CHECK_SEND_KEY,
+                                            public_url=config.api.public_url or STAND_IN_BASE,
+                                            secret=CHECK_SURVEY_SECRET))
 
 
 def _body_links(parts: dict[str, str], links: BodyLinks) -> bool:

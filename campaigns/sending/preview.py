@@ -40,6 +40,7 @@ from campaigns.customers.loyalty.coupons import sample_coupon
 from campaigns.customers.loyalty.referral_codes import sample_referral
 from campaigns.customers.timezones import customer_zone
 from campaigns.errors import NurtureError, RenderError, UnknownCustomerError
+from campaigns.feedback.surveys import step_survey
 from campaigns.sending.assignment import in_holdout_sql, variant_sql
 from campaigns.sending.bodylinks import BodyLinks, body_link_secret, make_body_links
 from campaigns.sending.control import PAUSED_BY_HAND
@@ -227,7 +228,12 @@ def preview_message(
     context = build_context(customer=person, stats=stats, campaign=campaign_cfg.name, step=step,
                             send_key=send_key, now=now, links=preview_links(config, send_key), loyalty=loyalty,
                             coupon=sample_coupon(campaign_cfg, step=step), referral=sample_referral(config),
-                            recommendations=products)
+                            recommendations=products,
+                            # Score links sealing a send key no message has, as preview_links.
+                            survey=step_survey(config, campaign_cfg.name, step,
+                                               send_key=PREVIEW_KEY_MARK + send_key[1:],
+                                               public_url=config.api.public_url,
+                                               secret=body_link_secret(config.api)))
     try:
         preview.parts = renderer.render(template, context)
     except RenderError as exc:

@@ -35,6 +35,7 @@ from jinja2 import (
 )
 
 from campaigns.errors import RenderError
+from campaigns.feedback.surveys import SURVEY_OFF
 from campaigns.sending.bodylinks import NO_LINKS, BodyLinks
 from campaigns.sending.recommendationcontext import MessageRecommendations
 from campaigns.sending.renderbudget import MAX_OPERATIONS, MAX_OUTPUT_CHARS
@@ -197,6 +198,7 @@ def build_context(
     loyalty: dict[str, Any] | None = None,
     referral: ReferralContext | None = None,
     recommendations: MessageRecommendations | None = None,
+    survey: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The variables a template sees: ``customer``, ``stats``, ``campaign``, ``step``,
     ``send_key``, ``now``, ``unsubscribe_url``, ``preferences_url`` and ``coupon``.
@@ -215,6 +217,9 @@ def build_context(
     ``recommendations`` is the message's ``recommendations(n=3, category=None)``
     function (:class:`~campaigns.sending.recommendationcontext.MessageRecommendations`,
     which remembers what it showed); None gives one that has no products.
+    ``survey`` is the question of a survey step, its score links and reply hint
+    (:func:`campaigns.feedback.surveys.step_survey`); None for a step that asks none,
+    whose template then fails on ``survey``, saying so.
     """
     name = customer.get("name") or ""
     data = dict(customer)
@@ -234,4 +239,5 @@ def build_context(
         "loyalty": loyalty if loyalty is not None else LOYALTY_OFF,
         "referral": referral.as_context() if referral is not None else None,
         "recommendations": recommendations if recommendations is not None else MessageRecommendations(()),
+        "survey": survey if survey is not None else SURVEY_OFF,
     }

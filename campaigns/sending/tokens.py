@@ -18,6 +18,8 @@ access logs, so since format 2 a token is authenticated encryption of its fields
     open:         purpose open-token-v2,        associated data b"nurture-open-v2",  link secret
     unsubscribe:  purpose unsubscribe-token-v2, associated data b"nurture-unsubscribe-v2",
                   the channel's unsubscribe secret
+    survey:       purpose survey-token-v2,      associated data b"nurture-survey-v2", link secret;
+                  the plaintext's second field is the score (docs/feedback.md)
 
 AES-SIV (RFC 5297) is deterministic: the same link in a retried send gets the same token,
 and the only thing two tokens reveal is whether they are equal. Each kind has its own
@@ -72,7 +74,9 @@ MAX_CLICK_TOKEN_LENGTH = max(
     sealing.token_length(2 * _LENGTH_BYTES + MAX_SEND_KEY_BYTES + 4 * MAX_URL_LENGTH),
     -(-(_LENGTH_BYTES + MAX_SEND_KEY_BYTES + 4 * MAX_URL_LENGTH + _MAC_BYTES) // 3) * 4,  # format 1
 )
+SURVEY_PURPOSE, SURVEY_AD = "survey-token-v2", b"nurture-survey-v2"
 _MAX_OPEN_TOKEN = 512
+_MAX_SURVEY_TOKEN = sealing.token_length(2 * _LENGTH_BYTES + MAX_SEND_KEY_BYTES + 2)
 _MAX_UNSUBSCRIBE_TOKEN = 4096
 
 
@@ -168,6 +172,37 @@ def verify_open_token(token: str, secret: str) -> str | None:
     malformed input. Format-1 open tokens (``base64url(send_key + HMAC)``) still verify."""
     return _verify_send_key(token, secret, purpose=OPEN_PURPOSE, associated=OPEN_AD,
                             legacy_context=OPEN_CONTEXT, max_length=_MAX_OPEN_TOKEN)
+
+
+# --------------------------------------------------------------------------------------
+# Survey tokens (one-click score links)
+
+
+def make_survey_token(send_key: str, score: int, secret: str) -> str:
+    """The URL-safe, opaque token of the link that answers the survey in message
+    ``send_key`` with ``score``: one per score, sealed together, so a link can neither
+    be moved to another message nor edited to another score.
+
+    Raises:
+        ValueError: no secret, an empty send key, or a score outside 0-10.
+    """
+    if not secret:
+        raise ValueError("a survey-token secret is required")
+    if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
+        raise ValueError(f"a survey score is from 0 to 10, not {score!r}")
+    return sealing.seal(secret, SURVEY_PURPOSE, SURVEY_AD, [_send_key_bytes(send_key), str(score).encode("ascii")])
+
+
+def verify_survey_token(token: str, secret: str) -> tuple[str, int] | None:
+    """``(send_key, score)`` sealed in a survey token with ``secret``, else None; never
+    raises for malformed input (a click, open or unsubscribe token fails too)."""
+    data = sealing.decode(token, _MAX_SURVEY_TOKEN) if secret else None
+    if not data or not sealing.is_sealed(data):
+        return None
+    fields = _text(sealing.unseal(data, secret, SURVEY_PURPOSE, SURVEY_AD, 2))
+    if not fields or not fields[1].isdigit() or not 0 <= int(fields[1]) <= 10:
+        return None
+    return fields[0], int(fields[1])
 
 
 # --------------------------------------------------------------------------------------

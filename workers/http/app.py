@@ -6,7 +6,8 @@
 * provider receipts and replies (:mod:`workers.http.callbacks`);
 * our own links (:func:`web_routes`): unsubscribe and preference page
   (:mod:`workers.http.preferences`), click redirect and open pixel
-  (:mod:`workers.http.links`), DSN bounces (:mod:`workers.http.bounces`);
+  (:mod:`workers.http.links`), survey score links (:mod:`workers.http.surveys`), DSN
+  bounces (:mod:`workers.http.bounces`);
 * the read-only dashboard (:mod:`workers.http.dashboard`).
 
 Nothing lives at module level, so tests and the CLI each build their own app;
@@ -46,6 +47,7 @@ from workers.http.preferences import (
     save_preferences_endpoint,
 )
 from workers.http.redemptions import redemptions_endpoint
+from workers.http.surveys import survey_answer_endpoint, survey_comment_endpoint
 from workers.jobs.runtime import Runtime
 
 
@@ -112,7 +114,7 @@ def create_app(runtime_or_config: Runtime | AppConfig, *, broker: Broker) -> Sta
 def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetime],
                writer: ResponseWriter | None = None) -> list[Route]:
     """The routes of our own links and the bounce intake: one-click unsubscribe, preference
-    page, click redirect, open pixel, DSN bounces.
+    page, click redirect, open pixel, survey score links, DSN bounces.
 
     ``clock`` gives the current time (tests pass a fixed one); ``engine`` is the caller's,
     never disposed here. Clicks and opens, the many small requests, are recorded by
@@ -133,6 +135,11 @@ def web_routes(*, config: AppConfig, engine: Engine, clock: Callable[[], datetim
         Route("/c/{token}", click_endpoint(config=config, writer=writer, clock=now), methods=["GET"]),
         Route("/o/{token}.gif", open_pixel_endpoint(config=config, writer=writer, clock=now), methods=["GET"]),
         Route("/bounces", bounce_endpoint(config=config, engine=engine, clock=now), methods=["POST"]),
+        # Survey score links (docs/feedback.md): a GET records the score, a POST a comment.
+        Route("/s/{token}", survey_answer_endpoint(config=config, engine=engine, clock=now, pages=pages),
+              methods=["GET"]),
+        Route("/s/{token}", survey_comment_endpoint(config=config, engine=engine, clock=now, pages=pages),
+              methods=["POST"]),
     ]
 
 

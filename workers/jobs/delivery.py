@@ -21,6 +21,7 @@ from campaigns.customers.loyalty.coupons import AssignedCoupon, CouponBatch, cou
 from campaigns.customers.loyalty.referral_codes import ReferralContext, referral_contexts
 from campaigns.customers.masking import mask_text
 from campaigns.errors import RenderError
+from campaigns.feedback.surveys import step_survey
 from campaigns.sending.bodylinks import make_body_links
 from campaigns.sending.interactions import interaction_channels, last_interactions
 from campaigns.sending.ledger import Claim, Recorded, claim, record, release
@@ -136,6 +137,9 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
                 products = recommended.for_message(delivery.customer["id"])
                 result = _render_and_send(runtime, channel, delivery, str(recipient), now, extra, link_secret,
                                           coupon=coupon, referral=referrals.get(delivery.customer["id"]),
+                                          survey=step_survey(config, delivery.campaign, delivery.step,
+                                                             send_key=delivery.send_key,
+                                                             public_url=config.api.public_url, secret=link_secret),
                                           loyalty=loyalty.contexts.get(delivery.id), recommendations=products)
                 if result.outcome is Outcome.OK and products.shown:
                     shown[delivery.id] = products.shown
@@ -237,6 +241,7 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
                      metadata: dict[str, Any], link_secret: str | None, *,
                      coupon: AssignedCoupon | None = None,
                      referral: ReferralContext | None = None,
+                     survey: dict[str, Any] | None = None,
                      loyalty: dict[str, Any] | None = None,
                      recommendations: MessageRecommendations | None = None) -> SendResult:
     try:
@@ -252,6 +257,7 @@ def _render_and_send(runtime: Runtime, channel, delivery, recipient: str, now: d
             links=make_body_links(delivery.send_key, public_url=runtime.config.api.public_url, secret=link_secret),
             coupon=coupon,
             referral=referral,
+            survey=survey,
             loyalty=loyalty,
             recommendations=recommendations,
         )

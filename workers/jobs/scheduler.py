@@ -28,6 +28,7 @@ from campaigns.config.triggers import (
     CronTrigger,
     DateTrigger,
     EventTrigger,
+    FeedbackTrigger,
     ManualTrigger,
     PointsExpiringTrigger,
     TierEnteredTrigger,
@@ -36,6 +37,8 @@ from campaigns.customers.loyalty.daily import LOYALTY_RUN, LoyaltyRunReport, run
 from campaigns.customers.profiles import PROFILES_RUN, RecomputeReport, recompute_profiles
 from campaigns.feedback.alerts import alerts_due
 from campaigns.feedback.classification import ClassifyReport, classify_replies
+from campaigns.feedback.followups import mark_followups_answered, plan_feedback
+from campaigns.feedback.scores import RepliesRead, read_survey_replies
 from campaigns.recommendations.refresh import RECOMMENDATIONS_RUN, RefreshReport, refresh_recommendations
 from campaigns.sending.control import check_runnable
 from campaigns.sending.cron import due_slot, latest_cron_slot
@@ -81,6 +84,8 @@ class TickReport:
     loyalty: LoyaltyRunReport | None = None
     #: The recommendations refresh, when this tick ran it (once per ``[recommendations] cron`` slot).
     recommendations: RefreshReport | None = None
+    #: Replies to survey messages read into answers this tick (docs/feedback.md).
+    survey_replies: RepliesRead | None = None
     #: New deliveries per stage/segment-entry and event campaign.
     entries: dict[str, int] = field(default_factory=dict)
     enqueued_jobs: int = 0
@@ -132,9 +137,17 @@ def tick(*, config: AppConfig, engine: Engine, broker: Broker, now: datetime, ke
     # After the loyalty job and before the entry campaigns, whose messages read the
     # recommendations: a slot's refresh is in place before anything due then is planned.
     report.recommendations = _recommendations_when_due(config=config, engine=engine, now=now)
+    # Survey replies become scores before the follow-ups of the answers are planned; the
+    # follow-ups sent since the last tick mark their answers answered.
+    report.survey_replies = read_survey_replies(engine, config, now=now, window=config.scheduler.entry_window)
+    mark_followups_answered(engine, config)
     for campaign in config.campaigns:
         if (not campaign.enabled or campaign.name in paused
                 or isinstance(campaign.trigger, (CronTrigger, ManualTrigger))):
+            continue
+        if isinstance(campaign.trigger, FeedbackTrigger):
+            report.entries[campaign.name] = plan_feedback(engine, config, campaign, now=now,
+                                                          window=config.scheduler.entry_window)
             continue
         if isinstance(campaign.trigger, (TierEnteredTrigger, PointsExpiringTrigger)) and not config.loyalty.enabled:
             continue  # nurture check refuses them; an unchecked config plans nothing
