@@ -23,18 +23,27 @@ LOOP = ("{% for p in recommendations(3, category='books') %}{{ p.name }} {{ p.pr
         "{{ p.image_url }} {{ p.sku }} {{ p.reason }}{% endfor %}")
 
 
-def check_with(tmp_path, template: str, *, step: str = ""):
+def check_with(tmp_path, template: str, *, step: str = "", top: str = ""):
     from campaigns.project.check import check_config_file
 
     (tmp_path / "templates" / "t").mkdir(parents=True, exist_ok=True)
     (tmp_path / "templates" / "t" / "recs.html.j2").write_text(template)
-    (tmp_path / "config.toml").write_text(CONFIG.format(step=step))
+    (tmp_path / "config.toml").write_text(top + CONFIG.format(step=step))
     return check_config_file(tmp_path / "config.toml")
 
 
 def test_a_template_showing_recommendations_is_rendered_and_passes(tmp_path):
-    result = check_with(tmp_path, LOOP)
+    result = check_with(tmp_path, LOOP, top="[recommendations]\nenabled = true\n")
     assert result.issues == [] and result.templates_rendered == 1
+    assert not any("recommendations()" in warning for warning in result.warnings)
+
+
+def test_showing_recommendations_that_nothing_refreshes_is_a_warning(tmp_path):
+    result = check_with(tmp_path, LOOP)
+    assert result.issues == []
+    assert ("1 template(s) show recommendations() but [recommendations] enabled is false: nothing refreshes "
+            "them on a schedule, so customers have only what `nurture recommend refresh` last wrote (none before "
+            "it first runs)") in result.warnings
 
 
 def test_a_typod_product_attribute_is_an_error_naming_the_file_line_and_the_attributes(tmp_path):
@@ -65,4 +74,5 @@ def test_assuming_a_product_fails_for_a_customer_without_any_unless_the_step_req
 def test_min_recommendations_is_validated_with_its_line(tmp_path):
     [issue] = check_with(tmp_path, LOOP, step="  min_recommendations = -1").issues
     assert issue.key_path == "campaigns[0].steps[0].min_recommendations" and issue.line == 11
+    assert "config.toml" in issue.file
     assert "greater than or equal to 0" in issue.message
