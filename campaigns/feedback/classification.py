@@ -178,3 +178,60 @@ def complaint_payload(row: Any, rule: str | None) -> dict[str, Any]:
         "provider": row.provider,
         "replied_at": row.occurred_at.isoformat(),
     }
+
+
+@dataclass(frozen=True)
+class LabelledReply:
+    """A classified reply, as ``nurture replies`` lists it."""
+
+    response_id: int
+    label: str
+    rule: str | None
+    replied_at: datetime
+    classified_at: datetime
+    customer: str | None
+    text: str | None
+    campaign: str | None
+    step: int | None
+    channel: str | None
+    #: The complaint's staff alert: queued, sent or failed; None without one.
+    alert: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The reply as JSON-ready data."""
+        return {"response_id": self.response_id, "label": self.label, "rule": self.rule,
+                "replied_at": self.replied_at, "classified_at": self.classified_at, "customer": self.customer,
+                "text": self.text, "campaign": self.campaign, "step": self.step, "channel": self.channel,
+                "alert": self.alert}
+
+
+def labelled_replies(engine: Engine, *, labels: Sequence[str] = (), since: datetime | None = None,
+                     limit: int = 50) -> tuple[list[LabelledReply], int]:
+    """The newest classified replies (of ``labels`` when given, written at or after
+    ``since``), at most ``limit``, and how many match in all."""
+    from campaigns.store.models import StaffAlert
+
+    r, d, c, label = Response.__table__, Delivery.__table__, Customer.__table__, ReplyLabel.__table__
+    alert = StaffAlert.__table__
+    conditions = []
+    if labels:
+        conditions.append(label.c.label.in_(sorted(set(labels))))
+    if since is not None:
+        conditions.append(r.c.occurred_at >= since)
+    joined = label.join(r, r.c.id == label.c.response_id)
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*conditions)).scalar_one()
+        rows = conn.execute(
+            sa.select(label.c.response_id, label.c.label, label.c.rule, label.c.classified_at, r.c.occurred_at,
+                      r.c.payload, c.c.external_id, d.c.campaign, d.c.step, d.c.channel, alert.c.status)
+            .select_from(joined.outerjoin(d, d.c.id == r.c.delivery_id).outerjoin(c, c.c.id == r.c.customer_id)
+                         .outerjoin(alert, alert.c.alert_key == sa.literal("reply:") + sa.cast(label.c.response_id,
+                                                                                                sa.String)))
+            .where(*conditions)
+            .order_by(r.c.occurred_at.desc(), label.c.response_id.desc())
+            .limit(limit)
+        ).all()
+    return [LabelledReply(response_id=row.response_id, label=row.label, rule=row.rule, replied_at=row.occurred_at,
+                          classified_at=row.classified_at, customer=row.external_id,
+                          text=(row.payload or {}).get("text"), campaign=row.campaign, step=row.step,
+                          channel=row.channel, alert=row.status) for row in rows], int(total)

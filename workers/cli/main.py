@@ -29,6 +29,7 @@ from workers.cli import (
     preview,
     recommend,
     referrals,
+    replies,
     reports,
     sending,
     setup,
@@ -69,6 +70,7 @@ app.command()(demo.demo)
 app.add_typer(compliance.suppress_app, name="suppress")
 app.command()(compliance.consent)
 app.command()(compliance.reply)
+app.command()(replies.replies)
 reports.report_app.command("referrals")(referrals.report_referrals)
 app.add_typer(reports.report_app, name="report")
 app.command()(views.segments)

@@ -1,0 +1,50 @@
+"""``nurture replies`` (workers/cli/replies.py): the replies the scheduler's tick labelled,
+filtered by label and time, as a table or JSON; a wrong label is a clear error.
+
+The project is this folder's win_back one (tests/workers/cli/win_back.py)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from tests.conftest import TICK_NOW
+from tests.workers.cli.win_back import NOW_ARG, assert_no_crash, invoke, seed_lapsed
+
+LATER = TICK_NOW + timedelta(hours=1)
+
+
+def run(project, *args: str):
+    result = invoke(*args, "-c", project.config)
+    assert_no_crash(result)
+    return result
+
+
+def test_replies_lists_what_the_tick_labelled(project, engine):
+    seed_lapsed(engine)
+    assert run(project, "scheduler", "--once", "--now", NOW_ARG).exit_code == 0
+    for address, text, minutes in [("+8613800000003", "太差了，我要投诉", 1), ("p0@example.com", "How much is it?", 2),
+                                   ("p1@example.com", "TD", 3), ("p2@example.com", "thanks, love it", 4)]:
+        at = (LATER + timedelta(minutes=minutes)).isoformat()
+        assert run(project, "reply", address, text, "--at", at).exit_code == 0
+    tick = (LATER + timedelta(minutes=5)).isoformat()
+    assert run(project, "scheduler", "--once", "--now", tick).exit_code == 0
+
+    listed = json.loads(run(project, "replies", "--json").stdout)
+    assert listed["total"] == 3  # the opt-out is not classified
+    assert [(r["label"], r["customer"], r["text"], r["campaign"]) for r in listed["replies"]] == [
+        ("positive", "C00002", "thanks, love it", "win_back"),
+        ("question", "C00000", "How much is it?", "win_back"),
+        ("complaint", "C00003", "太差了，我要投诉", "win_back"),
+    ]
+    complaints = json.loads(run(project, "replies", "--label", "complaint", "--json").stdout)
+    assert [r["text"] for r in complaints["replies"]] == ["太差了，我要投诉"]
+    since = (LATER + timedelta(minutes=2)).isoformat()
+    recent = json.loads(run(project, "replies", "--since", since, "--json").stdout)
+    assert [r["label"] for r in recent["replies"]] == ["positive", "question"]
+
+    table = run(project, "replies", "-n", "1")
+    assert table.exit_code == 0 and "1 of 3" in table.stdout and "thanks, love it" in table.stdout
+
+    wrong = run(project, "replies", "--label", "angry")
+    assert wrong.exit_code != 0 and "unknown label(s) angry" in wrong.output
