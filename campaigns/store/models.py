@@ -267,7 +267,13 @@ class Response(SQLModel, table=True):
     """A customer's or provider's answer: receipt, click, reply, unsubscribe, purchase."""
 
     __tablename__ = "response"
-    __table_args__ = (sa.UniqueConstraint("provider", "provider_ref", "kind", name="uq_response_ref"),)
+    __table_args__ = (
+        sa.UniqueConstraint("provider", "provider_ref", "kind", name="uq_response_ref"),
+        # Replies are few among the responses (receipts are most): the reply classifier
+        # and the survey reader find the new ones without reading every response.
+        sa.Index("ix_response_replied", "id",
+                 postgresql_where=sa.text("kind = 'replied'"), sqlite_where=sa.text("kind = 'replied'")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
