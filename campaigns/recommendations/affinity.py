@@ -11,17 +11,30 @@ from campaigns.store.models import Product
 _PRODUCTS = Product.__table__
 
 
+#: The categories per customer the category tier draws from: their main ones. A customer
+#: who bought in twenty categories would otherwise bring twenty pools of candidates, of
+#: which the ranking keeps a handful.
+TOP_CATEGORIES = 3
+
+
 def write_affinity(conn: sa.Connection) -> None:
-    """``rec_affinity``: per customer, the share of their distinct products in each category."""
+    """``rec_affinity``: per customer, the share of their distinct products in each of
+    their :data:`TOP_CATEGORIES` main categories (ties: by name)."""
     recreate(conn, AFFINITY)
     b = BUY.c
     per_category = sa.func.count()
-    rows = (
+    shares = (
         sa.select(b.customer_id, b.category,
-                  sa.cast(per_category, sa.Float) / sa.func.sum(per_category).over(partition_by=b.customer_id))
+                  (sa.cast(per_category, sa.Float) / sa.func.sum(per_category).over(partition_by=b.customer_id))
+                  .label("weight"),
+                  sa.func.row_number().over(partition_by=b.customer_id, order_by=[per_category.desc(), b.category])
+                  .label("place"))
         .where(b.category.is_not(None))
         .group_by(b.customer_id, b.category)
+        .subquery("shares")
     )
+    rows = sa.select(shares.c.customer_id, shares.c.category, shares.c.weight).where(
+        shares.c.place <= TOP_CATEGORIES)
     conn.execute(sa.insert(AFFINITY).from_select(["customer_id", "category", "weight"], rows))
     index(conn, AFFINITY, "customer_id")
 

@@ -28,10 +28,17 @@ _CUSTOMERS = Customer.__table__
 REASONS = ("co_purchase", "category", "popular")
 
 
+#: A customer's co-purchase candidates follow from their most recent distinct products
+#: only ("because you bought X" is about what they bought lately): with 30 products each,
+#: every one's associations made candidates by the hundred per customer, most of them
+#: never ranked, and the ranking's sorts cost several times the association self-join.
+RECENT_PRODUCTS = 5
+
+
 def pool_size(top_n: int) -> int:
-    """How many candidates each tier draws per category, channel or antecedent: enough
-    that exclusions rarely leave a customer short of ``top_n``."""
-    return max(20, 5 * top_n)
+    """How many candidates the category and popular tiers draw per category or channel:
+    enough that exclusions rarely leave a customer short of ``top_n``."""
+    return max(20, 2 * top_n)
 
 
 def write_candidates(conn: sa.Connection, *, pool: int, reasons: Collection[str] = REASONS) -> None:
@@ -40,9 +47,14 @@ def write_candidates(conn: sa.Connection, *, pool: int, reasons: Collection[str]
     columns = ["customer_id", "sku", "tier", "score", "reason", "because_sku"]
     if "co_purchase" in reasons:
         top = ASSOCIATION_TOP.c
+        # The customer's RECENT_PRODUCTS latest products, each with its best associations.
+        recent = sa.select(BUY.c.customer_id, BUY.c.sku, sa.func.row_number().over(
+            partition_by=BUY.c.customer_id, order_by=[BUY.c.last_at.desc(), BUY.c.sku]).label("place")
+        ).subquery("recent")
         conn.execute(sa.insert(CANDIDATE).from_select(columns, sa.select(
-            BUY.c.customer_id, top.consequent, sa.literal(1), top.score, sa.literal("co_purchase"), top.antecedent,
-        ).select_from(BUY.join(ASSOCIATION_TOP, top.antecedent == BUY.c.sku))))
+            recent.c.customer_id, top.consequent, sa.literal(1), top.score, sa.literal("co_purchase"), top.antecedent,
+        ).select_from(recent.join(ASSOCIATION_TOP, top.antecedent == recent.c.sku))
+            .where(recent.c.place <= RECENT_PRODUCTS)))
     if "category" in reasons:
         pop = POPULAR.c
         conn.execute(sa.insert(CANDIDATE).from_select(columns, sa.select(
