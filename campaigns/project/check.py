@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from campaigns.config.channels import WebhookChannelConfig
 from campaigns.config.schema import AppConfig
 from campaigns.config.secretvalues import read_secret, webhook_channel_key
+from campaigns.config.staff import StaffWebhookConfig
 from campaigns.config.tomlpos import KeyLines
 from campaigns.errors import ConfigError, ConfigIssue
 from campaigns.project.loading import format_location, load_config, secret_warnings
@@ -74,6 +75,17 @@ def _webhook_secret_issues(config: AppConfig, path: str | Path, lines: KeyLines)
         except ValueError as exc:
             message = str(exc)
         key = ("channels", name, "secret_env") if channel.secret_env else ("channels", name)
+        issues.append(ConfigIssue(str(path), lines.line_of(key), format_location(key), message))
+    # Staff webhooks are signed the same way; without a usable secret their alerts wait.
+    for name, staff in config.staff_channels.items():
+        if not isinstance(staff, StaffWebhookConfig):
+            continue
+        try:
+            webhook_channel_key(staff.secret_env, read_secret(staff.secret_env))
+            continue
+        except ValueError as exc:
+            message = str(exc).replace("sends through this channel halt", "alerts to this staff channel wait queued")
+        key = ("staff_channels", name, "secret_env") if staff.secret_env else ("staff_channels", name)
         issues.append(ConfigIssue(str(path), lines.line_of(key), format_location(key), message))
     return issues
 

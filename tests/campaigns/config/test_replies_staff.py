@@ -116,3 +116,19 @@ def test_staff_channel_mistakes_are_located() -> None:
 
 def test_text_is_compared_normalised() -> None:
     assert normalise_text("ＲＥＦＵＮＤ  please？") == "refund please?"
+
+
+def test_check_fails_an_unusable_staff_webhook_secret_and_warns_of_an_unset_robot_key(tmp_path, monkeypatch) -> None:
+    from campaigns.project.check import check_config_file
+
+    monkeypatch.delenv("CARE_ROBOT_KEY", raising=False)
+    monkeypatch.setenv("DESK_SECRET", "a-plain-passphrase-of-some-length")
+    path = tmp_path / "config.toml"
+    path.write_text(STAFF, encoding="utf-8")
+    result = check_config_file(path)
+    [issue] = result.issues
+    assert (issue.line, issue.key_path) == (line_of(STAFF, 'secret_env = "DESK_SECRET"'), "staff_channels.desk.secret_env")
+    assert "DESK_SECRET" in issue.message and "passphrase" not in issue.message
+    assert any(w.startswith("staff_channels.care.key_env: environment variable CARE_ROBOT_KEY is not set")
+               for w in result.warnings)
+    assert not any("DESK_SECRET" in w for w in result.warnings)
