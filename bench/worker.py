@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.worker --messages 20000 --processes 2 --threads 8                   # P2
     .venv/bin/python -m bench.worker --messages 20000 --processes 2 --threads 64 --latency-ms 100 # P3
     # options: --sink-processes 1  --raw-threads N  --raw-messages N  --timeout 600  --json
+    .venv/bin/python -m bench.worker --messages 10000 --recommendations --rounds 2  # P2 with recommendations()
 
 This
 
@@ -26,6 +27,16 @@ This
    as the workers have), for the same message count;
 7. stops the subprocesses, drops the database ``WITH (FORCE)`` and flushes Redis db 14,
    even on error.
+
+With ``--recommendations`` the project part runs ``--rounds`` times two campaigns over
+the same customers, alternating: one whose template is the plain one above, one whose
+template also shows ``recommendations(n=3)`` (the list, one ``tojson``; or with
+``--recommendations-template attributes`` sku, name, price, url and image one by one). A
+catalogue of ``--products`` products (every tenth out of stock) and five ranked
+recommendations per customer are seeded first (not measured); the second variant is
+checked to have written one ``recommendation_sent`` row per product each message could
+show (three, or fewer in stock). The summary gives each variant's rate and the per-message
+cost the function adds (rate without / rate with - 1; target under 10 %).
 
 Timings are printed, never asserted: benchmarks are not part of the test suite.
 """
@@ -78,6 +89,28 @@ TARGET_P3_TOTAL = 1000.0
 
 TEMPLATE = '{"customer": {{ customer.external_id | tojson }}, "campaign": {{ campaign | tojson }}, ' \
            '"text": "Hello {{ customer.name }}, we have something for you."}\n'
+#: The same message with three recommended products (the "with" variant of --recommendations),
+#: as a JSON body carries them: the list as the function returns it (sku, name, category,
+#: price, url, image_url, reason, because_sku of each).
+RECOMMENDATIONS_TEMPLATE = (
+    '{"customer": {{ customer.external_id | tojson }}, "campaign": {{ campaign | tojson }}, '
+    '"text": "Hello {{ customer.name }}, we have something for you.", '
+    '"products": {{ recommendations(n=3) | tojson }}}\n'
+)
+#: The same products formatted attribute by attribute, each through its own filter
+#: (``--recommendations-template attributes``): what an HTML part showing a product card
+#: costs in the sandbox, where every look-up and filter is counted.
+RECOMMENDATIONS_ATTRIBUTES_TEMPLATE = (
+    '{"customer": {{ customer.external_id | tojson }}, "campaign": {{ campaign | tojson }}, '
+    '"text": "Hello {{ customer.name }}, we have something for you.", "products": ['
+    '{% for p in recommendations(n=3) %}{"sku": {{ p.sku | tojson }}, "name": {{ p.name | tojson }}, '
+    '"price": {{ p.price | tojson }}, "url": {{ p.url | tojson }}, "image": {{ p.image_url | tojson }}}'
+    '{% if not loop.last %}, {% endif %}{% endfor %}]}\n'
+)
+#: Target from issue #17: recommendations add under 10 % to P2's per-message cost.
+TARGET_RECOMMENDATIONS_OVERHEAD = 0.10
+#: Recommended products seeded per customer (ranks 1..N), and the share out of stock.
+RECOMMENDATIONS_PER_CUSTOMER = 5
 
 
 # --------------------------------------------------------------------------- the sink (own process)
@@ -234,14 +267,60 @@ def seed(url: str, customers: int, now: datetime) -> None:
         conn.execute("CHECKPOINT")
 
 
+def seed_recommendations(url: str, products: int, now: datetime) -> int:
+    """A catalogue of ``products`` (every tenth out of stock) and
+    :data:`RECOMMENDATIONS_PER_CUSTOMER` distinct ranked products per customer, set-based;
+    returns how many ``recommendation_sent`` rows one message per customer writes (each
+    shows up to three in stock)."""
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO product (sku, name, category, price, url, image_url, in_stock, attributes, created_at,
+                                 updated_at)
+            SELECT 'SKU' || g, 'Product ' || g, 'category ' || (g %% 50), (g %% 200) + 0.99,
+                   'https://shop.example/p/' || g, 'https://img.example/p/' || g || '.jpg', g %% 10 <> 0, '{}',
+                   %(now)s, %(now)s
+            FROM generate_series(1, %(n)s) AS g
+            """,
+            {"now": now, "n": products},
+        )
+        conn.execute(
+            """
+            INSERT INTO recommendation (customer_id, rank, sku, category, score, reason, computed_at)
+            SELECT c.id, k, 'SKU' || (1 + (c.id * 37 + k) %% %(n)s), NULL, 1.0 / k, 'co_purchase', %(now)s
+            FROM customer c CROSS JOIN generate_series(1, %(per)s) AS k
+            """,
+            {"now": now, "n": products, "per": RECOMMENDATIONS_PER_CUSTOMER},
+        )
+        conn.execute("VACUUM ANALYZE product")
+        conn.execute("VACUUM ANALYZE recommendation")
+        conn.execute("CHECKPOINT")
+        return int(conn.execute(
+            """
+            SELECT coalesce(sum(least(3, shown)), 0) FROM (
+                SELECT r.customer_id, count(*) AS shown FROM recommendation r JOIN product p ON p.sku = r.sku
+                WHERE p.in_stock GROUP BY r.customer_id) AS per_customer
+            """).fetchone()[0])
+
+
 def write_project(directory: Path, *, database_url: str, namespace: str, sink_url: str, threads: int,
-                  processes: int, batch_size: int = 0, send_concurrency: int = 0) -> Path:
+                  processes: int, batch_size: int = 0, send_concurrency: int = 0, campaign: str = "promo",
+                  recommendations: str | None = None) -> Path:
     batch = f"batch_size = {batch_size}\n" if batch_size else ""
     concurrency = f"send_concurrency = {send_concurrency}\n" if send_concurrency else ""
     templates = directory / "templates" / "promo"
     templates.mkdir(parents=True, exist_ok=True)
     (templates / "hello.json.j2").write_text(TEMPLATE)
-    config = directory / "config.toml"
+    (templates / "list.json.j2").write_text(RECOMMENDATIONS_TEMPLATE)
+    (templates / "attributes.json.j2").write_text(RECOMMENDATIONS_ATTRIBUTES_TEMPLATE)
+    config = directory / f"{campaign}.toml"
+    # --recommendations sends each customer several campaigns in a row: the caps are still
+    # checked for every message (the same work as in P2) but never reached.
+    frequency = ("[compliance.frequency]\nper_channel_per_day = 1000\nper_week = 1000\n"
+                 if campaign != "promo" else "")
     config.write_text(f"""[profiles]
 cron = ""
 
@@ -260,7 +339,7 @@ threads = {threads}
 [templates]
 dir = "templates"
 
-{BENCH_COMPLIANCE}
+{BENCH_COMPLIANCE}{frequency}
 [channels.hook]
 kind = "webhook"
 url = "{sink_url}"
@@ -268,14 +347,14 @@ secret_env = "NURTURE_BENCH_HOOK_SECRET"
 recipient = "external_id"
 
 [[campaigns]]
-name = "promo"
+name = "{campaign}"
 timezone = "UTC"
 trigger = {{ cron = "0 {CAMPAIGN_CRON_HOUR} * * *" }}
 channels = ["hook"]
 reentry = "never"
 
   [[campaigns.steps]]
-  template = "promo/hello"
+  template = "promo/{recommendations or 'hello'}"
 """)
     return config
 
@@ -283,15 +362,25 @@ reentry = "never"
 # --------------------------------------------------------------------------- project run
 
 
-def ledger_counts(dsn: str) -> dict[str, int]:
+def ledger_counts(dsn: str, campaign: str) -> dict[str, int]:
     import psycopg
 
     with psycopg.connect(dsn) as conn:
-        return dict(conn.execute("SELECT status, count(*) FROM delivery GROUP BY status").fetchall())
+        return dict(conn.execute("SELECT status, count(*) FROM delivery WHERE campaign = %s GROUP BY status",
+                                 (campaign,)).fetchall())
+
+
+def shown_count(dsn: str, campaign: str) -> int:
+    """``recommendation_sent`` rows the campaign's messages wrote."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return int(conn.execute("SELECT count(*) FROM recommendation_sent WHERE campaign = %s",
+                                (campaign,)).fetchone()[0])
 
 
 def run_project(args: argparse.Namespace, sink: Sink, directory: Path, database_url: str, dsn: str,
-                config_path: Path, now: datetime) -> dict[str, Any]:
+                config_path: Path, now: datetime, campaign: str = "promo") -> dict[str, Any]:
     from campaigns.project.loading import load_config
     from campaigns.store.db import make_engine
     from workers.jobs import scheduler
@@ -327,7 +416,7 @@ def run_project(args: argparse.Namespace, sink: Sink, directory: Path, database_
         while True:
             time.sleep(0.2)
             check_alive(started)
-            counts = ledger_counts(dsn)
+            counts = ledger_counts(dsn, campaign)
             done = counts.get("sent", 0)
             samples.append((time.perf_counter() - t0, done))
             finished = done + counts.get("failed", 0) + counts.get("suppressed", 0)
@@ -461,7 +550,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                 processes=args.processes, batch_size=args.batch_size,
                                                 send_concurrency=args.send_concurrency)
                     load_config(config_path)
-                    project = run_project(args, sink, directory, database_url, url, config_path, now)
+                    if args.recommendations:
+                        variants = run_recommendation_rounds(args, sink, directory, database_url, url, now,
+                                                             namespace=namespace)
+                        project = variants["without"][0]
+                    else:
+                        project = run_project(args, sink, directory, database_url, url, config_path, now)
                     raw = run_raw(args, sink, directory)
             finally:
                 flush_redis()
@@ -469,7 +563,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sink.close()
     return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
             "messages": args.messages, "processes": args.processes, "threads": args.threads,
-            "latency_ms": args.latency_ms, "batch_size": args.batch_size or None, "sink_processes": args.sink_processes, "project": project, "raw": raw}
+            "latency_ms": args.latency_ms, "batch_size": args.batch_size or None, "sink_processes": args.sink_processes, "project": project, "raw": raw,
+            **({"recommendations": variants, "recommendations_template": args.recommendations_template}
+               if args.recommendations else {})}
+
+
+def run_recommendation_rounds(args: argparse.Namespace, sink: Sink, directory: Path, database_url: str, dsn: str,
+                              now: datetime, *, namespace: str) -> dict[str, Any]:
+    """``--rounds`` x (plain template, template with ``recommendations(n=3)``), alternating,
+    each a campaign of its own over the same customers; checks the shown rows."""
+    shown = seed_recommendations(database_url, args.products, now)
+    log(f"seeded {args.products:,} products, {RECOMMENDATIONS_PER_CUSTOMER} recommendations per customer "
+        f"({shown:,} products to show)")
+    runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    for round_ in range(1, args.rounds + 1):
+        for variant in ("without", "with"):
+            campaign = f"{'recs' if variant == 'with' else 'plain'}_{round_}"
+            config_path = write_project(directory, database_url=database_url, namespace=namespace,
+                                        sink_url=f"{sink.base}/hook", threads=args.threads,
+                                        processes=args.processes, batch_size=args.batch_size,
+                                        send_concurrency=args.send_concurrency, campaign=campaign,
+                                        recommendations=args.recommendations_template if variant == "with" else None)
+            result = run_project(args, sink, directory, database_url, dsn, config_path, now, campaign=campaign)
+            written = shown_count(dsn, campaign)
+            expected = shown if variant == "with" else 0
+            result.update(campaign=campaign, shown=written, ok=result["ok"] and written == expected)
+            result.pop("samples", None)
+            log(f"round {round_} {variant}: {result['sink_rate'] or 0:,.0f} msg/s, {written:,} products shown "
+                f"(expected {expected:,})")
+            runs[variant].append(result)
+    return runs
 
 
 def print_report(result: dict[str, Any]) -> None:
@@ -520,6 +643,34 @@ def print_report(result: dict[str, Any]) -> None:
                       f"{p['rate']:,.0f} incl. start-up: {verdict}")
 
 
+def print_recommendations(result: dict[str, Any]) -> None:
+    """Each round's rate with and without ``recommendations(n=3)``, and the cost it adds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=120)
+    runs = result["recommendations"]
+    table = Table(title=f"P2 with recommendations(n=3) ({result['recommendations_template']} template): "
+                        f"{result['messages']:,} messages per run, "
+                        f"{result['processes']} processes x {result['threads']} threads, {result['cpus']} cores")
+    for column in ("round", "without (msg/s)", "with (msg/s)", "cost added per message", "products shown",
+                   "correct"):
+        table.add_column(column, justify="right")
+    for index, (plain, recs) in enumerate(zip(runs["without"], runs["with"], strict=True), start=1):
+        overhead = plain["sink_rate"] / recs["sink_rate"] - 1 if plain["sink_rate"] and recs["sink_rate"] else None
+        table.add_row(str(index), f"{plain['sink_rate']:,.0f}", f"{recs['sink_rate']:,.0f}",
+                      "-" if overhead is None else f"{overhead:+.1%}", f"{recs['shown']:,}",
+                      "yes" if plain["ok"] and recs["ok"] else "[red]NO[/]")
+    console.print(table)
+    plain_rate = sum(r["sink_rate"] or 0 for r in runs["without"]) / len(runs["without"])
+    recs_rate = sum(r["sink_rate"] or 0 for r in runs["with"]) / len(runs["with"])
+    overhead = plain_rate / recs_rate - 1 if recs_rate else float("nan")
+    verdict = "meets" if overhead < TARGET_RECOMMENDATIONS_OVERHEAD else "misses"
+    console.print(f"Mean first->last arrival: {plain_rate:,.0f} msg/s without, {recs_rate:,.0f} with: "
+                  f"recommendations add {overhead:+.1%} per message; target < "
+                  f"{TARGET_RECOMMENDATIONS_OVERHEAD:.0%}: {verdict}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000, help="customers = messages (default 20000)")
@@ -536,6 +687,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="broker.batch_size, ids per job (default: the project's default, 50)")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
     parser.add_argument("--profile-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--recommendations", action="store_true",
+                        help="P2 with and without a template calling recommendations(n=3), alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="with --recommendations: rounds of both (default 2)")
+    parser.add_argument("--recommendations-template", choices=("list", "attributes"), default="list",
+                        help="with --recommendations: the products as one tojson list (default) or "
+                             "attribute by attribute")
+    parser.add_argument("--products", type=int, default=50_000,
+                        help="with --recommendations: catalogue size (default 50000)")
     parser.add_argument("--json", action="store_true", help="also print the raw results as JSON")
     parser.add_argument("--child-raw", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, help=argparse.SUPPRESS)
@@ -549,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.pop(key, None)
     result = run(args)
     print_report(result)
+    if args.recommendations:
+        print_recommendations(result)
     if args.json:
         slim = json.loads(json.dumps(result, default=str))
         slim["project"].pop("samples", None)
