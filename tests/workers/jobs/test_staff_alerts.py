@@ -269,3 +269,21 @@ def test_a_tick_labels_a_complaint_and_a_worker_sends_its_alert_once(sqlite_url,
     assert again.replies is not None and again.replies.total == 0
     [request] = http_sink.requests
     assert "> Terrible service, I want a refund" in request.json()["markdown"]["content"]
+
+
+def test_a_long_complaint_is_cut_at_its_text_to_the_robots_byte_limit(monkeypatch):
+    from campaigns.config.staff import StaffWeComRobotConfig
+    from campaigns.feedback.alerts import DueAlert
+    from workers.channels.staff import WeComRobotStaffSender
+
+    monkeypatch.setenv("TEST_STAFF_ROBOT_KEY", ROBOT_KEY)
+    options = StaffWeComRobotConfig(kind="wecom_robot", key_env="TEST_STAFF_ROBOT_KEY", markdown_max_bytes=300)
+    sender = WeComRobotStaffSender(name="care", options=options)
+    alert = DueAlert(id=1, key="reply:7", channel="care", kind="complaint", customer_id=None,
+                     payload={**PAYLOAD, "text": "质量太差" * 100}, created_at=NOW, attempt=1)
+    content = sender.content(alert)
+    sender.close()
+    assert len(content.encode("utf-8")) <= 300
+    lines = content.splitlines()
+    assert lines[0] == "**客户投诉 Complaint**" and lines[1].startswith("> 质量太差") and lines[1].endswith("…")
+    assert lines[-1] == "#reply:7" and "客户 Customer: 王芳 (C042)" in lines  # everything but the text is kept
