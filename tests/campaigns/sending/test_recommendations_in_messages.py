@@ -10,6 +10,7 @@ The recommendation rows are written here by hand (the refresh has its own tests)
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -250,3 +251,53 @@ def test_the_function_takes_a_count_and_a_category_and_refuses_anything_else():
             pick(wrong)
     with pytest.raises(ValueError, match="category name"):
         pick(2, category=3)
+
+
+def test_a_preview_shows_the_products_and_says_when_the_step_would_be_skipped(world_factory):
+    from campaigns.sending.preview import preview_message
+
+    world = world_factory(min_recommendations=2)
+    world.recommend("C00000", ["TOY-2", "BOOK-2", "TOY-1"])
+    world.recommend("C00001", ["BOOK-1", "TOY-2"])  # one in stock
+
+    shown = preview_message(world.engine, world.config, world.runtime.renderer, campaign="c", customer="C00000",
+                            now=TICK_NOW)
+    assert shown.parts["txt"] == ("Sleep, little one 25.5 https://shop.example/BOOK-2;Rattle 9.9 "
+                                  "https://shop.example/TOY-1;|BOOK-2,")
+    assert shown.recommendations == [{"sku": "BOOK-2", "category": "books", "position": 1, "reason": "co_purchase"},
+                                     {"sku": "TOY-1", "category": "toys", "position": 2, "reason": "co_purchase"}]
+    assert "no_recommendations" not in {b.code for b in shown.blockers}
+    short = preview_message(world.engine, world.config, world.runtime.renderer, campaign="c", customer="C00001",
+                            now=TICK_NOW)
+    [blocker] = [b for b in short.blockers if b.code == "no_recommendations"]
+    assert blocker.message.endswith("and the customer has 1") and short.verdict == "no_send"
+    assert world.shown() == []  # a preview records nothing
+
+
+def test_every_part_can_show_them_and_html_escapes_them(tmp_path):
+    from campaigns.sending.rendering import TemplateRenderer, build_context
+
+    parts = {
+        "subject": "{{ recommendations(1)[0].name }} and more",
+        "txt": "{% for p in recommendations(2) %}{{ p.name }} {{ p.url }}\n{% endfor %}",
+        "html": "{% for p in recommendations(2) %}<a href=\"{{ p.url }}\">{{ p.name }}</a>{% endfor %}",
+        "sms": "{% for p in recommendations(1, category='toys') %}{{ p.name }}: {{ p.url }}{% endfor %}",
+        "json": '{"products": {{ recommendations(3) | tojson }}}',
+    }
+    (tmp_path / "r").mkdir()
+    for part, text in parts.items():
+        (tmp_path / "r" / f"all.{part}.j2").write_text(text)
+    products = [{"sku": sku, "name": name, "category": category, "price": 1.0, "url": f"https://s.example/{sku}",
+                 "image_url": None, "reason": "popular", "because_sku": None}
+                for sku, name, category in (("B", "Books & more", "books"), ("T", "Top", "toys"),
+                                            ("U", "Up", "toys"))]
+    shown = MessageRecommendations(products)
+    context = build_context(customer={"id": 1, "name": "Li"}, stats={}, campaign="c", step=0, send_key="k",
+                            now=TICK_NOW, recommendations=shown)
+    rendered = TemplateRenderer(directory=tmp_path).render("r/all", context)
+    assert rendered["subject"] == "Books & more and more"
+    assert rendered["html"] == ('<a href="https://s.example/B">Books &amp; more</a>'
+                                '<a href="https://s.example/T">Top</a>')
+    assert rendered["sms"] == "Top: https://s.example/T"
+    assert [p["sku"] for p in json.loads(rendered["json"])["products"]] == ["B", "T", "U"]
+    assert [(p.sku, p.position) for p in shown.shown] == [("B", 1), ("T", 2), ("U", 3)]
