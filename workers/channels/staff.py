@@ -37,9 +37,9 @@ from workers.channels.wechat.wecom_robot import WeComRobotChannel
 #: Titles of the alert kinds (Chinese first: the group is a Chinese-speaking team's).
 TITLES = {"complaint": "客户投诉 Complaint", "detractor": "低分反馈 Detractor"}
 #: Payload keys shown first, with their labels; any other key follows as ``key: value``.
-_SHOWN = (("score", "评分 Score"), ("campaign", "活动 Campaign"), ("step", "步骤 Step"),
+_SHOWN = (("question", "问题 Question"), ("score", "评分 Score"), ("campaign", "活动 Campaign"), ("step", "步骤 Step"),
           ("channel", "渠道 Channel"), ("replied_at", "时间 At"), ("answered_at", "时间 At"))
-_HIDDEN = {"customer", "text", "label", "rule", "response_id"}
+_HIDDEN = {"customer", "name", "text", "label", "rule", "response_id", "feedback_id"}
 
 
 class StaffSender(Protocol):
@@ -57,10 +57,15 @@ class StaffSender(Protocol):
 
 
 def _customer(payload: dict[str, Any]) -> str | None:
+    # A complaint says {"customer": {"external_id", "name"}}, a detractor
+    # {"customer": external id, "name": name}: both read the same.
     customer = payload.get("customer")
-    if not isinstance(customer, dict):
+    if isinstance(customer, dict):
+        name, external = customer.get("name"), customer.get("external_id")
+    elif customer is not None or payload.get("name"):
+        name, external = payload.get("name"), customer
+    else:
         return None
-    name, external = customer.get("name"), customer.get("external_id")
     if name and external:
         return f"{name} ({external})"
     return str(name or external) if (name or external) else None

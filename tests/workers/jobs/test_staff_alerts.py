@@ -287,3 +287,21 @@ def test_a_long_complaint_is_cut_at_its_text_to_the_robots_byte_limit(monkeypatc
     lines = content.splitlines()
     assert lines[0] == "**客户投诉 Complaint**" and lines[1].startswith("> 质量太差") and lines[1].endswith("…")
     assert lines[-1] == "#reply:7" and "客户 Customer: 王芳 (C042)" in lines  # everything but the text is kept
+
+
+def test_a_detractor_alert_reads_like_a_complaint(monkeypatch):
+    from campaigns.config.staff import StaffWeComRobotConfig
+    from campaigns.feedback.alerts import DueAlert
+    from workers.channels.staff import WeComRobotStaffSender
+
+    monkeypatch.setenv("TEST_STAFF_ROBOT_KEY", ROBOT_KEY)
+    sender = WeComRobotStaffSender(name="care", options=StaffWeComRobotConfig(
+        kind="wecom_robot", key_env="TEST_STAFF_ROBOT_KEY", msgtype="text"))
+    # The payload engineer 4's survey code queues (campaigns/feedback/scores.py).
+    alert = DueAlert(id=2, key="feedback:3", channel="care", kind="detractor", customer_id=None, payload={
+        "feedback_id": 3, "customer": "C042", "name": "王芳", "question": "nps", "score": 2, "text": "太慢了",
+        "campaign": "nps_survey", "channel": "sms"}, created_at=NOW, attempt=1)
+    content = sender.content(alert)
+    sender.close()
+    assert content.splitlines() == ["【低分反馈 Detractor】", "太慢了", "客户 Customer: 王芳 (C042)", "问题 Question: nps",
+                                    "评分 Score: 2", "活动 Campaign: nps_survey", "渠道 Channel: sms", "#feedback:3"]
