@@ -20,6 +20,7 @@ from campaigns.config.triggers import (
     CronTrigger,
     DateTrigger,
     EventTrigger,
+    FeedbackTrigger,
     PointsExpiringTrigger,
     SegmentEnteredTrigger,
     StageEnteredTrigger,
@@ -86,6 +87,8 @@ def describe_trigger(campaign: CampaignConfig) -> str:
         return f"points expiring within {days}"
     if isinstance(trigger, EventTrigger):
         return f"event {trigger.event}"
+    if isinstance(trigger, FeedbackTrigger):
+        return f"survey answer of a {trigger.feedback}"
     if isinstance(trigger, DateTrigger):
         before = f"{trigger.days_before} days before " if trigger.days_before else ""
         return f"{before}{trigger.date}{' (yearly)' if trigger.annual else ''} at {trigger.at}"
@@ -124,6 +127,8 @@ def _next(campaign: CampaignConfig, state: str, now: datetime) -> tuple[datetime
         return None, "at each scheduler tick, once per lot"
     if isinstance(trigger, EventTrigger):
         return None, f"on each {trigger.event} event"
+    if isinstance(trigger, FeedbackTrigger):
+        return None, f"at each scheduler tick, once per {trigger.feedback}'s answer"
     if isinstance(trigger, DateTrigger):
         return None, f"daily, from {trigger.at} customer time"
     return None, f"by hand (nurture run {campaign.name})"

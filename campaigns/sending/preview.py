@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from campaigns.audience.selection import Reach, audience_conditions, order_facts
 from campaigns.config.campaigns import CampaignConfig
 from campaigns.config.schema import AppConfig
-from campaigns.config.triggers import PointsExpiringTrigger
+from campaigns.config.triggers import FeedbackTrigger, PointsExpiringTrigger
 from campaigns.customers.identity.lookup import resolve_unique
 from campaigns.customers.loyalty.coupons import sample_coupon
 from campaigns.customers.loyalty.referral_codes import sample_referral
@@ -260,8 +260,8 @@ def preview_links(config: AppConfig, send_key: str) -> BodyLinks:
 def _occurrence(campaign: CampaignConfig) -> str:
     # What planning would key the enrolment by: "once" for a campaign that never re-enters;
     # otherwise it depends on the run or event to come, which a preview cannot know (an
-    # expiry reminder is keyed by its lot, whatever reentry says).
-    if isinstance(campaign.trigger, PointsExpiringTrigger):
+    # expiry reminder is keyed by its lot, a follow-up by its answer, whatever reentry says).
+    if isinstance(campaign.trigger, (PointsExpiringTrigger, FeedbackTrigger)):
         return "preview"
     return "once" if campaign.reentry == "never" else "preview"
 
@@ -345,7 +345,8 @@ def _campaign_blockers(conn: sa.Connection, campaign: CampaignConfig, customer_i
     if facts["held_out"]:
         blockers.append(Blocker("held_out", f"the customer is in the campaign's holdout group "
                                             f"({campaign.holdout:.0%} held out to measure lift): never messaged"))
-    once = campaign.reentry == "never" and not isinstance(campaign.trigger, PointsExpiringTrigger)
+    once = campaign.reentry == "never" and not isinstance(campaign.trigger,
+                                                          (PointsExpiringTrigger, FeedbackTrigger))
     if once and not any(row["status"] in PENDING for row in planned):
         enrolled = conn.execute(
             sa.select(Enrollment.enrolled_at, Enrollment.state)

@@ -23,6 +23,7 @@ from workers.cli import (
     coupons,
     customers,
     demo,
+    feedback,
     identity,
     loyalty,
     merges,
@@ -72,6 +73,7 @@ app.command()(compliance.consent)
 app.command()(compliance.reply)
 app.command()(replies.replies)
 reports.report_app.command("referrals")(referrals.report_referrals)
+reports.report_app.command("feedback")(feedback.report_feedback)
 app.add_typer(reports.report_app, name="report")
 app.command()(views.segments)
 views.customer_app.command("merge")(merges.merge)
@@ -83,6 +85,7 @@ app.add_typer(referrals.referrals_app, name="referrals")
 app.add_typer(loyalty.points_app, name="points")
 app.add_typer(loyalty.loyalty_app, name="loyalty")
 app.add_typer(recommend.recommend_app, name="recommend")
+app.add_typer(feedback.feedback_app, name="feedback")
 app.command("test-send")(testsend.test_send)
 app.command("coupons")(coupons.coupons)
 
