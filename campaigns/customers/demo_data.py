@@ -17,6 +17,11 @@ ids. A few of them opened a second web shop account with the same phone: the sho
 are not verified, so its import only opens a review item, and the store's verified phone
 then merges the two accounts. A few couples share one family email across the two systems;
 that opens a review item too, and never merges two people.
+
+What they buy is a catalogue of a few dozen products (``products.csv``), with the patterns
+a recommender should find: parents who buy baby products and later parenting books, a
+couple of best-sellers, favourite categories, products out of stock
+(:mod:`campaigns.customers.demo_catalogue`).
 """
 
 from __future__ import annotations
@@ -30,24 +35,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-#: channel: (share of customers, orders per year, basket mean, items per order)
+from campaigns.customers.demo_catalogue import PRODUCTS, Shopper, write_products_file
+
+#: channel: (share of customers, orders per year, lines per order); what the lines are, and
+#: so the basket's value, is the catalogue's (campaigns/customers/demo_catalogue.py).
 CHANNEL_PROFILES = {
-    "ecommerce": (0.40, 6.0, 120.0, 2),
-    "store": (0.25, 3.0, 260.0, 3),
-    "social": (0.18, 4.0, 90.0, 1),
-    "distributor": (0.07, 2.0, 4200.0, 8),
-    "direct": (0.10, 4.0, 1500.0, 4),
+    "ecommerce": (0.40, 6.0, 2),
+    "store": (0.25, 3.0, 3),
+    "social": (0.18, 4.0, 1),
+    "distributor": (0.07, 2.0, 8),
+    "direct": (0.10, 4.0, 4),
 }
 
 SURNAMES = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou", "Xu", "Sun"]
 GIVEN = ["Wei", "Fang", "Na", "Min", "Jing", "Lei", "Yan", "Jun", "Hui", "Xin", "Tao", "Ying", "Hao", "Lin"]
 CITIES = ["Shanghai", "Beijing", "Shenzhen", "Hangzhou", "Chengdu", "Guangzhou", "Wuhan", "Nanjing"]
-CATEGORIES = {
-    "tea": ["TEA-LONGJING", "TEA-PUER", "TEA-OOLONG"],
-    "snacks": ["SNK-NUTS", "SNK-DRIED-MANGO"],
-    "kitchen": ["KIT-TEAPOT", "KIT-CUPS-6"],
-    "gift": ["GFT-BOX-S", "GFT-BOX-L"],
-}
 PURCHASE_CHANNELS = ["ecommerce", "store", "social", "distributor", "direct"]
 
 #: Written into the SQLite header (``PRAGMA application_id``, "nurt" in ASCII) of a
@@ -84,7 +86,7 @@ def inspect_demo_database(path: Path) -> DemoDatabase:
     may reset it: missing or empty, or created by the demo and holding only its data.
 
     In a database the demo created, customers and orders the demo did not generate (other
-    id shapes) are foreign; forgotten customers' placeholders are not. In any other
+    id shapes) and products not of its catalogue are foreign; forgotten customers' placeholders are not. In any other
     database every row of every table but Alembic's is foreign.
     """
     from campaigns.customers.forget import FORGOTTEN_PREFIX
@@ -108,6 +110,9 @@ def inspect_demo_database(path: Path) -> DemoDatabase:
                                  + "substr(external_id, 1, ?) != ?",
                                  (*DEMO_CUSTOMER_GLOBS, len(FORGOTTEN_PREFIX), FORGOTTEN_PREFIX)),
                     "orders": ("SELECT count(*) FROM orders WHERE order_id NOT GLOB ?", (DEMO_ORDER_GLOB,)),
+                    # The user's own catalogue is theirs too: a reset would lose it.
+                    "product": ("SELECT count(*) FROM product WHERE sku NOT IN ("
+                                + ", ".join("?" * len(PRODUCTS)) + ")", tuple(p.sku for p in PRODUCTS)),
                 }
                 for table, (sql, params) in checks.items():
                     if table in tables:
@@ -169,6 +174,8 @@ class DemoFiles:
     orders: dict[str, Path]
     #: source -> orders of that source refunded after they were placed (status refunded).
     refunds: dict[str, Path]
+    #: The shop's product catalogue (``nurture import products``), imported before the orders.
+    products: Path
     #: Sign-up events, each naming its person as ``id:<source>:<id>`` (an event may name a
     #: customer by any identifier), so this file is imported without a source.
     events: Path
@@ -212,10 +219,11 @@ class _Person:
 
 def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetime) -> DemoFiles:
     """Write ``<source>_customers.csv`` and ``<source>_orders.jsonl`` for each of
-    :data:`DEMO_SOURCES`, and ``events.csv``, under ``directory``, for ``customers`` people."""
+    :data:`DEMO_SOURCES`, ``events.csv`` and the catalogue's ``products.csv``, under
+    ``directory``, for ``customers`` people."""
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    people = _people(rng, customers, now)
+    people = _people(rng, customers, now, baskets=random.Random(seed * 7919 + 3))
     in_both = [person for person in people if len(person.sources) > 1]
     twice = sorted(rng.sample(in_both, min(len(in_both), max(1, len(people) // TWO_ACCOUNTS_EVERY))),
                    key=lambda person: person.number)
@@ -231,6 +239,7 @@ def write_demo_files(directory: Path, *, customers: int, seed: int, now: datetim
         customers={source: directory / f"{source}_customers.csv" for source in DEMO_SOURCES},
         orders={source: directory / f"{source}_orders.jsonl" for source in DEMO_SOURCES},
         refunds={source: directory / f"{source}_refunds.jsonl" for source in DEMO_SOURCES},
+        products=write_products_file(directory / "products.csv"),
         events=directory / "events.csv",
         people=len(people),
         in_both=len(in_both),
@@ -322,8 +331,9 @@ def _record(person: _Person, role: str, *, now: datetime) -> list[str]:
     return [person.ids[role], person.name, email, person.phone, "", "", *person.extra[:3], "", "", ""]
 
 
-def _people(rng: random.Random, count: int, now: datetime) -> list[_Person]:
-    """``count`` people with their orders and the systems that know them."""
+def _people(rng: random.Random, count: int, now: datetime, *, baskets: random.Random) -> list[_Person]:
+    """``count`` people with their orders and the systems that know them; what is in each
+    order comes from ``baskets`` (:class:`~campaigns.customers.demo_catalogue.Shopper`)."""
     channels = list(CHANNEL_PROFILES)
     weights = [CHANNEL_PROFILES[c][0] for c in channels]
     phones: set[str] = set()
@@ -331,7 +341,7 @@ def _people(rng: random.Random, count: int, now: datetime) -> list[_Person]:
     order_number = 0
     for number in range(1, count + 1):
         channel = rng.choices(channels, weights)[0]
-        _, per_year, basket, items_per_order = CHANNEL_PROFILES[channel]
+        _, per_year, items_per_order = CHANNEL_PROFILES[channel]
         given, surname = rng.choice(GIVEN), rng.choice(SURNAMES)
         # The last few signed up in the past day and have not bought yet: the welcome
         # series starts for them on the demo's first tick.
@@ -363,18 +373,15 @@ def _people(rng: random.Random, count: int, now: datetime) -> list[_Person]:
         if roll < 0.12 or just_joined:
             continue
         active_until = now if roll > 0.45 else created + (now - created) * rng.uniform(0.05, 0.7)
+        shopper = Shopper(baskets, channel=channel)
         moment = created + timedelta(days=rng.expovariate(per_year / 365))
         first = True
         while moment <= active_until or first:
             first = False
             moment = min(moment, now)
             order_number += 1
-            items = []
-            for _ in range(max(1, int(rng.gauss(items_per_order, 1)))):
-                category = rng.choice(list(CATEGORIES))
-                price = round(max(5.0, rng.gauss(basket / items_per_order, basket / 5)), 2)
-                items.append({"sku": rng.choice(CATEGORIES[category]), "category": category,
-                              "quantity": rng.randint(1, 10 if channel == "distributor" else 3), "price": price})
+            items = shopper.basket(max(1, int(baskets.gauss(items_per_order, 1))),
+                                   ordered_at=moment, now=now)
             amount = round(sum(i["price"] * i["quantity"] for i in items), 2)
             purchase_channel = channel if rng.random() < 0.75 else rng.choice(PURCHASE_CHANNELS)
             person.orders.append({"order_id": f"O{order_number:08d}", "ordered_at": moment.isoformat(timespec="seconds"),

@@ -42,7 +42,7 @@ def _demo_refusal(cfg: AppConfig, db_path: Path, target: Any) -> str | None:
     where = os.path.relpath(db_path)
     own_db = "give the demo a database of its own, e.g. NURTURE_DATABASE_URL=sqlite:///var/demo.db nurture demo"
     if target.foreign:
-        main = [table for table in ("customer", "orders", "delivery") if table in target.foreign]
+        main = [table for table in ("customer", "orders", "product", "delivery") if table in target.foreign]
         others = [table for table in target.foreign if table not in main]
         held = ", ".join([f"{target.foreign[table]} {table} row(s)" for table in main]
                          + [table.strip("()") for table in others if table.startswith("(")]

@@ -33,8 +33,12 @@ DEMO_ACTOR = "nurture demo"
 
 
 def import_sources(engine: Engine, cfg: AppConfig, files: DemoFiles) -> None:
-    """Import each source's customers, then its orders, then the sign-up events, printing
-    what each file did (created, updated, merged, review items opened)."""
+    """Import the catalogue, each source's customers, then its orders, then the sign-up
+    events, printing what each file did (created, updated, merged, review items opened,
+    items whose sku the catalogue does not hold)."""
+    report = import_file(engine, "products", files.products)
+    console.print(f"   catalogue        {report.imported:>6} products, {len(report.rejected)} rejected  "
+                  f"({files.products.name})", highlight=False)
     for source, path in files.customers.items():
         report = import_file(engine, "customers", path, source=source, identity=cfg.identity)
         console.print(f"   {source:<6} customers {report.imported:>6} rows: {report.created} new customers, "
@@ -45,6 +49,9 @@ def import_sources(engine: Engine, cfg: AppConfig, files: DemoFiles) -> None:
         report = import_file(engine, "orders", path, source=source, identity=cfg.identity)
         console.print(f"   {source:<6} orders    {report.imported:>6} imported, {len(report.rejected)} rejected  "
                       f"({path.name})", highlight=False)
+        if report.unknown_items:
+            console.print(f"                    {report.unknown_items} item(s) name a sku not in the catalogue "
+                          f"({', '.join(sorted(report.unknown_skus))}: discontinued), kept", highlight=False)
     report = import_file(engine, "events", files.events, identity=cfg.identity)
     console.print(f"   events           {report.imported:>6} imported, {len(report.rejected)} rejected  "
                   f"({files.events.name}, customers named as id:<source>:<id>)", highlight=False)

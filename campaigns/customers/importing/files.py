@@ -17,12 +17,17 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config.identity import IdentityConfig
 from campaigns.customers.identity.resolution import MatchPlan
+from campaigns.customers.importing import products
 from campaigns.customers.importing.fields import RowInvalid
 from campaigns.customers.importing.readers import open_rows, resolve_format
 from campaigns.customers.importing.report import ImportReport, RowError
 from campaigns.customers.importing.rows import PARSERS, REQUIRED_COLUMNS, ImportKind
 from campaigns.customers.importing.upserts import WRITERS, PendingRow, write_in_halves
 from campaigns.errors import DataImportError
+
+#: Each kind's row parser and batch writer (the catalogue's live in its own module).
+_PARSERS = {**PARSERS, "products": products.parse_product}
+_WRITERS = {**WRITERS, "products": products.write_products}
 
 
 def import_file(
@@ -56,15 +61,15 @@ def import_file(
     Without a source, ids are bare ``customer_id`` values, as they always were.
     """
     if kind not in REQUIRED_COLUMNS:
-        raise DataImportError(f"unknown import kind {kind!r}: use customers, orders or events")
+        raise DataImportError(f"unknown import kind {kind!r}: use customers, orders, events or products")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     path = Path(path)
     plan = MatchPlan.of(rules=identity or IdentityConfig(), source=source, match=match)
     fmt = resolve_format(path, file_format)
     report = ImportReport(kind=kind, path=str(path))
-    parse = PARSERS[kind]
-    writer = WRITERS[kind]
+    parse = _PARSERS[kind]
+    writer = _WRITERS[kind]
     pending: list[PendingRow] = []
 
     def flush() -> None:
@@ -77,9 +82,14 @@ def import_file(
                 report.updated += outcome.counts.get("updated", 0)
                 report.merged += outcome.counts.get("merged", 0)
                 report.reviews_opened += outcome.counts.get("reviews_opened", 0)
+                report.unchanged += outcome.counts.get("unchanged", 0)
                 report.survivors |= outcome.survivors
             report.rejected.extend(RowError(row.line, f"the database refused this row ({cause})")
                                    for row, cause in refused)
+            if kind == "orders":
+                failed = {error.line for outcome in results for error in outcome.errors} | {
+                    row.line for row, _ in refused}
+                _note_items(engine, report, [row for row in pending if row.line not in failed])
             pending.clear()
 
     with open_rows(path, kind, fmt) as (lines, rows):
@@ -110,6 +120,19 @@ def import_file(
 
     report.rejected.sort(key=lambda error: error.line)
     return report
+
+
+def _note_items(engine: Engine, report: ImportReport, written: list[PendingRow]) -> None:
+    """Count the items of the orders just written, and those whose sku the catalogue does
+    not hold: they are kept (an order is a fact), and the report names them."""
+    latest = {row.key: row for row in written}  # of one order given twice, the last stands
+    with_items = [row for row in latest.values() if row.record["items"]]
+    if not with_items:
+        return
+    with engine.connect() as conn:
+        unknown = products.unknown_skus(conn, (item["sku"] for row in with_items for item in row.record["items"]))
+    for row in sorted(with_items, key=lambda row: row.line):
+        report.note_items(row.line, [item["sku"] for item in row.record["items"]], unknown)
 
 
 __all__ = ["import_file"]

@@ -33,13 +33,15 @@ from campaigns.customers.importing.fields import (
 )
 from campaigns.store.models import Consent, Customer, CustomerIdentifier, Event, Order, OrderItem
 
-ImportKind = Literal["customers", "orders", "events"]
+ImportKind = Literal["customers", "orders", "events", "products"]
 
 #: Columns that must be present (CSV header) and non-empty (every row), per kind.
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "customers": ("customer_id",),
     "orders": ("order_id", "customer_id", "ordered_at", "amount"),
     "events": ("customer_id", "name", "occurred_at"),
+    # A new product needs a name too; a stock file (sku,in_stock) updates known ones.
+    "products": ("sku",),
 }
 
 #: Customer columns copied onto the Customer row as text (``customer_id`` is the key).

@@ -42,7 +42,7 @@ def test_the_same_seed_writes_the_same_bytes_and_another_seed_other_ones(tmp_pat
         assert demo.customers[source].read_bytes() != other.customers[source].read_bytes()
     assert demo.events.read_bytes() == again.events.read_bytes()
     assert demo == DemoFiles(**{**vars(again), "customers": demo.customers, "orders": demo.orders,
-                                "refunds": demo.refunds, "events": demo.events})
+                                "refunds": demo.refunds, "events": demo.events, "products": demo.products})
 
 
 def test_each_source_numbers_its_own_records_and_every_store_member_has_a_phone(demo):
