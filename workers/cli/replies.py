@@ -66,7 +66,11 @@ def replies(
     since_at = None
     if since is not None:
         back = _since(since)
-        since_at = utcnow() - back if back is not None else parse_now(since)
+        try:
+            since_at = utcnow() - back if back is not None else parse_now(since)
+        except typer.BadParameter:
+            raise typer.BadParameter(f"{since!r} is neither a duration back from now (7d, 12h) nor an ISO 8601 "
+                                     "time (2026-11-01T00:00:00+08:00)", param_hint="--since") from None
     cfg = load_app_config(config)
     found, total = labelled_replies(engine_for(cfg), labels=label or (), since=since_at, limit=limit)
     if as_json:

@@ -48,3 +48,5 @@ def test_replies_lists_what_the_tick_labelled(project, engine):
 
     wrong = run(project, "replies", "--label", "angry")
     assert wrong.exit_code != 0 and "unknown label(s) angry" in wrong.output
+    wrong = run(project, "replies", "--since", "last week")
+    assert wrong.exit_code != 0 and "neither a duration" in wrong.output
