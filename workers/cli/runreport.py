@@ -80,6 +80,10 @@ def print_tick(report: TickReport, *, as_json: bool, outcome: dict[str, Any] | N
                 "segment_entries": report.profiles.segment_entries},
             "loyalty": None if report.loyalty is None else report.loyalty.to_dict(),
             "entries": report.entries,
+            "replies": None if report.replies is None else {
+                "labelled": report.replies.labelled, "opt_outs": report.replies.opt_outs,
+                "alerts": report.replies.alerts},
+            "staff_alert_jobs": report.staff_alert_jobs,
             "outcome": outcome,
         }))
         return
@@ -92,6 +96,10 @@ def print_tick(report: TickReport, *, as_json: bool, outcome: dict[str, Any] | N
                       f"{loyalty.tiers.upgraded} tier upgrades, {loyalty.tiers.downgraded} downgrades")
     for name, planned in report.entries.items():
         console.print(f"entries [bold]{name}[/]: {planned} new deliveries")
+    if report.replies is not None and report.replies.total:
+        labels = ", ".join(f"{count} {label}" for label, count in sorted(report.replies.labelled.items()))
+        alerts = f"; {report.replies.alerts} complaint alert(s) queued" if report.replies.alerts else ""
+        console.print(f"replies labelled: {labels}{alerts}", markup=False, highlight=False)
     for run in report.runs:
         console.print(f"run [bold]{run.campaign}[/] @ {utc(run.scheduled_at, seconds=False)}: {run.planned} new deliveries")
     console.print(f"tick {utc(report.now)}: enqueued {report.enqueued_deliveries} deliveries "

@@ -28,7 +28,9 @@ def test_replies_lists_what_the_tick_labelled(project, engine):
         at = (LATER + timedelta(minutes=minutes)).isoformat()
         assert run(project, "reply", address, text, "--at", at).exit_code == 0
     tick = (LATER + timedelta(minutes=5)).isoformat()
-    assert run(project, "scheduler", "--once", "--now", tick).exit_code == 0
+    labelled = run(project, "scheduler", "--once", "--now", tick)
+    assert labelled.exit_code == 0
+    assert "replies labelled: 1 complaint, 1 positive, 1 question" in labelled.stdout
 
     listed = json.loads(run(project, "replies", "--json").stdout)
     assert listed["total"] == 3  # the opt-out is not classified
