@@ -42,6 +42,8 @@ from campaigns.store.models import Customer, CustomerProfile, Delivery, Feedback
 SOURCES = ("reply", "click")
 #: Longest text kept on one answer (replies and comments together).
 MAX_TEXT_CHARS = 4000
+#: How far below the highest reply id already read new replies are looked for.
+LOOKBACK_IDS = 10_000
 
 
 def survey_steps(config: AppConfig) -> dict[tuple[str, int], str]:
@@ -101,6 +103,7 @@ def record_answer_in(conn: sa.Connection, config: AppConfig, *, delivery_id: int
             "stage": profile.stage if profile else None, "segment": profile.rfm_segment if profile else None,
             "received_at": at, "scored_at": now if score is not None else None,
             "reply_ids": [reply_id] if reply_id is not None else [],
+            "last_reply_id": reply_id,
         }
         inserted = conn.execute(
             dialect_insert(conn, table).values(**values)
@@ -129,6 +132,7 @@ def record_answer_in(conn: sa.Connection, config: AppConfig, *, delivery_id: int
         update["text"] = (f"{row.text}\n{text}" if row.text else text)[:MAX_TEXT_CHARS]
     if reply_id is not None:
         update["reply_ids"] = [*(row.reply_ids or []), reply_id]
+        update["last_reply_id"] = max(reply_id, row.last_reply_id or 0)
     if update:
         conn.execute(sa.update(table).where(table.c.id == row.id).values(**update))
     band = update.get("band", row.band)
@@ -213,11 +217,18 @@ def read_survey_replies(engine: Engine, config: AppConfig, *, now: datetime, win
         return RepliesRead(0, 0, 0)
     survey_step = sa.or_(*[sa.and_(Delivery.campaign == campaign, Delivery.step == step)
                            for campaign, step in sorted(steps)])
+    # Replies are looked for by primary key above the last one read, less a margin (one
+    # committed late, with a lower id than one read since, is still found); the window
+    # bounds the first pass of an old database and what a quiet spell leaves to read.
+    with engine.connect() as conn:
+        highest = conn.execute(sa.select(sa.func.max(Feedback.last_reply_id))).scalar()
+    after = max(0, int(highest or 0) - LOOKBACK_IDS)
     replies = (
         sa.select(Response.id, Response.delivery_id, Response.occurred_at, Response.payload)
         .join(Delivery, Delivery.id == Response.delivery_id)
         .outerjoin(Feedback, Feedback.delivery_id == Response.delivery_id)
-        .where(Response.kind == "replied", Response.occurred_at > now - window, Response.occurred_at <= now,
+        .where(Response.id > after, Response.kind == "replied", Response.occurred_at > now - window,
+               Response.occurred_at <= now,
                Response.customer_id.is_not(None), survey_step)
         .add_columns(Feedback.reply_ids)
         .order_by(Response.occurred_at, Response.id)

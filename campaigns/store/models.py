@@ -770,6 +770,9 @@ class Feedback(SQLModel, table=True):
     #: The ``replied`` responses already read into this row (their score or their text),
     #: so each reply is read once, however many passes see it.
     reply_ids: list[int] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False, default=list))
+    #: The highest of ``reply_ids``: where the next pass over the replies starts looking
+    #: (less a margin), so a tick reads the recent responses by primary key.
+    last_reply_id: int | None = Field(default=None, index=True)
 
 
 class ReplyLabel(SQLModel, table=True):

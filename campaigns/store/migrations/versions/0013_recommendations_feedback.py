@@ -104,6 +104,7 @@ def upgrade() -> None:
     sa.Column('answered_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('answered_by', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
     sa.Column('reply_ids', sa.JSON(), nullable=False),
+    sa.Column('last_reply_id', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['delivery_id'], ['delivery.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
@@ -112,6 +113,7 @@ def upgrade() -> None:
     with op.batch_alter_table('feedback', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_feedback_customer_id'), ['customer_id'], unique=False)
         batch_op.create_index('ix_feedback_received', ['received_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_feedback_last_reply_id'), ['last_reply_id'], unique=False)
 
     op.create_table('recommendation_sent',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -158,6 +160,7 @@ def downgrade() -> None:
 
     op.drop_table('recommendation_sent')
     with op.batch_alter_table('feedback', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_feedback_last_reply_id'))
         batch_op.drop_index('ix_feedback_received')
         batch_op.drop_index(batch_op.f('ix_feedback_customer_id'))
 
