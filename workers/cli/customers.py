@@ -1,4 +1,5 @@
-"""Customer data in and out: ``nurture import``, ``track``, ``profiles`` and ``forget``."""
+"""Customer data in and out: ``nurture import`` (customers, orders, events and the product
+catalogue), ``track``, ``profiles`` and ``forget``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import rich.markup
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from campaigns.customers.importing.report import UNKNOWN_SAMPLE_LINES
 from campaigns.store.models import utcnow
 from workers.cli.common import (
     ConfigOption,
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
     from campaigns.customers.importing.report import ImportReport
 
 #: ``nurture import``: one command per kind of file.
-import_app = typer.Typer(help="Import customers, orders or events from CSV or JSONL.", no_args_is_help=True)
+import_app = typer.Typer(help="Import customers, orders, events or products from CSV or JSONL.",
+                         no_args_is_help=True)
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -127,6 +130,12 @@ def _import(kind: str, file: Path, *, config: Path, file_format: str | None, as_
         )
         if kind == "customers" and (plan.source or plan.match):
             console.print(_identity_line(report, plan.source, plan.match, recomputed=recomputed), highlight=False)
+        if kind == "products":
+            console.print(f"  {report.created} new, {report.updated} updated, {report.unchanged} unchanged "
+                          "(a replay writes nothing)", highlight=False)
+        if kind == "orders" and report.unknown_items:
+            for line in _unknown_sku_lines(report, file):
+                console.print(line, markup=False, highlight=False)
         if earned:
             console.print(f"  loyalty: {earned['points']} points earned in {earned['lots']} lot(s) by "
                           f"{earned['customers']} customer(s)", highlight=False)
@@ -136,6 +145,24 @@ def _import(kind: str, file: Path, *, config: Path, file_format: str | None, as_
             console.print(f"  ... and {len(report.rejected) - 50} more (use --json for all)")
     if report.rejected:
         raise typer.Exit(3)
+
+
+def _unknown_sku_lines(report: ImportReport, file: Path) -> list[str]:
+    """What the orders import says of items whose sku the catalogue does not hold: they
+    were kept; once, when there is no catalogue at all, else their skus and lines."""
+    if report.catalogue_empty:
+        return [f"  items: the catalogue is empty, so the skus of {report.unknown_items} of {report.items} item(s) "
+                f"({len(report.unknown_skus)} distinct) were not checked (kept); `nurture import products FILE` "
+                "loads it (docs/catalogue.md)"]
+    lines = [f"  items: {report.unknown_items} of {report.items} item(s) name {len(report.unknown_skus)} sku(s) not in "
+             "the catalogue (kept, not dropped; docs/catalogue.md):"]
+    for sku, at in report.unknown_sample.items():
+        lines.append(f"    {sku}: {file}:{', '.join(str(line) for line in at)}"
+                     + (" ..." if len(at) == UNKNOWN_SAMPLE_LINES else ""))
+    if len(report.unknown_skus) > len(report.unknown_sample):
+        lines.append(f"    ... and {len(report.unknown_skus) - len(report.unknown_sample)} more sku(s) "
+                     "(--json has the counts)")
+    return lines
 
 
 def _earn_now(engine: sa.Engine, cfg: AppConfig, now: datetime) -> dict[str, int] | None:
@@ -219,6 +246,19 @@ def import_events(file: FileArg, config: ConfigOption = Path("config.toml"), sou
     With [loyalty] on, rewarded events (review, share ...) earn their points at once.
     """
     _import("events", file, config=config, file_format=file_format, as_json=as_json, source=source, now=now)
+
+
+@import_app.command("products")
+@friendly_errors
+def import_products(file: FileArg, config: ConfigOption = Path("config.toml"),
+                    file_format: FormatOption = None, as_json: JsonOption = False) -> None:
+    """Import (upsert) the product catalogue keyed by sku. Bad rows are listed by line; exit 3 if any.
+
+    Columns: sku, name, category, price, url, image_url, in_stock (true/false, yes/no, 1/0);
+    any other column is kept as an attribute. An empty value keeps the stored one; a new
+    product needs a name; a row that changes nothing is not written. See docs/catalogue.md.
+    """
+    _import("products", file, config=config, file_format=file_format, as_json=as_json)
 
 
 def _parse_properties(items: list[str]) -> dict[str, Any]:
