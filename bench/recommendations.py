@@ -4,7 +4,7 @@ M orders / 3M items / P products, vs a bare co-occurrence self-join of the same 
     .venv/bin/python -m bench.recommendations --customers 1000000 --orders 10000000 --products 50000
 
 The defaults are small (20k customers / 200k orders / 600k items / 5k products) so it runs
-in a minute or so; the issue's size is the command above. This
+in a few minutes; the issue's size is the command above. This
 
 1. creates a throwaway PostgreSQL database ``nurture_bench_recs_<hex>`` on 127.0.0.1:5432,
    migrates it and seeds it with set-based SQL (``INSERT ... SELECT generate_series``;

@@ -60,14 +60,20 @@ def test_b_is_recommended_to_buyers_of_a_ahead_of_the_best_sellers(shop):
 
 def test_lift_not_the_raw_count_ranks_associations(shop):
     """Ranked by confidence, the best-seller S3 (bought after S2 by all twenty) would
-    follow S2 as strongly as B follows A; by lift, B's 4.8 beats S3's 1.45."""
+    follow S2 as strongly as B follows A; by lift, B's 4.8 beats S3's 1.45, which the
+    default min_lift (1.5) does not even count as an association worth a candidate."""
     planted(shop)
     for n in range(1, 4):
         shop.order(f"y{n}", 3, "S2", "A")  # y1-y3 bought S2 and A: candidates B (via A) and S3 (via S2)
     refresh_recommendations(shop.engine, CONFIG, now=day(10))
+    assert shop.recommended("y1")[0] == ("B", "co_purchase", "A")
+    assert [reason for sku, reason, _ in shop.recommended("y1") if sku == "S3"] == ["category"]
+
+    chance = CONFIG.model_copy(update={"min_lift": 1.0})
+    refresh_recommendations(shop.engine, chance, now=day(10))
     assert shop.recommended("y1")[:2] == [("B", "co_purchase", "A"), ("S3", "co_purchase", "S2")]
 
-    refresh_recommendations(shop.engine, CONFIG.model_copy(update={"score": "confidence"}), now=day(10))
+    refresh_recommendations(shop.engine, chance.model_copy(update={"score": "confidence"}), now=day(10))
     assert shop.recommended("y1")[0] == ("S3", "co_purchase", "S2")
 
 
