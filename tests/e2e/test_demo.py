@@ -128,7 +128,16 @@ def test_demo_sends_to_the_outbox_exactly_what_the_ledger_records(demo_project):
     assert re.search(r"store  customers +\d+ rows: .*, 0 rejected", result.output), result.output
     with sqlite3.connect(root / "var" / "nurture.db") as conn:
         assert conn.execute("SELECT count(*) FROM customer").fetchone()[0] == 300
+        # A catalogue, and order items naming its products (issue #17): only the one
+        # discontinued sku of old orders is not in it, kept and reported by the import.
+        assert conn.execute("SELECT count(*) FROM product").fetchone()[0] >= 30
+        unknown = conn.execute("SELECT DISTINCT i.sku FROM order_item i LEFT JOIN product p ON p.sku = i.sku "
+                               "WHERE p.id IS NULL").fetchall()
+        items = conn.execute("SELECT count(*) FROM order_item").fetchone()[0]
     conn.close()
+    assert items > 0 and unknown == [("TEA-HUANGSHAN-2024",)]
+    assert re.search(r"^ +catalogue +\d+ products, 0 rejected", result.output, flags=re.MULTILINE), result.output
+    assert "name a sku not in the catalogue (TEA-HUANGSHAN-2024" in result.output
     assert "one person, one customer: `nurture customer phone:+86" in result.output
     assert re.search(r"│ total +│ +300 │ +\d+ │ +\d+\.\d%", result.output), result.output
 

@@ -95,3 +95,23 @@ def test_another_applications_sqlite_file_is_foreign(tmp_path):
     conn.close()
 
     assert inspect_demo_database(path).foreign == {"notes": 1}
+
+
+def test_in_a_demo_database_products_not_of_the_demo_catalogue_are_foreign(tmp_path):
+    from campaigns.customers.demo_catalogue import PRODUCTS
+    from campaigns.store.models import Product
+
+    path = migrated(tmp_path / "nurture.db")
+    mark_demo_database(path)
+    engine = make_engine(f"sqlite:///{path}")
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Product.__table__).values(sku=PRODUCTS[0].sku, name="x", attributes={},
+                                                         created_at=now, updated_at=now))
+    assert inspect_demo_database(path).foreign == {}
+    with engine.begin() as conn:  # the user imported their own catalogue into the demo's database
+        conn.execute(sa.insert(Product.__table__).values(sku="MY-OWN-1", name="mine", attributes={},
+                                                         created_at=now, updated_at=now))
+    engine.dispose()
+
+    assert inspect_demo_database(path).foreign == {"product": 1}
