@@ -1,11 +1,11 @@
-"""Import customers, orders and events from CSV or JSON Lines files.
+"""Import customers, orders, events and the product catalogue from CSV or JSON Lines files.
 
 The file is streamed: rows are read one at a time, validated, and collected into batches of
 ``batch_size`` valid rows; each batch is written in ONE transaction with a bulk upsert, so an
 import of a million rows is a thousand commits, not a million, and memory stays flat.
 
 Re-importing a file is safe: every kind is keyed (``customer_id``, ``order_id``, the event's
-``event_id`` or content hash), so a second run updates rows instead of duplicating them.
+``event_id`` or content hash, the product's ``sku``), so a second run updates rows instead of duplicating them.
 
 A row that fails validation is not an error: it is reported as a
 :class:`~campaigns.customers.importing.report.RowError` (with its physical line number) in the
@@ -25,6 +25,9 @@ The route of a file, one module per stage:
 * :mod:`~campaigns.customers.importing.upserts`: one batch of records to the database, in one
   transaction, retried in halves should the database refuse a row.
 * :mod:`~campaigns.customers.importing.report`: what an import did.
+* :mod:`~campaigns.customers.importing.products`: the catalogue's rows and batches (keyed by
+  sku; a row that changes nothing is not written), and the skus order items name that the
+  catalogue lacks (kept, and reported by the orders import).
 
 Conventions shared by all kinds:
 
