@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from campaigns.config.recommendations import RecommendationsConfig
 from campaigns.recommendations.refresh import compute, refresh_recommendations
 from campaigns.recommendations.work import NEXT_ASSOCIATIONS, NEXT_RECOMMENDATIONS, drop_all, recreate
-from campaigns.store.models import ProductAssociation, Recommendation
+from campaigns.store.models import Customer, ProductAssociation, Recommendation
 from tests.campaigns.conftest import engine  # noqa: F401 (the fixture: SQLite, then PostgreSQL)
 from tests.campaigns.recommendations.shop import Shop, day, planted
 
@@ -203,3 +203,26 @@ def test_the_tables_are_replaced_atomically(shop, engine):  # noqa: F811
     finally:
         sa.event.remove(engine, "before_cursor_execute", fail)
     assert shop.recommended("x1") == new and ("A", "B") in associations(engine)
+
+
+def test_others_write_while_the_refresh_computes(shop, engine):  # noqa: F811
+    """The computation writes only temporary tables: a worker recording a delivery (here:
+    a new customer) meanwhile is not kept waiting for the database's write lock."""
+    planted(shop)
+    written: list[str] = []
+
+    def meanwhile(step: str) -> None:
+        if step != "ranking":
+            return
+        sqlite = engine.dialect.name == "sqlite"
+        with engine.begin() as other:
+            # No waiting: a held write lock fails the insert at once.
+            other.execute(sa.text("PRAGMA busy_timeout = 0" if sqlite else "SET LOCAL lock_timeout = '1ms'"))
+            other.execute(sa.insert(Customer.__table__).values(
+                external_id="late", created_at=day(9), updated_at=day(9), attributes={}))
+            if sqlite:
+                other.execute(sa.text("PRAGMA busy_timeout = 30000"))
+        written.append(step)
+
+    report = refresh_recommendations(engine, CONFIG, now=day(10), progress=meanwhile)
+    assert written == ["ranking"] and report.customers == 29
