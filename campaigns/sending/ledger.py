@@ -32,7 +32,6 @@ from campaigns.customers.masking import mask_text
 from campaigns.sending.messages import Outcome, SendResult
 from campaigns.sending.policy import Skip
 from campaigns.sending.recommendationcontext import ShownProduct, shown_rows
-from campaigns.store.chunks import chunks
 from campaigns.store.db import COUNT_ROWS, dialect_insert
 from campaigns.store.models import (
     CampaignState,
@@ -388,11 +387,13 @@ def record(
                 .where(Enrollment.id.in_(sorted(exits[state])), Enrollment.state == "active")
                 .values(state=state, exited_at=now)
             )
-        for chunk in chunks(recommended):
+        if recommended:
             # A message recorded twice (a lost claim, a send that went again after a crash)
-            # showed the same products: the first rows stand.
-            conn.execute(dialect_insert(conn, RecommendationSent.__table__).values(chunk)
-                         .on_conflict_do_nothing(index_elements=["delivery_id", "sku"]))
+            # showed the same products: the first rows stand. executemany, not one
+            # multi-row VALUES: the statement is compiled once per process, not per batch
+            # (compiling 150 rows' VALUES took longer than everything else in the record).
+            conn.execute(dialect_insert(conn, RecommendationSent.__table__)
+                         .on_conflict_do_nothing(index_elements=["delivery_id", "sku"]), recommended)
         if suppressions:
             conn.execute(
                 dialect_insert(conn, Suppression.__table__)

@@ -22,7 +22,7 @@ worker skips it with the reason, as it skips an expiry reminder whose points are
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -155,27 +155,35 @@ def read_recommendations(conn: sa.Connection, customer_ids: Iterable[int]) -> di
 
 
 def recommendation_contexts(conn: sa.Connection, config: AppConfig, deliveries: Sequence[Any], *,
-                            now: datetime) -> RecommendationContexts:
+                            now: datetime, uses: Callable[[str], bool] | None = None) -> RecommendationContexts:
     """The ``recommendations`` of ``deliveries`` (rendered at ``now``).
 
     ``deliveries`` are :class:`~campaigns.sending.ledger.ClaimedDelivery` rows, or
-    anything with their ``id``, ``campaign``, ``step`` and ``customer`` (``{"id": ...}``).
-    One query per 500 customers; none for an empty batch.
+    anything with their ``id``, ``campaign``, ``step``, ``template`` and ``customer``
+    (``{"id": ...}``). ``uses`` says whether a template may call ``recommendations()``
+    (:meth:`~campaigns.sending.rendering.TemplateRenderer.references`): only the
+    customers of messages whose template may, or whose step requires them, are read, so
+    a batch that shows none costs no query. One query per 500 of those customers.
     """
     del now  # the refresh decided what is recommended; stock is read as it is now
     found = RecommendationContexts()
-    if not deliveries:
-        return found
-    found.products = read_recommendations(conn, (d.customer["id"] for d in deliveries))
     steps = {c.name: c.steps for c in config.campaigns}
-    for delivery in deliveries:
+
+    def needed(delivery: Any) -> int:
         campaign_steps = steps.get(delivery.campaign)
         if campaign_steps is None or not 0 <= delivery.step < len(campaign_steps):
-            continue
-        needed = campaign_steps[delivery.step].min_recommendations
+            return 0
+        return campaign_steps[delivery.step].min_recommendations
+
+    wanted = [d for d in deliveries if uses is None or needed(d) or uses(d.template)]
+    if not wanted:
+        return found
+    found.products = read_recommendations(conn, (d.customer["id"] for d in wanted))
+    for delivery in wanted:
+        needed_here = needed(delivery)
         have = len(found.products.get(delivery.customer["id"], ()))
-        if needed and have < needed:
-            found.short[delivery.id] = short_reason(needed, have)
+        if needed_here and have < needed_here:
+            found.short[delivery.id] = short_reason(needed_here, have)
     return found
 
 

@@ -31,6 +31,7 @@ from jinja2 import (
     TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
+    meta,
     select_autoescape,
 )
 
@@ -107,6 +108,7 @@ class TemplateRenderer:
             keep_trailing_newline=False,
         )
         self._parts: dict[str, list[str]] = {}
+        self._references: dict[tuple[str, str], bool] = {}
 
     @classmethod
     def from_config(cls, templates: TemplatesConfig) -> TemplateRenderer:
@@ -119,6 +121,28 @@ class TemplateRenderer:
         if name not in self._parts:
             self._parts[name] = template_parts(self.directory, name)
         return self._parts[name]
+
+    def references(self, name: str, variable: str) -> bool:
+        """Whether a part of template ``name`` may read ``variable`` (cached): it names
+        it, or it includes, imports or extends another template (not followed, so assumed
+        to). True when a part cannot be read or parsed: its render will say why.
+
+        Lets the worker skip reading what no template of a batch shows (the batch's
+        recommended products).
+        """
+        key = (name, variable)
+        if key not in self._references:
+            self._references[key] = any(self._part_references(f"{name}.{part}.j2", variable)
+                                        for part in self.parts(name))
+        return self._references[key]
+
+    def _part_references(self, filename: str, variable: str) -> bool:
+        try:
+            source = self.environment.loader.get_source(self.environment, filename)[0]  # type: ignore[union-attr]
+            tree = self.environment.parse(source)
+        except TemplateError:
+            return True
+        return variable in meta.find_undeclared_variables(tree) or any(True for _ in meta.find_referenced_templates(tree))
 
     def render(self, name: str, context: dict[str, Any]) -> dict[str, str]:
         """Render every part of template ``name``.

@@ -76,7 +76,9 @@ def deliver_batch(runtime: Runtime, delivery_ids: Sequence[int], *, test_to: str
                                   for delivery_id in sorted(loyalty.spent) if delivery_id not in skips})
                 # The batch's recommended products in stock, read together; a step that
                 # requires some is not sent to a customer with too few (never an empty block).
-                recommended = recommendation_contexts(conn, config, claimed.deliveries, now=now)
+                recommended = recommendation_contexts(
+                    conn, config, claimed.deliveries, now=now,
+                    uses=lambda template: runtime.renderer.references(template, "recommendations"))
                 if test_to is None:
                     skips.update({delivery_id: Skip(reason) for delivery_id, reason in sorted(recommended.short.items())
                                   if delivery_id not in skips})

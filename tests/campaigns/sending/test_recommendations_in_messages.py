@@ -301,3 +301,33 @@ def test_every_part_can_show_them_and_html_escapes_them(tmp_path):
     assert rendered["sms"] == "Top: https://s.example/T"
     assert [p["sku"] for p in json.loads(rendered["json"])["products"]] == ["B", "T", "U"]
     assert [(p.sku, p.position) for p in shown.shown] == [("B", 1), ("T", 2), ("U", 3)]
+
+
+def test_a_batch_whose_template_shows_none_reads_none(world_factory):
+    world = world_factory(template="Hi {{ customer.first_name }}")
+    world.recommend("C00000", ["BOOK-1"])
+    ids = world.plan()
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    sa.event.listen(world.engine, "before_cursor_execute", seen)
+    try:
+        assert deliver_batch(world.runtime, ids).counts == {"ok": 5}
+    finally:
+        sa.event.remove(world.engine, "before_cursor_execute", seen)
+    assert not [s for s in statements if "recommendation" in s]
+    assert world.shown() == []
+
+
+def test_the_renderer_says_which_templates_may_call_the_function(tmp_path):
+    from campaigns.sending.rendering import TemplateRenderer
+
+    for name, text in {"plain": "Hi {{ customer.name }}", "calls": "{{ recommendations(1) | length }}",
+                       "includes": "{% include 'other.txt.j2' %}", "broken": "{% for %}"}.items():
+        (tmp_path / f"{name}.txt.j2").write_text(text)
+    (tmp_path / "calls.subject.j2").write_text("Hello")
+    renderer = TemplateRenderer(directory=tmp_path)
+    assert {name: renderer.references(name, "recommendations") for name in ("plain", "calls", "includes", "broken")
+            } == {"plain": False, "calls": True, "includes": True, "broken": True}
