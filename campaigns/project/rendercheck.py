@@ -88,6 +88,15 @@ def template_findings(config: AppConfig, path: str | Path, lines: KeyLines) -> T
             def issue(message: str, key: tuple[str | int, ...] = key) -> ConfigIssue:
                 return ConfigIssue(str(path), lines.line_of(key), format_location(key), message)
 
+            no_links = missing_links_reason(config.api)
+            if step.survey and reaches_email and no_links:
+                # What the unsubscribe links need, the score links need too.
+                survey_key = ("campaigns", c_index, "steps", s_index, "survey")
+                findings.warnings.append(str(ConfigIssue(
+                    str(path), lines.line_of(survey_key), format_location(survey_key),
+                    f"the score links (survey.links) of this step are empty in every message "
+                    f"({no_links.split(': unsubscribe_url', 1)[0]}): email recipients can only answer by replying")))
+
             for template in step.templates:
                 failures: dict[str, list[Archetype]] = {}
                 typical: dict[str, str] | None = None

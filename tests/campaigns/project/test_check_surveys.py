@@ -56,3 +56,12 @@ def test_survey_in_a_step_that_asks_nothing_says_so(tmp_path: Path) -> None:
 def test_a_csat_link_beyond_its_scale_fails(tmp_path: Path) -> None:
     [issue] = check_with(tmp_path, "{{ survey.links[9] }}", survey='survey = "csat"').issues
     assert issue.key_path == "campaigns[0].steps[0].template"
+
+
+def test_score_links_that_would_be_empty_are_a_warning(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("NURTURE_LINK_SECRET", raising=False)
+    result = check_with(tmp_path, ASK)
+    assert result.issues == []
+    [warning] = [w for w in result.warnings if "survey.links" in w]
+    assert "campaigns[0].steps[0].survey: the score links (survey.links) of this step are empty in every message " \
+           "(api.public_url is not set): email recipients can only answer by replying" in warning
