@@ -130,3 +130,52 @@ def alerts_due(engine: Engine, *, now: datetime) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).where(
             table.c.status == "queued", sa.or_(table.c.due_at.is_(None), table.c.due_at <= now))).scalar_one())
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """A staff alert as ``nurture alerts list`` shows it."""
+
+    key: str
+    channel: str
+    kind: str
+    status: str
+    attempts: int
+    error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    due_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The alert as JSON-ready data."""
+        return {"key": self.key, "channel": self.channel, "kind": self.kind, "status": self.status,
+                "attempts": self.attempts, "error": self.error, "created_at": self.created_at,
+                "sent_at": self.sent_at, "due_at": self.due_at}
+
+
+def list_staff_alerts(engine: Engine, *, statuses: frozenset[str] = frozenset(), limit: int = 50
+                      ) -> tuple[list[AlertRow], int]:
+    """The newest staff alerts (of ``statuses`` when given), at most ``limit``, and how
+    many match in all."""
+    table = StaffAlert.__table__
+    conditions = [table.c.status.in_(sorted(statuses))] if statuses else []
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(table).where(*conditions)).scalar_one()
+        rows = conn.execute(sa.select(table).where(*conditions).order_by(table.c.id.desc()).limit(limit)).all()
+    return [AlertRow(key=row.alert_key, channel=row.channel, kind=row.kind, status=row.status,
+                     attempts=row.attempts, error=row.error, created_at=row.created_at, sent_at=row.sent_at,
+                     due_at=row.due_at) for row in rows], int(total)
+
+
+def retry_failed_alerts(engine: Engine, *, keys: frozenset[str] = frozenset()) -> int:
+    """Queue the failed alerts again (those of ``keys`` when given, else every failed
+    one), due at once with their attempts reset: after a bad robot key or webhook URL was
+    fixed. Returns how many were queued; a sent alert is never sent again this way."""
+    table = StaffAlert.__table__
+    conditions = [table.c.status == "failed"]
+    if keys:
+        conditions.append(table.c.alert_key.in_(sorted(keys)))
+    with engine.begin() as conn:
+        updated = conn.execute(sa.update(table).where(*conditions).values(status="queued", attempts=0, due_at=None),
+                               execution_options=COUNT_ROWS)
+    return int(updated.rowcount)

@@ -1,4 +1,5 @@
-"""``nurture replies``: the classified inbound replies, newest first, for staff.
+"""``nurture replies``: the classified inbound replies, newest first, for staff; and
+``nurture alerts list`` / ``retry``: the staff alerts, and failed ones queued again.
 
 Presentation only: the labels are written by the scheduler's tick
 (:func:`campaigns.feedback.classification.classify_replies`) and read by
@@ -85,3 +86,66 @@ def replies(
             for reply in found]
     print_table(titled_table("Replies", ["replied (UTC)", "label", "customer", "text", "campaign", "alert"], rows,
                              total=total))
+
+
+#: ``nurture alerts``: the staff alerts (detractors, complaints) and their state.
+alerts_app = typer.Typer(help="Staff alerts (detractors, complaints): list them, queue failed ones again.",
+                         no_args_is_help=True)
+#: What an alert's ``status`` can be.
+STATUSES = ("queued", "sent", "failed")
+
+
+@alerts_app.command("list")
+@friendly_errors
+def list_alerts(
+    status: Annotated[list[str] | None, typer.Option(
+        "--status", "-s", help="Only alerts in this state (queued, sent, failed); repeatable.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Show at most this many.")] = 50,
+    config: ConfigOption = Path("config.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """The newest staff alerts with their state, attempts and last error.
+
+    Workers send them (see docs/feedback.md, "Staff alerts"); a failed one can be queued
+    again with `nurture alerts retry` once its staff channel is fixed.
+    """
+    from campaigns.feedback.alerts import list_staff_alerts
+
+    unknown = sorted(set(status or ()) - set(STATUSES))
+    if unknown:
+        raise typer.BadParameter(f"unknown status(es) {', '.join(unknown)}: use {', '.join(STATUSES)}",
+                                 param_hint="--status")
+    cfg = load_app_config(config)
+    found, total = list_staff_alerts(engine_for(cfg), statuses=frozenset(status or ()), limit=limit)
+    if as_json:
+        print_json({"total": total, "alerts": [alert.as_dict() for alert in found]})
+        return
+    if not found:
+        console.print("no staff alerts" + (" in that state" if status else ""), markup=False, highlight=False)
+        return
+    rows = [[alert.created_at.strftime("%Y-%m-%d %H:%M"), alert.key, alert.kind, alert.channel, alert.status,
+             str(alert.attempts), (alert.error or "-")[:80]] for alert in found]
+    print_table(titled_table("Staff alerts", ["queued (UTC)", "key", "kind", "channel", "status", "attempts",
+                                              "last error"], rows, total=total, right=("attempts",)))
+
+
+@alerts_app.command("retry")
+@friendly_errors
+def retry_alerts(
+    keys: Annotated[list[str] | None, typer.Argument(
+        help="Alert keys (reply:12, feedback:3) to queue again; none: every failed alert.", show_default=False)
+    ] = None,
+    config: ConfigOption = Path("config.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Queue failed staff alerts again, due at once with their attempts reset (after a
+    bad robot key or webhook URL was fixed). Sent alerts are never sent again."""
+    from campaigns.feedback.alerts import retry_failed_alerts
+
+    cfg = load_app_config(config)
+    queued = retry_failed_alerts(engine_for(cfg), keys=frozenset(keys or ()))
+    if as_json:
+        print_json({"queued": queued})
+        return
+    console.print(f"{queued} failed alert(s) queued again; workers send them after the next scheduler tick",
+                  markup=False, highlight=False)

@@ -33,3 +33,27 @@ def test_an_alert_is_queued_once_per_key(engine: sa.Engine) -> None:
 def test_an_unknown_kind_is_refused(engine: sa.Engine) -> None:
     with engine.begin() as conn, pytest.raises(ValueError, match="unknown staff alert kind"):
         queue_staff_alert(conn, channel="ops", key="x:1", kind="praise", customer_id=None, payload={}, now=NOW)
+
+
+def test_failed_alerts_can_be_queued_again_and_sent_ones_cannot(engine: sa.Engine) -> None:
+    from datetime import timedelta
+
+    from campaigns.feedback.alerts import list_staff_alerts, retry_failed_alerts, settle_alert, take_due_alerts
+
+    with engine.begin() as conn:
+        for key in ("reply:1", "reply:2", "reply:3"):
+            queue_staff_alert(conn, channel="ops", key=key, kind="complaint", customer_id=None, payload={}, now=NOW)
+    one, two, three = take_due_alerts(engine, now=NOW, lease=timedelta(minutes=5))
+    settle_alert(engine, one.id, status="sent", now=NOW)
+    settle_alert(engine, two.id, status="failed", now=NOW, error="wecom errcode 93000: invalid webhook url")
+    settle_alert(engine, three.id, status="failed", now=NOW, error="HTTP 400")
+
+    failed, total = list_staff_alerts(engine, statuses=frozenset({"failed"}))
+    assert total == 2 and [a.key for a in failed] == ["reply:3", "reply:2"]
+    assert retry_failed_alerts(engine, keys=frozenset({"reply:2", "reply:1"})) == 1
+    assert retry_failed_alerts(engine) == 1
+    assert retry_failed_alerts(engine) == 0
+    rows, _ = list_staff_alerts(engine)
+    assert [(a.key, a.status, a.attempts, a.due_at) for a in rows] == [
+        ("reply:3", "queued", 0, None), ("reply:2", "queued", 0, None), ("reply:1", "sent", 1, None)]
+    assert [a.key for a in take_due_alerts(engine, now=NOW, lease=timedelta(minutes=5))] == ["reply:2", "reply:3"]

@@ -52,3 +52,27 @@ def test_replies_lists_what_the_tick_labelled(project, engine):
     assert wrong.exit_code != 0 and "unknown label(s) angry" in wrong.output
     wrong = run(project, "replies", "--since", "last week")
     assert wrong.exit_code != 0 and "neither a duration" in wrong.output
+
+
+def test_alerts_lists_staff_alerts_and_queues_failed_ones_again(project, engine):
+    from campaigns.feedback.alerts import queue_staff_alert, settle_alert, take_due_alerts
+
+    with engine.begin() as conn:
+        for key in ("reply:1", "feedback:2"):
+            queue_staff_alert(conn, channel="care", key=key, kind="complaint" if key.startswith("reply") else "detractor",
+                              customer_id=None, payload={}, now=TICK_NOW)
+    first, second = take_due_alerts(engine, now=TICK_NOW, lease=timedelta(minutes=5))
+    settle_alert(engine, first.id, status="failed", now=TICK_NOW, error="wecom errcode 93000: invalid webhook url")
+    settle_alert(engine, second.id, status="sent", now=TICK_NOW)
+
+    failed = json.loads(run(project, "alerts", "list", "--status", "failed", "--json").stdout)
+    assert failed["total"] == 1 and [(a["key"], a["error"]) for a in failed["alerts"]] == [
+        ("reply:1", "wecom errcode 93000: invalid webhook url")]
+    table = run(project, "alerts", "list")
+    assert table.exit_code == 0 and "feedback:2" in table.stdout and "invalid webhook url" in table.stdout
+    assert json.loads(run(project, "alerts", "retry", "--json").stdout) == {"queued": 1}
+    listed = json.loads(run(project, "alerts", "list", "--json").stdout)
+    assert [(a["key"], a["status"], a["attempts"]) for a in listed["alerts"]] == [
+        ("feedback:2", "sent", 1), ("reply:1", "queued", 0)]
+    wrong = run(project, "alerts", "list", "--status", "lost")
+    assert wrong.exit_code != 0 and "unknown status(es) lost" in wrong.output
