@@ -284,19 +284,6 @@ def plan_dates(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, n
 #: The occurrence prefix of an expiry reminder: ``lot<id>``.
 REMINDER_PREFIX = "lot"
 
-# The reminder targets of one planning call (lot groups not enrolled yet, in the
-# audience), worked out once: enrol reads its targets once per statement (the enrolments,
-# then each step's deliveries), and "not enrolled yet" is no longer true of any of them
-# after the first. Unindexed: written once, read once per statement.
-_REMINDER_TARGETS = sa.Table(
-    "reminder_targets",
-    sa.MetaData(),
-    sa.Column("customer_id", sa.Integer),
-    sa.Column("channel", sa.String),
-    sa.Column("occurrence", sa.String),
-    prefixes=["TEMPORARY"],
-)
-
 
 def plan_points_expiring(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime) -> int:
     """Deliveries for a ``points_expiring`` campaign (the expiry reminder): customers in the
@@ -312,9 +299,9 @@ def plan_points_expiring(engine: Engine, config: AppConfig, campaign: CampaignCo
     remind nobody. The first step is due at the first tick that sees the lots, later
     steps count from there.
 
-    Only the groups without an enrolment yet are joined to the audience and enrolled: at
-    a million members a 7-day window holds ~97k groups, of which a day adds ~14k. A
-    group enrolled earlier keeps the steps it was planned with.
+    Only the groups not enrolled at an earlier call are joined to the audience and
+    enrolled: at a million members a 7-day window holds ~97k groups, of which a day adds
+    ~14k. A group enrolled earlier keeps the steps it was planned with.
     """
     trigger = campaign.trigger
     if not isinstance(trigger, PointsExpiringTrigger):
@@ -338,30 +325,31 @@ def plan_points_expiring(engine: Engine, config: AppConfig, campaign: CampaignCo
         (sa.literal(REMINDER_PREFIX) + sa.cast(first_lot, sa.String)).label("occurrence"),
     ).subquery("groups")
     enrollment = Enrollment.__table__
+    # "Not enrolled at an earlier call", not "not enrolled": enrol reads its targets once
+    # per statement, and the groups this call enrols (enrolled_at = now) must still be
+    # there when each step's deliveries are written after the enrolments.
     new_groups = (
         sa.select(groups.c.customer_id, groups.c.occurrence)
         .where(~sa.exists().where(
             enrollment.c.campaign == campaign.name,
             enrollment.c.customer_id == groups.c.customer_id,
             enrollment.c.occurrence == groups.c.occurrence,
+            enrollment.c.enrolled_at < now,
         ))
         .subquery("new_groups")
     )
     audience = audience_select(config, campaign, now=now).subquery("audience")
-    new_targets = (
+    targets = (
         sa.select(audience.c.customer_id, audience.c.channel, new_groups.c.occurrence)
         .select_from(new_groups)
         .join(audience, audience.c.customer_id == new_groups.c.customer_id)
+        .subquery("targets")
     )
+    # The first statement writes (the enrolments): a transaction that read first (into a
+    # temporary table, say) could not take SQLite's write lock after the worker threads
+    # committed, busy timeout or not.
     with engine.begin() as conn:
-        _REMINDER_TARGETS.drop(conn, checkfirst=True)
-        _REMINDER_TARGETS.create(conn)
-        conn.execute(_REMINDER_TARGETS.insert().from_select(["customer_id", "channel", "occurrence"], new_targets))
-        planned = enrol(conn, config, campaign, sa.select(_REMINDER_TARGETS).subquery("targets"), base=now, now=now)
-        # On an error the rollback takes the table away with the rest (DDL is
-        # transactional on both databases).
-        _REMINDER_TARGETS.drop(conn)
-    return planned
+        return enrol(conn, config, campaign, targets, base=now, now=now)
 
 
 def reminded_lot(send_key: str) -> int | None:
