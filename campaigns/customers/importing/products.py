@@ -34,7 +34,7 @@ from campaigns.customers.importing.fields import (
 )
 from campaigns.customers.importing.report import RowError
 from campaigns.customers.importing.rows import check_row
-from campaigns.customers.importing.upserts import BatchOutcome, PendingRow, _last_wins
+from campaigns.customers.importing.upserts import BatchOutcome, PendingRow, last_wins
 from campaigns.store.bulk import insert_rows, select_keyed
 from campaigns.store.chunks import chunks
 from campaigns.store.models import Product, utcnow
@@ -92,7 +92,7 @@ def write_products(engine: Engine, batch: list[PendingRow], *, plan: MatchPlan) 
     ones updated (``updated_at`` now, ``created_at`` kept), identical ones left alone.
     ``plan`` is unused: products belong to no customer (every writer takes it)."""
     table = Product.__table__
-    rows = _last_wins(batch)
+    rows = last_wins(batch)
     now = utcnow()
     errors: list[RowError] = []
     changes: list[dict[str, Any]] = []

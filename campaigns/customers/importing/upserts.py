@@ -80,7 +80,7 @@ def write_in_halves(write: Callable[[list[_T]], _R], items: list[_T]) -> tuple[l
     return done + more, refused + more_refused
 
 
-def _last_wins(batch: list[PendingRow]) -> list[PendingRow]:
+def last_wins(batch: list[PendingRow]) -> list[PendingRow]:
     """Drop earlier rows with the same key: one statement may not touch a row twice."""
     latest: dict[str, PendingRow] = {}
     for row in batch:
@@ -189,7 +189,7 @@ def _write_customers(engine: Engine, batch: list[PendingRow], *, plan: MatchPlan
     table = Customer.__table__
     unique, errors = [], []
     limit = _column_length(table.c.external_id)
-    for row in _last_wins(batch):
+    for row in last_wins(batch):
         if plan.source and len(plan.source) + 1 + len(row.key) > limit:
             errors.append(RowError(row.line, f"customer_id: longer than {limit - len(plan.source) - 1} "
                                              f"characters (with its source prefix {plan.source}:)"))

@@ -24,7 +24,7 @@ def test_top_level_help_lists_every_command_with_its_help():
                        "status": sending.status, "resume": campaigns.resume, "demo": demo.demo}.items():
         assert f"{name} {first_line(func)}" in text, name
     assert "db Database schema (Alembic migrations)." in text
-    assert "import Import customers, orders or events from CSV or JSONL." in text
+    assert "import Import customers, orders, events or products from CSV or JSONL." in text
 
 
 def test_import_help_lists_the_three_kinds_with_their_help():
@@ -32,7 +32,7 @@ def test_import_help_lists_the_three_kinds_with_their_help():
 
     assert result.exit_code == 0
     text = flat(result.output)
-    assert "Import customers, orders or events from CSV or JSONL." in text
+    assert "Import customers, orders, events or products from CSV or JSONL." in text
     assert "customers Import (upsert) customers keyed by customer_id." in text
     assert "orders Import (upsert) orders keyed by order_id, with optional items." in text
     assert "events Import events (deduplicated on event_id or content)." in text
