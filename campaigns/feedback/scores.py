@@ -35,6 +35,7 @@ from campaigns.config.schema import AppConfig
 from campaigns.customers.masking import mask_text
 from campaigns.feedback.alerts import queue_staff_alert
 from campaigns.feedback.surveys import parse_score
+from campaigns.responses.replies import family_channels
 from campaigns.store.db import dialect_insert
 from campaigns.store.models import Customer, CustomerProfile, Delivery, Feedback, Response
 
@@ -66,6 +67,8 @@ class RecordedAnswer:
     alerted: bool
     #: The question answered: nps or csat.
     question: str = "nps"
+    #: False when this reply had been read into the answer before (nothing changed).
+    new: bool = True
 
 
 def record_answer_in(conn: sa.Connection, config: AppConfig, *, delivery_id: int, score: int | None,
@@ -116,7 +119,7 @@ def record_answer_in(conn: sa.Connection, config: AppConfig, *, delivery_id: int
         row = conn.execute(sa.select(table).where(table.c.delivery_id == delivery_id).with_for_update()).first()
         assert row is not None
     if reply_id is not None and reply_id in (row.reply_ids or []):
-        return RecordedAnswer(row.id, False, row.score, row.band, False, question)
+        return RecordedAnswer(row.id, False, row.score, row.band, False, question, new=False)
     update: dict[str, Any] = {}
     scored = row.score is None and score is not None
     if scored:
@@ -211,7 +214,12 @@ def read_survey_replies(engine: Engine, config: AppConfig, *, now: datetime, win
     """Read the ``replied`` responses to survey messages, received in ``(now - window,
     now]`` and not read yet, into their answers, oldest first (so the first score given is
     the one kept). Safe to run any number of times, in several processes: each reply is
-    read once (``feedback.reply_ids``, under the row's lock)."""
+    read once (``feedback.reply_ids``, under the row's lock).
+
+    A reply names its survey message when its receiver matched one (``nurture reply``, a
+    push carrying a send key or message id); an SMS or WeChat reply pushed by the provider
+    names only its sender, and answers the survey when the last message sent to the
+    customer on that channel family, at or before the reply, is a survey message."""
     steps = survey_steps(config)
     if not steps:
         return RepliesRead(0, 0, 0)
@@ -236,6 +244,8 @@ def read_survey_replies(engine: Engine, config: AppConfig, *, now: datetime, win
     read = scored = alerted = 0
     with engine.connect() as conn:
         pending = [row for row in conn.execute(replies) if row.id not in (row.reply_ids or [])]
+        pending += _credited_replies(conn, config, steps, after=after, now=now, window=window)
+    pending.sort(key=lambda row: (row.occurred_at, row.id))
     for start in range(0, len(pending), batch):
         with engine.begin() as conn:
             for row in pending[start:start + batch]:
@@ -245,12 +255,54 @@ def read_survey_replies(engine: Engine, config: AppConfig, *, now: datetime, win
                 answer = record_answer_in(conn, config, delivery_id=row.delivery_id, score=parsed.score,
                                           text=parsed.text, source="reply", at=row.occurred_at, now=now,
                                           reply_id=row.id)
-                if answer is None:
+                if answer is None or not answer.new:
                     continue
                 read += 1
                 scored += answer.scored
                 alerted += answer.alerted
     return RepliesRead(read, scored, alerted)
+
+
+#: The channel family of the replies each provider pushes (``nurture reply`` credits its
+#: replies itself, as the receivers of a send key or message id do).
+REPLY_FAMILIES = {"twilio": "sms", "aliyun": "sms", "tencent": "sms", "wechat": "wechat"}
+
+
+def _credited_replies(conn: sa.Connection, config: AppConfig, steps: dict[tuple[str, int], str], *, after: int,
+                      now: datetime, window: timedelta) -> list[Any]:
+    """Replies that name no message (an SMS or WeChat reply pushed by the provider names
+    only its sender) credited as ``nurture reply`` credits them: to the last message sent
+    to the customer, at or before the reply, on a channel of the reply's family; those
+    whose message is a survey message, as rows like the matched ones. One statement per
+    family, the last message found by a correlated subquery on the customer's deliveries."""
+    found: list[Any] = []
+    for family in sorted(set(REPLY_FAMILIES.values())):
+        channels = family_channels(config, family)
+        providers = sorted(p for p, f in REPLY_FAMILIES.items() if f == family)
+        if not channels:
+            continue
+        last = (
+            sa.select(Delivery.id)
+            .where(Delivery.customer_id == Response.customer_id, Delivery.channel.in_(channels),
+                   Delivery.sent_at.is_not(None), Delivery.sent_at <= Response.occurred_at,
+                   Delivery.is_test.is_(False))
+            .order_by(Delivery.sent_at.desc(), Delivery.id.desc()).limit(1)
+            .correlate(Response).scalar_subquery()
+        )
+        replies = (
+            sa.select(Response.id, last.label("delivery_id"), Response.occurred_at, Response.payload)
+            .where(Response.id > after, Response.kind == "replied", Response.delivery_id.is_(None),
+                   Response.customer_id.is_not(None), Response.provider.in_(providers),
+                   Response.occurred_at > now - window, Response.occurred_at <= now)
+            .subquery("credited")
+        )
+        survey_step = sa.or_(*[sa.and_(Delivery.campaign == campaign, Delivery.step == step)
+                               for campaign, step in sorted(steps)])
+        found += conn.execute(
+            sa.select(replies.c.id, replies.c.delivery_id, replies.c.occurred_at, replies.c.payload)
+            .join(Delivery, Delivery.id == replies.c.delivery_id).where(survey_step)
+        ).all()
+    return found
 
 
 def _question_of(conn: sa.Connection, steps: dict[tuple[str, int], str], delivery_id: int) -> str:

@@ -173,3 +173,26 @@ def test_bands_follow_the_configured_thresholds(tmp_path: Path, database_url: st
         assert answer is not None
         bands.append(answer.band)
     assert bands == ["detractor", "passive", "promoter"]
+
+
+def test_a_provider_reply_naming_only_its_sender_answers_the_last_message(world: SurveyWorld) -> None:
+    from campaigns.responses.recording import InboundResponse, record_responses
+
+    # Given a survey SMS to C1 and C2, then a later non-survey SMS to C2
+    world.send("C1", sent_at=world.now - timedelta(hours=2))
+    world.send("C2", sent_at=world.now - timedelta(hours=2))
+    world.send("C2", step=0, sent_at=world.now - timedelta(hours=1))
+
+    def push(external_id: str, ref: str, text: str) -> None:
+        record_responses(world.engine, [InboundResponse(
+            kind="replied", provider="aliyun", provider_ref=ref, occurred_at=world.now - timedelta(minutes=30),
+            address=f"+8613800000{int(external_id[1:]):03d}", family="sms", text=text)], now=world.now)
+
+    # When each replies through the provider (no send key, no message id)
+    push("C1", "seq-1", "９分")
+    push("C2", "seq-2", "10")
+    first = read_survey_replies(world.engine, world.config, now=world.now, window=WINDOW)
+    again = read_survey_replies(world.engine, world.config, now=world.now, window=WINDOW)
+    # Then C1's reply answers its survey, once; C2's answers the later message, not the survey
+    assert (first.read, first.scored, again.read) == (1, 1, 0)
+    assert [(row.customer_id, row.score, row.source) for row in world.answers()] == [(world.ids["C1"], 9, "reply")]
