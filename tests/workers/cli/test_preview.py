@@ -198,3 +198,32 @@ def test_preview_wraps_a_long_line_instead_of_cropping_it(project, engine):
 
     assert result.exit_code == 0, result.output
     assert f"{words} END-OF-LINE" in flat(result.output)
+
+
+def test_preview_lists_the_recommended_products_the_message_shows(project, engine):
+    from campaigns.store.models import Customer, Product, Recommendation
+    from tests.conftest import TICK_NOW
+
+    seed_lapsed(engine)
+    project.write("templates/win_back/miss_you.txt.j2",
+                  "{% for p in recommendations(2) %}{{ p.name }} {{ p.url }}\n{% endfor %}")
+    with engine.begin() as conn:
+        customer = conn.execute(sa.select(Customer.id).where(Customer.external_id == "C00000")).scalar_one()
+        conn.execute(sa.insert(Product.__table__), [
+            {"sku": sku, "name": f"Tea {sku}", "category": "tea", "price": 10, "url": f"https://shop.example/{sku}",
+             "in_stock": sku != "T2", "attributes": {}, "created_at": TICK_NOW, "updated_at": TICK_NOW}
+            for sku in ("T1", "T2", "T3")])
+        conn.execute(sa.insert(Recommendation.__table__), [
+            {"customer_id": customer, "rank": rank, "sku": sku, "category": "tea", "score": 1.0,
+             "reason": "popular", "computed_at": TICK_NOW} for rank, sku in enumerate(("T1", "T2", "T3"), start=1)])
+
+    result = invoke("preview", "win_back", "--customer", "C00000", "--now", NOW_ARG, "-c", project.config)
+
+    assert result.exit_code == 0, result.output
+    out = flat(result.output)
+    assert "recommended products shown (recorded when sent)" in out
+    assert "1 T1 tea popular" in out and "2 T3 tea popular" in out and "T2" not in out  # T2 is out of stock
+    assert "Tea T1 https://shop.example/T1" in out
+    data = json.loads(invoke("preview", "win_back", "--customer", "C00000", "--now", NOW_ARG, "-c", project.config,
+                             "--json").stdout)
+    assert [p["sku"] for p in data["recommendations"]] == ["T1", "T3"]
