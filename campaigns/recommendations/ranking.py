@@ -16,7 +16,17 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from campaigns.config.recommendations import RecommendationsConfig
-from campaigns.recommendations.work import AFFINITY, ASSOCIATION_TOP, BUY, CANDIDATE, CHANNEL, POPULAR, recreate
+from campaigns.recommendations.work import (
+    AFFINITY,
+    ASSOCIATION_TOP,
+    BUY,
+    CANDIDATE,
+    CHANNEL,
+    FILLED,
+    POPULAR,
+    analyse,
+    recreate,
+)
 from campaigns.store.models import Customer, Order, Product, RecommendationSent
 
 _TIME = Order.__table__.c.ordered_at.type
@@ -41,8 +51,14 @@ def pool_size(top_n: int) -> int:
     return max(20, 2 * top_n)
 
 
-def write_candidates(conn: sa.Connection, *, pool: int, reasons: Collection[str] = REASONS) -> None:
-    """``rec_candidate``: every customer's candidates of the ``reasons`` asked for."""
+def write_candidates(conn: sa.Connection, config: RecommendationsConfig, *, as_of: datetime, top_n: int,
+                     pool: int, reasons: Collection[str] = REASONS) -> None:
+    """``rec_candidate``: every customer's candidates of the ``reasons`` asked for.
+
+    A customer whose co-purchase candidates alone give ``top_n`` products after the
+    exclusions gets no category or popular candidates: the tiers rank every co-purchase
+    one above them, so they could never be shown, and on data rich in associations they
+    were more than half of the rows the ranking sorts."""
     recreate(conn, CANDIDATE)
     columns = ["customer_id", "sku", "tier", "score", "reason", "because_sku"]
     if "co_purchase" in reasons:
@@ -55,6 +71,18 @@ def write_candidates(conn: sa.Connection, *, pool: int, reasons: Collection[str]
             recent.c.customer_id, top.consequent, sa.literal(1), top.score, sa.literal("co_purchase"), top.antecedent,
         ).select_from(recent.join(ASSOCIATION_TOP, top.antecedent == recent.c.sku))
             .where(recent.c.place <= RECENT_PRODUCTS)))
+    recreate(conn, FILLED)
+    if "co_purchase" in reasons and ("category" in reasons or "popular" in reasons):
+        c = CANDIDATE.c
+        conn.execute(sa.insert(FILLED).from_select(["customer_id"], sa.select(c.customer_id)
+                     .select_from(CANDIDATE.join(_PRODUCTS, _PRODUCTS.c.sku == c.sku))
+                     .where(*_kept(config, as_of=as_of))
+                     .group_by(c.customer_id).having(sa.func.count(sa.distinct(c.sku)) >= top_n)))
+        analyse(conn, FILLED)
+
+    def unfilled(customer_id: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+        return ~sa.exists().where(FILLED.c.customer_id == customer_id)
+
     if "category" in reasons:
         pop = POPULAR.c
         conn.execute(sa.insert(CANDIDATE).from_select(columns, sa.select(
@@ -63,13 +91,14 @@ def write_candidates(conn: sa.Connection, *, pool: int, reasons: Collection[str]
         ).select_from(
             AFFINITY.join(CHANNEL, CHANNEL.c.customer_id == AFFINITY.c.customer_id)
             .join(POPULAR, sa.and_(pop.channel == CHANNEL.c.channel, pop.category == AFFINITY.c.category))
-        ).where(pop.category_rank <= pool)))
+        ).where(pop.category_rank <= pool, unfilled(AFFINITY.c.customer_id))))
     if "popular" in reasons:
         pop = POPULAR.c
         conn.execute(sa.insert(CANDIDATE).from_select(columns, sa.select(
             CHANNEL.c.customer_id, pop.sku, sa.literal(3), sa.cast(pop.buyers, sa.Float), sa.literal("popular"),
             sa.null(),
-        ).select_from(CHANNEL.join(POPULAR, pop.channel == CHANNEL.c.channel)).where(pop.channel_rank <= pool)))
+        ).select_from(CHANNEL.join(POPULAR, pop.channel == CHANNEL.c.channel))
+            .where(pop.channel_rank <= pool, unfilled(CHANNEL.c.customer_id))))
 
 
 def _bought_excluded(config: RecommendationsConfig, *, as_of: datetime, category: sa.ColumnElement,
@@ -89,11 +118,9 @@ def _bought_excluded(config: RecommendationsConfig, *, as_of: datetime, category
     return sa.or_(*within)
 
 
-def write_ranked(conn: sa.Connection, target: sa.Table, config: RecommendationsConfig, *, as_of: datetime,
-                 top_n: int, computed_at: datetime) -> None:
-    """Each customer's first ``top_n`` candidates after the exclusions into ``target``
-    (emptied first), ranked from 1: tier, then score (higher first), then sku."""
-    conn.execute(sa.delete(target))
+def _kept(config: RecommendationsConfig, *, as_of: datetime) -> list[sa.ColumnElement[bool]]:
+    """The exclusions, over ``rec_candidate`` joined to ``product``: in stock, not bought
+    (as configured), not of a category recently sent."""
     c, p = CANDIDATE.c, _PRODUCTS.c
     kept = [p.in_stock.is_(sa.true())]
     if config.exclude_bought != "never":
@@ -105,6 +132,16 @@ def write_ranked(conn: sa.Connection, target: sa.Table, config: RecommendationsC
         kept.append(~sa.exists().where(
             sent.customer_id == c.customer_id, sent.category == p.category,
             sent.sent_at >= as_of - config.recent_category_window, sent.sent_at < as_of))
+    return kept
+
+
+def write_ranked(conn: sa.Connection, target: sa.Table, config: RecommendationsConfig, *, as_of: datetime,
+                 top_n: int, computed_at: datetime) -> None:
+    """Each customer's first ``top_n`` candidates after the exclusions into ``target``
+    (emptied first), ranked from 1: tier, then score (higher first), then sku."""
+    conn.execute(sa.delete(target))
+    c, p = CANDIDATE.c, _PRODUCTS.c
+    kept = _kept(config, as_of=as_of)
     deduplicated = (
         sa.select(
             c.customer_id, c.sku, p.category, c.tier, c.score, c.reason, c.because_sku,

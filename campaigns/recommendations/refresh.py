@@ -133,7 +133,7 @@ def compute(conn: sa.Connection, config: RecommendationsConfig, *, as_of: dateti
     write_affinity(conn)
     write_popularity(conn, pool=pool)
     steps.start("candidates")
-    write_candidates(conn, pool=pool, reasons=reasons)
+    write_candidates(conn, config, as_of=as_of, top_n=top_n, pool=pool, reasons=reasons)
     steps.start("ranking")
     write_ranked(conn, recommendations, config, as_of=as_of, top_n=top_n, computed_at=stamp)
     r = recommendations.c

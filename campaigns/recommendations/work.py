@@ -62,6 +62,9 @@ CANDIDATE = _temp(
     sa.Column("because_sku", sa.String(128)),
 )
 
+#: The customers whose co-purchase candidates alone fill their top N after the exclusions.
+FILLED = _temp("rec_filled", sa.Column("customer_id", sa.Integer, primary_key=True))
+
 
 def shaped_like(table: sa.Table, name: str) -> sa.Table:
     """A temporary table with ``table``'s columns and none of its constraints: a target a
@@ -77,7 +80,7 @@ NEXT_RECOMMENDATIONS = shaped_like(Recommendation.__table__, "rec_next_recommend
 BASELINE_RECOMMENDATIONS = shaped_like(Recommendation.__table__, "rec_baseline_recommendation")
 
 #: The tables of one computation, in creation order (targets apart).
-WORK_TABLES = (BUY, SKU, CHANNEL, AFFINITY, POPULAR, ASSOCIATION_TOP, CANDIDATE)
+WORK_TABLES = (BUY, SKU, CHANNEL, AFFINITY, POPULAR, ASSOCIATION_TOP, CANDIDATE, FILLED)
 
 
 def recreate(conn: sa.Connection, table: sa.Table) -> None:

@@ -226,3 +226,16 @@ def test_others_write_while_the_refresh_computes(shop, engine):  # noqa: F811
 
     report = refresh_recommendations(engine, CONFIG, now=day(10), progress=meanwhile)
     assert written == ["ranking"] and report.customers == 29
+
+
+def test_a_top_n_filled_by_associations_leaves_the_other_tiers_out_and_the_rest_keep_them(shop):
+    """With top_n = 1, x1's association fills it: its category and popular candidates are
+    never written (they could not rank). x2's association is to a category it was just
+    sent, so it is not filled and falls back on its category's best seller."""
+    planted(shop)
+    shop.sent("x2", 9, "B", "books")
+    report = refresh_recommendations(shop.engine, CONFIG.model_copy(update={"top_n": 1}), now=day(10))
+    assert shop.recommended("x1") == [("B", "co_purchase", "A")]
+    assert shop.recommended("x2") == [("S2", "category", None)]
+    assert shop.recommended("s1") == [("A", "popular", None)]
+    assert report.customers == 29 and report.recommendations == 29
