@@ -284,6 +284,17 @@ def plan_dates(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, n
 #: The occurrence prefix of an expiry reminder: ``lot<id>``.
 REMINDER_PREFIX = "lot"
 
+# PostgreSQL: the reminder targets of one planning call (lot groups not enrolled at an
+# earlier call, in the audience), written once, read by each statement of enrol.
+_REMINDER_TARGETS = sa.Table(
+    "reminder_targets",
+    sa.MetaData(),
+    sa.Column("customer_id", sa.Integer),
+    sa.Column("channel", sa.String),
+    sa.Column("occurrence", sa.String),
+    prefixes=["TEMPORARY"],
+)
+
 
 def plan_points_expiring(engine: Engine, config: AppConfig, campaign: CampaignConfig, *, now: datetime) -> int:
     """Deliveries for a ``points_expiring`` campaign (the expiry reminder): customers in the
@@ -339,17 +350,26 @@ def plan_points_expiring(engine: Engine, config: AppConfig, campaign: CampaignCo
         .subquery("new_groups")
     )
     audience = audience_select(config, campaign, now=now).subquery("audience")
-    targets = (
+    new_targets = (
         sa.select(audience.c.customer_id, audience.c.channel, new_groups.c.occurrence)
         .select_from(new_groups)
         .join(audience, audience.c.customer_id == new_groups.c.customer_id)
-        .subquery("targets")
     )
-    # The first statement writes (the enrolments): a transaction that read first (into a
-    # temporary table, say) could not take SQLite's write lock after the worker threads
-    # committed, busy timeout or not.
     with engine.begin() as conn:
-        return enrol(conn, config, campaign, targets, base=now, now=now)
+        if conn.dialect.name != "postgresql":
+            # The first statement must write: a SQLite transaction that read first (into a
+            # temporary table, say) cannot take the write lock once another connection (the
+            # in-process worker threads) has committed, busy timeout or not.
+            return enrol(conn, config, campaign, new_targets.subquery("targets"), base=now, now=now)
+        # Worked out once, not once per statement of enrol (the enrolments, then each
+        # step's deliveries): at 1M members that halves the planning (3.7 s, not 7-8 s).
+        _REMINDER_TARGETS.drop(conn, checkfirst=True)
+        _REMINDER_TARGETS.create(conn)
+        conn.execute(_REMINDER_TARGETS.insert().from_select(["customer_id", "channel", "occurrence"], new_targets))
+        planned = enrol(conn, config, campaign, sa.select(_REMINDER_TARGETS).subquery("targets"), base=now, now=now)
+        # On an error the rollback takes the table away with the rest.
+        _REMINDER_TARGETS.drop(conn)
+    return planned
 
 
 def reminded_lot(send_key: str) -> int | None:
