@@ -215,19 +215,30 @@ def _enqueue(report: TickReport, broker: Broker, queue: str, batches: Iterator[l
     report.enqueued_jobs += enqueue_many(broker, pending)
 
 
+def _claim_due_slot(*, config: AppConfig, engine: Engine, job: str, cron: str, timezone: str,
+                    now: datetime) -> tuple[datetime, int] | None:
+    """(slot, run id) when ``cron``'s latest slot (in ``timezone``) is due and this scheduler
+    claimed it for ``job`` (like a campaign run: two schedulers run a slot once, and a
+    claim whose scheduler died is taken over after its lease); None otherwise."""
+    from zoneinfo import ZoneInfo
+
+    slot = latest_cron_slot(cron, ZoneInfo(timezone), now)
+    if slot is None or now - slot > config.scheduler.max_lateness:
+        return None
+    run_id = claim_run(engine, job, slot, lease=config.worker.lease)
+    return None if run_id is None else (slot, run_id)
+
+
 def _recompute_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> RecomputeReport | None:
     """Recompute profiles once per ``[profiles] cron`` slot (claimed like a campaign run)."""
     profiles = config.profiles
     if not profiles.cron:
         return None
-    from zoneinfo import ZoneInfo
-
-    slot = latest_cron_slot(profiles.cron, ZoneInfo(profiles.timezone), now)
-    if slot is None or now - slot > config.scheduler.max_lateness:
+    claimed = _claim_due_slot(config=config, engine=engine, job=PROFILES_RUN, cron=profiles.cron,
+                              timezone=profiles.timezone, now=now)
+    if claimed is None:
         return None
-    run_id = claim_run(engine, PROFILES_RUN, slot, lease=config.worker.lease)
-    if run_id is None:
-        return None
+    _slot, run_id = claimed
     report = recompute_profiles(engine, config, as_of=now)
     complete_run(engine, run_id, planned=report.customers)
     logger.info("profiles recomputed for %d customers in %.1fs", report.customers, report.seconds)
@@ -241,14 +252,11 @@ def _loyalty_when_due(*, config: AppConfig, engine: Engine, now: datetime) -> Lo
     loyalty = config.loyalty
     if not loyalty.enabled or not loyalty.cron:
         return None
-    from zoneinfo import ZoneInfo
-
-    slot = latest_cron_slot(loyalty.cron, ZoneInfo(loyalty.timezone), now)
-    if slot is None or now - slot > config.scheduler.max_lateness:
+    claimed = _claim_due_slot(config=config, engine=engine, job=LOYALTY_RUN, cron=loyalty.cron,
+                              timezone=loyalty.timezone, now=now)
+    if claimed is None:
         return None
-    run_id = claim_run(engine, LOYALTY_RUN, slot, lease=config.worker.lease)
-    if run_id is None:
-        return None
+    slot, run_id = claimed
     report = run_loyalty(engine, loyalty, now=now)
     tiers = report.tiers
     # The run's "planned" count: the lots and members it changed.
@@ -268,14 +276,11 @@ def _recommendations_when_due(*, config: AppConfig, engine: Engine, now: datetim
     settings = config.recommendations
     if not settings.enabled or not settings.cron:
         return None
-    from zoneinfo import ZoneInfo
-
-    slot = latest_cron_slot(settings.cron, ZoneInfo(settings.timezone), now)
-    if slot is None or now - slot > config.scheduler.max_lateness:
+    claimed = _claim_due_slot(config=config, engine=engine, job=RECOMMENDATIONS_RUN, cron=settings.cron,
+                              timezone=settings.timezone, now=now)
+    if claimed is None:
         return None
-    run_id = claim_run(engine, RECOMMENDATIONS_RUN, slot, lease=config.worker.lease)
-    if run_id is None:
-        return None
+    slot, run_id = claimed
     report = refresh_recommendations(engine, settings, now=now)
     complete_run(engine, run_id, planned=report.customers)
     logger.info("recommendations refreshed for %s: %d associations, %d customers, %s in %.1fs", slot.isoformat(),
