@@ -22,9 +22,11 @@ _PRODUCTS = Product.__table__
 
 
 def write_associations(conn: sa.Connection, target: sa.Table, *, customers: int, min_support: int,
-                       computed_at: datetime) -> int:
-    """Measure every pair with at least ``min_support`` customers into ``target`` (emptied
-    first); ``customers`` is how many customers bought anything. Returns the pairs written."""
+                       min_lift: float, score: str, keep: int, computed_at: datetime) -> int:
+    """Measure every pair with at least ``min_support`` customers and keep, per antecedent,
+    the ``keep`` best by ``score`` (``lift`` or ``confidence``; ties by consequent) of those
+    with a lift above ``min_lift``, into ``target`` (emptied first); ``customers`` is how
+    many customers bought anything. Returns the pairs written."""
     conn.execute(sa.delete(target))
     if not customers:
         return 0
@@ -40,13 +42,23 @@ def write_associations(conn: sa.Connection, target: sa.Table, *, customers: int,
     )
     bx, by = SKU.alias("bx"), SKU.alias("by_")
     support = sa.cast(pairs.c.support, sa.Float)
-    rows = sa.select(
+    measured = sa.select(
         pairs.c.antecedent, pairs.c.consequent, pairs.c.support,
-        support / bx.c.buyers,
+        (support / bx.c.buyers).label("confidence"),
         # Floats before multiplying: buyers x buyers overflows a 32-bit integer at 50k x 50k.
-        support * customers / (sa.cast(bx.c.buyers, sa.Float) * by.c.buyers),
-        sa.literal(computed_at, type_=_TIME),
-    ).select_from(pairs.join(bx, bx.c.sku == pairs.c.antecedent).join(by, by.c.sku == pairs.c.consequent))
+        (support * customers / (sa.cast(bx.c.buyers, sa.Float) * by.c.buyers)).label("lift"),
+    ).select_from(pairs.join(bx, bx.c.sku == pairs.c.antecedent).join(by, by.c.sku == pairs.c.consequent)
+                  ).subquery("measured")
+    m = measured.c
+    measure = m.lift if score == "lift" else m.confidence
+    ranked = sa.select(
+        m.antecedent, m.consequent, m.support, m.confidence, m.lift,
+        sa.func.row_number().over(partition_by=m.antecedent, order_by=[measure.desc(), m.consequent])
+        .label("place"),
+    ).where(m.lift > min_lift).subquery("ranked")
+    r = ranked.c
+    rows = sa.select(r.antecedent, r.consequent, r.support, r.confidence, r.lift,
+                     sa.literal(computed_at, type_=_TIME)).where(r.place <= keep)
     postgresql = conn.dialect.name == "postgresql"
     if postgresql:
         # A hash join of rec_buy with itself, not a nested loop of index probes: at 20k
@@ -65,25 +77,25 @@ def write_associations(conn: sa.Connection, target: sa.Table, *, customers: int,
     return max(result.rowcount, 0)
 
 
-def write_association_heads(conn: sa.Connection, associations: sa.Table, *, score: str, min_lift: float,
-                            pool: int) -> None:
-    """``rec_association_top``: for each antecedent, its ``pool`` best associations by
-    ``score`` (lift or confidence) whose consequent is an in-stock catalogue product and
-    whose lift is above ``min_lift``: the co-purchase candidates."""
+def write_association_heads(conn: sa.Connection, associations: sa.Table, *, score: str, pool: int) -> None:
+    """``rec_association_top``: for each antecedent, its ``pool`` best kept associations by
+    ``score`` (lift or confidence) whose consequent is an in-stock catalogue product, with
+    the consequent's category: the co-purchase candidates."""
     recreate(conn, ASSOCIATION_TOP)
     a, p = associations.c, _PRODUCTS.c
     measure = a.lift if score == "lift" else a.confidence
     ranked = (
         sa.select(
-            a.antecedent, a.consequent, measure.label("score"),
+            a.antecedent, a.consequent, p.category, measure.label("score"),
             sa.func.row_number().over(partition_by=a.antecedent, order_by=[measure.desc(), a.consequent])
             .label("place"),
         )
         .select_from(associations.join(_PRODUCTS, p.sku == a.consequent))
-        .where(a.lift > min_lift, p.in_stock.is_(sa.true()))
+        .where(p.in_stock.is_(sa.true()))
         .subquery("ranked")
     )
     conn.execute(sa.insert(ASSOCIATION_TOP).from_select(
-        ["antecedent", "consequent", "score"],
-        sa.select(ranked.c.antecedent, ranked.c.consequent, ranked.c.score).where(ranked.c.place <= pool)))
+        ["antecedent", "consequent", "category", "score"],
+        sa.select(ranked.c.antecedent, ranked.c.consequent, ranked.c.category, ranked.c.score)
+        .where(ranked.c.place <= pool)))
     analyse(conn, ASSOCIATION_TOP)

@@ -50,12 +50,21 @@ POPULAR = _temp(
 )
 #: The head of each antecedent's associations (in-stock consequents, lift above the minimum).
 ASSOCIATION_TOP = _temp("rec_association_top", sa.Column("antecedent", sa.String(128), nullable=False),
-                        sa.Column("consequent", sa.String(128), nullable=False), sa.Column("score", sa.Float))
-#: Every customer's candidates before exclusions: tier 1 co_purchase, 2 category, 3 popular.
+                        sa.Column("consequent", sa.String(128), nullable=False),
+                        sa.Column("category", sa.String(128)), sa.Column("score", sa.Float))
+#: Each customer's most recent distinct products (the co-purchase antecedents).
+RECENT = _temp("rec_recent", sa.Column("customer_id", sa.Integer, nullable=False),
+               sa.Column("sku", sa.String(128), nullable=False))
+#: The categories each customer was shown within the recent-category window.
+RECENT_SENT = _temp("rec_recent_sent", sa.Column("customer_id", sa.Integer, nullable=False),
+                    sa.Column("category", sa.String(128), nullable=False))
+#: Every customer's candidates after the exclusions: tier 1 co_purchase, 2 category, 3 popular
+#: (a product may come more than once: from several antecedents or tiers).
 CANDIDATE = _temp(
     "rec_candidate",
     sa.Column("customer_id", sa.Integer, nullable=False),
     sa.Column("sku", sa.String(128), nullable=False),
+    sa.Column("category", sa.String(128)),
     sa.Column("tier", sa.Integer, nullable=False),
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("reason", sa.String(32), nullable=False),
@@ -80,7 +89,7 @@ NEXT_RECOMMENDATIONS = shaped_like(Recommendation.__table__, "rec_next_recommend
 BASELINE_RECOMMENDATIONS = shaped_like(Recommendation.__table__, "rec_baseline_recommendation")
 
 #: The tables of one computation, in creation order (targets apart).
-WORK_TABLES = (BUY, SKU, CHANNEL, AFFINITY, POPULAR, ASSOCIATION_TOP, CANDIDATE, FILLED)
+WORK_TABLES = (BUY, SKU, CHANNEL, AFFINITY, POPULAR, ASSOCIATION_TOP, RECENT, RECENT_SENT, CANDIDATE, FILLED)
 
 
 def recreate(conn: sa.Connection, table: sa.Table) -> None:

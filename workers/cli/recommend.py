@@ -60,7 +60,8 @@ def refresh(config: ConfigOption = Path("config.toml"), now: NowOption = None, a
     console.print(key_values([
         ("as of", f"{when(moment.astimezone(UTC))} UTC"),
         ("customers who bought", f"{report.buyers:,}"),
-        ("associations", f"{report.associations:,} (support >= {cfg.recommendations.min_support})"),
+        ("associations", f"{report.associations:,} (support >= {cfg.recommendations.min_support}, "
+                         f"lift > {cfg.recommendations.min_lift:g})"),
         ("customers with recommendations", f"{report.customers:,}"),
         ("recommendations", f"{report.recommendations:,}"),
         ("time", f"{report.total_seconds:.2f} s"),

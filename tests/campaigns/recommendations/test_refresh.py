@@ -38,13 +38,11 @@ def test_b_is_recommended_to_buyers_of_a_ahead_of_the_best_sellers(shop):
     report = refresh_recommendations(shop.engine, CONFIG, now=day(10))
 
     # A -> B: 6 customers (a1-a6); 9 bought A, 6 bought B, 29 bought anything:
-    # confidence 6/9, lift (6/9) / (6/29). S1 -> B is the same six, but S1's buyers are 29.
+    # confidence 6/9, lift (6/9) / (6/29) = 3.2. The other pairs with the support have a
+    # lift of at most 1.45, under the default min_lift (1.5): not kept.
     found = associations(shop.engine)
-    assert found[("A", "B")] == (6, round(6 / 9, 4), round((6 / 9) / (6 / 29), 4))
-    assert found[("S1", "B")] == (6, round(6 / 29, 4), 1.0)
-    assert found[("S2", "S3")] == (20, 1.0, round(1 / (20 / 29), 4))
-    # Below min_support (3): nobody bought A after anything, a1-a6's S1 came with A.
-    assert ("S1", "A") not in found and len(found) == report.associations == 4
+    assert found == {("A", "B"): (6, round(6 / 9, 4), round((6 / 9) / (6 / 29), 4))}
+    assert report.associations == 1
 
     for name in ("x1", "x2", "x3"):
         first, *rest = shop.recommended(name)
@@ -56,6 +54,40 @@ def test_b_is_recommended_to_buyers_of_a_ahead_of_the_best_sellers(shop):
     assert shop.recommended("s1") == [("A", "popular", None), ("B", "popular", None)]
     assert report.customers == 29 and report.by_reason["co_purchase"] == 3
     assert report.recommendations == sum(report.by_reason.values())
+
+
+def test_every_pair_with_the_support_is_measured_and_those_above_min_lift_kept(shop):
+    planted(shop)
+    report = refresh_recommendations(shop.engine, CONFIG.model_copy(update={"min_lift": 0.0}), now=day(10))
+    found = associations(shop.engine)
+    # S1 -> B is the same six customers as A -> B, but S1's buyers are all 29: lift 1.
+    assert found[("S1", "B")] == (6, round(6 / 29, 4), 1.0)
+    assert found[("S2", "S3")] == (20, 1.0, round(1 / (20 / 29), 4))
+    assert found[("A", "B")] == (6, round(6 / 9, 4), round((6 / 9) / (6 / 29), 4))
+    # Below min_support (3): nobody bought A after anything, a1-a6's S1 came with A.
+    assert ("S1", "A") not in found and len(found) == report.associations == 4
+
+    refresh_recommendations(shop.engine, CONFIG.model_copy(update={"min_lift": 1.2}), now=day(10))
+    assert set(associations(shop.engine)) == {("A", "B"), ("S2", "S3")}
+
+
+def test_each_product_keeps_only_its_best_associations(shop):
+    """However many products follow X, the table keeps X's pool (20 at top_n 5) best by
+    lift: it stays bounded by the catalogue, not by the pairs the self-join counts."""
+    followers = [f"F{n:02}" for n in range(25)]
+    shop.products(("X", "toys"), *[(sku, "toys") for sku in followers])
+    # Follower n is bought after X by 3 + n of the X buyers: the support (and lift) grows with n.
+    for buyer in range(2 + len(followers)):
+        name = f"b{buyer}"
+        shop.order(name, 1, "X")
+        shop.order(name, 2, *[sku for n, sku in enumerate(followers) if buyer < 3 + n])
+    for other in range(10):  # buyers of the followers without X: gives lift its base rate
+        shop.order(f"o{other}", 1, *followers)
+    report = refresh_recommendations(shop.engine, CONFIG.model_copy(update={"min_lift": 0.0}), now=day(10))
+    from_x = sorted((lift, consequent) for (antecedent, consequent), (_, _, lift) in associations(shop.engine).items()
+                    if antecedent == "X")
+    assert len(from_x) == 20 and report.associations >= 20
+    assert {consequent for _, consequent in from_x} == set(followers[5:])
 
 
 def test_lift_not_the_raw_count_ranks_associations(shop):
@@ -163,7 +195,7 @@ def test_compute_into_other_tables_leaves_the_live_ones_alone(shop):
             computed = conn.execute(sa.select(sa.func.count()).select_from(NEXT_ASSOCIATIONS)).scalar_one()
         with conn.begin():
             drop_all(conn, NEXT_ASSOCIATIONS, NEXT_RECOMMENDATIONS)
-    assert report.associations == computed == 2  # A -> B and S1 -> B only, as of day 5.5
+    assert report.associations == computed == 1  # A -> B only, as of day 5.5
     assert (shop.recommended("x1"), associations(shop.engine)) == before
 
 

@@ -23,13 +23,13 @@ def test_refresh_summarises_what_it_wrote(project, engine):
     result = invoke("recommend", "refresh", "-c", project.config, "--now", "2026-03-11T10:00:00+00:00", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert (data["associations"], data["customers"], data["buyers"]) == (4, 29, 29)
+    assert (data["associations"], data["customers"], data["buyers"]) == (1, 29, 29)
     assert data["by_reason"] == {"co_purchase": 3, "category": 18, "popular": 40}
     assert set(data["seconds"]) == {"purchases", "associations", "affinity", "candidates", "ranking", "replace"}
     assert shop.recommended("x1")[0] == ("B", "co_purchase", "A")
 
     text = flat(invoke("recommend", "refresh", "-c", project.config, "--now", "2026-03-11T10:00:00").output)
-    assert "associations 4 (support >= 3)" in text and "customers with recommendations 29" in text
+    assert "associations 1 (support >= 3, lift > 1.5)" in text and "customers with recommendations 29" in text
     assert "co_purchase 3" in text and "popular 40" in text
 
 
