@@ -693,12 +693,16 @@ class ProductAssociation(SQLModel, table=True):
 
 class Recommendation(SQLModel, table=True):
     """A customer's recommended products, best first (``rank`` from 1), as the last refresh
-    wrote them; what templates read with ``recommendations(n=, category=)``."""
+    wrote them; what templates read with ``recommendations(n=, category=)``.
+
+    No foreign key to ``customer``: the table is derived and rewritten whole by each
+    refresh, which keeps only customers that exist; the key's per-row check was most of
+    the time the live table's insert took (migration 0014). A merge removes the merged
+    customer's rows itself."""
 
     __tablename__ = "recommendation"
 
-    customer_id: int = Field(sa_column=sa.Column(
-        sa.Integer, sa.ForeignKey("customer.id", ondelete="CASCADE"), primary_key=True))
+    customer_id: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
     rank: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
     sku: str = Field(max_length=128)
     category: str | None = Field(default=None, max_length=128)

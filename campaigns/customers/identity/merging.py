@@ -59,6 +59,7 @@ from campaigns.store.models import (
     PointsEntry,
     PointsLot,
     ProfileTransition,
+    Recommendation,
     RecommendationSent,
     Referral,
     ReferralCode,
@@ -81,7 +82,7 @@ MOVED_TABLES: tuple[sa.Table, ...] = tuple(
                   # The merged customer's referral code keeps naming the person.
                   ReferralCode,
                   # What messages showed them and what they answered stay theirs (the
-                  # recommendations themselves are recomputed: the merged rows cascade away).
+                  # recommendations themselves are recomputed: the merged rows are removed).
                   RecommendationSent, Feedback, StaffAlert)
 )
 #: Every table a merge may touch, by name (what ``moved``, ``removed`` and ``changed`` name).
@@ -93,6 +94,7 @@ TABLES: dict[str, sa.Table] = {
 }
 
 _CUSTOMER = Customer.__table__
+_RECOMMENDATION = Recommendation.__table__
 _MEMBER = LoyaltyMember.__table__
 _CONSENT = Consent.__table__
 _ENROLLMENT = Enrollment.__table__
@@ -212,6 +214,9 @@ def merge_customers(
     # The survivor's tier is recomputed from the points it now holds (the next earn or
     # daily job); the merged one's row goes, kept in the record for an unmerge.
     record.remove(conn, _MEMBER, _MEMBER.c.customer_id == merged_id)
+    # Derived rows, recomputed by the next refresh and not kept for an unmerge (the table
+    # has no foreign key to cascade them away: migration 0014).
+    conn.execute(sa.delete(_RECOMMENDATION).where(_RECOMMENDATION.c.customer_id == merged_id))
     # Last: the FKs cascade, so anything not moved by now would silently go with the row.
     record.remove(conn, _CUSTOMER, _CUSTOMER.c.id == merged_id)
     return conn.execute(

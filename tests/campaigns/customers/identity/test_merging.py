@@ -26,6 +26,7 @@ from campaigns.store.models import (
     IdentityReview,
     Order,
     OrderItem,
+    Recommendation,
     Response,
     Suppression,
 )
@@ -194,6 +195,22 @@ def test_a_merge_gives_the_survivor_everything_and_unmerge_puts_every_row_back(e
         unmerge(conn, merge_id=merge_id, now=LATER)
     with engine.begin() as conn, pytest.raises(MergeError, match="no merge with id 999"):
         unmerge(conn, merge_id=999, now=LATER)
+
+
+def test_the_merged_customers_recommendations_go_and_the_survivors_stay(engine):
+    """recommendation has no foreign key to cascade with (migration 0014): the merge
+    removes the merged customer's rows itself; the next refresh recomputes the survivor's."""
+    ids = build(engine)
+    a, b = ids["a"], ids["b"]
+    with engine.begin() as conn:
+        for owner, sku in [(a, "tea-1"), (b, "tea-2"), (ids["x"], "tea-3")]:
+            insert(conn, Recommendation, customer_id=owner, rank=1, sku=sku, score=1.0, reason="popular",
+                   computed_at=NOW)
+    merge(engine, a, b)
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(Recommendation.customer_id, Recommendation.sku)
+                            .order_by(Recommendation.customer_id)).all()
+    assert [tuple(row) for row in left] == [(a, "tea-1"), (ids["x"], "tea-3")]
 
 
 def test_rows_created_after_the_merge_stay_with_the_survivor(engine):
