@@ -31,7 +31,8 @@ import sqlalchemy as sa
 
 from campaigns.config.campaigns import MAX_RECOMMENDATIONS
 from campaigns.config.schema import AppConfig
-from campaigns.store.chunks import chunks
+from campaigns.sending.renderbudget import MeasuredDict
+from campaigns.store.bulk import in_values
 from campaigns.store.models import Product, Recommendation
 
 #: What a template sees of each recommended product (``product.name`` ...).
@@ -130,27 +131,38 @@ class RecommendationContexts:
 
 
 def read_recommendations(conn: sa.Connection, customer_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
-    """The recommended products in stock of ``customer_ids``, best first: one query per
-    500 customers (``recommendation``'s primary key is (customer_id, rank))."""
+    """The recommended products in stock of ``customer_ids``, best first.
+
+    Two index look-ups (per 500 customers on SQLite): their ranked rows (``recommendation``'s primary
+    key is (customer_id, rank)), then those products by sku. Not one join: for a batch's
+    few hundred rows PostgreSQL's planner prefers hashing the whole catalogue to probing
+    its sku index (a sequential scan of 50,000 products, 20 ms per 50-message batch, was
+    most of what recommendations added to a message; docs/benchmarks.md).
+    """
     r = Recommendation.__table__
     p = Product.__table__
     found: dict[int, list[dict[str, Any]]] = {}
-    ids = sorted(set(customer_ids))
-    for chunk in chunks(ids):
-        rows = conn.execute(
-            sa.select(r.c.customer_id, r.c.sku, p.c.name, sa.func.coalesce(p.c.category, r.c.category),
-                      p.c.price, p.c.url, p.c.image_url, r.c.reason, r.c.because_sku)
-            .select_from(r.join(p, p.c.sku == r.c.sku))
-            # Stock is checked now, not at the refresh: a product sold out since is left out.
-            .where(r.c.customer_id.in_(chunk), p.c.in_stock.is_(True))
-            .order_by(r.c.customer_id, r.c.rank)
+    for customers in in_values(conn, r.c.customer_id, sorted(set(customer_ids))):
+        ranked = conn.execute(
+            sa.select(r.c.customer_id, r.c.sku, r.c.category, r.c.reason, r.c.because_sku)
+            .where(customers).order_by(r.c.customer_id, r.c.rank)
         ).all()
-        for customer_id, *values in rows:
-            product = dict(zip(PRODUCT_FIELDS, values, strict=True))
+        products: dict[str, tuple[Any, ...]] = {}
+        for skus in in_values(conn, p.c.sku, sorted({row.sku for row in ranked})):
+            # Stock is checked now, not at the refresh: a product sold out since is left out.
+            products.update((sku, rest) for sku, *rest in conn.execute(
+                sa.select(p.c.sku, p.c.name, p.c.category, p.c.price, p.c.url, p.c.image_url)
+                .where(skus, p.c.in_stock.is_(True))).all())
+        for customer_id, sku, category, reason, because_sku in ranked:
+            if sku not in products:
+                continue
+            name, product_category, price, url, image_url = products[sku]
             # SQLite hands a NUMERIC 39.00 back as the integer 39: a price is always a float.
-            if product["price"] is not None:
-                product["price"] = float(product["price"])
-            found.setdefault(customer_id, []).append(product)
+            price = float(price) if price is not None else None
+            # Measured once here, not in every message's render that shows it.
+            found.setdefault(customer_id, []).append(MeasuredDict(zip(PRODUCT_FIELDS, (
+                sku, name, product_category if product_category is not None else category, price, url, image_url,
+                reason, because_sku), strict=True)))
     return found
 
 

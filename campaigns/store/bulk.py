@@ -39,6 +39,22 @@ def _unnest(table: sa.Table, names: Sequence[str], rows: Sequence[Sequence[Any]]
     return sa.func.unnest(*arrays).table_valued(*names).render_derived(name=alias)
 
 
+def in_values(conn: Connection, column: sa.ColumnElement[Any], values: Sequence[Any]) -> list[sa.ColumnElement[bool]]:
+    """``column IN values`` as conditions to run one statement each (none for no values).
+
+    PostgreSQL gets one ``column = ANY(:array)``: a fixed statement text whatever the
+    number of values, which psycopg parses and prepares once, where an ``IN`` list of a
+    few hundred values is a new text each time (its rendering and parsing cost more than
+    the index look-up). SQLite gets ``IN`` lists of statement-sized chunks.
+    """
+    values = list(values)
+    if not values:
+        return []
+    if conn.dialect.name == "postgresql":
+        return [column == sa.any_(sa.bindparam(None, values, type_=ARRAY(column.type)))]
+    return [column.in_(chunk) for chunk in chunks(values)]
+
+
 def select_keyed(conn: Connection, table: sa.Table, keys: Sequence[tuple[Any, ...]], *,
                  on: Sequence[str], columns: Sequence[sa.ColumnElement[Any]]) -> list[sa.Row[Any]]:
     """``columns`` of the rows of ``table`` whose ``on`` columns equal one of ``keys``.
@@ -103,4 +119,4 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
     return conn.execute(finish(insert.from_select(names, source)))
 
 
-__all__ = ["insert_rows", "select_keyed", "update_keyed"]
+__all__ = ["in_values", "insert_rows", "select_keyed", "update_keyed"]

@@ -135,7 +135,7 @@ def world_factory(tmp_path, database_url):
         world.runtime.close()
 
 
-def test_a_batch_renders_each_customers_products_best_first_from_one_query(world_factory, monkeypatch):
+def test_a_batch_renders_each_customers_products_best_first_from_two_queries(world_factory, monkeypatch):
     # The job records its outcomes once, at the end (not every 50 ms), so its writes can be counted.
     monkeypatch.setattr("workers.jobs.delivery.RECORD_INTERVAL_S", 3600.0)
     world = world_factory()
@@ -163,10 +163,11 @@ def test_a_batch_renders_each_customers_products_best_first_from_one_query(world
         "C00003": "|",
         "C00004": "|",
     }
-    # Five messages, one read of their products and one write of what they showed.
-    reads = [s for s in statements if "FROM recommendation" in s]
+    # Five messages, one read of their ranked products, one of those products (stock now)
+    # and one write of what they showed.
+    reads = [s for s in statements if "FROM recommendation" in s or "FROM product" in s]
     writes = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO RECOMMENDATION_SENT")]
-    assert len(reads) == 1 and "JOIN product" in reads[0]
+    assert len(reads) == 2 and "FROM recommendation" in reads[0] and "FROM product" in reads[1]
     assert len(writes) == 1
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from campaigns.store.bulk import insert_rows, select_keyed, update_keyed
+from campaigns.store.bulk import in_values, insert_rows, select_keyed, update_keyed
 from campaigns.store.chunks import STATEMENT_ROWS
 from campaigns.store.models import Customer, CustomerIdentifier, OrderItem
 
@@ -96,3 +96,23 @@ def test_the_rows_an_insert_took_are_counted_when_asked(engine):
         result = insert_rows(conn, IDENTIFIERS, rows, finish=lambda insert: insert.on_conflict_do_nothing(
             index_elements=["kind", "value"]).execution_options(preserve_rowcount=True))
     assert result.rowcount == 2
+
+
+def test_in_values_finds_the_same_rows_beyond_one_statement_in_fixed_statements(engine):
+    many = 2 * STATEMENT_ROWS + 7
+    with engine.begin() as conn:
+        customer = add_customer(conn, "a")
+        insert_rows(conn, IDENTIFIERS, [identifier(customer, "email", f"u{n}@example.com") for n in range(many)])
+        wanted = [f"u{n}@example.com" for n in range(1, many)] + ["nobody@example.com"]
+        conditions = in_values(conn, IDENTIFIERS.c.value, wanted)
+        found = [value for condition in conditions
+                 for value in conn.execute(sa.select(IDENTIFIERS.c.value).where(condition)).scalars()]
+        assert in_values(conn, IDENTIFIERS.c.value, []) == []
+        # PostgreSQL: one statement whose text does not depend on how many values it holds.
+        texts = {str(condition.compile(dialect=conn.dialect)) for condition in
+                 in_values(conn, IDENTIFIERS.c.value, ["x"]) + in_values(conn, IDENTIFIERS.c.value, ["x", "y"])}
+    assert sorted(found) == sorted(wanted[:-1])
+    # SQLite: IN lists of a statement's size (three here).
+    assert len(conditions) == (1 if engine.dialect.name == "postgresql" else -(-len(wanted) // STATEMENT_ROWS))
+    if engine.dialect.name == "postgresql":
+        assert len(texts) == 1
