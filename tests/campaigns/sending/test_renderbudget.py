@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from campaigns.errors import ConfigError, RenderError
 from campaigns.project.loading import load_config
-from campaigns.sending.renderbudget import MAX_OPERATIONS, MAX_OUTPUT_CHARS
+from campaigns.sending.renderbudget import MAX_OPERATIONS, MAX_OUTPUT_CHARS, MeasuredDict, size_of
 from campaigns.sending.rendering import TemplateRenderer, build_context
 from workers.cli.main import app
 
@@ -309,3 +309,13 @@ def test_a_worker_fails_a_message_over_the_budget_permanently_and_keeps_its_othe
     error = errors.pop()
     assert "c/m.txt.j2:1: the rendered output would exceed 1,000 characters" in error and OUTPUT in error
     worker.close()
+
+
+def test_a_measured_dict_counts_as_the_same_dict_would_inside_any_container() -> None:
+    product = {"sku": "A-1", "name": "Linen shirt 亚麻衬衫", "category": None, "price": 39.0,
+               "url": "https://shop.example/A-1", "image_url": None, "reason": "co_purchase", "because_sku": "B"}
+    measured = MeasuredDict(product)
+    assert measured == product and json.dumps(measured) == json.dumps(product)
+    assert size_of(measured, MAX_OUTPUT_CHARS) == size_of(product, MAX_OUTPUT_CHARS)
+    assert size_of([measured] * 3, MAX_OUTPUT_CHARS) == size_of([product] * 3, MAX_OUTPUT_CHARS)
+    assert size_of({"p": [measured]}, MAX_OUTPUT_CHARS) == size_of({"p": [product]}, MAX_OUTPUT_CHARS)
