@@ -717,7 +717,12 @@ class Recommendation(SQLModel, table=True):
 class RecommendationSent(SQLModel, table=True):
     """A product a message showed, one row per (delivery, sku), written when the message is
     rendered for sending: what the "recently sent category" exclusion reads, and what
-    attribution joins clicks and orders to."""
+    attribution joins clicks and orders to.
+
+    No foreign keys: written three to a message in the worker's record transaction, the
+    keys' per-row checks were most of that insert's time (migration 0015). Rows are
+    written only for the deliveries the same transaction marks sent; deliveries are never
+    deleted, and a merge re-points the merged customer's rows before removing it."""
 
     __tablename__ = "recommendation_sent"
     __table_args__ = (
@@ -726,8 +731,8 @@ class RecommendationSent(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    delivery_id: int = Field(foreign_key="delivery.id", ondelete="CASCADE")
-    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    delivery_id: int
+    customer_id: int
     campaign: str = Field(max_length=128)
     sku: str = Field(max_length=128)
     category: str | None = Field(default=None, max_length=128)
