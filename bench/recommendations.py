@@ -14,7 +14,7 @@ in a few minutes; the issue's size is the command above. This
    three items per order: 60 % from the customer's home category (skewed towards its
    first products), the rest from the whole catalogue with a strong skew (best-sellers);
    then ``VACUUM ANALYZE``;
-2. measures, alternating, one warm-up then best of ``--repeat``:
+2. measures, alternating, one warm-up (unless ``--no-warm-up``) then best of ``--repeat``:
    * the **baseline**: what a hand-written co-occurrence count of the same items costs,
      consumed server-side: the distinct (customer, product) of the paid orders before the
      anchor, self-joined on the customer (each unordered pair of distinct products once,
@@ -212,7 +212,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pairs: tuple[int, int] = (0, 0)
         try:
             # One warm-up of each, then alternating rounds: both see the same cache state.
-            for round_ in range(args.repeat + 1):
+            # (At the size a round takes tens of minutes and the data is far
+            # larger than the cache: --no-warm-up measures the first round.)
+            first = 0 if args.warm_up else 1
+            for round_ in range(first, args.repeat + 1):
                 seconds, pairs = baseline(database.dsn)
                 report = refresh_recommendations(engine, config, now=ANCHOR)
                 label = "warm-up" if round_ == 0 else f"round {round_}"
@@ -228,6 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ratio = best["total_seconds"] / min(bare) if min(bare) > 0 else None
     return {
         "size": {"customers": args.customers, "orders": args.orders, "products": args.products},
+        "warm_up": args.warm_up,
         "seeded": seeded,
         "baseline": {"seconds": min(bare), "rounds": bare, "pairs": pairs[0], "pair_customers": pairs[1]},
         "refresh": best,
@@ -266,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=5_000, help="catalogue products (default 5000)")
     parser.add_argument("--repeat", type=int, default=1, help="timed rounds after the warm-up; best is kept "
                                                                 "(default 1)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="no warm-up round of each before the timed ones (the issue's size: a round takes "
+                             "tens of minutes and its data does not fit the cache anyway)")
     parser.add_argument("--keep", action="store_true", help="keep the database (its name is printed)")
     parser.add_argument("--json", action="store_true", help="also print the raw results as JSON")
     args = parser.parse_args(argv)
