@@ -9,6 +9,7 @@
     ├── UnknownCampaignError   config.toml has no campaign by that name (also a KeyError)
     ├── UnknownCustomerError   no customer has the customer_id given (``nurture forget``)
     ├── AmbiguousCustomerError a customer reference names two customers (``nurture consent 138...``)
+    ├── PredictionError        a prediction cannot be made as asked (a date before any order)
     └── DeliveryError          a channel could not deliver one message
         ├── RetryableDeliveryError   try again later (network, timeout, 429, 5xx)
         └── PermanentDeliveryError   never retry (bad address, rejected request)
@@ -96,6 +97,11 @@ class AmbiguousCustomerError(NurtureError):
         self.matches = matches
         super().__init__(f"customer {reference!r} is ambiguous: it matches {len(matches)} customers "
                          f"({', '.join(matches)}); give one of those instead")
+
+
+class PredictionError(NurtureError):
+    """The purchase models cannot be fitted or scored as asked: a date before any paid
+    order, a holdout period that ends before it starts."""
 
 
 class DeliveryError(NurtureError):

@@ -21,6 +21,7 @@ from campaigns.config.feedback import FeedbackConfig
 from campaigns.config.identity import IdentityConfig
 from campaigns.config.loyalty import LoyaltyConfig
 from campaigns.config.profiles import LifecycleConfig, ProfilesConfig, RfmConfig
+from campaigns.config.predictions import PredictionsConfig
 from campaigns.config.recommendations import RecommendationsConfig
 from campaigns.config.replies import RepliesConfig
 from campaigns.config.runtime import (
@@ -56,6 +57,8 @@ class AppConfig(StrictModel):
     feedback: FeedbackConfig = FeedbackConfig()
     #: Product recommendations: the refresh, its schedule and exclusions (docs/recommendations.md).
     recommendations: RecommendationsConfig = RecommendationsConfig()
+    #: Purchase predictions: BG/NBD and Gamma-Gamma fits, the scores' horizons (docs/predictions.md).
+    predictions: PredictionsConfig = PredictionsConfig()
     #: How inbound replies are classified, where complaints alert (docs/feedback.md).
     replies: RepliesConfig = RepliesConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)

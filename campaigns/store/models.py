@@ -10,7 +10,7 @@ migrations and these models agree.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -830,3 +830,35 @@ class StaffAlert(SQLModel, table=True):
     #: being sent (a crashed sender's alert is taken again after it), then the retry's
     #: backoff. NULL: due at once.
     due_at: datetime | None = None
+
+
+# Purchase predictions (docs/predictions.md)
+
+
+class PredictionFit(SQLModel, table=True):
+    """One fit of the purchase models on every buyer's history as of a day: BG/NBD
+    (r, alpha, a, b; weeks) and Gamma-Gamma (p, q, v), their log-likelihoods and sample
+    sizes. ``status`` ``fitted`` is a fit the scores may use (the latest one is current);
+    ``not_converged`` and ``too_few`` are kept to say why the previous fit stayed."""
+
+    __tablename__ = "prediction_fit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: The last day of the purchase history fitted (UTC, inclusive).
+    as_of: date = Field(sa_column=sa.Column(sa.Date, nullable=False, index=True))
+    fitted_at: datetime
+    #: fitted, not_converged or too_few.
+    status: str = Field(max_length=16)
+    #: Buyers in the history, and those with at least one repeat purchase day.
+    customers: int
+    repeaters: int
+    #: BG/NBD parameters {"r", "alpha", "a", "b"} (NULL when not fitted).
+    bgnbd: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    bgnbd_log_likelihood: float | None = None
+    #: Gamma-Gamma parameters {"p", "q", "v"} and the customers they were fitted on
+    #: (repeaters whose repeat purchases had a value).
+    gamma_gamma: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    gamma_gamma_log_likelihood: float | None = None
+    gamma_gamma_customers: int = 0
+    #: Why a fit is not usable, or what was left out (the optimiser's message).
+    message: str | None = Field(default=None, max_length=512)

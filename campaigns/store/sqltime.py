@@ -22,3 +22,14 @@ def plus_interval(dialect: str, column: sa.ColumnElement[datetime], delay: timed
         ).concat(sa.func.substr(column, 20, type_=sa.String))
         return sa.type_coerce(shifted, type_)
     return sa.type_coerce(column + sa.literal(delay, type_=sa.Interval()), type_)
+
+
+def utc_day(dialect: str, column: sa.ColumnElement[datetime]) -> sa.ColumnElement[int]:
+    """The UTC calendar day of a timestamp, as whole days since 1970-01-01 (an integer,
+    so days subtract and group the same on both engines)."""
+    if dialect == "sqlite":
+        # Stored as UTC text; julianday() reads it, the epoch's Julian day is 2440587.5.
+        # CAST truncates, which is floor for any time after 1970 (floor() itself is not
+        # in every SQLite build).
+        return sa.cast(sa.func.julianday(column) - 2440587.5, sa.Integer)
+    return sa.cast(sa.func.floor(sa.extract("epoch", column) / 86400), sa.Integer)
