@@ -27,6 +27,7 @@ from workers.cli import (
     identity,
     loyalty,
     merges,
+    predict,
     preview,
     recommend,
     referrals,
@@ -86,6 +87,7 @@ app.add_typer(referrals.referrals_app, name="referrals")
 app.add_typer(loyalty.points_app, name="points")
 app.add_typer(loyalty.loyalty_app, name="loyalty")
 app.add_typer(recommend.recommend_app, name="recommend")
+app.command()(predict.predict)
 app.add_typer(feedback.feedback_app, name="feedback")
 app.command("test-send")(testsend.test_send)
 app.command("coupons")(coupons.coupons)
