@@ -47,7 +47,8 @@ def predict(
     """Fit BG/NBD and Gamma-Gamma on every buyer's purchase days and keep the fit.
 
     Prints the parameters (BG/NBD r, alpha, a, b in weeks; Gamma-Gamma p, q, v), the
-    log-likelihoods and whether the optimiser converged. A fit that does not converge,
+    log-likelihoods, whether the optimiser converged, and how the buyers' scores under the
+    fit are distributed (p_alive, churn risk, expected orders, predicted CLV). A fit that does not converge,
     or with fewer repeat buyers than `[predictions] min_repeat_customers`, is recorded
     with the reason and the previous fit stays the one the scores use.
 
@@ -107,6 +108,20 @@ def predict(
         rows.append(("scores use", "this fit"))
     else:
         rows.append(("scores use", f"the previous fit, as of {current.as_of:%Y-%m-%d} (made {when(current.fitted_at)})"))
+    scores = report.scores
+    if scores is not None:
+        p = scores.p_alive_quantiles
+        risk = scores.churn_risk
+        rows.append(("p_alive", f"10th percentile {p['p10']:.2f}, median {p['p50']:.2f}, 90th {p['p90']:.2f}"))
+        rows.append(("churn risk", f"low {risk['low']:,}, medium {risk['medium']:,}, high {risk['high']:,} "
+                                   f"(p_alive >= {cfg.predictions.low_risk_p_alive:g} / "
+                                   f"< {cfg.predictions.high_risk_p_alive:g})"))
+        rows.append(("expected orders", f"{scores.expected_orders:,.1f} purchase days in the next "
+                                        f"{cfg.predictions.horizon_days} days"))
+        rows.append(("predicted CLV", "-" if scores.predicted_clv is None else
+                     f"{scores.predicted_clv:,.2f} over {cfg.predictions.clv_horizon_days} days "
+                     f"({scores.predicted_clv_mean:,.2f} per buyer; margin {cfg.predictions.margin:g}, "
+                     f"discount {cfg.predictions.annual_discount_rate:.0%} a year)"))
     rows.append(("time", ", ".join(f"{step} {seconds:.2f} s" for step, seconds in report.seconds.items())))
     console.print(key_values(rows))
 

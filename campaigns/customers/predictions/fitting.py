@@ -7,13 +7,14 @@ repeaters whose repeat purchases had a value. :func:`fit_and_store` reads the su
 fits, and writes a ``prediction_fit`` row whatever happened: ``fitted`` (the scores use
 the latest such row), ``not_converged`` or ``too_few`` (fewer repeaters than
 ``[predictions] min_repeat_customers``), so a failed fit keeps the previous parameters and
-says why. :func:`current_fit` is the fit the scores use.
+says why, and gives the distribution of the buyers' scores under the fit now current.
+:func:`current_fit` is the fit the scores use.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config.predictions import PredictionsConfig
 from campaigns.customers.predictions import bgnbd, gammagamma
+from campaigns.customers.predictions.scores import ScoreSummary, score
 from campaigns.customers.predictions.summary import Summary, read_summary
 from campaigns.store.models import PredictionFit
 
@@ -75,6 +77,8 @@ class FitReport:
     #: The fit the scores use after this one: this one when it is usable, else the
     #: previous usable one (None if there never was one).
     current: StoredFit | None
+    #: The distribution of the buyers' scores under the current fit (None without one).
+    scores: ScoreSummary | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +102,7 @@ class FitReport:
             "current": None if self.current is None else {
                 "fit_id": self.current.id, "as_of": self.current.as_of.isoformat(),
                 "kept_previous": self.current.id != self.fit_id},
+            "scores": None if self.scores is None else asdict(self.scores),
             "seconds": self.seconds,
         }
 
@@ -162,7 +167,12 @@ def fit_and_store(engine: Engine, config: PredictionsConfig, *, as_of: date, now
             message=(fits.message or "")[:512] or None,
         ).returning(PredictionFit.__table__.c.id)).scalar_one()
         current = current_fit(conn)
-    return FitReport(as_of=as_of, fits=fits, fit_id=fit_id, current=current, seconds=seconds)
+    scores = None
+    if current is not None:
+        started = time.perf_counter()
+        scores = ScoreSummary.of(score(summary, current.bgnbd, current.gamma_gamma, config))
+        seconds["scores"] = time.perf_counter() - started
+    return FitReport(as_of=as_of, fits=fits, fit_id=fit_id, current=current, scores=scores, seconds=seconds)
 
 
 def current_fit(conn: sa.Connection) -> StoredFit | None:

@@ -60,6 +60,12 @@ def test_the_cdnow_sample_gives_the_published_parameters(cdnow_project):
     assert re.search(r"BG/NBD r 0\.24\d*, alpha 4\.41\d* weeks, a 0\.79\d*, b 2\.42\d*; log-likelihood -9,582\.43; "
                      r"converged", text), text
     assert re.search(r"Gamma-Gamma p 6\.2\d*, q 3\.7\d*, v 15\.4\d*;", text) and "scores use this fit" in text
+    # The scores' distribution under the fit: 2,357 buyers labelled, CLV summed.
+    scores = fit["scores"]
+    assert scores["customers"] == sum(scores["churn_risk"].values()) == 2357
+    assert scores["p_alive_quantiles"]["p50"] == 1.0  # most CDNOW buyers bought once: alive for BG/NBD
+    assert 0 < scores["expected_orders"] < 2357 and scores["predicted_clv"] > 0
+    assert "churn risk low 1,702, medium 454, high 201" in text
 
 
 def test_the_holdout_check_compares_the_holdout_with_the_calibration_fit(cdnow_project):
@@ -110,4 +116,4 @@ def test_too_few_repeat_buyers_is_said_plainly(project, engine):
     assert result.exit_code == 0, result.output
     text = flat(result.output)
     assert "status too_few" in text and "0 customer(s) with a repeat purchase: a fit needs at least 50" in text
-    assert "scores use no fit yet" in text
+    assert "scores use no fit yet" in text and "p_alive" not in text

@@ -119,3 +119,33 @@ def test_expected_spend_without_a_repeat_purchase_is_the_population_mean():
     params = gammagamma.GammaGammaParameters(p=6.25, q=3.74, v=15.44)
     assert gammagamma.expected_spend(params, [0], [0.0])[0] == pytest.approx(6.25 * 15.44 / 2.74)
     assert np.isnan(gammagamma.expected_spend(gammagamma.GammaGammaParameters(p=1, q=0.9, v=1), [2], [5.0])[0])
+
+
+def test_predicted_clv_adds_up_discounted_monthly_purchases_times_their_expected_value():
+    from campaigns.config.predictions import PredictionsConfig
+    from campaigns.customers.predictions.scores import churn_risk, score
+    from campaigns.customers.predictions.summary import Summary
+
+    spend = gammagamma.GammaGammaParameters(p=6.25, q=3.74, v=15.44)
+    summary = Summary(customer_id=np.array([1, 2, 3]), x=np.array([2.0, 0.0, 6.0]), t_x=np.array([30.43, 0.0, 5.0]),
+                      T=np.array([38.86, 20.0, 38.0]), m=np.array([35.0, 0.0, 20.0]), as_of=None)  # type: ignore[arg-type]
+    config = PredictionsConfig(clv_horizon_days=70, margin=0.4, annual_discount_rate=0.2)
+    scores = score(summary, CDNOW, spend, config)
+    for i in range(3):
+        x, t_x, T, m = summary.x[i], summary.t_x[i], summary.T[i], summary.m[i]
+        value = gammagamma.expected_spend(spend, [x], [m])[0] * 0.4
+        expected = 0.0
+        # Steps of 30, 30 and 10 days, each valued at its end and discounted from there.
+        for start, end in ((0, 30), (30, 60), (60, 70)):
+            step = (bgnbd.expected_purchases(CDNOW, end / 7, [x], [t_x], [T])[0]
+                    - bgnbd.expected_purchases(CDNOW, start / 7, [x], [t_x], [T])[0])
+            expected += step * value / 1.2 ** (end / 365)
+        assert scores.predicted_clv[i] == pytest.approx(expected, rel=1e-12)
+    assert scores.expected_orders == pytest.approx(bgnbd.expected_purchases(CDNOW, 90 / 7, summary.x, summary.t_x,
+                                                                            summary.T))
+    # A one-time buyer is "alive" for BG/NBD; a frequent buyer silent for 33 weeks is not.
+    assert scores.p_alive[1] == 1.0 and scores.p_alive[2] < 0.05
+    assert scores.churn_risk == ["low", "low", "high"]
+    bands = PredictionsConfig(low_risk_p_alive=0.8, high_risk_p_alive=0.5)
+    assert churn_risk(np.array([0.8, 0.79, 0.5, 0.49]), bands) == ["low", "medium", "medium", "high"]
+    assert score(summary, CDNOW, None, config).predicted_clv is None
