@@ -99,7 +99,9 @@ def read_summary(conn: sa.Connection, *, as_of: date, since: date | None = None)
         first = conn.execute(sa.select(sa.func.min(o.c.ordered_at)).where(o.c.status == "paid")).scalar()
         later = f"; the first is on {first:%Y-%m-%d}" if first is not None else "; there is none yet"
         raise PredictionError(f"no paid order on or before {as_of:%Y-%m-%d}{later}")
-    data = np.array([(r.customer_id, r.x, r.first, r.last, float(r.repeat_spend or 0)) for r in rows],
+    # Amounts are in cents: rounded to them, the sums are the same on SQLite (which adds
+    # binary floats) and PostgreSQL (exact NUMERIC), so the fits and scores are too.
+    data = np.array([(r.customer_id, r.x, r.first, r.last, round(float(r.repeat_spend or 0), 2)) for r in rows],
                     dtype=np.float64).reshape(-1, 5)
     customer_id, x, first, last, repeat_spend = data.T
     end = day_number(as_of)
