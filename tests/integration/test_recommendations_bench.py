@@ -47,9 +47,12 @@ def test_the_seed_is_deterministic_and_shaped_as_documented():
     assert 0 < seeded["out_of_stock"] < 500 * 0.1
 
 
-def test_a_tiny_run_reports_every_figure_and_passes_its_checks(capsys):
-    args = argparse.Namespace(customers=300, orders=3000, products=500, repeat=1, keep=False, json=False)
+@pytest.mark.parametrize("warm_up", [True, False])
+def test_a_tiny_run_reports_every_figure_and_passes_its_checks(capsys, warm_up):
+    args = argparse.Namespace(customers=300, orders=3000, products=500, repeat=1, keep=False, json=False,
+                              warm_up=warm_up)
     result = recommendations.run(args)
+    assert result["warm_up"] is warm_up
     assert result["ok"] and set(result["checks"]) == {
         "every buyer has recommendations", "ranks are 1..n, n <= top_n", "nothing out of stock",
         "nothing already bought", "associations >= min_support"}
