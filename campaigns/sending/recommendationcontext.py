@@ -133,11 +133,12 @@ class RecommendationContexts:
 def read_recommendations(conn: sa.Connection, customer_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
     """The recommended products in stock of ``customer_ids``, best first.
 
-    Two index look-ups (per 500 customers on SQLite): their ranked rows (``recommendation``'s primary
-    key is (customer_id, rank)), then those products by sku. Not one join: for a batch's
-    few hundred rows PostgreSQL's planner prefers hashing the whole catalogue to probing
-    its sku index (a sequential scan of 50,000 products, 20 ms per 50-message batch, was
-    most of what recommendations added to a message; docs/benchmarks.md).
+    Two index look-ups (per 500 customers on SQLite): their ranked rows
+    (``recommendation``'s primary key is (customer_id, rank)), then those products by sku.
+    Not one join: for a batch's few hundred rows PostgreSQL's planner prefers hashing the
+    whole catalogue to probing its sku index (a sequential scan of 50,000 products, 20 ms
+    per 50-message batch, was most of what recommendations added to a message;
+    docs/benchmarks.md).
     """
     r = Recommendation.__table__
     p = Product.__table__

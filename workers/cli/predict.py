@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -17,6 +17,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from workers.cli.common import ConfigOption, JsonOption, console, engine_for, err_console, friendly_errors, \
     load_app_config
 from workers.cli.tables import key_values, print_json, print_table, titled_table, when
+
+if TYPE_CHECKING:  # the models (numpy, scipy) are imported by the command, not at start-up
+    from campaigns.customers.predictions.holdout import HoldoutReport
 
 
 def _day(value: str | None, option: str) -> date | None:
@@ -83,8 +86,8 @@ def predict(
     fits = report.fits
     rows = [
         ("as of", f"{report.as_of:%Y-%m-%d} (paid orders through this day, UTC)"),
-        ("buyers", f"{fits.customers:,} ({fits.repeaters:,} with a repeat purchase; "
-                   f"{fits.combinations:,} distinct histories)"),
+        ("buyers", f"{fits.customers:,} ({fits.repeaters:,} with a repeat purchase"
+                   + (f"; {fits.combinations:,} distinct histories)" if fits.combinations else ")")),
         ("status", fits.status),
     ]
     if fits.bgnbd is not None:
@@ -92,7 +95,8 @@ def predict(
         rows.append(("BG/NBD", f"r {_number(b.parameters.r)}, alpha {_number(b.parameters.alpha)} weeks, "
                                f"a {_number(b.parameters.a)}, b {_number(b.parameters.b)}; "
                                f"log-likelihood {b.log_likelihood:,.2f}; "
-                               f"{'converged' if b.converged else 'NOT converged'} ({b.evaluations} likelihood evaluations)"))
+                               f"{'converged' if b.converged else 'NOT converged'} "
+                               f"({b.evaluations} likelihood evaluations)"))
     if fits.gamma_gamma is not None:
         g = fits.gamma_gamma
         rows.append(("Gamma-Gamma", f"p {_number(g.parameters.p)}, q {_number(g.parameters.q)}, "
@@ -107,7 +111,8 @@ def predict(
     elif current.id == report.fit_id:
         rows.append(("scores use", "this fit"))
     else:
-        rows.append(("scores use", f"the previous fit, as of {current.as_of:%Y-%m-%d} (made {when(current.fitted_at)})"))
+        rows.append(("scores use", f"the previous fit, as of {current.as_of:%Y-%m-%d} "
+                                   f"(made {when(current.fitted_at)})"))
     scores = report.scores
     if scores is not None:
         p = scores.p_alive_quantiles
@@ -126,10 +131,7 @@ def predict(
     console.print(key_values(rows))
 
 
-def _print_holdout(check: object, *, as_json: bool) -> None:
-    from campaigns.customers.predictions.holdout import HoldoutReport
-
-    assert isinstance(check, HoldoutReport)
+def _print_holdout(check: HoldoutReport, *, as_json: bool) -> None:
     fits = check.fits
     if as_json:
         print_json({"calibration": {"fit": None if fits.bgnbd is None else {

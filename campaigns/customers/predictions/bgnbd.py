@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import betaln, gammaln, hyp2f1
 
-from campaigns.customers.predictions.optimise import maximise
+from campaigns.customers.predictions.optimise import Fit, maximise
 
 #: Where the search starts (log of each parameter = 0: every parameter 1).
 _START = np.zeros(4)
@@ -46,20 +46,6 @@ class BgNbdParameters:
     def from_dict(cls, values: dict[str, Any]) -> BgNbdParameters:
         """Parameters as :meth:`to_dict` gave them."""
         return cls(r=float(values["r"]), alpha=float(values["alpha"]), a=float(values["a"]), b=float(values["b"]))
-
-
-@dataclass(frozen=True)
-class Fit:
-    """The outcome of a maximum-likelihood fit."""
-
-    parameters: BgNbdParameters
-    #: The log-likelihood at the parameters, summed over customers.
-    log_likelihood: float
-    converged: bool
-    #: The optimiser's own words (why it stopped).
-    message: str
-    #: Likelihood evaluations the search took.
-    evaluations: int
 
 
 def _as_arrays(*values: ArrayLike) -> list[NDArray[np.float64]]:
@@ -85,17 +71,13 @@ def _log_likelihood(r: float, alpha: float, a: float, b: float, x: NDArray[np.fl
 
 
 def fit(x: ArrayLike, t_x: ArrayLike, T: ArrayLike, weights: ArrayLike | None = None, *,
-        max_iterations: int = 5000) -> Fit:
-    """Maximum-likelihood parameters for customers (or weighted distinct combinations);
-    ``converged`` is False when the search stopped on its limit or on a non-finite
-    likelihood (:func:`~campaigns.customers.predictions.optimise.maximise`)."""
+        max_iterations: int = 5000) -> Fit[BgNbdParameters]:
+    """Maximum-likelihood parameters for customers (or weighted distinct combinations),
+    by :func:`~campaigns.customers.predictions.optimise.maximise`."""
     x, t_x, T = _as_arrays(x, t_x, T)
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
-    found = maximise(lambda p: float(np.dot(w, _log_likelihood(p[0], p[1], p[2], p[3], x, t_x, T))), _START,
-                     max_iterations=max_iterations)
-    r, alpha, a, b = (float(value) for value in found.parameters)
-    return Fit(parameters=BgNbdParameters(r=r, alpha=alpha, a=a, b=b), log_likelihood=found.log_likelihood,
-               converged=found.converged, message=found.message, evaluations=found.evaluations)
+    return maximise(lambda p: float(np.dot(w, _log_likelihood(p[0], p[1], p[2], p[3], x, t_x, T))), _START,
+                    build=BgNbdParameters, max_iterations=max_iterations)
 
 
 def p_alive(parameters: BgNbdParameters, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> NDArray[np.float64]:
@@ -109,8 +91,9 @@ def p_alive(parameters: BgNbdParameters, x: ArrayLike, t_x: ArrayLike, T: ArrayL
 
 
 def expected_purchases(parameters: BgNbdParameters, t: float, x: ArrayLike, t_x: ArrayLike,
-                       T: ArrayLike) -> NDArray[np.float64]:
-    """E[purchases in (T, T + t] | x, t_x, T] (equation 10), ``t`` in weeks."""
+                       T: ArrayLike, *, alive: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+    """E[purchases in (T, T + t] | x, t_x, T] (equation 10), ``t`` in weeks; ``alive`` is
+    :func:`p_alive` of the same customers when the caller has it (it does not depend on ``t``)."""
     x, t_x, T = _as_arrays(x, t_x, T)
     r, alpha, a, b = parameters.r, parameters.alpha, parameters.a, parameters.b
     if t <= 0:
@@ -118,7 +101,7 @@ def expected_purchases(parameters: BgNbdParameters, t: float, x: ArrayLike, t_x:
     z = t / (alpha + T + t)
     growth = 1.0 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t))) * hyp2f1(r + x, b + x,
                                                                                           a + b + x - 1, z)
-    return (a + b + x - 1) / (a - 1) * growth * p_alive(parameters, x, t_x, T)
+    return (a + b + x - 1) / (a - 1) * growth * (p_alive(parameters, x, t_x, T) if alive is None else alive)
 
 
 def expected_purchases_new(parameters: BgNbdParameters, t: ArrayLike) -> NDArray[np.float64]:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.config.predictions import PredictionsConfig
 from campaigns.customers.predictions import bgnbd, gammagamma
+from campaigns.customers.predictions.optimise import Fit
 from campaigns.customers.predictions.scores import ScoreSummary, score
 from campaigns.customers.predictions.summary import Summary, read_summary
 from campaigns.store.models import PredictionFit
@@ -40,8 +41,8 @@ class ModelFits:
     status: str
     customers: int
     repeaters: int
-    bgnbd: bgnbd.Fit | None
-    gamma_gamma: gammagamma.Fit | None
+    bgnbd: Fit[bgnbd.BgNbdParameters] | None
+    gamma_gamma: Fit[gammagamma.GammaGammaParameters] | None
     #: Repeaters Gamma-Gamma was fitted on (those whose repeat days had a value).
     gamma_gamma_customers: int
     #: Why the fit is not usable, or what was left out.
@@ -136,7 +137,7 @@ def fit_summary(summary: Summary, config: PredictionsConfig) -> ModelFits:
                      message="; ".join(notes) or None, combinations=len(weights))
 
 
-def _usable_spend(fits: ModelFits) -> gammagamma.Fit | None:
+def _usable_spend(fits: ModelFits) -> Fit[gammagamma.GammaGammaParameters] | None:
     spend = fits.gamma_gamma
     return spend if spend is not None and spend.converged and spend.parameters.q > 1 else None
 

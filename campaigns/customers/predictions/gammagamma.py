@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import gammaln
 
-from campaigns.customers.predictions.optimise import maximise
+from campaigns.customers.predictions.optimise import Fit, maximise
 
 _START = np.zeros(3)
 
@@ -41,17 +41,6 @@ class GammaGammaParameters:
         return cls(p=float(values["p"]), q=float(values["q"]), v=float(values["v"]))
 
 
-@dataclass(frozen=True)
-class Fit:
-    """The outcome of a maximum-likelihood fit."""
-
-    parameters: GammaGammaParameters
-    log_likelihood: float
-    converged: bool
-    message: str
-    evaluations: int
-
-
 def _log_likelihood(p: float, q: float, v: float, x: NDArray[np.float64],
                     m: NDArray[np.float64]) -> NDArray[np.float64]:
     # The density of the mean m of x gamma(p, nu) values, nu ~ gamma(q, v), up to the
@@ -67,7 +56,8 @@ def log_likelihood(parameters: GammaGammaParameters, x: ArrayLike, m: ArrayLike)
     return _log_likelihood(parameters.p, parameters.q, parameters.v, x, m)
 
 
-def fit(x: ArrayLike, m: ArrayLike, weights: ArrayLike | None = None, *, max_iterations: int = 5000) -> Fit:
+def fit(x: ArrayLike, m: ArrayLike, weights: ArrayLike | None = None, *,
+        max_iterations: int = 5000) -> Fit[GammaGammaParameters]:
     """Maximum-likelihood parameters for customers with repeat purchases.
 
     ``m`` must be positive: a customer whose repeat purchases were all free carries no
@@ -75,11 +65,8 @@ def fit(x: ArrayLike, m: ArrayLike, weights: ArrayLike | None = None, *, max_ite
     """
     x, m = np.asarray(x, dtype=np.float64), np.asarray(m, dtype=np.float64)
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
-    found = maximise(lambda params: float(np.dot(w, _log_likelihood(params[0], params[1], params[2], x, m))),
-                     _START, max_iterations=max_iterations)
-    p, q, v = (float(value) for value in found.parameters)
-    return Fit(parameters=GammaGammaParameters(p=p, q=q, v=v), log_likelihood=found.log_likelihood,
-               converged=found.converged, message=found.message, evaluations=found.evaluations)
+    return maximise(lambda params: float(np.dot(w, _log_likelihood(params[0], params[1], params[2], x, m))),
+                    _START, build=GammaGammaParameters, max_iterations=max_iterations)
 
 
 def expected_spend(parameters: GammaGammaParameters, x: ArrayLike, m: ArrayLike) -> NDArray[np.float64]:

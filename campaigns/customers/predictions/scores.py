@@ -51,15 +51,19 @@ def churn_risk(p_alive: NDArray[np.float64], config: PredictionsConfig) -> list[
 
 
 def predicted_clv(purchases: bgnbd.BgNbdParameters, spend: gammagamma.GammaGammaParameters, summary: Summary,
-                  config: PredictionsConfig) -> NDArray[np.float64]:
-    """Each buyer's discounted value over ``clv_horizon_days``."""
+                  config: PredictionsConfig, *, alive: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+    """Each buyer's discounted value over ``clv_horizon_days`` (``alive``: their p_alive,
+    computed once for every step when not given)."""
+    if alive is None:
+        alive = bgnbd.p_alive(purchases, summary.x, summary.t_x, summary.T)
     value = gammagamma.expected_spend(spend, summary.x, summary.m) * config.margin
     total = np.zeros(len(summary))
     before = np.zeros(len(summary))
     steps = math.ceil(config.clv_horizon_days / CLV_STEP_DAYS)
     for step in range(1, steps + 1):
         days = min(step * CLV_STEP_DAYS, config.clv_horizon_days)
-        upto = bgnbd.expected_purchases(purchases, days / DAYS_PER_WEEK, summary.x, summary.t_x, summary.T)
+        upto = bgnbd.expected_purchases(purchases, days / DAYS_PER_WEEK, summary.x, summary.t_x, summary.T,
+                                        alive=alive)
         # A step's purchases are valued at its end, discounted to today.
         total += (upto - before) * value / (1 + config.annual_discount_rate) ** (days / 365)
         before = upto
@@ -99,8 +103,8 @@ def score(summary: Summary, purchases: bgnbd.BgNbdParameters, spend: gammagamma.
     """Every buyer's scores under the fitted parameters."""
     alive = bgnbd.p_alive(purchases, summary.x, summary.t_x, summary.T)
     expected = bgnbd.expected_purchases(purchases, config.horizon_days / DAYS_PER_WEEK, summary.x, summary.t_x,
-                                        summary.T)
-    clv = predicted_clv(purchases, spend, summary, config) if spend is not None else None
+                                        summary.T, alive=alive)
+    clv = predicted_clv(purchases, spend, summary, config, alive=alive) if spend is not None else None
     return Scores(customer_id=summary.customer_id, p_alive=alive, expected_orders=expected, predicted_clv=clv,
                   churn_risk=churn_risk(alive, config))
 

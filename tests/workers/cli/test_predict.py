@@ -116,4 +116,5 @@ def test_too_few_repeat_buyers_is_said_plainly(project, engine):
     assert result.exit_code == 0, result.output
     text = flat(result.output)
     assert "status too_few" in text and "0 customer(s) with a repeat purchase: a fit needs at least 50" in text
+    assert "buyers 10 (0 with a repeat purchase) " in text  # no "0 distinct histories": none were fitted
     assert "scores use no fit yet" in text and "p_alive" not in text
